@@ -1,0 +1,5 @@
+"""`python -m offload` runs the CLI."""
+
+from offload.cli.app import main
+
+main()

@@ -1,0 +1,64 @@
+"""The `offload` command: one Typer app, one sub-app per noun, one error boundary."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from offload.errors import OffloadError
+
+app = typer.Typer(
+    name="offload",
+    help="Offload heavy development work to your workers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register() -> None:
+    # Command modules register themselves on import; each keeps its heavy imports inside the commands.
+    from offload.cli import fleet, init, jobs, run, sshconfig  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app and turn every OffloadError into one line on stderr."""
+    _register()
+    debug = os.environ.get("OFFLOAD_DEBUG") == "1"
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except OffloadError as e:
+        if debug:
+            raise
+        print(f"offload: {e.line()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("offload: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, click.ClickException):
+            if debug:
+                raise
+            print(f"offload: {e.format_message()}", file=sys.stderr)
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            print("offload: aborted", file=sys.stderr)
+            sys.exit(1)
+        if debug:
+            raise
+        print(f"offload: unexpected error: {type(e).__name__}: {e} (set OFFLOAD_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)

@@ -1,0 +1,81 @@
+"""The error hierarchy: every failure the user can act on is an OffloadError with one clear line."""
+
+from __future__ import annotations
+
+
+class OffloadError(Exception):
+    """Base of every error offload reports to the user as a single line."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def line(self) -> str:
+        """The one line shown on stderr."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(OffloadError):
+    """A stack config key, outputs file or offload.yaml is missing or invalid."""
+
+    exit_code = 2
+
+
+class UsageError(OffloadError):
+    """The command line asks for something that cannot be done as stated."""
+
+    exit_code = 2
+
+
+class WorkerError(OffloadError):
+    """A failure tied to one worker; carries its name."""
+
+    def __init__(self, worker: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.worker = worker
+
+
+class WorkerUnreachable(WorkerError):
+    """The worker could not be reached over its transport."""
+
+    exit_code = 3
+
+
+class HostKeyMismatch(WorkerError):
+    """The worker presented a host key other than the pinned or remembered one."""
+
+    exit_code = 4
+
+
+class RemoteCommandError(WorkerError):
+    """A step offload runs on the worker failed; carries the command and its output."""
+
+    def __init__(self, worker: str, message: str, *, command: str = "", exit_code: int | None = None,
+                 stderr: str = "", hint: str | None = None) -> None:
+        super().__init__(worker, message, hint=hint)
+        self.command = command
+        self.remote_exit_code = exit_code
+        self.stderr = stderr
+
+
+class SyncError(WorkerError):
+    """The local working tree could not be reproduced on the worker."""
+
+
+class JobNotFound(OffloadError):
+    """No job with that id exists on any worker of the stack."""
+
+    exit_code = 5
+
+
+class CloudApiError(WorkerError):
+    """A call to the cloud provider's API (wake, stop, guest attributes) failed."""
+
+
+class PulumiUnavailable(OffloadError):
+    """The Pulumi CLI, which the Automation API drives, is not installed."""
+
+    exit_code = 6

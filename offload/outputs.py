@@ -1,0 +1,202 @@
+"""The stack-outputs contract: plain dataclasses shared by the Pulumi program and the runtime.
+
+This module must import neither pulumi nor fabric: the infrastructure builds these records and the
+runtime parses them, so both halves agree on one definition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from offload.errors import ConfigError
+
+IAP_RANGE = "35.235.240.0/20"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_HOST = re.compile(r"^[A-Za-z0-9:.\[\]_-]{1,253}$")
+_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
+
+
+class ProviderType(str, Enum):
+    """Where a stack's workers live; the value is the `offload:provider` config string."""
+
+    GCE_COS = "gce-cos"
+    GCE_LINUX = "gce-linux"
+    WORKSTATION = "workstation"
+    LOCAL_DOCKER = "local-docker"
+    SSH = "ssh"
+    LOCAL = "local"
+
+    @classmethod
+    def parse(cls, value: object, *, key: str = "provider") -> "ProviderType":
+        try:
+            return cls(str(value))
+        except ValueError:
+            accepted = ", ".join(p.value for p in cls)
+            raise ConfigError(f"{key} must be one of {accepted}; got {value!r}") from None
+
+    @property
+    def is_gce(self) -> bool:
+        return self in (ProviderType.GCE_COS, ProviderType.GCE_LINUX)
+
+
+def validate_name(value: object, key: str) -> str:
+    """A worker or resource name: letters, digits, '.', '_' and '-', at most 63 characters."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigError(f"{key} must be 1-63 letters, digits, '.', '_' or '-' starting with a letter or digit; "
+                          f"got {value!r}")
+    return value
+
+
+def validate_host_key(value: object, key: str) -> str:
+    """A public host key line: '<type> <base64>' with an optional comment."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a public key line such as 'ssh-ed25519 AAAA...'; got {value!r}")
+    parts = value.split()
+    if len(parts) < 2 or parts[0] not in _KEY_TYPES or not re.match(r"^[A-Za-z0-9+/]+=*$", parts[1]):
+        raise ConfigError(f"{key} must be a public key line '<type> <base64>' with type one of "
+                          f"{', '.join(_KEY_TYPES)}; got {value[:40]!r}")
+    return f"{parts[0]} {parts[1]}"
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """One worker as the runtime needs to reach it."""
+
+    name: str
+    host: str
+    workspace: str
+    port: int = 22
+    user: str | None = None
+    container: str | None = None
+    instance: str | None = None
+    project: str | None = None
+    zone: str | None = None
+    host_keys: tuple[str, ...] = ()
+    proxy_command: str | None = None
+    # Optional fields beyond the core contract; absent keys take these defaults.
+    image: str | None = None
+    machine_type: str | None = None
+    hourly_cost_usd: float | None = None
+    idle_stop_minutes: int | None = None
+
+    def __post_init__(self) -> None:
+        where = f"workers[{self.name!r}]"
+        validate_name(self.name, "workers[].name")
+        if not isinstance(self.host, str) or not _HOST.match(self.host):
+            raise ConfigError(f"{where}.host must be a hostname or IP address; got {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise ConfigError(f"{where}.port must be an integer from 1 to 65535; got {self.port!r}")
+        if self.user is not None and (not isinstance(self.user, str) or not _USER.match(self.user)):
+            raise ConfigError(f"{where}.user must be a login name (letters, digits, '_', '.', '-'); got {self.user!r}")
+        if self.container is not None and (not isinstance(self.container, str) or not _CONTAINER.match(self.container)):
+            raise ConfigError(f"{where}.container must be a container name or null; got {self.container!r}")
+        if not isinstance(self.workspace, str) or not self.workspace.startswith("/") or "\n" in self.workspace \
+                or "\x00" in self.workspace or "/../" in f"{self.workspace}/":
+            raise ConfigError(f"{where}.workspace must be an absolute path; got {self.workspace!r}")
+        for key_name in ("instance", "project", "zone", "proxy_command", "image", "machine_type"):
+            v = getattr(self, key_name)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise ConfigError(f"{where}.{key_name} must be a non-empty string or null; got {v!r}")
+        for i, hk in enumerate(self.host_keys):
+            validate_host_key(hk, f"{where}.host_keys[{i}]")
+
+    @classmethod
+    def from_dict(cls, data: object, index: int = 0) -> "WorkerRecord":
+        if not isinstance(data, dict):
+            raise ConfigError(f"workers[{index}] must be an object with name, host and workspace; got {data!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [k for k in ("name", "host", "workspace") if data.get(k) in (None, "")]
+        if missing:
+            raise ConfigError(f"workers[{index}] is missing {', '.join(missing)}")
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        keys = values.get("host_keys") or ()
+        if isinstance(keys, str) or not isinstance(keys, (list, tuple)):
+            raise ConfigError(f"workers[{index}].host_keys must be a list of public key lines; got {keys!r}")
+        values["host_keys"] = tuple(validate_host_key(k, f"workers[{index}].host_keys[{j}]") for j, k in enumerate(keys))
+        if values.get("port") is None:
+            values["port"] = 22
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["host_keys"] = list(self.host_keys)
+        return data
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class StackOutputs:
+    """Everything `pulumi stack output --json` gives: the provider type, its developer and workers."""
+
+    provider: ProviderType
+    developer: str
+    workers: tuple[WorkerRecord, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        names = [w.name for w in self.workers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"workers have duplicate names: {', '.join(dupes)}")
+
+    @classmethod
+    def from_dict(cls, data: object) -> "StackOutputs":
+        if not isinstance(data, dict):
+            raise ConfigError("stack outputs must be a JSON object with provider, developer and workers")
+        provider = ProviderType.parse(data.get("provider"))
+        developer = data.get("developer") or ""
+        if not isinstance(developer, str):
+            raise ConfigError(f"developer must be a string; got {developer!r}")
+        workers = data.get("workers")
+        if not isinstance(workers, list) or not workers:
+            raise ConfigError("workers must be a non-empty list of worker records")
+        return cls(provider, developer, tuple(WorkerRecord.from_dict(w, i) for i, w in enumerate(workers)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "StackOutputs":
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read outputs file {p}: {e.strerror or e}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"outputs file {p} is not valid JSON: line {e.lineno}: {e.msg}") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"provider": self.provider.value, "developer": self.developer,
+                "workers": [w.to_dict() for w in self.workers]}
+
+    def worker(self, name: str) -> WorkerRecord:
+        for w in self.workers:
+            if w.name == name:
+                return w
+        raise ConfigError(f"no worker named {name!r}; this stack has {', '.join(w.name for w in self.workers)}")
+
+
+def local_outputs(workspace: str | None = None) -> StackOutputs:
+    """The built-in `local` worker: this machine, used when no stack or outputs are given."""
+    import getpass
+
+    from offload.paths import cache_dir
+
+    ws = workspace or os.environ.get("OFFLOAD_LOCAL_WORKSPACE") or str(cache_dir() / "local")
+    user = getpass.getuser()
+    if not _USER.match(user):
+        user = None
+    return StackOutputs(ProviderType.LOCAL, developer=user or "",
+                        workers=(WorkerRecord(name="local", host="localhost", workspace=ws, user=user),))
