@@ -1,0 +1,29 @@
+"""Providers: one module per provider type, all implementing WorkerProvider; `provider_for` picks one."""
+
+from __future__ import annotations
+
+from offload.outputs import ProviderType, StackOutputs, WorkerRecord
+from offload.providers.base import ProviderOptions, WorkerProvider, WorkerStatus
+
+
+def provider_for(outputs: StackOutputs, worker: WorkerRecord, options: ProviderOptions | None = None
+                 ) -> WorkerProvider:
+    """The WorkerProvider implementation for the outputs' provider type."""
+    from offload.providers.gce import GceCosProvider, GceLinuxProvider
+    from offload.providers.local import LocalProvider
+    from offload.providers.local_docker import LocalDockerProvider
+    from offload.providers.ssh import SshProvider
+    from offload.providers.workstation import WorkstationProvider
+
+    classes: dict[ProviderType, type[WorkerProvider]] = {
+        ProviderType.GCE_COS: GceCosProvider,
+        ProviderType.GCE_LINUX: GceLinuxProvider,
+        ProviderType.WORKSTATION: WorkstationProvider,
+        ProviderType.LOCAL_DOCKER: LocalDockerProvider,
+        ProviderType.SSH: SshProvider,
+        ProviderType.LOCAL: LocalProvider,
+    }
+    return classes[outputs.provider](worker, outputs, options)
+
+
+__all__ = ["ProviderOptions", "WorkerProvider", "WorkerStatus", "provider_for"]

@@ -1,0 +1,164 @@
+"""The WorkerProvider interface: the verbs every provider type implements, and what they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from offload.errors import UsageError
+from offload.jobs.layout import JobPaths
+from offload.outputs import ProviderType, StackOutputs, WorkerRecord
+from offload.runtime.connection import ConnectOptions
+from offload.runtime.transport import ContainerTransport, Result, Sink, Transport, check
+
+if TYPE_CHECKING:
+    from offload.runtime.sync import Snapshot, SyncStats
+
+
+@dataclass
+class ProviderOptions:
+    """Per-invocation choices that shape how a worker is reached."""
+
+    connect: ConnectOptions = field(default_factory=ConnectOptions.from_env)
+    via_iap: bool = False
+    progress: Callable[[str], None] = lambda msg: None
+
+
+@dataclass
+class WorkerStatus:
+    """What `get_status` reports for one worker's machine (its jobs are the jobs layer's business)."""
+
+    name: str
+    provider: str
+    state: str                      # running | stopped | missing | unreachable | unknown
+    machine_type: str | None = None
+    hourly_cost_usd: float | None = None
+    idle_stop_in_minutes: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "provider": self.provider, "state": self.state,
+            "machine_type": self.machine_type, "hourly_cost_usd": self.hourly_cost_usd,
+            "idle_stop_in_minutes": self.idle_stop_in_minutes, "error": self.error,
+        }
+
+
+class WorkerProvider(ABC):
+    """One worker of a stack, reached the way its provider type prescribes.
+
+    Lifecycle per CLI invocation: `ensure_ready()` once (wakes, connects, heals), then any number of
+    steps over the same transport, then `close()`.
+    """
+
+    kind: ProviderType
+
+    def __init__(self, record: WorkerRecord, outputs: StackOutputs, options: ProviderOptions | None = None) -> None:
+        self.record = record
+        self.outputs = outputs
+        self.options = options or ProviderOptions()
+        self._host: Transport | None = None
+        self._job: Transport | None = None
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def workspace(self) -> str:
+        return self.record.workspace
+
+    @property
+    def key(self) -> str:
+        """Stable identity of this worker for the local snapshot cache."""
+        return f"{self.kind.value}:{self.record.name}:{self.record.host}:{self.record.port}:{self.workspace}"
+
+    def paths(self, job: str) -> JobPaths:
+        return JobPaths(self.workspace, job)
+
+    # --- verbs ---------------------------------------------------------------------------------
+
+    def provision(self) -> None:
+        """Make the worker usable for jobs: its workspace exists (and its container runs, where it has one)."""
+        self.ensure_ready()
+        argv = ["mkdir", "-p", f"{self.workspace}/repos", f"{self.workspace}/worktrees", f"{self.workspace}/jobs"]
+        check(self.exec(argv, timeout=60), self.name, "creating the workspace", argv)
+
+    def ensure_ready(self) -> None:
+        """Wake the worker if needed and open its transport (idempotent)."""
+        if self._job is None:
+            self._host = self._open_host()
+            self._job = self._wrap(self._host)
+
+    @abstractmethod
+    def _open_host(self) -> Transport:
+        """Open the transport to the worker's host."""
+
+    def _wrap(self, host: Transport) -> Transport:
+        if self.record.container:
+            return ContainerTransport(host, self.record.container, heal=self.heal_container)
+        return host
+
+    def heal_container(self) -> None:
+        from offload.runtime.container import heal_container
+
+        if self.record.container and self._host is not None:
+            done = heal_container(self._host, self.record.container, self.record.image, self.workspace)
+            if done != "running":
+                self.options.progress(f"worker container {self.record.container} was {done}")
+
+    @property
+    def host(self) -> Transport:
+        self.ensure_ready()
+        assert self._host is not None
+        return self._host
+
+    @property
+    def transport(self) -> Transport:
+        """Where jobs run: the container when there is one, else the host."""
+        self.ensure_ready()
+        assert self._job is not None
+        return self._job
+
+    def exec(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+        return self.transport.run(argv, stdin=stdin, timeout=timeout)
+
+    def stream(self, argv: Sequence[str], sink: Sink) -> int:
+        return self.transport.stream(argv, sink)
+
+    def sync(self, snapshot: "Snapshot", paths: JobPaths) -> "SyncStats":
+        from offload.runtime.sync import push_snapshot
+
+        return push_snapshot(self.transport, snapshot, paths, self.key)
+
+    def launch(self, script: bytes, job: str) -> None:
+        """Start a job: SCRIPT runs as `sh -s` in the job environment, so its data (secrets included) never
+        appears in an argv."""
+        check(self.exec(["sh", "-s"], stdin=script, timeout=60), self.name, f"starting job {job}")
+
+    def get_status(self) -> WorkerStatus:
+        """The machine's state; cheap providers answer without a round trip."""
+        return WorkerStatus(self.name, self.kind.value, "running", self.record.machine_type,
+                            self.record.hourly_cost_usd)
+
+    def stop(self) -> None:
+        raise UsageError(f"worker {self.name} ({self.kind.value}) cannot be stopped by offload")
+
+    def start(self) -> None:
+        raise UsageError(f"worker {self.name} ({self.kind.value}) cannot be started by offload")
+
+    def attach(self, argv: Sequence[str]) -> int:
+        return self.transport.interactive(argv)
+
+    def close(self) -> None:
+        if self._host is not None:
+            self._host.close()
+        self._host = self._job = None
+
+    def __enter__(self) -> "WorkerProvider":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

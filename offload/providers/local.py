@@ -1,0 +1,21 @@
+"""`local`: this machine, a worktree and tmux, no container and no SSH."""
+
+from __future__ import annotations
+
+import shutil
+
+from offload.errors import UsageError
+from offload.outputs import ProviderType
+from offload.providers.base import WorkerProvider
+from offload.runtime.transport import LocalTransport, Transport
+
+
+class LocalProvider(WorkerProvider):
+    kind = ProviderType.LOCAL
+
+    def _open_host(self) -> Transport:
+        missing = [tool for tool in ("tmux", "git") if shutil.which(tool) is None]
+        if missing:
+            raise UsageError(f"the local worker needs {' and '.join(missing)} installed",
+                             hint=f"e.g. sudo apt-get install -y {' '.join(missing)}")
+        return LocalTransport(self.name)

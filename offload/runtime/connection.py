@@ -1,0 +1,159 @@
+"""Opening the one SSH connection to a worker: identity, proxy command, timeouts and host-key trust."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from offload.errors import HostKeyMismatch, WorkerUnreachable
+from offload.outputs import WorkerRecord
+from offload.runtime.hostkeys import KnownHosts, host_id
+
+if TYPE_CHECKING:
+    import fabric
+    import paramiko
+
+DEFAULT_CONNECT_TIMEOUT = 15.0
+
+
+class Trust(str, Enum):
+    """How an unknown host key is treated."""
+
+    PINNED = "pinned"          # only the keys given (outputs, guest attributes); anything else is refused
+    FIRST_USE = "first-use"    # remember the first key seen, with a notice; refuse a change later
+
+
+@dataclass
+class ConnectOptions:
+    """Everything that decides how the runtime dials a worker."""
+
+    identity: Path | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    proxy_command: str | None = None
+    known_hosts: KnownHosts = field(default_factory=KnownHosts.default)
+    notice: Callable[[str], None] = lambda msg: print(f"offload: {msg}", file=sys.stderr)
+
+    @classmethod
+    def from_env(cls, identity: Path | None = None) -> "ConnectOptions":
+        key = identity or (Path(os.environ["OFFLOAD_SSH_KEY"]) if os.environ.get("OFFLOAD_SSH_KEY") else None)
+        try:
+            timeout = float(os.environ.get("OFFLOAD_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT))
+        except ValueError:
+            timeout = DEFAULT_CONNECT_TIMEOUT
+        return cls(identity=key, connect_timeout=min(max(timeout, 1.0), 120.0))
+
+
+def fingerprint(key_line: str) -> str:
+    """OpenSSH-style SHA256 fingerprint of a 'type base64' key line."""
+    blob = base64.b64decode(key_line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _policy(worker: WorkerRecord, opts: ConnectOptions, trust: Trust):
+    import paramiko
+
+    class _Policy(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001
+            line = f"{key.get_name()} {key.get_base64()}"
+            if trust is Trust.PINNED:
+                raise HostKeyMismatch(worker.name, f"worker {worker.name} presented host key {fingerprint(line)}, "
+                                      "which matches none of its pinned host keys; refusing to connect")
+            opts.known_hosts.add(hostname, line)
+            opts.notice(f"trusting host key {fingerprint(line)} of worker {worker.name} ({hostname}) on first use; "
+                        f"it is kept in {opts.known_hosts.path}")
+
+    return _Policy()
+
+
+def _load_keys(client: "paramiko.SSHClient", name: str, keys: list[str]) -> None:
+    from paramiko import PKey
+
+    store = client.get_host_keys()
+    for line in keys:
+        kind, b64 = line.split()[:2]
+        try:
+            store.add(name, kind, PKey.from_type_string(kind, base64.b64decode(b64)))
+        except Exception:
+            continue
+
+
+def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: list[str] | None = None,
+                    proxy_command: str | None = None) -> "fabric.Connection":
+    """Open and return a verified fabric Connection, or raise a one-line WorkerUnreachable/HostKeyMismatch.
+
+    Keys pinned in the outputs (and EXTRA_KEYS, e.g. from GCE guest attributes) are the only ones accepted
+    when present; otherwise the managed known_hosts decides, and an unknown host is trusted on first use
+    with a notice. A changed key is always refused.
+    """
+    import fabric
+    import paramiko
+    from fabric.config import Config
+
+    name = host_id(worker.host, worker.port)
+    pinned = list(worker.host_keys) + list(extra_keys or [])
+    remembered = opts.known_hosts.lookup(name)
+    trust = Trust.PINNED if pinned else Trust.FIRST_USE
+    connect_kwargs: dict = {
+        "banner_timeout": opts.connect_timeout,
+        "auth_timeout": opts.connect_timeout,
+        "channel_timeout": opts.connect_timeout,
+    }
+    if opts.identity:
+        connect_kwargs["key_filename"] = [str(opts.identity)]
+        connect_kwargs["look_for_keys"] = False
+        connect_kwargs["allow_agent"] = bool(os.environ.get("SSH_AUTH_SOCK"))
+    gateway = proxy_command or worker.proxy_command or opts.proxy_command
+    conn = fabric.Connection(
+        worker.host, user=worker.user, port=worker.port, connect_timeout=max(1, round(opts.connect_timeout)),
+        connect_kwargs=connect_kwargs, gateway=gateway or None,
+        config=Config(overrides={"run": {"hide": True, "warn": True}}),
+    )
+    client = conn.client
+    _load_keys(client, name, pinned or remembered)
+    client.set_missing_host_key_policy(_policy(worker, opts, trust))
+    where = f"worker {worker.name} at {worker.user + '@' if worker.user else ''}{worker.host}:{worker.port}"
+    try:
+        conn.open()
+    except HostKeyMismatch:
+        raise
+    except paramiko.BadHostKeyException as e:
+        seen = f"{e.key.get_name()} {e.key.get_base64()}"
+        source = "its pinned host keys" if pinned else f"the key remembered in {opts.known_hosts.path}"
+        raise HostKeyMismatch(
+            worker.name, f"host key of {where} has changed ({fingerprint(seen)} does not match {source}); "
+            "refusing to connect",
+            hint="if the worker was rebuilt on purpose, remove its line from that known_hosts file") from None
+    except paramiko.AuthenticationException:
+        raise WorkerUnreachable(worker.name, f"{where} refused the SSH login",
+                                hint="pass --identity or set OFFLOAD_SSH_KEY to a key the worker accepts") from None
+    except (socket.timeout, TimeoutError):
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: timed out after {opts.connect_timeout:.0f}s",
+                                hint="is it running? try `offload status`") from None
+    except paramiko.ssh_exception.NoValidConnectionsError as e:
+        reason = next(iter(e.errors.values()), e)
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {getattr(reason, 'strerror', None) or reason}",
+                                hint="is it running? try `offload status`") from None
+    except paramiko.ssh_exception.ProxyCommandFailure as e:
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: proxy command failed: {e.error}") from None
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {e or type(e).__name__}",
+                                hint="is it running? try `offload status`") from None
+    _tune(conn)
+    return conn
+
+
+def _tune(conn: "fabric.Connection") -> None:
+    """Small writes must not wait for Nagle; a silent network must be noticed."""
+    transport = conn.transport
+    transport.set_keepalive(15)
+    sock = transport.sock
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

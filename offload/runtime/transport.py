@@ -1,0 +1,240 @@
+"""Running argv on a worker: locally, over one SSH connection, or inside a container.
+
+Every remote step of offload goes through `Transport.run`/`stream`: a fixed argv plus bytes on stdin.
+Commands are built as argv lists and joined with `shlex.join`, so data never becomes shell text.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shlex
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+
+from offload.errors import RemoteCommandError, WorkerUnreachable
+
+if TYPE_CHECKING:
+    import fabric
+
+Sink = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command on the worker gave back."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    def error_line(self) -> str:
+        """The most telling line of stderr, for one-line error messages."""
+        lines = [ln.strip() for ln in self.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+        fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:", "offload:", "Error"))]
+        return (fatal or lines or [f"exit code {self.exit_code}"])[-1]
+
+
+class Transport(Protocol):
+    """One way of running commands on one worker."""
+
+    worker: str
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result: ...
+
+    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None) -> int: ...
+
+    def interactive(self, argv: Sequence[str]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def check(result: Result, worker: str, what: str, argv: Sequence[str] = ()) -> Result:
+    """Raise a one-line RemoteCommandError unless RESULT succeeded."""
+    if not result.ok:
+        raise RemoteCommandError(worker, f"{what} failed on worker {worker}: {result.error_line()}",
+                                 command=shlex.join(argv), exit_code=result.exit_code,
+                                 stderr=result.stderr.decode("utf-8", "replace"))
+    return result
+
+
+class LocalTransport:
+    """This machine: plain subprocesses, no SSH."""
+
+    def __init__(self, worker: str = "local") -> None:
+        self.worker = worker
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+        try:
+            p = subprocess.run(list(argv), input=stdin if stdin is not None else b"", capture_output=True,
+                               timeout=timeout)
+        except FileNotFoundError as e:
+            return Result(127, b"", f"{argv[0]}: command not found ({e.strerror})\n".encode())
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None) -> int:
+        p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert p.stdin is not None and p.stdout is not None
+        if stdin:
+            p.stdin.write(stdin)
+        p.stdin.close()
+        while True:
+            chunk = p.stdout.read1(65536)
+            if not chunk:
+                break
+            sink(chunk)
+        return p.wait()
+
+    def interactive(self, argv: Sequence[str]) -> int:
+        return subprocess.call(list(argv))
+
+    def close(self) -> None:
+        pass
+
+
+class SshTransport:
+    """One SSH connection (a fabric Connection) shared by every step of a CLI invocation.
+
+    Each step is one exec channel on the already-open transport, so a step costs a round trip,
+    not a handshake.
+    """
+
+    def __init__(self, worker: str, connection: "fabric.Connection") -> None:
+        self.worker = worker
+        self.connection = connection
+
+    def _channel(self, argv: Sequence[str]):
+        transport = self.connection.transport
+        if transport is None or not transport.is_active():
+            raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} was lost")
+        try:
+            chan = transport.open_session(timeout=15)
+            chan.exec_command(shlex.join(argv))
+        except Exception as e:  # paramiko raises SSHException/EOFError/socket errors here
+            raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} was lost: "
+                                    f"{e or type(e).__name__}") from e
+        return chan
+
+    @staticmethod
+    def _feed(chan, data: bytes | None) -> threading.Thread | None:
+        if not data:
+            chan.shutdown_write()
+            return None
+
+        def send() -> None:
+            try:
+                chan.sendall(data)
+                chan.shutdown_write()
+            except Exception:  # the reader notices the closed channel
+                pass
+
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        return t
+
+    def _pump(self, chan, on_out: Sink, on_err: Sink, timeout: float | None) -> int:
+        import time
+
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            got = False
+            while chan.recv_ready():
+                on_out(chan.recv(65536))
+                got = True
+            while chan.recv_stderr_ready():
+                on_err(chan.recv_stderr(65536))
+                got = True
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            if chan.closed or not self.connection.transport.is_active():
+                if chan.exit_status_ready():
+                    break
+                raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
+            if deadline and time.monotonic() > deadline:
+                chan.close()
+                raise RemoteCommandError(self.worker, f"a step on worker {self.worker} timed out after "
+                                         f"{timeout:.0f}s")
+            if not got:
+                select.select([chan], [], [], 0.5)
+        return chan.recv_exit_status()
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+        chan = self._channel(argv)
+        out: list[bytes] = []
+        err: list[bytes] = []
+        feeder = self._feed(chan, stdin)
+        try:
+            code = self._pump(chan, out.append, err.append, timeout)
+        finally:
+            chan.close()
+        if feeder:
+            feeder.join(timeout=5)
+        return Result(code, b"".join(out), b"".join(err))
+
+    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None) -> int:
+        chan = self._channel(argv)
+        self._feed(chan, stdin)
+        try:
+            return self._pump(chan, sink, lambda b: sys.stderr.buffer.write(b), None)
+        finally:
+            chan.close()
+
+    def interactive(self, argv: Sequence[str]) -> int:
+        result = self.connection.run(shlex.join(argv), pty=True, warn=True)
+        return result.exited
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class ContainerTransport:
+    """Commands run inside a container on the base transport's host, through `docker exec`."""
+
+    def __init__(self, base: Transport, container: str, *, heal: Callable[[], None] | None = None) -> None:
+        self.base = base
+        self.worker = base.worker
+        self.container = container
+        self._heal = heal
+
+    def wrap(self, argv: Sequence[str], *, interactive: bool = False) -> list[str]:
+        flags = ["-it"] if interactive else ["-i"]
+        return ["docker", "exec", *flags, self.container, *argv]
+
+    def _container_down(self, result: Result) -> bool:
+        err = result.stderr.decode("utf-8", "replace")
+        return result.exit_code != 0 and ("No such container" in err or "is not running" in err
+                                          or "is restarting" in err or "is paused" in err)
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+        result = self.base.run(self.wrap(argv), stdin=stdin, timeout=timeout)
+        if self._heal and self._container_down(result):
+            self._heal()
+            result = self.base.run(self.wrap(argv), stdin=stdin, timeout=timeout)
+        return result
+
+    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None) -> int:
+        return self.base.stream(self.wrap(argv), sink, stdin=stdin)
+
+    def interactive(self, argv: Sequence[str]) -> int:
+        return self.base.interactive(self.wrap(argv, interactive=True))
+
+    def close(self) -> None:
+        self.base.close()
+
+
+def env_flag(name: str, default: float) -> float:
+    """A numeric setting from the environment, falling back to DEFAULT when unset or malformed."""
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
