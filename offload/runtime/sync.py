@@ -46,7 +46,7 @@ if [ ! -f "$repo/HEAD" ]; then
 fi
 case $mode in
   unpack) git -C "$repo" unpack-objects -q || exit 3 ;;
-  index) git -C "$repo" index-pack -q --stdin --fix-thin >/dev/null || exit 3 ;;
+  index) git -C "$repo" index-pack --stdin --fix-thin >/dev/null || exit 3 ;;
 esac
 git -C "$repo" cat-file -e "$commit^{commit}" 2>/dev/null || exit 3
 git -C "$repo" update-ref "$ref" "$commit" || exit 1
@@ -155,10 +155,10 @@ def take_snapshot(cwd: Path) -> Snapshot:
         head_tree = _git(["rev-parse", f"{head}^{{tree}}"], cwd=root, env=env).stdout.decode().strip()
         if head_tree == tree:
             return Snapshot(root, repo_id, head, head, branch, env, state)
-        date = _git(["log", "-1", "--format=%ct +0000", head], cwd=root, env=env).stdout.decode().strip()
+        date = _git(["log", "-1", "--format=@%ct +0000", head], cwd=root, env=env).stdout.decode().strip()
         parents = ["-p", head]
     else:
-        date, parents = "0 +0000", []
+        date, parents = "@0 +0000", []
     commit_env = dict(env, **SNAPSHOT_IDENTITY, GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
     msg = f"offload snapshot of {branch or head or 'an empty repository'}\n".encode()
     commit = _git(["commit-tree", tree, *parents], cwd=root, env=commit_env, stdin=msg).stdout.decode().strip()

@@ -1,0 +1,102 @@
+"""Across a stack's workers: concurrent fan-out, picking where a job runs, finding where a job lives."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Generic, Sequence, TypeVar
+
+from offload.errors import JobNotFound, OffloadError, UsageError
+from offload.outputs import StackOutputs
+from offload.providers import ProviderOptions, WorkerProvider, provider_for
+
+T = TypeVar("T")
+MAX_PARALLEL = 32
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """One worker's answer: a value or the error that stopped it (a Group-style result)."""
+
+    provider: WorkerProvider
+    value: T | None = None
+    error: OffloadError | None = None
+
+
+class Fleet:
+    """The providers for a stack's workers; each opens at most one connection during an invocation."""
+
+    def __init__(self, outputs: StackOutputs, options: ProviderOptions | None = None,
+                 only: str | None = None) -> None:
+        self.outputs = outputs
+        records = [outputs.worker(only)] if only else list(outputs.workers)
+        self.providers = [provider_for(outputs, r, options) for r in records]
+
+    def each(self, fn: Callable[[WorkerProvider], T]) -> list[Outcome[T]]:
+        """Run FN for every worker concurrently; collect values and errors instead of stopping at the first."""
+
+        def one(p: WorkerProvider) -> Outcome[T]:
+            try:
+                return Outcome(p, fn(p))
+            except OffloadError as e:
+                return Outcome(p, error=e)
+
+        if len(self.providers) == 1:
+            return [one(self.providers[0])]
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(self.providers))) as pool:
+            return list(pool.map(one, self.providers))
+
+    def close(self) -> None:
+        for p in self.providers:
+            p.close()
+
+    def __enter__(self) -> "Fleet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pick(self) -> WorkerProvider:
+        """The running worker with the fewest running jobs; a stopped one only when none is running."""
+        if len(self.providers) == 1:
+            return self.providers[0]
+        from offload.jobs.layout import State
+        from offload.jobs.service import JobService
+
+        states = self.each(lambda p: p.get_status().state)
+        running = [o.provider for o in states if o.value == "running"]
+        if not running:
+            stopped = [o.provider for o in states if o.value in ("stopped", "stopping")]
+            if stopped:
+                return stopped[0]
+            errors = "; ".join(o.error.line() for o in states if o.error)
+            raise UsageError(f"no worker of this stack is available{': ' + errors if errors else ''}",
+                             hint="see `offload status`")
+
+        def load(p: WorkerProvider) -> int:
+            return sum(1 for j in JobService(p).jobs() if j.state is State.RUNNING)
+
+        loads = [o for o in Fleet._subset(self, running).each(load) if o.error is None]
+        if not loads:
+            return running[0]
+        return min(loads, key=lambda o: o.value or 0).provider
+
+    def _subset(self, providers: Sequence[WorkerProvider]) -> "Fleet":
+        sub = Fleet.__new__(Fleet)
+        sub.outputs = self.outputs
+        sub.providers = list(providers)
+        return sub
+
+    def find_job(self, job_id: str) -> WorkerProvider:
+        """The worker that holds JOB_ID."""
+        from offload.jobs.service import JobService
+
+        if len(self.providers) == 1:
+            return self.providers[0]
+        found = self.each(lambda p: any(j.id == job_id for j in JobService(p).jobs([job_id])))
+        for o in found:
+            if o.value:
+                return o.provider
+        unreachable = [o.provider.name for o in found if o.error]
+        extra = f" (unreachable: {', '.join(unreachable)})" if unreachable else ""
+        raise JobNotFound(f"no job {job_id} on any worker of this stack{extra}", hint="see `offload status`")
