@@ -92,9 +92,15 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     when present; otherwise the managed known_hosts decides, and an unknown host is trusted on first use
     with a notice. A changed key is always refused.
     """
+    import logging
+
     import fabric
     import paramiko
     from fabric.config import Config
+
+    if os.environ.get("OFFLOAD_DEBUG") != "1":
+        # paramiko logs transport failures with tracebacks; ours become one-line errors instead.
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
     name = host_id(worker.host, worker.port)
     pinned = list(worker.host_keys) + list(extra_keys or [])
@@ -109,7 +115,7 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
         connect_kwargs["key_filename"] = [str(opts.identity)]
         connect_kwargs["look_for_keys"] = False
         connect_kwargs["allow_agent"] = bool(os.environ.get("SSH_AUTH_SOCK"))
-    gateway = proxy_command or worker.proxy_command or opts.proxy_command
+    gateway = expand_proxy_command(proxy_command or worker.proxy_command or opts.proxy_command, worker)
     conn = fabric.Connection(
         worker.host, user=worker.user, port=worker.port, connect_timeout=max(1, round(opts.connect_timeout)),
         connect_kwargs=connect_kwargs, gateway=gateway or None,
@@ -147,6 +153,23 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
                                 hint="is it running? try `offload status`") from None
     _tune(conn)
     return conn
+
+
+def expand_proxy_command(command: str | None, worker: WorkerRecord) -> str | None:
+    """Expand %h, %p, %r and %% as OpenSSH does (fabric's own expansion always says port 22)."""
+    if not command:
+        return None
+    values = {"h": worker.host, "p": str(worker.port), "r": worker.user or "", "n": worker.host, "%": "%"}
+    out, i = [], 0
+    while i < len(command):
+        ch = command[i]
+        if ch == "%" and i + 1 < len(command) and command[i + 1] in values:
+            out.append(values[command[i + 1]])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 def _tune(conn: "fabric.Connection") -> None:

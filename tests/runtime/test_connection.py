@@ -1,0 +1,136 @@
+"""The one SSH connection against a real sshd: host-key trust, timeouts, and one login per invocation."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from offload.errors import HostKeyMismatch, WorkerUnreachable
+from offload.outputs import WorkerRecord
+from offload.runtime.connection import ConnectOptions, open_connection
+from offload.runtime.hostkeys import KnownHosts, host_id
+from offload.runtime.transport import SshTransport
+from tests.workers import SshdWorker, sshd_record
+
+
+def _record(worker: SshdWorker, **overrides) -> WorkerRecord:
+    return WorkerRecord.from_dict(sshd_record(worker, **overrides))
+
+
+def _opts(worker: SshdWorker, tmp_path: Path, notices: list[str] | None = None, **kw) -> ConnectOptions:
+    sink = notices if notices is not None else []
+    return ConnectOptions(identity=worker.key_path, known_hosts=KnownHosts(tmp_path / "known_hosts"),
+                          notice=sink.append, **kw)
+
+
+def test_pinned_key_connects_and_steps_share_one_login(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    before = sshd_worker.accepted_count()
+    conn = open_connection(_record(sshd_worker), _opts(sshd_worker, tmp_path))
+    t = SshTransport("w", conn)
+    try:
+        for i in range(5):
+            r = t.run(["sh", "-c", 'printf "%s" "$1"', "sh", f"step {i}; $(echo no)"])
+            assert r.ok and r.stdout == f"step {i}; $(echo no)".encode()
+        big = t.run(["wc", "-c"], stdin=b"x" * 3_000_000)
+        assert big.text().strip() == "3000000"
+        assert t.run(["sh", "-c", "exit 7"]).exit_code == 7
+        sock = conn.transport.sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert conn.transport.packetizer._Packetizer__keepalive_interval == 15
+    finally:
+        t.close()
+    assert sshd_worker.accepted_count() - before == 1
+
+
+def test_changed_host_key_is_refused(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    record = _record(sshd_worker)
+    sshd_worker.rotate_host_key()
+    with pytest.raises(HostKeyMismatch) as e:
+        open_connection(record, _opts(sshd_worker, tmp_path))
+    assert "host key" in e.value.line() and record.name in e.value.line()
+
+
+def test_first_use_is_remembered_with_a_notice_then_a_change_is_refused(sshd_worker: SshdWorker,
+                                                                        tmp_path: Path) -> None:
+    record = _record(sshd_worker, host_keys=[])
+    notices: list[str] = []
+    opts = _opts(sshd_worker, tmp_path, notices)
+    open_connection(record, opts).close()
+    assert len(notices) == 1 and "first use" in notices[0]
+    name = host_id(sshd_worker.host, sshd_worker.port)
+    assert opts.known_hosts.lookup(name) == [sshd_worker.host_key.split()[0] + " " + sshd_worker.host_key.split()[1]]
+    open_connection(record, opts).close()
+    assert len(notices) == 1, "a remembered key is not announced again"
+    sshd_worker.rotate_host_key()
+    with pytest.raises(HostKeyMismatch, match="host key"):
+        open_connection(record, opts)
+    assert len(opts.known_hosts.lookup(name)) == 1, "a changed key is never learned"
+
+
+def test_unreachable_worker_is_one_line_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    record = WorkerRecord(name="gone-worker", host="127.0.0.1", port=port, user="nobody", workspace="/w")
+    with pytest.raises(WorkerUnreachable) as e:
+        open_connection(record, ConnectOptions(known_hosts=KnownHosts(tmp_path / "kh")))
+    assert "gone-worker" in e.value.line() and "\n" not in e.value.line()
+
+
+def test_silent_worker_times_out_within_the_connect_timeout(tmp_path: Path) -> None:
+    # A listener that accepts TCP but never speaks SSH: the banner wait must honour the timeout.
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        record = WorkerRecord(name="mute", host="127.0.0.1", port=srv.getsockname()[1], user="u", workspace="/w")
+        start = time.monotonic()
+        with pytest.raises(WorkerUnreachable, match="mute"):
+            open_connection(record, ConnectOptions(known_hosts=KnownHosts(tmp_path / "kh"), connect_timeout=2))
+        assert time.monotonic() - start < 6
+
+
+def test_default_connect_timeout_is_at_most_15s(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OFFLOAD_CONNECT_TIMEOUT", raising=False)
+    assert ConnectOptions.from_env().connect_timeout <= 15
+
+
+def test_wrong_identity_is_a_login_error(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    import subprocess
+
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    opts = _opts(sshd_worker, tmp_path)
+    opts.identity = other
+    with pytest.raises(WorkerUnreachable, match="refused the SSH login"):
+        open_connection(_record(sshd_worker), opts)
+
+
+RELAY = """\
+import socket, sys, threading
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def up():
+    while chunk := sys.stdin.buffer.raw.read(65536):
+        s.sendall(chunk)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while chunk := s.recv(65536):
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+"""
+
+
+def test_proxy_command_is_honoured(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    # A ProxyCommand that relays stdin/stdout to the worker, as an IAP tunnel does; %p is expanded.
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
+    record = _record(sshd_worker, proxy_command=f"{sys.executable} {relay} %p")
+    conn = open_connection(record, _opts(sshd_worker, tmp_path))
+    try:
+        assert SshTransport("w", conn).run(["echo", "via proxy"]).stdout == b"via proxy\n"
+        assert not isinstance(conn.transport.sock, socket.socket)
+    finally:
+        conn.close()
