@@ -85,8 +85,10 @@ class JobService:
     # --- output ----------------------------------------------------------------------------------
 
     def read_log(self, job_id: str, task: str, offset: int = 0) -> bytes:
+        from offload.jobs.state import follow_args, log_script
+
         paths = self.provider.paths(job_id)
-        argv = ["tail", "-c", f"+{offset + 1}", f"{paths.task_dir(task)}/log"]
+        argv = ["sh", "-c", log_script(), "sh", *follow_args(paths, task, offset, follow=False)]
         result = self.provider.exec(argv, timeout=120)
         if not result.ok:
             raise JobNotFound(f"no log for task {task} of job {job_id} on worker {self.provider.name}",
@@ -97,7 +99,7 @@ class JobService:
                on_reconnect: Callable[[str], None] = lambda msg: None) -> int:
         """Stream a task's log until the task has finished; survive dropped connections by resuming at the
         last byte received. Returns the number of bytes streamed in total (offset included)."""
-        from offload.jobs.state import follow_script
+        from offload.jobs.state import follow_args, follow_script
 
         paths = self.provider.paths(job_id)
         position = offset
@@ -110,9 +112,9 @@ class JobService:
 
         while True:
             try:
-                argv = ["sh", "-c", follow_script(), "sh", paths.task_dir(task), str(position)]
+                argv = ["sh", "-c", follow_script(), "sh", *follow_args(paths, task, position)]
                 code = self.provider.stream(argv, counted)
-                if code != 0:
+                if code == 3:
                     raise JobNotFound(f"no task {task} in job {job_id} on worker {self.provider.name}",
                                       hint="see `offload status`")
                 return position
@@ -210,24 +212,21 @@ class JobService:
         return self.provider.attach(["sh", "-c", script, "sh", paths.worktree])
 
     def clean(self, job_id: str) -> None:
-        from offload.jobs.state import clean_script
+        from offload.jobs.state import clean_script, parse_clean
 
-        validate_id(job_id)
-        argv = ["sh", "-c", clean_script(), "sh", self.provider.workspace, job_id]
-        check(self.provider.exec(argv, timeout=120), self.provider.name, f"cleaning job {job_id}")
+        script = clean_script(self.provider.workspace, validate_id(job_id)).encode()
+        result = check(self.provider.exec(["sh", "-s"], stdin=script, timeout=120), self.provider.name,
+                       f"cleaning job {job_id}")
+        if not parse_clean(result.text()).get(job_id):
+            raise JobNotFound(f"no job {job_id} on worker {self.provider.name}", hint="see `offload status`")
 
 
 def exit_code_of(job) -> int:
     """The job's exit code: the single task's, or for a playbook the first failed task's (1 if none)."""
-    if len(job.tasks) == 1:
-        t = job.tasks[0]
-        return t.exit_code if t.exit_code is not None else (0 if t.state is State.SUCCESS else 1)
-    if job.state is State.SUCCESS:
-        return 0
-    for t in job.tasks:
-        if t.state is State.FAILED:
-            return t.exit_code or 1
-    return 1
+    if len(job.tasks) == 1 and job.tasks[0].exit_code is not None:
+        return job.tasks[0].exit_code
+    code = job.exit_code
+    return 1 if code is None else code
 
 
 def resolve_env(names: Sequence[str], environ: dict[str, str]) -> dict[str, str]:

@@ -154,11 +154,12 @@ class SshTransport:
             while chan.recv_stderr_ready():
                 on_err(chan.recv_stderr(65536))
                 got = True
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            if chan.status_event.is_set() and not chan.recv_ready() and not chan.recv_stderr_ready():
                 break
             if chan.closed or not self.connection.transport.is_active():
-                if chan.exit_status_ready():
-                    break
+                # A channel closed without an exit status means the connection went away under us.
+                if chan.status_event.is_set():
+                    continue
                 raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
             if deadline and time.monotonic() > deadline:
                 chan.close()
@@ -166,7 +167,11 @@ class SshTransport:
                                          f"{timeout:.0f}s")
             if not got:
                 select.select([chan], [], [], 0.5)
-        return chan.recv_exit_status()
+        code = chan.recv_exit_status()
+        if code == -1:
+            # The remote side ended without an exit status: killed, or its session torn down.
+            raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
+        return code
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         chan = self._channel(argv)
