@@ -40,8 +40,9 @@ def _worker_report(provider) -> dict[str, Any]:
     status = provider.get_status()
     report = status.to_dict()
     report["jobs"] = []
-    if status.state == "running":
+    if status.state in ("running", "unknown"):
         jobs = JobService(provider).jobs()
+        report["state"] = "running"
         report["jobs"] = [job_dict(j) for j in jobs]
         if status.idle_stop_in_minutes is None and provider.record.idle_stop_minutes:
             running = any(j["state"] == "running" for j in report["jobs"])

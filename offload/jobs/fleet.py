@@ -64,7 +64,7 @@ class Fleet:
         from offload.jobs.service import JobService
 
         states = self.each(lambda p: p.get_status().state)
-        running = [o.provider for o in states if o.value == "running"]
+        running = [o.provider for o in states if o.value in ("running", "unknown")]
         if not running:
             stopped = [o.provider for o in states if o.value in ("stopped", "stopping")]
             if stopped:

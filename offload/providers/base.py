@@ -139,8 +139,9 @@ class WorkerProvider(ABC):
         check(self.exec(["sh", "-s"], stdin=script, timeout=60), self.name, f"starting job {job}")
 
     def get_status(self) -> WorkerStatus:
-        """The machine's state; cheap providers answer without a round trip."""
-        return WorkerStatus(self.name, self.kind.value, "running", self.record.machine_type,
+        """The machine's state, without a round trip where the provider can; "unknown" when only a
+        connection would tell (the jobs layer then finds out)."""
+        return WorkerStatus(self.name, self.kind.value, "unknown", self.record.machine_type,
                             self.record.hourly_cost_usd)
 
     def stop(self) -> None:

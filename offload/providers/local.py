@@ -6,7 +6,7 @@ import shutil
 
 from offload.errors import UsageError
 from offload.outputs import ProviderType
-from offload.providers.base import WorkerProvider
+from offload.providers.base import WorkerProvider, WorkerStatus
 from offload.runtime.transport import LocalTransport, Transport
 
 
@@ -19,3 +19,7 @@ class LocalProvider(WorkerProvider):
             raise UsageError(f"the local worker needs {' and '.join(missing)} installed",
                              hint=f"e.g. sudo apt-get install -y {' '.join(missing)}")
         return LocalTransport(self.name)
+
+    def get_status(self) -> WorkerStatus:
+        return WorkerStatus(self.name, self.kind.value, "running", self.record.machine_type,
+                            self.record.hourly_cost_usd)

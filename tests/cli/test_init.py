@@ -1,0 +1,188 @@
+"""`offload init`: the stack file it writes, what it detects, and when it asks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from offload.cli import init as init_cmd
+from offload.infra.config import read_stack_config
+from tests.cli.conftest import RunCli
+
+
+@pytest.fixture(autouse=True)
+def _outside_any_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `git config user.email` would read the checkout's own .git/config when run from it.
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+
+@pytest.fixture
+def gcloud_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A gcloud config dir whose active configuration 'work' sets project, account and zone."""
+    base = tmp_path / "gcloud"
+    (base / "configurations").mkdir(parents=True)
+    (base / "active_config").write_text("work")
+    (base / "configurations" / "config_default").write_text("[core]\nproject = not-this-one\n")
+    (base / "configurations" / "config_work").write_text(
+        "[core]\naccount = Me@Corp.example\nproject = detected-proj-1\n\n[compute]\nzone = europe-west1-c\n"
+        "region = europe-west1\n")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(base))
+    return base
+
+
+def _config(path: Path) -> dict[str, object]:
+    return yaml.safe_load(path.read_text())["config"]
+
+
+def test_flags_write_a_commented_stack_file(cli: RunCli, tmp_path: Path) -> None:
+    r = cli("init", "--provider", "gce-cos", "--project", "my-proj-123", "--zone", "us-west1-b",
+            "--developer", "Dev@Example.com", "--stack", "dev", "--dir", str(tmp_path), "--yes")
+    assert (r.exit_code, r.stderr) == (0, "")
+    path = tmp_path / "stacks" / "Pulumi.dev.yaml"
+    assert r.stdout == (f"wrote {path} for developer dev@example.com\n"
+                        "next: offload fleet up --stack dev (or pulumi up --stack dev)\n")
+    assert path.read_text() == """\
+# The offload stack 'dev' of dev@example.com, written by `offload init`.
+# next: offload fleet up --stack dev (or pulumi up --stack dev)
+config:
+  # Where the workers live: gce-cos, gce-linux, workstation, local-docker or ssh.
+  offload:provider: gce-cos
+  # Your email: it names your workers, labels them and decides who is granted access to them.
+  offload:developer: dev@example.com
+  # The Google Cloud project and zone of your workers.
+  gcp:project: my-proj-123
+  gcp:zone: us-west1-b
+  # Optional: offload:workers, offload:machineType, offload:dataDiskGb, offload:image,
+  # offload:idleStopMinutes (see DESIGN.md); each has a default.
+"""
+    config = _config(path)
+    assert config == {"offload:provider": "gce-cos", "offload:developer": "dev@example.com",
+                      "gcp:project": "my-proj-123", "gcp:zone": "us-west1-b"}
+    assert read_stack_config(config).zone == "us-west1-b"
+
+
+def test_defaults_come_from_the_active_gcloud_configuration(cli: RunCli, tmp_path: Path,
+                                                            gcloud_config: Path) -> None:
+    r = cli("init", "--provider", "gce-linux", "--dir", str(tmp_path))
+    assert (r.exit_code, r.stderr) == (0, "")
+    assert "detected: gcloud project/zone/account" in r.stdout
+    # The Google account is who gets IAM, so it names the stack and the developer.
+    assert _config(tmp_path / "stacks" / "Pulumi.me.yaml") == {
+        "offload:provider": "gce-linux", "offload:developer": "me@corp.example",
+        "gcp:project": "detected-proj-1", "gcp:zone": "europe-west1-c"}
+
+
+def test_environment_overrides_the_gcloud_files(cli: RunCli, tmp_path: Path, gcloud_config: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDSDK_CORE_PROJECT", "env-project-9")
+    monkeypatch.setenv("CLOUDSDK_COMPUTE_ZONE", "asia-east1-a")
+    r = cli("init", "--provider", "workstation", "--stack", "ws", "--dir", str(tmp_path))
+    assert r.exit_code == 0, r.stderr
+    config = _config(tmp_path / "stacks" / "Pulumi.ws.yaml")
+    assert (config["gcp:project"], config["gcp:zone"]) == ("env-project-9", "asia-east1-a")
+
+
+def test_google_cloud_project_and_git_email_are_the_last_resort(cli: RunCli, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                isolated_home: Path) -> None:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "adc-project-7")
+    (isolated_home / ".gitconfig").write_text("[user]\n\temail = coder@example.org\n")
+    r = cli("init", "--provider", "gce-cos", "--zone", "us-east1-b", "--dir", str(tmp_path))
+    assert r.exit_code == 0, r.stderr
+    assert _config(tmp_path / "stacks" / "Pulumi.coder.yaml") == {
+        "offload:provider": "gce-cos", "offload:developer": "coder@example.org",
+        "gcp:project": "adc-project-7", "gcp:zone": "us-east1-b"}
+
+
+def test_batch_mode_names_the_missing_flag(cli: RunCli, tmp_path: Path) -> None:
+    r = cli("init", "--dir", str(tmp_path))
+    assert (r.exit_code, r.stderr) == (2, "offload: missing --provider: one of gce-cos, gce-linux, workstation, "
+                                          "local-docker, ssh, local\n")
+    r = cli("init", "--provider", "gce-cos", "--developer", "d@example.com", "--dir", str(tmp_path))
+    assert (r.exit_code, r.stderr) == (2, "offload: missing --project: nothing to detect it from, and init asks "
+                                          "nothing without a terminal\n")
+    r = cli("init", "--provider", "gce-cos", "--dir", str(tmp_path), "--project", "my-proj-123", "--zone",
+            "us-west1-a")
+    assert r.exit_code == 2 and r.stderr.startswith("offload: missing --developer")
+    assert not (tmp_path / "stacks").exists()
+
+
+def test_bad_answers_fail_with_the_key_and_what_it_accepts(cli: RunCli, tmp_path: Path) -> None:
+    r = cli("init", "--provider", "gce-cos", "--developer", "d@example.com", "--project", "my-proj-123",
+            "--zone", "nowhere", "--dir", str(tmp_path))
+    assert r.exit_code == 2
+    assert r.stderr == "offload: gcp:zone must be a Compute Engine zone such as us-west1-a; got 'nowhere'\n"
+    r = cli("init", "--provider", "gce-cos", "--developer", "d@example.com", "--project", "my-proj-123",
+            "--zone", "us-west1-a", "--stack", "../up", "--dir", str(tmp_path))
+    assert r.exit_code == 2 and "--stack must be" in r.stderr
+
+
+def test_refuses_to_overwrite_unless_forced(cli: RunCli, tmp_path: Path) -> None:
+    path = tmp_path / "stacks" / "Pulumi.dev.yaml"
+    path.parent.mkdir()
+    path.write_text("config: {}\n")
+    args = ["init", "--provider", "local-docker", "--developer", "dev@example.com", "--dir", str(tmp_path)]
+    r = cli(*args)
+    assert (r.exit_code, r.stderr) == (2, f"offload: {path} already exists (pass --force to overwrite it)\n")
+    assert path.read_text() == "config: {}\n"
+    r = cli(*args, "--force")
+    assert r.exit_code == 0
+    assert _config(path) == {"offload:provider": "local-docker", "offload:developer": "dev@example.com"}
+
+
+def test_interactive_asks_only_where_the_workers_live(cli: RunCli, tmp_path: Path, gcloud_config: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (gcloud_config / "configurations" / "config_work").write_text(
+        "[core]\naccount = me@corp.example\nproject = detected-proj-1\n")
+    monkeypatch.setattr(init_cmd, "stdin_is_tty", lambda: True)
+    # Provider: gce-linux; project: the detected default; zone: typed (none was detected).
+    r = cli("init", "--dir", str(tmp_path), input="gce-linux\n\nus-central1-f\n")
+    assert r.exit_code == 0, r.stderr
+    assert "Where should your workers live? [gce-cos]:" in r.stdout
+    assert "Google Cloud project [detected-proj-1]:" in r.stdout
+    assert "Zone:" in r.stdout
+    assert "email" not in r.stdout.lower().split("wrote")[0], "the detected account is not asked again"
+    assert _config(tmp_path / "stacks" / "Pulumi.me.yaml") == {
+        "offload:provider": "gce-linux", "offload:developer": "me@corp.example",
+        "gcp:project": "detected-proj-1", "gcp:zone": "us-central1-f"}
+
+
+def test_ssh_hosts(cli: RunCli, tmp_path: Path) -> None:
+    r = cli("init", "--provider", "ssh", "--developer", "dev@example.com", "--host", "dev@build-box.example.com:2222",
+            "--host", "ci@10.0.0.5", "--stack", "hosts", "--dir", str(tmp_path))
+    assert r.exit_code == 0, r.stderr
+    path = tmp_path / "stacks" / "Pulumi.hosts.yaml"
+    assert "it creates nothing in the cloud" in r.stdout
+    config = _config(path)
+    assert config["offload:hosts"] == [
+        {"name": "build-box", "host": "build-box.example.com", "port": 2222, "user": "dev",
+         "workspace": "/home/dev/offload"},
+        {"name": "ssh-1", "host": "10.0.0.5", "port": 22, "user": "ci", "workspace": "/home/ci/offload"},
+    ]
+    assert [w.name for w in read_stack_config(config).hosts] == ["build-box", "ssh-1"]
+    assert "host_keys" in path.read_text(), "the file says how to pin host keys"
+
+
+def test_ssh_host_must_parse(cli: RunCli, tmp_path: Path) -> None:
+    r = cli("init", "--provider", "ssh", "--developer", "dev@example.com", "--host", "dev@:22",
+            "--dir", str(tmp_path))
+    assert (r.exit_code, r.stderr) == (2, "offload: --host must be USER@HOST[:PORT]; got 'dev@:22'\n")
+
+
+def test_local_needs_no_stack_file(cli: RunCli, tmp_path: Path) -> None:
+    r = cli("init", "--provider", "local", "--dir", str(tmp_path))
+    assert r.exit_code == 0
+    assert "needs no stack file and no `pulumi up`" in r.stdout
+    assert not (tmp_path / "stacks").exists()
+
+
+def test_values_that_need_quoting_round_trip() -> None:
+    text = init_cmd.render_stack_file("s", init_cmd.ProviderType.SSH, {
+        "offload:provider": "ssh", "offload:developer": "dev@example.com",
+        "offload:hosts": [{"name": "yes", "host": "null", "port": 22, "user": "on", "workspace": "/a b/#c"}]})
+    assert yaml.safe_load(text)["config"]["offload:hosts"] == [
+        {"name": "yes", "host": "null", "port": 22, "user": "on", "workspace": "/a b/#c"}]

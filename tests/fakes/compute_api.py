@@ -1,0 +1,342 @@
+"""A local HTTP fake of the Compute Engine REST API, spoken to by the real google-cloud-compute client.
+
+It serves the few calls offload makes, with the JSON field names the client parses:
+
+    GET  /compute/v1/projects/P/zones/Z/instances                      list (filter, maxResults, pageToken)
+    GET  /compute/v1/projects/P/zones/Z/instances/I                    get
+    POST /compute/v1/projects/P/zones/Z/instances/I/start|stop|resume  an Operation
+    GET  /compute/v1/projects/P/zones/Z/operations/OP                  the Operation, DONE after `operation_polls`
+    GET  /compute/v1/projects/P/zones/Z/instances/I/getGuestAttributes?queryPath=hostkeys%2F
+
+A start or stop leaves the instance in a transitional status (STAGING, STOPPING) for `transition_gets` reads
+of the instance, so callers have to poll. Tests set state through `add()` and read `requests`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+BASE = "https://www.googleapis.com/compute/v1"
+_PATH = re.compile(r"^/compute/v1/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/"
+                   r"(?P<kind>instances|operations)(?:/(?P<name>[^/]+)(?:/(?P<verb>[A-Za-z]+))?)?$")
+_TERM = re.compile(r"""\(?\s*(?P<key>[A-Za-z][\w.-]*)\s*(?P<op>!=|=)\s*"?(?P<value>[^"\s()]*)"?\s*\)?""")
+
+
+@dataclass
+class FakeInstance:
+    """One instance's state, which tests read and change directly."""
+
+    name: str
+    project: str
+    zone: str
+    status: str = "RUNNING"
+    machine_type: str = "e2-standard-4"
+    network_ip: str = "10.10.0.2"
+    labels: dict[str, str] = field(default_factory=dict)
+    # Guest attributes under hostkeys/: key type -> base64 key, as the guest environment publishes them.
+    host_keys: dict[str, str] = field(default_factory=dict)
+    # When set, the next start operation ends with this error (code, message) and the instance stays put.
+    start_error: tuple[str, str] | None = None
+    # A transition in progress: the status to reach, and how many more reads show the current one.
+    pending: tuple[str, int] | None = None
+    id: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        zone_url = f"{BASE}/projects/{self.project}/zones/{self.zone}"
+        return {
+            "kind": "compute#instance",
+            "id": str(self.id),
+            "name": self.name,
+            "zone": zone_url,
+            "status": self.status,
+            "machineType": f"{zone_url}/machineTypes/{self.machine_type}",
+            "networkInterfaces": [{"kind": "compute#networkInterface", "name": "nic0", "networkIP": self.network_ip,
+                                   "network": f"{BASE}/projects/{self.project}/global/networks/offload"}],
+            "labels": dict(self.labels),
+            "selfLink": f"{zone_url}/instances/{self.name}",
+        }
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+
+    @property
+    def target(self) -> str:
+        """The path below the zone, e.g. 'instances/offload-dev-0/start', for short assertions."""
+        return self.path.split("/zones/", 1)[-1].split("/", 1)[-1]
+
+
+class ComputeFake:
+    """The fake server: start() binds 127.0.0.1 on a free port; stop() shuts it down and joins its thread."""
+
+    def __init__(self, *, transition_gets: int = 1, operation_polls: int = 1, delay: float = 0.0) -> None:
+        self.transition_gets = transition_gets
+        self.operation_polls = operation_polls
+        # Seconds each response waits, so requests made concurrently overlap; `peak_in_flight` counts them.
+        self.delay = delay
+        self.peak_in_flight = 0
+        self._in_flight = 0
+        self.instances: dict[tuple[str, str, str], FakeInstance] = {}
+        self.requests: list[Request] = []
+        self._operations: dict[str, dict[str, Any]] = {}
+        self._failures: list[dict[str, Any]] = []
+        self._ids = itertools.count(1000)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- test-facing API ---------------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        assert self._server is not None, "fake is not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def add(self, name: str, *, project: str = "p", zone: str = "us-west1-a", **state: Any) -> FakeInstance:
+        inst = FakeInstance(name=name, project=project, zone=zone, id=next(self._ids), **state)
+        with self._lock:
+            self.instances[(project, zone, name)] = inst
+        return inst
+
+    def fail(self, method: str, suffix: str, status: int, message: str, *, times: int | None = None) -> None:
+        """Answer requests whose path ends with SUFFIX with an HTTP error, TIMES times (None: always)."""
+        with self._lock:
+            self._failures.append({"method": method, "suffix": suffix, "status": status, "message": message,
+                                   "times": times})
+
+    def calls(self, method: str | None = None, target: str | None = None) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests
+                    if (method is None or r.method == method) and (target is None or r.target == target)]
+
+    def start(self) -> "ComputeFake":
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                fake._handle(self, "GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                fake._handle(self, "POST")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="compute-fake", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> "ComputeFake":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the HTTP side -----------------------------------------------------------------------------------
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length:
+            handler.rfile.read(length)
+        url = urlsplit(handler.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        with self._lock:
+            self.requests.append(Request(method, url.path, query))
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        if self.delay:
+            time.sleep(self.delay)
+        with self._lock:
+            self._in_flight -= 1
+            status, body = self._failure(method, url.path) or self._route(method, url.path, query)
+        data = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json; charset=UTF-8")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _failure(self, method: str, path: str) -> tuple[int, dict[str, Any]] | None:
+        for f in self._failures:
+            if f["method"] == method and path.endswith(f["suffix"]) and f["times"] != 0:
+                if f["times"] is not None:
+                    f["times"] -= 1
+                return _error(f["status"], f["message"])
+        return None
+
+    def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        m = _PATH.match(path)
+        if not m:
+            return _error(404, f"The requested URL {path} was not found on this server.")
+        project, zone, kind, name, verb = m["project"], m["zone"], m["kind"], m["name"], m["verb"]
+        if kind == "operations":
+            if method == "GET" and name and not verb:
+                return self._poll_operation(project, zone, name)
+            return _error(404, f"The requested URL {path} was not found on this server.")
+        if name is None:
+            if method == "GET":
+                return self._list(project, zone, query)
+            return _error(405, "Method not allowed")
+        inst = self.instances.get((project, zone, name))
+        if inst is None:
+            return _error(404, f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found")
+        if method == "GET" and verb is None:
+            self._advance(inst)
+            return 200, inst.to_json()
+        if method == "GET" and verb == "getGuestAttributes":
+            return self._guest_attributes(inst, query.get("queryPath", ""))
+        if method == "POST" and verb in ("start", "stop", "resume"):
+            return self._transition(inst, verb)
+        return _error(404, f"The requested URL {path} was not found on this server.")
+
+    def _advance(self, inst: FakeInstance) -> None:
+        if inst.pending is None:
+            return
+        target, reads = inst.pending
+        if reads <= 0:
+            inst.status, inst.pending = target, None
+        else:
+            inst.pending = (target, reads - 1)
+
+    def _transition(self, inst: FakeInstance, verb: str) -> tuple[int, dict[str, Any]]:
+        error = None
+        if verb == "start" and inst.status == "SUSPENDED":
+            return _error(400, f"The instance '{inst.name}' is suspended; resume it instead.")
+        if verb == "resume" and inst.status != "SUSPENDED":
+            return _error(400, f"The instance '{inst.name}' is not suspended.")
+        if verb in ("start", "resume"):
+            if inst.start_error:
+                error, inst.start_error = inst.start_error, None
+            elif inst.status != "RUNNING":
+                inst.status, inst.pending = "STAGING", ("RUNNING", self.transition_gets)
+        elif inst.status not in ("TERMINATED",):
+            inst.status, inst.pending = "STOPPING", ("TERMINATED", self.transition_gets)
+        return 200, self._new_operation(inst, verb, error)
+
+    def _new_operation(self, inst: FakeInstance, verb: str, error: tuple[str, str] | None) -> dict[str, Any]:
+        op_id = next(self._ids)
+        zone_url = f"{BASE}/projects/{inst.project}/zones/{inst.zone}"
+        op: dict[str, Any] = {
+            "kind": "compute#operation",
+            "id": str(op_id),
+            "name": f"operation-{op_id}-{verb}",
+            "zone": zone_url,
+            "operationType": verb,
+            "targetLink": f"{zone_url}/instances/{inst.name}",
+            "targetId": str(inst.id),
+            "status": "RUNNING" if self.operation_polls > 0 else "DONE",
+            "user": "dev@example.com",
+            "progress": 0,
+            "insertTime": "2024-01-01T00:00:00.000-00:00",
+            "selfLink": f"{zone_url}/operations/operation-{op_id}-{verb}",
+        }
+        self._operations[op["name"]] = {"op": op, "polls": self.operation_polls, "error": error}
+        if op["status"] == "DONE":
+            _finish(self._operations[op["name"]])
+        return dict(op)
+
+    def _poll_operation(self, project: str, zone: str, name: str) -> tuple[int, dict[str, Any]]:
+        entry = self._operations.get(name)
+        if entry is None:
+            return _error(404, f"The resource 'projects/{project}/zones/{zone}/operations/{name}' was not found")
+        entry["polls"] -= 1
+        if entry["polls"] <= 0 and entry["op"]["status"] != "DONE":
+            _finish(entry)
+        return 200, dict(entry["op"])
+
+    def _list(self, project: str, zone: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        try:
+            terms = _parse_filter(query.get("filter", ""))
+        except ValueError as e:
+            return _error(400, f"Invalid value for field 'filter': '{query.get('filter')}'. {e}")
+        found = [i for (p, z, _), i in sorted(self.instances.items()) if (p, z) == (project, zone)
+                 and all((_field(i, key) == value) == (op == "=") for key, op, value in terms)]
+        start = int(query.get("pageToken") or 0)
+        size = int(query.get("maxResults") or 500)
+        page = found[start:start + size]
+        body: dict[str, Any] = {"kind": "compute#instanceList", "id": f"projects/{project}/zones/{zone}/instances",
+                                "items": [i.to_json() for i in page],
+                                "selfLink": f"{BASE}/projects/{project}/zones/{zone}/instances"}
+        if start + size < len(found):
+            body["nextPageToken"] = str(start + size)
+        return 200, body
+
+    def _guest_attributes(self, inst: FakeInstance, query_path: str) -> tuple[int, dict[str, Any]]:
+        namespace = query_path.rstrip("/")
+        items = [{"namespace": "hostkeys", "key": k, "value": v} for k, v in inst.host_keys.items()]
+        if namespace != "hostkeys" or not items:
+            return _error(404, f"The resource 'projects/{inst.project}/zones/{inst.zone}/instances/{inst.name}/"
+                               f"guestAttributes/{query_path}' was not found")
+        return 200, {"kind": "compute#guestAttributes", "queryPath": query_path, "queryValue": {"items": items},
+                     "selfLink": f"{inst.to_json()['selfLink']}/guestAttributes/{query_path}"}
+
+
+def _finish(entry: dict[str, Any]) -> None:
+    op = entry["op"]
+    op.update(status="DONE", progress=100, endTime="2024-01-01T00:00:01.000-00:00")
+    if entry["error"]:
+        code, message = entry["error"]
+        op["error"] = {"errors": [{"code": code, "message": message}]}
+        op["httpErrorStatusCode"] = 503
+        op["httpErrorMessage"] = "SERVICE UNAVAILABLE"
+
+
+def _error(status: int, message: str) -> tuple[int, dict[str, Any]]:
+    reason = {400: "invalid", 403: "forbidden", 404: "notFound"}.get(status, "backendError")
+    return status, {"error": {"code": status, "message": message,
+                              "errors": [{"message": message, "domain": "global", "reason": reason}]}}
+
+
+def _parse_filter(text: str) -> list[tuple[str, str, str]]:
+    """`labels.purpose = "offload" AND labels.owner = x` (or space-joined terms) -> [(key, op, value)]."""
+    terms = []
+    rest = text.strip()
+    while rest:
+        m = _TERM.match(rest)
+        if not m or not m["value"]:
+            raise ValueError(f"cannot parse {rest!r}")
+        terms.append((m["key"], m["op"], m["value"]))
+        rest = re.sub(r"^\s*AND\s+", "", rest[m.end():].strip())
+    return terms
+
+
+def _field(inst: FakeInstance, key: str) -> str | None:
+    if key.startswith("labels."):
+        return inst.labels.get(key.removeprefix("labels."))
+    return {"name": inst.name, "status": inst.status}.get(key)
+
+
+@pytest.fixture
+def compute_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[ComputeFake]:
+    """A running fake with OFFLOAD_COMPUTE_ENDPOINT pointing at it; tests add instances with `add()`."""
+    with ComputeFake() as fake:
+        monkeypatch.setenv("OFFLOAD_COMPUTE_ENDPOINT", fake.endpoint)
+        yield fake
