@@ -16,6 +16,7 @@ from offload.runtime.hostkeys import host_id
 from offload.runtime.transport import Transport
 
 WAKE_TIMEOUT = 300.0
+IAP = "iap"
 DIRECT_TIMEOUT = 5.0
 _STOPPED = {"TERMINATED", "STOPPED", "SUSPENDED"}
 _STATE = {"RUNNING": "running", "TERMINATED": "stopped", "STOPPED": "stopped", "SUSPENDED": "stopped",
@@ -47,8 +48,10 @@ class GceLinuxProvider(SshProvider):
         except CloudApiError as e:
             self.options.progress(f"cannot read host keys of {self.name} from guest attributes: {e.message}")
             return remembered
-        if keys:
-            known.replace(name, keys) if refresh else [known.add(name, k) for k in keys]
+        if keys and refresh:
+            known.replace(name, keys)
+        for key in keys if not refresh else ():
+            known.add(name, key)
         return keys or remembered
 
     def _iap(self) -> str:
@@ -56,54 +59,74 @@ class GceLinuxProvider(SshProvider):
 
         return iap_proxy_command(self.record)
 
-    def _dial(self, keys: list[str]) -> Transport:
+    def _routes(self) -> list[str | None]:
+        """Proxy commands to try in order; None is the direct internal address, IAP the tunnel (built only
+        when it is tried)."""
         if self.record.proxy_command:
-            return self._connect(extra_keys=keys)
+            return [self.record.proxy_command]
         if self.options.via_iap:
-            return self._connect(extra_keys=keys, proxy_command=self._iap())
+            return [IAP]
+        return [None, IAP]
+
+    def _dial(self, keys: list[str], routes: list[str | None]) -> Transport:
         opts = self.options.connect
         full = opts.connect_timeout
-        opts.connect_timeout = min(full, DIRECT_TIMEOUT)
-        try:
-            return self._connect(extra_keys=keys)
-        except WorkerUnreachable as direct:
-            if "refused the SSH login" in direct.message:
-                raise
-            self.options.progress(f"{self.name} is not reachable directly; trying an IAP tunnel")
-        finally:
-            opts.connect_timeout = full
-        return self._connect(extra_keys=keys, proxy_command=self._iap())
+        last: WorkerUnreachable | None = None
+        for i, route in enumerate(routes):
+            direct_first = route is None and len(routes) > 1
+            opts.connect_timeout = min(full, DIRECT_TIMEOUT) if direct_first else full
+            try:
+                return self._dial_checked(keys, route)
+            except WorkerUnreachable as e:
+                if "refused the SSH login" in e.message:
+                    raise
+                last = e
+                if i + 1 < len(routes):
+                    self.options.progress(f"{self.name} is not reachable directly; trying an IAP tunnel")
+            finally:
+                opts.connect_timeout = full
+        assert last is not None
+        raise last
 
-    def _open_host(self) -> Transport:
-        keys = self._trusted_keys()
+    def _dial_checked(self, keys: list[str], route: str | None) -> Transport:
         try:
-            return self._dial_checked(keys)
-        except WorkerUnreachable as first:
-            state = self._instance_status()
-            if state == "RUNNING":
-                raise first
-            self.start()
-            return self._wait_for_ssh()
-
-    def _dial_checked(self, keys: list[str]) -> Transport:
-        try:
-            return self._dial(keys)
+            return self._connect(extra_keys=keys, proxy_command=self._iap() if route == IAP else route)
         except HostKeyMismatch:
             # A rebuilt instance publishes its new keys through the API; trust those, never the wire.
             fresh = self._trusted_keys(refresh=True)
             if not fresh or set(fresh) == set(keys):
                 raise
-            return self._dial(fresh)
+            return self._connect(extra_keys=fresh, proxy_command=self._iap() if route == IAP else route)
 
-    def _wait_for_ssh(self) -> Transport:
+    def _open_host(self) -> Transport:
+        keys = self._trusted_keys()
+        routes = self._routes()
+        try:
+            # Optimistic: a warm worker answers on the first route, without any API call.
+            return self._dial(keys, routes[:1])
+        except WorkerUnreachable as first:
+            if "refused the SSH login" in first.message:
+                raise
+            status = self._instance_status()
+            if status == "MISSING":
+                raise WorkerUnreachable(self.name, f"instance {self.record.instance} of worker {self.name} does "
+                                        "not exist", hint="run `offload fleet up`") from None
+            if status == "RUNNING":
+                if len(routes) == 1:
+                    raise
+                return self._dial(keys, routes[1:])
+        self.start()
+        return self._wait_for_ssh(routes)
+
+    def _wait_for_ssh(self, routes: list[str | None]) -> Transport:
         deadline = time.monotonic() + WAKE_TIMEOUT
         last: WorkerUnreachable | None = None
         while time.monotonic() < deadline:
             try:
-                return self._dial_checked(self._trusted_keys(refresh=True))
+                return self._dial(self._trusted_keys(refresh=True), routes)
             except WorkerUnreachable as e:
                 last = e
-                time.sleep(2)
+                time.sleep(1)
         raise WorkerUnreachable(self.name, f"worker {self.name} started but SSH did not answer within "
                                 f"{WAKE_TIMEOUT:.0f}s: {last.message if last else 'no answer'}")
 

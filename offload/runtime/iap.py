@@ -8,10 +8,11 @@ import shlex
 from offload.errors import ConfigError
 from offload.outputs import WorkerRecord
 
-# GCE's own naming rules; '%' in particular must never appear, since ssh expands %-tokens in ProxyCommand.
+# Close to GCE's naming rules but not stricter than the API is about short names; '%' in particular must
+# never appear, since ssh expands %-tokens in ProxyCommand.
 _INSTANCE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
-_PROJECT = re.compile(r"^(?:[a-z][-a-z0-9.]{0,61}:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")
-_ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+_PROJECT = re.compile(r"^(?:[a-z][-a-z0-9.]{0,61}:)?[a-z][-a-z0-9]{0,61}$")
+_ZONE = re.compile(r"^[a-z][-a-z0-9]{0,62}$")
 
 
 def iap_proxy_command(worker: WorkerRecord) -> str:

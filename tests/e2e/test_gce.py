@@ -1,0 +1,95 @@
+"""GCE workers end to end: a real sshd + Docker worker stands in for the VM, the Compute API is the local fake."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from offload.runtime.hostkeys import KnownHosts, host_id
+from tests.e2e.helpers import offload, stderr_line
+from tests.fakes.compute_api import ComputeFake
+from tests.workers import SshDockerWorker, make_repo, sshd_record, write_outputs
+
+
+def _b64(key_line: str) -> str:
+    return key_line.split()[1]
+
+
+@pytest.fixture
+def gce(ssh_docker_worker: SshDockerWorker, compute_fake: ComputeFake, tmp_path: Path):
+    ssh = ssh_docker_worker.ssh
+    inst = compute_fake.add("offload-dev-0", status="RUNNING", host_keys={"ssh-ed25519": _b64(ssh.host_key)})
+    record = sshd_record(ssh_docker_worker, name="offload-dev-0", instance="offload-dev-0", project="p",
+                         zone="us-west1-a", host_keys=[], image=ssh_docker_worker.container.image)
+    out = write_outputs(tmp_path / "outputs.json", "gce-cos", [record])
+    repo = make_repo(tmp_path / "repo")
+    return ssh_docker_worker, inst, out, repo
+
+
+def test_stopped_instance_is_woken_through_the_compute_api(gce, compute_fake: ComputeFake) -> None:
+    worker, inst, out, repo = gce
+    ssh = worker.ssh
+    inst.status = "TERMINATED"
+    ssh.stop()
+
+    def boot_when_started() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if compute_fake.calls("POST", "instances/offload-dev-0/start"):
+                ssh.restart()
+                return
+            time.sleep(0.05)
+
+    booter = threading.Thread(target=boot_when_started, daemon=True)
+    booter.start()
+    p = offload("run", "--outputs", str(out), "--wait", "--", "sh", "-c", "test -f /.dockerenv && echo woke",
+                cwd=repo, key=ssh.key_path)
+    booter.join(timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b"woke\n"
+    assert len(compute_fake.calls("POST", "instances/offload-dev-0/start")) == 1
+    assert inst.status == "RUNNING"
+    assert b"first use" not in p.stderr, "GCE host keys come from guest attributes, not first use"
+    known = KnownHosts.default().lookup(host_id(ssh.host, ssh.port))
+    assert known == [ssh.host_key]
+
+
+def test_running_instance_needs_no_api_call_once_keys_are_known(gce, compute_fake: ComputeFake) -> None:
+    worker, inst, out, repo = gce
+    ssh = worker.ssh
+    assert offload("run", "--outputs", str(out), "--wait", "--", "true", cwd=repo, key=ssh.key_path).returncode == 0
+    assert compute_fake.calls("GET", "instances/offload-dev-0/getGuestAttributes")
+    compute_fake.requests.clear()
+    before = ssh.accepted_count()
+    p = offload("run", "--outputs", str(out), "--wait", "--", "echo", "warm", cwd=repo, key=ssh.key_path)
+    assert p.returncode == 0 and p.stdout == b"warm\n", p.stderr
+    assert compute_fake.requests == []
+    assert ssh.accepted_count() - before == 1
+
+
+def test_key_not_in_guest_attributes_is_refused(gce, compute_fake: ComputeFake) -> None:
+    worker, inst, out, repo = gce
+    inst.host_keys = {"ssh-ed25519": "AAAAC3NzaC1lZDI1NTE5AAAAIE9pOv8ZbVm7V0b1lHn2wVJkG1mL5C0jz3I9q9b6g4kQ"}
+    p = offload("run", "--outputs", str(out), "--wait", "--", "true", cwd=repo, key=worker.ssh.key_path)
+    assert p.returncode == 4
+    assert "host key" in stderr_line(p)
+
+
+def test_status_reports_machine_and_cost_from_the_api(gce, compute_fake: ComputeFake) -> None:
+    import json
+
+    worker, inst, out, repo = gce
+    assert offload("run", "--outputs", str(out), "--job", "s1", "--wait", "--", "true", cwd=repo,
+                   key=worker.ssh.key_path).returncode == 0
+    p = offload("status", "--json", "--outputs", str(out), cwd=repo, key=worker.ssh.key_path)
+    assert p.returncode == 0, p.stderr
+    w = json.loads(p.stdout)["workers"][0]
+    assert w["state"] == "running" and w["machine_type"] == "e2-standard-4" and w["hourly_cost_usd"] > 0
+    assert [j["id"] for j in w["jobs"]] == ["s1"]
+    assert w["jobs"][0]["tasks"] == [{"name": "main", "state": "success", "exit_code": 0}]
+    inst.status = "TERMINATED"
+    p = offload("status", "--json", "--outputs", str(out), cwd=repo, key=worker.ssh.key_path)
+    assert json.loads(p.stdout)["workers"][0]["state"] == "stopped"
