@@ -1,0 +1,86 @@
+"""The built-in `local` worker and the `local-docker` provider, end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import offload, stderr_line
+from tests.workers import DockerWorker, docker_record, make_repo, tree_digest, write_outputs
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    r = make_repo(tmp_path / "repo")
+    (r / "draft.txt").write_text("not committed\n")
+    return r
+
+
+def test_local_is_the_default_worker(repo: Path) -> None:
+    before = tree_digest(repo)
+    p = offload("run", "--wait", "--", "sh", "-c", "cat draft.txt; pwd", cwd=repo)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.decode().splitlines()
+    assert lines[0] == "not committed"
+    workspace = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "local"
+    assert lines[1].startswith(str(workspace / "worktrees"))
+    assert tree_digest(repo) == before
+
+
+def test_local_exit_code_and_status_json(repo: Path) -> None:
+    p = offload("run", "--job", "j-local", "--wait", "--", "exit 9", cwd=repo)
+    assert p.returncode == 9
+    p = offload("status", "--json", cwd=repo)
+    data = json.loads(p.stdout)
+    (w,) = data["workers"]
+    assert w["name"] == "local" and w["state"] == "running"
+    (job,) = w["jobs"]
+    assert job["id"] == "j-local" and job["state"] == "failed"
+    assert job["tasks"] == [{"name": "main", "state": "failed", "exit_code": 9}]
+    assert offload("check", "j-local", cwd=repo).returncode == 1
+
+
+def test_outputs_from_environment_variable(repo: Path, tmp_path: Path) -> None:
+    out = write_outputs(tmp_path / "o.json", "local", [{"name": "here", "host": "localhost",
+                                                        "workspace": str(tmp_path / "ws")}])
+    p = offload("run", "--wait", "--", "echo", "via env", cwd=repo, env={"OFFLOAD_OUTPUTS": str(out)})
+    assert p.returncode == 0 and p.stdout == b"via env\n", p.stderr
+    assert (tmp_path / "ws" / "worktrees").is_dir()
+
+
+def test_bad_outputs_file_is_one_clear_line(repo: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"provider": "gce-cos", "developer": "d", "workers": [{"name": "w", "host": "h"}]}')
+    p = offload("run", "--outputs", str(bad), "--", "true", cwd=repo)
+    assert p.returncode == 2
+    assert "workspace" in stderr_line(p)
+    bad.write_text('{"provider": "moon", "workers": []}')
+    p = offload("run", "--outputs", str(bad), "--", "true", cwd=repo)
+    assert "provider must be one of" in stderr_line(p)
+
+
+def test_missing_env_variable_is_a_usage_error(repo: Path) -> None:
+    p = offload("run", "--env", "NOPE_NOT_SET", "--", "true", cwd=repo)
+    assert p.returncode == 2 and "NOPE_NOT_SET" in stderr_line(p)
+
+
+def test_outside_a_repository(tmp_path: Path) -> None:
+    p = offload("run", "--", "true", cwd=tmp_path)
+    assert p.returncode == 2 and "git repository" in stderr_line(p)
+
+
+def test_local_docker_runs_in_the_container_and_heals_it(docker_worker: DockerWorker, repo: Path,
+                                                         tmp_path: Path) -> None:
+    out = write_outputs(tmp_path / "o.json", "local-docker", [docker_record(docker_worker, image=docker_worker.image)])
+    p = offload("run", "--outputs", str(out), "--wait", "--", "sh", "-c", "test -f /.dockerenv && cat draft.txt",
+                cwd=repo)
+    assert p.returncode == 0 and p.stdout == b"not committed\n", p.stderr
+    subprocess.run(["docker", "stop", "-t", "1", docker_worker.name], check=True, capture_output=True)
+    p = offload("status", "--json", "--outputs", str(out), cwd=repo)
+    assert json.loads(p.stdout)["workers"][0]["state"] == "stopped"
+    p = offload("run", "--outputs", str(out), "--wait", "--", "echo", "back", cwd=repo)
+    assert p.returncode == 0 and p.stdout == b"back\n", p.stderr
