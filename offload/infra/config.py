@@ -1,0 +1,404 @@
+"""Stack config: every `offload:*` key (and the `gcp:` keys we need) read once and validated into StackConfig.
+
+`read_stack_config` takes a plain mapping of full keys to values, so it is testable without the Pulumi engine.
+Values may be native (a list, an int) or strings as Pulumi hands them over (structured values JSON-encoded).
+`load_stack_config` is the thin adapter over `pulumi.Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from offload.errors import ConfigError
+from offload.outputs import IAP_RANGE, ProviderType, WorkerRecord
+
+# The keys DESIGN.md names; the rest are optional refinements with defaults.
+PROVIDER = "offload:provider"
+DEVELOPER = "offload:developer"
+WORKERS = "offload:workers"
+MACHINE_TYPE = "offload:machineType"
+DATA_DISK_GB = "offload:dataDiskGb"
+IMAGE = "offload:image"
+SSH_SOURCE_RANGES = "offload:sshSourceRanges"
+IDLE_STOP_MINUTES = "offload:idleStopMinutes"
+HOSTS = "offload:hosts"
+NETWORK = "offload:network"
+SUBNETWORK = "offload:subnetwork"
+SUBNET_CIDR = "offload:subnetCidr"
+NAME_PREFIX = "offload:namePrefix"
+WORKSPACE = "offload:workspace"
+PROTECT_DATA_DISK = "offload:protectDataDisk"
+GCP_PROJECT = "gcp:project"
+GCP_ZONE = "gcp:zone"
+GCP_REGION = "gcp:region"
+
+OFFLOAD_KEYS = (PROVIDER, DEVELOPER, WORKERS, MACHINE_TYPE, DATA_DISK_GB, IMAGE, SSH_SOURCE_RANGES,
+                IDLE_STOP_MINUTES, HOSTS, NETWORK, SUBNETWORK, SUBNET_CIDR, NAME_PREFIX, WORKSPACE,
+                PROTECT_DATA_DISK)
+GCP_KEYS = (GCP_PROJECT, GCP_ZONE, GCP_REGION)
+
+STACK_PROVIDERS = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION,
+                   ProviderType.LOCAL_DOCKER, ProviderType.SSH)
+CLOUD_PROVIDERS = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION)
+
+DEFAULT_MACHINE_TYPE = "e2-standard-4"
+DEFAULT_DATA_DISK_GB = 100
+DEFAULT_IDLE_STOP_MINUTES = 30
+DEFAULT_SUBNET_CIDR = "10.10.0.0/24"
+# Any image works: the worker container installs tmux and git at start when the image lacks them.
+DEFAULT_WORKER_IMAGE = "docker.io/library/debian:bookworm"
+DEFAULT_WORKSTATION_IMAGE = "us-central1-docker.pkg.dev/cloud-workstations-images/predefined/code-oss:latest"
+MAX_WORKERS = 20
+MAX_IDLE_STOP_MINUTES = 7 * 24 * 60
+WORKSTATION_DISK_SIZES = (10, 50, 100, 200, 500, 1000)
+HOST_KEYS_ACCEPTED = ("name", "host", "port", "user", "container", "workspace", "host_keys", "proxy_command")
+
+_DOMAIN_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_EMAIL = re.compile(rf"^[a-z0-9._%+-]{{1,64}}@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+$")
+_MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]{1,40}$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+_PROJECT = re.compile(r"^(?:[a-z][-a-z0-9.]{0,61}:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+_ZONE = re.compile(r"^(?P<region>[a-z]+-[a-z]+[0-9]+)-[a-z]$")
+_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+_NETWORK_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.:-]{0,1000}$")
+_NAME_PREFIX = re.compile(r"^[a-z][-a-z0-9]{4,22}[a-z0-9]$")
+_PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """One developer's stack: which provider type, whose workers, how many and of what shape."""
+
+    provider: ProviderType
+    developer: str
+    workers: int = 1
+    machine_type: str = DEFAULT_MACHINE_TYPE
+    data_disk_gb: int = DEFAULT_DATA_DISK_GB
+    image: str = DEFAULT_WORKER_IMAGE
+    ssh_source_ranges: tuple[str, ...] = (IAP_RANGE,)
+    idle_stop_minutes: int = DEFAULT_IDLE_STOP_MINUTES
+    hosts: tuple[WorkerRecord, ...] = ()
+    project: str | None = None
+    zone: str | None = None
+    region: str | None = None
+    network: str | None = None
+    subnetwork: str | None = None
+    subnet_cidr: str = DEFAULT_SUBNET_CIDR
+    name_prefix: str = ""
+    workspace: str | None = None
+    protect_data_disk: bool = False
+
+    @property
+    def os_login_user(self) -> str:
+        return os_login_user(self.developer)
+
+
+def os_login_user(email: str) -> str:
+    """The POSIX name OS Login gives a user account: the email with every non-alphanumeric turned into '_'."""
+    return re.sub(r"[^a-z0-9]", "_", email.lower())
+
+
+def check_shape(workers: int, idle_stop_minutes: int) -> None:
+    """The checks every Args dataclass repeats when it is built without going through the stack config."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"workers must be from 1 to {MAX_WORKERS}; got {workers}")
+    if not 0 <= idle_stop_minutes <= MAX_IDLE_STOP_MINUTES:
+        raise ConfigError(f"idle_stop_minutes must be from 0 (never) to {MAX_IDLE_STOP_MINUTES}; "
+                          f"got {idle_stop_minutes}")
+
+
+def worker_labels(developer: str) -> dict[str, str]:
+    """Labels on every cloud resource that takes them: whose it is and what it is for."""
+    owner = re.sub(r"[^a-z0-9_-]", "_", developer.lower())[:63]
+    return {"owner": owner, "purpose": "offload-worker", "managed-by": "pulumi"}
+
+
+def default_name_prefix(email: str) -> str:
+    """`offload-<local part>`: short enough for every derived GCE name and the service-account id."""
+    local = email.split("@", 1)[0].lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", local).strip("-")[:16].strip("-") or "dev"
+    return f"offload-{slug}"
+
+
+def args_from(cls: type[T], config: StackConfig) -> T:
+    """An Args dataclass filled from the stack-config fields of the same names."""
+    return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                  if hasattr(config, f.name)})
+
+
+def read_stack_config(values: Mapping[str, Any]) -> StackConfig:
+    """Validate VALUES (full key -> value) into a StackConfig; a bad key raises ConfigError naming it."""
+    unknown = sorted(k for k in values if k.startswith("offload:") and k not in OFFLOAD_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]}; offload reads {', '.join(OFFLOAD_KEYS)}")
+    provider = _provider(values.get(PROVIDER))
+    developer = _developer(values.get(DEVELOPER))
+    cloud = provider in CLOUD_PROVIDERS
+    project = _project(values.get(GCP_PROJECT), provider) if cloud else _opt_str(values, GCP_PROJECT)
+    zone, region = _location(values, provider)
+    network, subnetwork = _network(values)
+    data_disk_gb = _int(values, DATA_DISK_GB, DEFAULT_DATA_DISK_GB, 10, 65536,
+                        "an integer number of GB from 10 to 65536")
+    if provider is ProviderType.WORKSTATION and data_disk_gb not in WORKSTATION_DISK_SIZES:
+        raise ConfigError(f"{DATA_DISK_GB} must be one of {', '.join(map(str, WORKSTATION_DISK_SIZES))} for "
+                          f"provider workstation (the persistent home disk); got {data_disk_gb}")
+    default_image = DEFAULT_WORKSTATION_IMAGE if provider is ProviderType.WORKSTATION else DEFAULT_WORKER_IMAGE
+    return StackConfig(
+        provider=provider,
+        developer=developer,
+        workers=_int(values, WORKERS, 1, 1, MAX_WORKERS, f"an integer from 1 to {MAX_WORKERS}"),
+        machine_type=_match(values, MACHINE_TYPE, DEFAULT_MACHINE_TYPE, _MACHINE_TYPE,
+                            "a Compute Engine machine type such as e2-standard-4"),
+        data_disk_gb=data_disk_gb,
+        image=_match(values, IMAGE, default_image, _IMAGE,
+                     "a container image reference such as us-docker.pkg.dev/PROJECT/REPO/worker:TAG"),
+        ssh_source_ranges=parse_ssh_source_ranges(values.get(SSH_SOURCE_RANGES)),
+        idle_stop_minutes=_int(values, IDLE_STOP_MINUTES, DEFAULT_IDLE_STOP_MINUTES, 0, MAX_IDLE_STOP_MINUTES,
+                               f"an integer number of minutes from 0 (never stop) to {MAX_IDLE_STOP_MINUTES}"),
+        hosts=_hosts(values.get(HOSTS), required=provider is ProviderType.SSH),
+        project=project,
+        zone=zone,
+        region=region,
+        network=network,
+        subnetwork=subnetwork,
+        subnet_cidr=_subnet_cidr(values.get(SUBNET_CIDR)),
+        name_prefix=_match(values, NAME_PREFIX, default_name_prefix(developer), _NAME_PREFIX,
+                           "6-24 lowercase letters, digits or '-', starting with a letter"),
+        workspace=_workspace(values.get(WORKSPACE)),
+        protect_data_disk=_bool(values, PROTECT_DATA_DISK, False),
+    )
+
+
+def load_stack_config() -> StackConfig:
+    """Read the current stack's config through pulumi.Config and validate it."""
+    import pulumi
+
+    values: dict[str, Any] = {}
+    for full_key in (*OFFLOAD_KEYS, *GCP_KEYS):
+        namespace, key = full_key.split(":", 1)
+        value = pulumi.Config(namespace).get(key)
+        if value is not None:
+            values[full_key] = value
+    # Misspelt keys would otherwise be ignored silently; the runtime holds every key the stack sets.
+    from pulumi.runtime.config import CONFIG
+
+    for full_key in CONFIG.get():
+        if full_key.startswith("offload:") and full_key not in values:
+            values[full_key] = CONFIG.get()[full_key]
+    return read_stack_config(values)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _provider(value: Any) -> ProviderType:
+    accepted = ", ".join(p.value for p in STACK_PROVIDERS)
+    if _blank(value):
+        raise ConfigError(f"{PROVIDER} is required: one of {accepted}")
+    text = str(value).strip()
+    if text == ProviderType.LOCAL.value:
+        raise ConfigError(f"{PROVIDER} must be one of {accepted}; got 'local', which is built in and needs no stack")
+    try:
+        provider = ProviderType(text)
+    except ValueError:
+        raise ConfigError(f"{PROVIDER} must be one of {accepted}; got {text!r}") from None
+    return provider
+
+
+def _developer(value: Any) -> str:
+    if _blank(value):
+        raise ConfigError(f"{DEVELOPER} is required: the developer's email, such as dev@example.com; it names the "
+                          "workers and chooses who is granted access")
+    text = str(value).strip().lower()
+    if not _EMAIL.match(text):
+        raise ConfigError(f"{DEVELOPER} must be an email address such as dev@example.com; got {value!r}")
+    return text
+
+
+def _opt_str(values: Mapping[str, Any], key: str) -> str | None:
+    value = values.get(key)
+    return None if _blank(value) else str(value).strip()
+
+
+def _project(value: Any, provider: ProviderType) -> str:
+    if _blank(value):
+        raise ConfigError(f"{GCP_PROJECT} is required for provider {provider.value}: the Google Cloud project "
+                          "id the workers live in (pulumi config set gcp:project PROJECT)")
+    text = str(value).strip()
+    if not _PROJECT.match(text):
+        raise ConfigError(f"{GCP_PROJECT} must be a Google Cloud project id such as my-project-123; got {text!r}")
+    return text
+
+
+def _location(values: Mapping[str, Any], provider: ProviderType) -> tuple[str | None, str | None]:
+    """(zone, region): GCE workers need a zone; a workstation cluster needs a region, or a zone to derive it."""
+    zone = _opt_str(values, GCP_ZONE)
+    region = _opt_str(values, GCP_REGION)
+    if zone is not None:
+        m = _ZONE.match(zone)
+        if not m:
+            raise ConfigError(f"{GCP_ZONE} must be a Compute Engine zone such as us-west1-a; got {zone!r}")
+        if region is not None and region != m["region"]:
+            raise ConfigError(f"{GCP_REGION} {region!r} does not contain {GCP_ZONE} {zone!r}; set one of them")
+        region = m["region"]
+    if region is not None and not _REGION.match(region):
+        raise ConfigError(f"{GCP_REGION} must be a Google Cloud region such as us-west1; got {region!r}")
+    if provider in (ProviderType.GCE_COS, ProviderType.GCE_LINUX) and zone is None:
+        raise ConfigError(f"{GCP_ZONE} is required for provider {provider.value}: the zone for the workers, "
+                          "such as us-west1-a")
+    if provider is ProviderType.WORKSTATION and region is None:
+        raise ConfigError(f"{GCP_ZONE} or {GCP_REGION} is required for provider workstation: where the cluster "
+                          "lives, such as us-west1")
+    return zone, region
+
+
+def _network(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    network = _opt_str(values, NETWORK)
+    subnetwork = _opt_str(values, SUBNETWORK)
+    for key, ref in ((NETWORK, network), (SUBNETWORK, subnetwork)):
+        if ref is not None and not _NETWORK_REF.match(ref):
+            raise ConfigError(f"{key} must be a network name or resource path such as "
+                              f"projects/PROJECT/global/networks/NAME; got {ref!r}")
+    if (network is None) != (subnetwork is None):
+        raise ConfigError(f"{NETWORK} and {SUBNETWORK} go together: set both to use an existing network, or "
+                          "neither to create a private one")
+    return network, subnetwork
+
+
+def _int(values: Mapping[str, Any], key: str, default: int, lo: int, hi: int, accepted: str) -> int:
+    value = values.get(key)
+    if _blank(value):
+        return default
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,9}\s*", value):
+        number = int(value)
+    if number is None or not lo <= number <= hi:
+        raise ConfigError(f"{key} must be {accepted}; got {value!r}")
+    return number
+
+
+def _bool(values: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = values.get(key)
+    if _blank(value):
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise ConfigError(f"{key} must be true or false; got {value!r}")
+
+
+def _match(values: Mapping[str, Any], key: str, default: str, pattern: re.Pattern[str], accepted: str) -> str:
+    value = values.get(key)
+    if _blank(value):
+        return default
+    text = str(value).strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or not pattern.match(text):
+        raise ConfigError(f"{key} must be {accepted}; got {value!r}")
+    return text
+
+
+def _structured(value: Any, key: str, accepted: str) -> Any:
+    """A list or object, either native or JSON-encoded as Pulumi passes structured config."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{key} must be {accepted}; got text that is not valid JSON ({e.msg})") from None
+    return value
+
+
+def parse_ssh_source_ranges(value: Any) -> tuple[str, ...]:
+    """The IAP range always, plus any ranges the stack adds (say, a VPN that routes to the VPC)."""
+    accepted = "a list of IPv4 CIDR ranges such as [\"10.8.0.0/16\"]"
+    if _blank(value):
+        return (IAP_RANGE,)
+    if isinstance(value, str) and not value.lstrip().startswith("["):
+        items: Any = [part.strip() for part in value.split(",") if part.strip()]
+    else:
+        items = _structured(value, SSH_SOURCE_RANGES, accepted)
+    if not isinstance(items, list):
+        raise ConfigError(f"{SSH_SOURCE_RANGES} must be {accepted}; got {value!r}")
+    ranges = [IAP_RANGE]
+    for i, item in enumerate(items):
+        where = f"{SSH_SOURCE_RANGES}[{i}]"
+        try:
+            net = ipaddress.IPv4Network(str(item).strip(), strict=True) if isinstance(item, str) else None
+        except ValueError:
+            net = None
+        if net is None:
+            raise ConfigError(f"{where} must be an IPv4 CIDR range such as 10.8.0.0/16 (no host bits set); "
+                              f"got {item!r}")
+        if net.prefixlen < 8:
+            raise ConfigError(f"{where} must be a range of /8 or narrower: SSH is never opened to the internet; "
+                              f"got {item!r}")
+        if str(net) not in ranges:
+            ranges.append(str(net))
+    return tuple(ranges)
+
+
+def _subnet_cidr(value: Any) -> str:
+    if _blank(value):
+        return DEFAULT_SUBNET_CIDR
+    try:
+        net = ipaddress.IPv4Network(str(value).strip(), strict=True)
+    except ValueError:
+        net = None
+    if net is None or not net.is_private or not 8 <= net.prefixlen <= 29:
+        raise ConfigError(f"{SUBNET_CIDR} must be a private IPv4 range from /8 to /29 such as "
+                          f"{DEFAULT_SUBNET_CIDR}; got {value!r}")
+    return str(net)
+
+
+def _workspace(value: Any) -> str | None:
+    if _blank(value):
+        return None
+    text = str(value).strip()
+    if not _PATH.match(text) or "/../" in f"{text}/" or text == "/":
+        raise ConfigError(f"{WORKSPACE} must be an absolute path such as /srv/offload; got {value!r}")
+    return text.rstrip("/")
+
+
+def _hosts(value: Any, *, required: bool) -> tuple[WorkerRecord, ...]:
+    accepted = "a list of {name, host, port, user, container, workspace, host_keys}"
+    if _blank(value):
+        if required:
+            raise ConfigError(f"{HOSTS} is required for provider ssh: {accepted}")
+        return ()
+    items = _structured(value, HOSTS, accepted)
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{HOSTS} must be {accepted}; got {value!r}")
+    records: list[WorkerRecord] = []
+    for i, item in enumerate(items):
+        where = f"{HOSTS}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be an object with {', '.join(HOST_KEYS_ACCEPTED)}; got {item!r}")
+        extra = sorted(set(item) - set(HOST_KEYS_ACCEPTED))
+        if extra:
+            raise ConfigError(f"{where} has unknown key {extra[0]!r}; accepted: {', '.join(HOST_KEYS_ACCEPTED)}")
+        port = item.get("port")
+        if isinstance(port, str) and port.strip().isdigit():
+            item = {**item, "port": int(port)}
+        try:
+            records.append(WorkerRecord.from_dict(item, i))
+        except ConfigError as e:
+            # WorkerRecord speaks of workers[...]; the user wrote offload:hosts[...].
+            message = re.sub(r"^workers\[[^\]]*\]", where, e.message)
+            raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+    names = [r.name for r in records]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{HOSTS} names must be unique; {dupes[0]!r} appears more than once")
+    return tuple(records)

@@ -1,0 +1,43 @@
+"""`gce-cos`: Container-Optimized OS workers; jobs run in the `offload-worker` container on the data disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from offload.errors import ConfigError
+from offload.infra.cloudinit import COS_WORKSPACE, WORKER_CONTAINER, cos_user_data
+from offload.infra.config import DEFAULT_WORKER_IMAGE, os_login_user
+from offload.infra.gce import GceWorkers, GceWorkersArgs
+
+
+@dataclass(frozen=True)
+class GceCosArgs(GceWorkersArgs):
+    """GCE worker args plus the worker container image."""
+
+    image: str = DEFAULT_WORKER_IMAGE
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.image or any(c.isspace() for c in self.image):
+            raise ConfigError(f"image must be a container image reference; got {self.image!r}")
+
+
+class GceCosWorkers(GceWorkers):
+    """COS VMs whose cloud-init mounts the data disk and keeps the worker container running on it."""
+
+    TYPE = "offload:infra:GceCosWorkers"
+    BOOT_IMAGE = "cos-cloud/cos-stable"
+    # Images and the container's own layers live on the boot disk's stateful partition.
+    BOOT_DISK_GB = 30
+
+    args: GceCosArgs
+
+    def boot_metadata(self) -> dict[str, str]:
+        args = self.args
+        return {"user-data": cos_user_data(image=args.image, idle_stop_minutes=args.idle_stop_minutes,
+                                           docker_user=os_login_user(args.developer)),
+                "google-logging-enabled": "true"}
+
+    def record_fields(self) -> dict[str, Any]:
+        return {"container": WORKER_CONTAINER, "workspace": COS_WORKSPACE, "image": self.args.image}

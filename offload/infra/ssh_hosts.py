@@ -1,0 +1,41 @@
+"""`ssh`: hosts the developer already has. Nothing is created; the configured hosts are validated and exported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from offload.errors import ConfigError
+from offload.infra.config import StackConfig
+from offload.outputs import WorkerRecord
+
+
+@dataclass(frozen=True)
+class SshHostsArgs:
+    """The hosts, already validated as worker records (see offload:hosts)."""
+
+    hosts: tuple[WorkerRecord, ...]
+
+    def __post_init__(self) -> None:
+        if not self.hosts:
+            raise ConfigError("the ssh provider needs at least one host in offload:hosts")
+        names = [h.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            raise ConfigError("offload:hosts names must be unique")
+
+    @classmethod
+    def from_config(cls, config: StackConfig) -> "SshHostsArgs":
+        return cls(hosts=config.hosts)
+
+
+class SshHosts(pulumi.ComponentResource):
+    """No resources: the component only carries the hosts into the stack outputs."""
+
+    workers: pulumi.Output[list[dict[str, Any]]]
+
+    def __init__(self, name: str, args: SshHostsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("offload:infra:SshHosts", name, None, opts)
+        self.workers = pulumi.Output.from_input([h.to_dict() for h in args.hosts])
+        self.register_outputs({"workers": self.workers})

@@ -1,0 +1,399 @@
+"""Worker boot configuration: the rendered cloud-config passes cloud-init's own schema check, its scripts parse,
+and the scripts do what they claim when run against a fake workspace with stubbed system commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from offload.errors import ConfigError
+from offload.infra import cloudinit
+from offload.infra.cloudinit import COS_WORKSPACE, IDLE_GUEST_ATTRIBUTE, LINUX_WORKSPACE, WORKER_CONTAINER
+
+CLOUD_INIT = shutil.which("cloud-init") or "/usr/bin/cloud-init"
+BASH = shutil.which("bash") or "/bin/bash"
+IMAGE = "us-west1-docker.pkg.dev/p-offload/workers/offload-worker:1"
+TIMEOUT = 60
+
+
+def cos_doc(**kwargs: Any) -> dict[str, Any]:
+    text = cloudinit.cos_user_data(**{"image": IMAGE, "idle_stop_minutes": 30, "docker_user": "dev_example_com",
+                                      **kwargs})
+    assert text.startswith("#cloud-config\n")
+    return yaml.safe_load(text)
+
+
+def files_of(doc: dict[str, Any]) -> dict[str, str]:
+    return {f["path"]: f["content"] for f in doc["write_files"]}
+
+
+def schema_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "user-data.yaml"
+    path.write_text(text)
+    return subprocess.run([CLOUD_INIT, "schema", "--config-file", str(path)], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+needs_cloud_init = pytest.mark.skipif(not Path(CLOUD_INIT).exists() and os.environ.get("CI") is None,
+                                      reason="cloud-init is not installed")
+
+
+# ---- the documents ------------------------------------------------------------------------------------------
+
+
+@needs_cloud_init
+@pytest.mark.parametrize("idle", [30, 0])
+def test_cos_user_data_passes_the_cloud_init_schema(tmp_path: Path, idle: int) -> None:
+    text = cloudinit.cos_user_data(image=IMAGE, idle_stop_minutes=idle, docker_user="dev_example_com")
+    result = schema_check(text, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid cloud-config" in result.stdout
+
+
+@needs_cloud_init
+def test_cloud_init_schema_check_does_catch_mistakes(tmp_path: Path) -> None:
+    result = schema_check("#cloud-config\nwrite_files:\n- path: 5\n  permissions: [1]\n", tmp_path)
+    assert result.returncode != 0
+
+
+@needs_cloud_init
+def test_linux_user_data_passes_the_cloud_init_schema(tmp_path: Path) -> None:
+    text = cloudinit.linux_metadata(idle_stop_minutes=30, owner="dev_example_com")["user-data"]
+    result = schema_check(text, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = yaml.safe_load(text)
+    assert {"git", "tmux"} <= set(doc["packages"])
+
+
+def test_cos_user_data_has_the_keys_it_relies_on() -> None:
+    doc = cos_doc()
+    assert set(doc) == {"write_files", "runcmd"}
+    files = files_of(doc)
+    assert set(files) == {
+        "/etc/offload/mount-data.sh", "/etc/offload/start-worker.sh", "/etc/offload/idle-stop.sh",
+        "/etc/systemd/system/offload-data.service", "/etc/systemd/system/offload-worker.service",
+        "/etc/systemd/system/offload-idle.service", "/etc/systemd/system/offload-idle.timer"}
+    for entry in doc["write_files"]:
+        assert entry["owner"] == "root:root" and entry["permissions"] in ("0644", "0755")
+    assert doc["runcmd"] == [["systemctl", "daemon-reload"], ["systemctl", "start", "offload-idle.timer"],
+                             ["systemctl", "start", "offload-worker.service"]]
+    worker_unit = files["/etc/systemd/system/offload-worker.service"]
+    assert f"Environment=OFFLOAD_IMAGE={IMAGE}" in worker_unit
+    assert f"Environment=OFFLOAD_CONTAINER={WORKER_CONTAINER}" in worker_unit
+    assert f"Environment=OFFLOAD_WORKSPACE={COS_WORKSPACE}" in worker_unit
+    assert "Requires=offload-data.service docker.service" in worker_unit
+    data_unit = files["/etc/systemd/system/offload-data.service"]
+    assert "Environment=OFFLOAD_DATA_MOUNT=/mnt/disks/data" in data_unit
+    assert "Environment=OFFLOAD_DATA_DEVICE=offload-data" in data_unit
+    assert "Environment=OFFLOAD_IDLE_MINUTES=30" in files["/etc/systemd/system/offload-idle.service"]
+    assert "OnUnitActiveSec=1min" in files["/etc/systemd/system/offload-idle.timer"]
+
+
+def test_idle_stop_zero_installs_no_timer() -> None:
+    doc = cos_doc(idle_stop_minutes=0)
+    assert not any("idle" in path for path in files_of(doc))
+    assert ["systemctl", "start", "offload-idle.timer"] not in doc["runcmd"]
+
+
+def test_unit_values_are_never_shell_or_unit_syntax() -> None:
+    for image in ("img; rm -rf /", "img\nExecStart=/bin/evil", "img%n"):
+        with pytest.raises(ConfigError, match="OFFLOAD_IMAGE"):
+            cloudinit.cos_user_data(image=image, idle_stop_minutes=30, docker_user=None)
+
+
+def test_embedded_scripts_parse(tmp_path: Path) -> None:
+    scripts = {p: c for p, c in files_of(cos_doc()).items() if p.endswith(".sh")}
+    scripts["startup-script"] = cloudinit.linux_metadata(idle_stop_minutes=30, owner="dev_example_com")[
+        "startup-script"]
+    assert len(scripts) == 4
+    for name, content in scripts.items():
+        path = tmp_path / name.replace("/", "_")
+        path.write_text(content)
+        result = subprocess.run([BASH, "-n", str(path)], capture_output=True, text=True, timeout=TIMEOUT)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        assert content.startswith("#!/bin/bash\n")
+
+
+def test_linux_startup_script_writes_the_same_units_and_enables_them() -> None:
+    script = cloudinit.linux_metadata(idle_stop_minutes=20, owner="dev_example_com")["startup-script"]
+    assert "cat > /etc/offload/idle-stop.sh <<'OFFLOAD_EOF'" in script
+    assert f"Environment=OFFLOAD_WORKSPACE={LINUX_WORKSPACE}" in script
+    assert "Environment=OFFLOAD_WORKSPACE_OWNER=dev_example_com" in script
+    assert "Environment=OFFLOAD_IDLE_MINUTES=20" in script
+    assert "systemctl enable --now offload-idle.timer" in script
+    assert "systemctl enable --now offload-data.service" in script
+    assert "apt-get install -y -qq --no-install-recommends git tmux" in script
+
+
+# ---- the scripts, run for real against stubs ----------------------------------------------------------------
+
+
+def stub(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text(f"#!/bin/bash\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+class Box:
+    """A scratch root: a workspace, a state dir, stubbed commands that log to calls.log."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin = root / "bin"
+        self.bin.mkdir()
+        self.log = root / "calls.log"
+        self.log.touch()
+        self.workspace = root / "workspace"
+        self.workspace.mkdir()
+        self.state = root / "state"
+
+    def stub(self, name: str, body: str = "") -> None:
+        stub(self.bin, name, f'echo "{name} $*" >> {self.log}\n{body}')
+
+    def calls(self, name: str) -> list[str]:
+        return [line for line in self.log.read_text().splitlines() if line.split(" ", 1)[0] == name]
+
+    def run(self, script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        path = self.root / "script.sh"
+        path.write_text(script)
+        full_env = {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(self.root / "home"), **env}
+        return subprocess.run([BASH, str(path)], capture_output=True, text=True, env=full_env, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Box:
+    return Box(tmp_path)
+
+
+IDLE_SCRIPT = files_of(cos_doc())["/etc/offload/idle-stop.sh"]
+
+
+def idle_env(box: Box, minutes: int = 30, ssh: str = "") -> dict[str, str]:
+    box.stub("poweroff")
+    box.stub("curl")
+    box.stub("ss", f"printf '%s' {ssh!r}")
+    return {"OFFLOAD_WORKSPACE": str(box.workspace), "OFFLOAD_IDLE_MINUTES": str(minutes),
+            "OFFLOAD_STATE_DIR": str(box.state)}
+
+
+def task_state(box: Box, job: str, task: str, state: str, *, before_boot: bool = False) -> None:
+    path = box.workspace / "jobs" / job / "tasks" / task / "state"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{state}\n")
+    if before_boot:
+        os.utime(path, (1_000_000, 1_000_000))
+
+
+def idle_since(box: Box, minutes_ago: float) -> None:
+    box.state.mkdir(exist_ok=True)
+    (box.state / "idle-since").write_text(f"{int(time.time() - minutes_ago * 60)}\n")
+
+
+def published(box: Box) -> list[str]:
+    return [line.split("--data ", 1)[1].split(" ", 1)[0] for line in box.calls("curl")]
+
+
+def test_idle_worker_powers_off_after_the_idle_minutes(box: Box) -> None:
+    env = idle_env(box, minutes=30)
+    task_state(box, "job1", "build", "success")
+    idle_since(box, 31)
+    result = box.run(IDLE_SCRIPT, env)
+    assert result.returncode == 0, result.stderr
+    assert box.calls("poweroff") == ["poweroff "]
+    assert published(box) == ["0"]
+    assert IDLE_GUEST_ATTRIBUTE in box.calls("curl")[0]
+
+
+def test_idle_clock_starts_at_the_first_check(box: Box) -> None:
+    env = idle_env(box, minutes=30)
+    result = box.run(IDLE_SCRIPT, env)
+    assert result.returncode == 0, result.stderr
+    assert box.calls("poweroff") == []
+    assert published(box) == ["30"]
+    assert abs(int((box.state / "idle-since").read_text()) - time.time()) < 5
+
+
+def test_not_idle_long_enough_reports_minutes_left(box: Box) -> None:
+    env = idle_env(box, minutes=30)
+    idle_since(box, 29.5)
+    box.run(IDLE_SCRIPT, env)
+    assert box.calls("poweroff") == []
+    assert published(box) == ["1"]
+
+
+def test_a_running_task_keeps_the_worker_up_and_resets_the_clock(box: Box) -> None:
+    env = idle_env(box, minutes=30)
+    task_state(box, "job1", "build", "success")
+    task_state(box, "job2", "test", "running")
+    idle_since(box, 120)
+    result = box.run(IDLE_SCRIPT, env)
+    assert result.returncode == 0, result.stderr
+    assert box.calls("poweroff") == []
+    assert published(box) == ["30"]
+    assert abs(int((box.state / "idle-since").read_text()) - time.time()) < 5
+
+
+def test_a_running_state_left_from_before_the_boot_does_not_count(box: Box) -> None:
+    env = idle_env(box, minutes=30)
+    task_state(box, "job1", "build", "running", before_boot=True)
+    idle_since(box, 45)
+    box.run(IDLE_SCRIPT, env)
+    assert box.calls("poweroff") == ["poweroff "]
+
+
+def test_an_ssh_connection_keeps_the_worker_up(box: Box) -> None:
+    env = idle_env(box, minutes=30, ssh="0 0 10.10.0.2:22 35.235.241.7:40022\n")
+    idle_since(box, 120)
+    box.run(IDLE_SCRIPT, env)
+    assert box.calls("poweroff") == []
+    assert box.calls("ss") == ["ss -H -t -n state established ( sport = :22 )"]
+
+
+def test_without_ss_sessions_are_found_by_their_sshd_process(box: Box) -> None:
+    env = idle_env(box, minutes=5)
+    (box.bin / "ss").unlink()
+    for tool in ("awk", "stat", "date", "cat", "mkdir"):
+        (box.bin / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    box.stub("pgrep", "exit 0")
+    idle_since(box, 6)
+    result = box.run(IDLE_SCRIPT, {**env, "PATH": str(box.bin)})
+    assert result.returncode == 0, result.stderr
+    assert box.calls("pgrep") == ["pgrep -f ^sshd(-session)?: [^ ]+@"]
+    assert box.calls("poweroff") == []
+    box.stub("pgrep", "exit 1")
+    idle_since(box, 6)
+    box.run(IDLE_SCRIPT, {**env, "PATH": str(box.bin)})
+    assert box.calls("poweroff") == ["poweroff "]
+
+
+def test_other_task_states_are_idle(box: Box) -> None:
+    env = idle_env(box, minutes=5)
+    for i, state in enumerate(["success", "failed", "skipped", "runningish", ""]):
+        task_state(box, f"job{i}", "main", state)
+    idle_since(box, 6)
+    box.run(IDLE_SCRIPT, env)
+    assert box.calls("poweroff") == ["poweroff "]
+
+
+def test_a_garbled_clock_file_restarts_the_clock(box: Box) -> None:
+    env = idle_env(box, minutes=5)
+    box.state.mkdir()
+    (box.state / "idle-since").write_text("garbage\n")
+    box.run(IDLE_SCRIPT, env)
+    assert box.calls("poweroff") == []
+    assert published(box) == ["5"]
+
+
+MOUNT_SCRIPT = files_of(cos_doc())["/etc/offload/mount-data.sh"]
+
+
+def mount_env(box: Box, blkid_rc: int) -> dict[str, str]:
+    device = box.root / "disk"
+    device.write_bytes(b"")
+    box.stub("blkid", f"exit {blkid_rc}")
+    box.stub("mkfs.ext4")
+    box.stub("mountpoint", "exit 1")
+    box.stub("mount")
+    box.stub("resize2fs")
+    return {"OFFLOAD_DATA_DEVICE": "offload-data", "OFFLOAD_DATA_DEVICE_PATH": str(device),
+            "OFFLOAD_DATA_MOUNT": str(box.root / "mnt"), "OFFLOAD_WORKSPACE": str(box.root / "mnt" / "offload")}
+
+
+def test_an_empty_data_disk_is_formatted_then_mounted(box: Box) -> None:
+    env = mount_env(box, blkid_rc=2)
+    result = box.run(MOUNT_SCRIPT, env)
+    assert result.returncode == 0, result.stderr
+    device = env["OFFLOAD_DATA_DEVICE_PATH"]
+    assert box.calls("blkid") == [f"blkid -p {device}"]
+    assert len(box.calls("mkfs.ext4")) == 1 and box.calls("mkfs.ext4")[0].endswith(device)
+    assert box.calls("mount") == [f"mount -o discard,defaults,nosuid,nodev {device} {box.root}/mnt"]
+    assert Path(env["OFFLOAD_WORKSPACE"]).is_dir()
+
+
+def test_a_data_disk_with_a_filesystem_is_never_formatted(box: Box) -> None:
+    env = mount_env(box, blkid_rc=0)
+    result = box.run(MOUNT_SCRIPT, env)
+    assert result.returncode == 0, result.stderr
+    assert box.calls("mkfs.ext4") == []
+    assert len(box.calls("mount")) == 1
+
+
+def test_an_unreadable_data_disk_is_neither_formatted_nor_mounted(box: Box) -> None:
+    env = mount_env(box, blkid_rc=4)
+    result = box.run(MOUNT_SCRIPT, env)
+    assert result.returncode != 0
+    assert "refusing to format" in result.stderr
+    assert box.calls("mkfs.ext4") == [] and box.calls("mount") == []
+
+
+def test_the_linux_workspace_is_given_to_the_developer(box: Box) -> None:
+    env = mount_env(box, blkid_rc=0)
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    result = box.run(MOUNT_SCRIPT, {**env, "OFFLOAD_WORKSPACE_OWNER": me})
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(Path(env["OFFLOAD_WORKSPACE"]).stat().st_mode) == 0o755
+
+
+START_SCRIPT = files_of(cos_doc())["/etc/offload/start-worker.sh"]
+
+
+def start_env(box: Box, image: str, group_line: str) -> dict[str, str]:
+    box.stub("docker")
+    box.stub("docker-credential-gcr")
+    group = box.root / "group"
+    group.write_text(f"root:x:0:\n{group_line}\nusers:x:100:\n")
+    return {"OFFLOAD_IMAGE": image, "OFFLOAD_CONTAINER": WORKER_CONTAINER,
+            "OFFLOAD_WORKSPACE": str(box.root / "data" / "offload"), "OFFLOAD_DOCKER_USER": "dev_example_com",
+            "OFFLOAD_GROUP_FILE": str(group)}
+
+
+def test_the_worker_container_is_recreated_with_restart_always_and_the_workspace_at_the_same_path(
+        box: Box) -> None:
+    env = start_env(box, IMAGE, "docker:x:412:")
+    result = box.run(START_SCRIPT, env)
+    assert result.returncode == 0, result.stderr
+    ws = env["OFFLOAD_WORKSPACE"]
+    docker = box.calls("docker")
+    assert docker[0] == f"docker rm -f {WORKER_CONTAINER}"
+    assert docker[1] == f"docker pull {IMAGE}"
+    assert docker[2].startswith(f"docker run -d --name {WORKER_CONTAINER} --restart always --init "
+                                f"--label offload.worker={WORKER_CONTAINER} -v {ws}:{ws} -w {ws} "
+                                f"--entrypoint /bin/sh {IMAGE} -c ")
+    assert docker[2].endswith("exec sleep infinity")
+    assert box.calls("docker-credential-gcr") == [
+        "docker-credential-gcr configure-docker --registries=us-west1-docker.pkg.dev"]
+    assert Path(ws).is_dir()
+
+
+def test_the_developer_joins_the_docker_group_once(box: Box) -> None:
+    env = start_env(box, "docker.io/library/debian:bookworm", "docker:x:412:")
+    group = Path(env["OFFLOAD_GROUP_FILE"])
+    box.run(START_SCRIPT, env)
+    box.run(START_SCRIPT, env)
+    assert group.read_text().splitlines()[1] == "docker:x:412:dev_example_com"
+    assert box.calls("docker-credential-gcr") == []
+    group.write_text("docker:x:412:alice\n")
+    box.run(START_SCRIPT, env)
+    assert group.read_text() == "docker:x:412:alice,dev_example_com\n"
+
+
+def test_the_worker_entry_installs_tools_only_when_missing(box: Box) -> None:
+    # The entry with `exec sleep` replaced, on a PATH of stubs only: with tmux and git, nothing is installed.
+    entry = cloudinit.WORKER_ENTRY.replace("exec sleep infinity", "echo ready")
+    for name in ("tmux", "git", "apt-get"):
+        box.stub(name)
+    only_stubs = {"PATH": str(box.bin)}
+    result = box.run(entry, only_stubs)
+    assert result.stdout.strip() == "ready" and box.calls("apt-get") == []
+    (box.bin / "tmux").unlink()
+    result = box.run(entry, only_stubs)
+    assert result.stdout.strip() == "ready"
+    assert [c.split()[1] for c in box.calls("apt-get")] == ["update", "install"]

@@ -1,0 +1,273 @@
+"""Stack config validation: good stacks read into StackConfig, and every bad key fails naming itself."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from offload.errors import ConfigError
+from offload.infra.config import (DEFAULT_WORKER_IMAGE, DEFAULT_WORKSTATION_IMAGE, default_name_prefix,
+                                  load_stack_config, os_login_user, read_stack_config)
+from offload.outputs import IAP_RANGE, ProviderType
+
+DEV = "dev@example.com"
+GCE = {"offload:provider": "gce-cos", "offload:developer": DEV, "gcp:project": "p-offload",
+       "gcp:zone": "us-west1-a"}
+HOST = {"name": "box", "host": "box.example.com", "workspace": "/srv/offload"}
+SSH = {"offload:provider": "ssh", "offload:developer": DEV, "offload:hosts": [HOST]}
+
+
+def read(base: dict[str, Any], **changes: Any) -> Any:
+    values = dict(base)
+    for key, value in changes.items():
+        full = key.replace("__", ":")
+        if value is None:
+            values.pop(full, None)
+        else:
+            values[full] = value
+    return read_stack_config(values)
+
+
+def fails(base: dict[str, Any], match: str, **changes: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        read(base, **changes)
+    assert match in info.value.message, info.value.message
+    return info.value.message
+
+
+def test_a_minimal_gce_stack_takes_secure_defaults() -> None:
+    config = read(GCE)
+    assert config.provider is ProviderType.GCE_COS
+    assert config.developer == DEV
+    assert config.workers == 1
+    assert config.machine_type == "e2-standard-4"
+    assert config.data_disk_gb == 100
+    assert config.image == DEFAULT_WORKER_IMAGE
+    assert config.ssh_source_ranges == (IAP_RANGE,)
+    assert config.idle_stop_minutes == 30
+    assert (config.project, config.zone, config.region) == ("p-offload", "us-west1-a", "us-west1")
+    assert config.name_prefix == "offload-dev"
+    assert config.os_login_user == "dev_example_com"
+    assert config.network is None and config.protect_data_disk is False
+
+
+def test_values_arrive_as_strings_from_pulumi() -> None:
+    config = read(GCE, offload__workers="3", offload__dataDiskGb="250", offload__idleStopMinutes="0",
+                  offload__sshSourceRanges=json.dumps(["10.8.0.0/16"]), offload__protectDataDisk="true")
+    assert (config.workers, config.data_disk_gb, config.idle_stop_minutes) == (3, 250, 0)
+    assert config.ssh_source_ranges == (IAP_RANGE, "10.8.0.0/16")
+    assert config.protect_data_disk is True
+
+
+def test_ssh_source_ranges_accept_a_list_or_comma_separated_text_and_keep_iap_first() -> None:
+    assert read(GCE, offload__sshSourceRanges=["10.8.0.0/16", IAP_RANGE]).ssh_source_ranges == (
+        IAP_RANGE, "10.8.0.0/16")
+    assert read(GCE, offload__sshSourceRanges="10.8.0.0/16, 192.168.0.0/24").ssh_source_ranges == (
+        IAP_RANGE, "10.8.0.0/16", "192.168.0.0/24")
+
+
+def test_developer_is_normalised_and_names_things() -> None:
+    config = read(GCE, offload__developer="Jane.Doe+ci@Example.COM")
+    assert config.developer == "jane.doe+ci@example.com"
+    assert config.os_login_user == "jane_doe_ci_example_com"
+    assert config.name_prefix == "offload-jane-doe-ci"
+
+
+def test_name_helpers() -> None:
+    assert os_login_user("dev@example.com") == "dev_example_com"
+    assert default_name_prefix("a.very.long.local.part.indeed@example.com") == "offload-a-very-long-loca"
+    assert default_name_prefix("___@example.com") == "offload-dev"
+
+
+def test_workstation_takes_its_region_from_the_zone_or_region_and_its_own_image() -> None:
+    base = {"offload:provider": "workstation", "offload:developer": DEV, "gcp:project": "p-offload"}
+    assert read(base, gcp__zone="europe-west4-b").region == "europe-west4"
+    config = read(base, gcp__region="us-central1")
+    assert config.region == "us-central1" and config.zone is None
+    assert config.image == DEFAULT_WORKSTATION_IMAGE
+
+
+def test_local_docker_and_ssh_need_no_cloud_keys() -> None:
+    assert read({"offload:provider": "local-docker", "offload:developer": DEV}).project is None
+    config = read(SSH)
+    assert [h.name for h in config.hosts] == ["box"]
+    assert config.hosts[0].port == 22
+
+
+def test_hosts_arrive_as_json_text_from_pulumi() -> None:
+    hosts = [{**HOST, "port": 2222, "user": "dev", "container": "worker",
+              "host_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDcx"]}]
+    (host,) = read(SSH, offload__hosts=json.dumps(hosts)).hosts
+    assert (host.port, host.user, host.container) == (2222, "dev", "worker")
+    assert host.host_keys == ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDcx",)
+
+
+# ---- bad config: each message names its key and says what it accepts ----------------------------------------
+
+
+def test_bad_provider() -> None:
+    message = fails(GCE, "offload:provider", offload__provider="aws")
+    assert "gce-cos, gce-linux, workstation, local-docker, ssh" in message and "'aws'" in message
+
+
+def test_missing_provider() -> None:
+    fails(GCE, "offload:provider is required", offload__provider=None)
+
+
+def test_local_is_not_a_stack_provider() -> None:
+    fails(GCE, "built in", offload__provider="local")
+
+
+def test_missing_developer() -> None:
+    message = fails(GCE, "offload:developer is required", offload__developer=None)
+    assert "email" in message
+
+
+@pytest.mark.parametrize("value", ["bob", "bob@", "@example.com", "bob@localhost", "a b@example.com"])
+def test_bad_developer(value: str) -> None:
+    fails(GCE, "offload:developer must be an email address", offload__developer=value)
+
+
+@pytest.mark.parametrize("value", [0, -1, 21, "abc", "1.5", True, [1]])
+def test_bad_workers_count(value: Any) -> None:
+    fails(GCE, "offload:workers must be an integer from 1 to 20", offload__workers=value)
+
+
+@pytest.mark.parametrize("value", ["1.2.3.4/33", "10.0.0.1/8", "not-a-cidr", "2001:db8::/32", 42])
+def test_bad_ssh_source_range(value: Any) -> None:
+    message = fails(GCE, "offload:sshSourceRanges[0] must be an IPv4 CIDR range", offload__sshSourceRanges=[value])
+    assert "10.8.0.0/16" in message
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0/0", "0.0.0.0/1", "10.0.0.0/7"])
+def test_ssh_is_never_opened_wide(value: str) -> None:
+    fails(GCE, "offload:sshSourceRanges[0] must be a range of /8 or narrower", offload__sshSourceRanges=[value])
+
+
+def test_ssh_source_ranges_must_be_a_list() -> None:
+    fails(GCE, "offload:sshSourceRanges must be a list of IPv4 CIDR ranges", offload__sshSourceRanges={"a": 1})
+    fails(GCE, "not valid JSON", offload__sshSourceRanges="[10.0.0.0/8")
+
+
+@pytest.mark.parametrize("value", [-1, "soon", 10081, "2.5"])
+def test_bad_idle_stop_minutes(value: Any) -> None:
+    message = fails(GCE, "offload:idleStopMinutes must be an integer number of minutes", offload__idleStopMinutes=value)
+    assert "0 (never stop)" in message
+
+
+@pytest.mark.parametrize("value", [5, 70000, "big"])
+def test_bad_data_disk_size(value: Any) -> None:
+    fails(GCE, "offload:dataDiskGb must be an integer number of GB from 10 to 65536", offload__dataDiskGb=value)
+
+
+def test_workstation_home_disk_sizes_are_the_ones_cloud_workstations_offers() -> None:
+    base = {"offload:provider": "workstation", "offload:developer": DEV, "gcp:project": "p-offload",
+            "gcp:region": "us-central1"}
+    fails(base, "offload:dataDiskGb must be one of 10, 50, 100, 200, 500, 1000", offload__dataDiskGb=300)
+
+
+@pytest.mark.parametrize("value", ["E2-STANDARD-4", "e2", "e2 standard", "-x"])
+def test_bad_machine_type(value: str) -> None:
+    fails(GCE, "offload:machineType must be a Compute Engine machine type", offload__machineType=value)
+
+
+@pytest.mark.parametrize("value", ["debian bookworm", "-image", "a;b"])
+def test_bad_image(value: str) -> None:
+    fails(GCE, "offload:image must be a container image reference", offload__image=value)
+
+
+@pytest.mark.parametrize("provider", ["gce-cos", "gce-linux", "workstation"])
+def test_cloud_providers_need_a_project(provider: str) -> None:
+    fails(GCE, f"gcp:project is required for provider {provider}", offload__provider=provider, gcp__project=None)
+
+
+def test_bad_project() -> None:
+    fails(GCE, "gcp:project must be a Google Cloud project id", gcp__project="My Project")
+
+
+@pytest.mark.parametrize("provider", ["gce-cos", "gce-linux"])
+def test_gce_needs_a_zone(provider: str) -> None:
+    fails(GCE, f"gcp:zone is required for provider {provider}", offload__provider=provider, gcp__zone=None)
+
+
+def test_bad_zone_and_region() -> None:
+    fails(GCE, "gcp:zone must be a Compute Engine zone such as us-west1-a", gcp__zone="us-west1")
+    fails(GCE, "gcp:region 'europe-west1' does not contain gcp:zone", gcp__region="europe-west1")
+    base = {"offload:provider": "workstation", "offload:developer": DEV, "gcp:project": "p-offload"}
+    fails(base, "gcp:zone or gcp:region is required for provider workstation")
+    fails(base, "gcp:region must be a Google Cloud region", gcp__region="US")
+
+
+def test_network_and_subnetwork_go_together() -> None:
+    fails(GCE, "offload:network and offload:subnetwork go together", offload__network="shared")
+    fails(GCE, "offload:network must be a network name or resource path", offload__network="a b",
+          offload__subnetwork="c")
+
+
+def test_unknown_offload_key_is_reported() -> None:
+    message = fails(GCE, "unknown config key offload:machinetype", offload__machinetype="e2-small")
+    assert "offload:machineType" in message
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("offload:namePrefix", "Offload", "offload:namePrefix must be 6-24 lowercase letters"),
+    ("offload:namePrefix", "abc", "offload:namePrefix must be 6-24 lowercase letters"),
+    ("offload:workspace", "relative/dir", "offload:workspace must be an absolute path"),
+    ("offload:workspace", "/srv/../etc", "offload:workspace must be an absolute path"),
+    ("offload:protectDataDisk", "yes", "offload:protectDataDisk must be true or false"),
+    ("offload:subnetCidr", "8.8.8.0/24", "offload:subnetCidr must be a private IPv4 range"),
+])
+def test_other_bad_keys(key: str, value: str, match: str) -> None:
+    fails({**GCE, key: value}, match)
+
+
+# ---- offload:hosts -------------------------------------------------------------------------------------------
+
+
+def test_ssh_needs_hosts() -> None:
+    message = fails(SSH, "offload:hosts is required for provider ssh", offload__hosts=None)
+    assert "{name, host, port, user, container, workspace, host_keys}" in message
+
+
+@pytest.mark.parametrize("hosts,match", [
+    ("not json", "offload:hosts must be a list of {name, host, port, user, container, workspace, host_keys}"),
+    ([], "offload:hosts must be a list"),
+    ({"name": "box"}, "offload:hosts must be a list"),
+    (["box"], "offload:hosts[0] must be an object"),
+    ([{**HOST, "hostname": "x"}], "offload:hosts[0] has unknown key 'hostname'"),
+    ([{"name": "box", "host": "box"}], "offload:hosts[0] is missing workspace"),
+    ([{**HOST, "port": 70000}], "offload:hosts[0].port must be an integer from 1 to 65535"),
+    ([{**HOST, "port": "ssh"}], "offload:hosts[0].port must be an integer"),
+    ([{**HOST, "workspace": "srv/offload"}], "offload:hosts[0].workspace must be an absolute path"),
+    ([{**HOST, "host": "bad host"}], "offload:hosts[0].host must be a hostname"),
+    ([{**HOST, "user": "a b"}], "offload:hosts[0].user must be a login name"),
+    ([{**HOST, "host_keys": ["ssh-dss AAAA"]}], "offload:hosts[0].host_keys[0] must be a public key line"),
+    ([{**HOST, "host_keys": "ssh-ed25519 AAAA"}], "offload:hosts[0].host_keys must be a list"),
+    ([HOST, HOST], "offload:hosts names must be unique; 'box'"),
+])
+def test_bad_hosts(hosts: Any, match: str) -> None:
+    fails(SSH, match, offload__hosts=hosts)
+
+
+# ---- the adapter over pulumi.Config --------------------------------------------------------------------------
+
+
+def test_load_stack_config_reads_pulumi_config() -> None:
+    from pulumi.runtime.config import set_all_config
+
+    set_all_config({"offload:provider": "gce-linux", "offload:developer": DEV, "gcp:project": "p-offload",
+                    "gcp:zone": "us-east1-b", "offload:workers": "2",
+                    "offload:sshSourceRanges": '["10.1.0.0/16"]', "aws:region": "ignored"})
+    config = load_stack_config()
+    assert config.provider is ProviderType.GCE_LINUX and config.workers == 2
+    assert config.ssh_source_ranges == (IAP_RANGE, "10.1.0.0/16")
+
+
+def test_load_stack_config_reports_misspelt_keys() -> None:
+    from pulumi.runtime.config import set_all_config
+
+    set_all_config({"offload:provider": "ssh", "offload:developer": DEV, "offload:host": "[]"})
+    with pytest.raises(ConfigError, match="unknown config key offload:host;"):
+        load_stack_config()
