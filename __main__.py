@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import pulumi
 
-from offload.infra.config import StackConfig, load_stack_config
+from offload.stackconfig import StackConfig, load_stack_config
 from offload.outputs import ProviderType
 
 

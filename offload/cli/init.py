@@ -221,7 +221,7 @@ def default_stack_name(email: str) -> str:
 def _validate(values: dict[str, Any]) -> None:
     # The very rules `pulumi up` applies, so a file init writes is one the program accepts. The module is
     # plain validation (no pulumi import).
-    from offload.infra.config import read_stack_config
+    from offload.stackconfig import read_stack_config
 
     read_stack_config(values)
 

@@ -18,7 +18,7 @@ import pulumi_gcp as gcp
 from offload.errors import ConfigError
 from offload.infra.access import DeveloperAccess, DeveloperAccessArgs
 from offload.infra.cloudinit import DATA_DEVICE_NAME
-from offload.infra.config import (DEFAULT_DATA_DISK_GB, DEFAULT_IDLE_STOP_MINUTES, DEFAULT_MACHINE_TYPE,
+from offload.stackconfig import (DEFAULT_DATA_DISK_GB, DEFAULT_IDLE_STOP_MINUTES, DEFAULT_MACHINE_TYPE,
                                   DEFAULT_SUBNET_CIDR, StackConfig, args_from, check_shape, os_login_user,
                                   parse_ssh_source_ranges, worker_labels)
 from offload.infra.network import Network, NetworkArgs

@@ -7,7 +7,7 @@ from typing import Any
 
 from offload.errors import ConfigError
 from offload.infra.cloudinit import COS_WORKSPACE, WORKER_CONTAINER, cos_user_data
-from offload.infra.config import DEFAULT_WORKER_IMAGE, os_login_user
+from offload.stackconfig import DEFAULT_WORKER_IMAGE, os_login_user
 from offload.infra.gce import GceWorkers, GceWorkersArgs
 
 

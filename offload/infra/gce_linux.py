@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from offload.infra.cloudinit import LINUX_WORKSPACE, linux_metadata
-from offload.infra.config import os_login_user
+from offload.stackconfig import os_login_user
 from offload.infra.gce import GceWorkers, GceWorkersArgs
 
 

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from offload.errors import ConfigError
-from offload.infra.config import DEFAULT_SUBNET_CIDR, parse_ssh_source_ranges
+from offload.stackconfig import DEFAULT_SUBNET_CIDR, parse_ssh_source_ranges
 from offload.outputs import IAP_RANGE
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 
 from offload.errors import ConfigError
-from offload.infra.config import StackConfig
+from offload.stackconfig import StackConfig
 from offload.outputs import WorkerRecord
 
 

@@ -13,7 +13,7 @@ from pulumi_gcp import workstations as ws
 
 from offload.errors import ConfigError
 from offload.infra.access import WorkstationAccess, WorkstationAccessArgs
-from offload.infra.config import (DEFAULT_DATA_DISK_GB, DEFAULT_IDLE_STOP_MINUTES, DEFAULT_MACHINE_TYPE,
+from offload.stackconfig import (DEFAULT_DATA_DISK_GB, DEFAULT_IDLE_STOP_MINUTES, DEFAULT_MACHINE_TYPE,
                                   DEFAULT_SUBNET_CIDR, DEFAULT_WORKSTATION_IMAGE, WORKSTATION_DISK_SIZES,
                                   StackConfig, args_from, check_shape, worker_labels)
 from offload.infra.gce import WORKER_SCOPES, WorkerServiceAccount

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from offload.cli import init as init_cmd
-from offload.infra.config import read_stack_config
+from offload.stackconfig import read_stack_config
 from tests.cli.conftest import RunCli
 
 

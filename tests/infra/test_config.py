@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from offload.errors import ConfigError
-from offload.infra.config import (DEFAULT_WORKER_IMAGE, DEFAULT_WORKSTATION_IMAGE, default_name_prefix,
+from offload.stackconfig import (DEFAULT_WORKER_IMAGE, DEFAULT_WORKSTATION_IMAGE, default_name_prefix,
                                   load_stack_config, os_login_user, read_stack_config)
 from offload.outputs import IAP_RANGE, ProviderType
 

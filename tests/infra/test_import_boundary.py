@@ -14,7 +14,7 @@ CHECK = ("import importlib, sys; importlib.import_module({module!r}); "
          "'pulumi_policy')); print(','.join(loaded)); sys.exit(1 if loaded else 0)")
 
 
-@pytest.mark.parametrize("module", ["offload.cli.app", "offload.outputs", "offload.infra.config"])
+@pytest.mark.parametrize("module", ["offload.cli.app", "offload.outputs", "offload.stackconfig"])
 def test_module_does_not_import_pulumi(module: str) -> None:
     result = subprocess.run([sys.executable, "-c", CHECK.format(module=module)], cwd=REPO, capture_output=True,
                             text=True, timeout=60)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from offload.infra.config import STACK_PROVIDERS
+from offload.stackconfig import STACK_PROVIDERS
 from offload.outputs import IAP_RANGE, StackOutputs
 from tests.infra.conftest import STACK_FILES, stack_file
 from tests.infra.mocks import ACCOUNT, DISK, FIREWALL, INSTANCE, Run, run_program, stack_config

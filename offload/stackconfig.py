@@ -1,4 +1,4 @@
-"""Stack config: every `offload:*` key (and the `gcp:` keys we need) read once and validated into StackConfig.
+"""Stack config: the `offload:*` keys read once and validated (shared by the Pulumi program and `offload init`).
 
 `read_stack_config` takes a plain mapping of full keys to values, so it is testable without the Pulumi engine.
 Values may be native (a list, an int) or strings as Pulumi hands them over (structured values JSON-encoded).
