@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Annotated, Any, Optional
 
 import typer
@@ -44,22 +43,7 @@ def _worker_report(provider) -> dict[str, Any]:
         jobs = JobService(provider).jobs()
         report["state"] = "running"
         report["jobs"] = [job_dict(j) for j in jobs]
-        if status.idle_stop_in_minutes is None and provider.record.idle_stop_minutes:
-            running = any(j["state"] == "running" for j in report["jobs"])
-            report["idle_stop_in_minutes"] = None if running else _idle_left(provider, jobs)
     return report
-
-
-def _idle_left(provider, jobs) -> float | None:
-    """Minutes until the idle stop, counted from the last job's start; an SSH session postpones it too."""
-    limit = provider.record.idle_stop_minutes
-    if not limit:
-        return None
-    created = [int(j.meta.get("created", "0") or 0) for j in jobs]
-    last = max(created, default=0)
-    if not last:
-        return float(limit)
-    return round(max(0.0, limit - (time.time() - last) / 60), 1)
 
 
 @app.command(help="Every worker of the stack: state, machine type, cost, idle stop, and each job with its tasks.\n\n"

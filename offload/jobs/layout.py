@@ -5,6 +5,7 @@
     WORKSPACE/jobs/<job>/                 job state, never inside the worktree
         meta                              key=value lines: repo, commit, worktree, created, playbook
         graph.sh                          the task-graph runner (POSIX sh)
+        runner.pid                        pid of the runner (tmux window 0)
         tasks.list                        task names, one per line, in declaration order
         tasks/<task>/cmd                  the task's shell command
         tasks/<task>/needs                names of tasks it needs, one per line (may be empty)
@@ -12,6 +13,8 @@
         tasks/<task>/log                  combined stdout and stderr
         tasks/<task>/state                running | success | failed | skipped (absent: pending)
         tasks/<task>/exit                 exit code, written once the task has finished
+        tasks/<task>/pid                  pid of the task's window process, written when it starts
+        tasks/<task>/window               tmux window id (`@N`) of the task, for attaching to it
         state                             the job's final state: success | failed (absent: not finished)
 
 The tmux server for a job is `tmux -L offload-<job>`, its session is named `<job>`; every task runs in a
@@ -68,8 +71,15 @@ class JobPaths:
     def tmux_socket(self) -> str:
         return f"offload-{self.job}"
 
+    @property
+    def graph_script(self) -> str:
+        return f"{self.job_dir}/graph.sh"
+
     def task_dir(self, task: str) -> str:
         return f"{self.job_dir}/tasks/{task}"
+
+    def task_log(self, task: str) -> str:
+        return f"{self.task_dir(task)}/log"
 
     def repo(self, repo_id: str) -> str:
         return f"{self.workspace}/repos/{repo_id}.git"

@@ -151,9 +151,21 @@ class GceLinuxProvider(SshProvider):
 
         machine = info.machine_type or self.record.machine_type
         cost = hourly_cost(machine) if machine else None
-        return WorkerStatus(self.name, self.kind.value, _STATE.get(info.status, info.status.lower()), machine,
+        state = _STATE.get(info.status, info.status.lower())
+        return WorkerStatus(self.name, self.kind.value, state, machine,
                             cost if cost is not None else self.record.hourly_cost_usd,
-                            idle_stop_in_minutes=None)
+                            idle_stop_in_minutes=self._idle_left() if state == "running" else None)
+
+    def _idle_left(self) -> float | None:
+        """Minutes until the idle stop, as the worker's own idle timer publishes them in guest attributes."""
+        try:
+            value = self._api().guest_attributes(self.record.instance or "", "offload").get("minutes-until-stop")
+        except CloudApiError:
+            return None
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
 
     def start(self) -> None:
         self.options.progress(f"waking {self.name}")

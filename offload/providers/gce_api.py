@@ -124,6 +124,21 @@ class ComputeApi:
                 keys.append(validate_host_key(line, "hostkeys"))
         return keys
 
+    def guest_attributes(self, instance: str, namespace: str) -> dict[str, str]:
+        """The guest attributes under NAMESPACE/ as {key: value}; {} before the guest has published any."""
+        from google.api_core import exceptions
+        from google.cloud import compute_v1
+
+        request = compute_v1.GetGuestAttributesInstanceRequest(project=self.project, zone=self.zone,
+                                                               instance=instance, query_path=f"{namespace}/")
+        with self._errors("read guest attributes of", instance):
+            try:
+                attrs = self._instances.get_guest_attributes(request=request, retry=self._retry,
+                                                             timeout=self.timeout)
+            except exceptions.NotFound:
+                return {}
+        return {item.key: item.value for item in attrs.query_value.items if item.namespace == namespace}
+
     # -- state changes ----------------------------------------------------------------------------------
 
     def start(self, instance: str, *, wait: bool = True, timeout: float = 300.0) -> InstanceInfo:

@@ -88,8 +88,12 @@ def test_status_reports_machine_and_cost_from_the_api(gce, compute_fake: Compute
     assert p.returncode == 0, p.stderr
     w = json.loads(p.stdout)["workers"][0]
     assert w["state"] == "running" and w["machine_type"] == "e2-standard-4" and w["hourly_cost_usd"] > 0
+    assert w["idle_stop_in_minutes"] is None, "nothing published yet"
     assert [j["id"] for j in w["jobs"]] == ["s1"]
     assert w["jobs"][0]["tasks"] == [{"name": "main", "state": "success", "exit_code": 0}]
+    inst.attributes["offload"] = {"minutes-until-stop": "17"}
+    p = offload("status", "--json", "--outputs", str(out), cwd=repo, key=worker.ssh.key_path)
+    assert json.loads(p.stdout)["workers"][0]["idle_stop_in_minutes"] == 17
     inst.status = "TERMINATED"
     p = offload("status", "--json", "--outputs", str(out), cwd=repo, key=worker.ssh.key_path)
     assert json.loads(p.stdout)["workers"][0]["state"] == "stopped"

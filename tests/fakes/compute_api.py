@@ -46,6 +46,8 @@ class FakeInstance:
     labels: dict[str, str] = field(default_factory=dict)
     # Guest attributes under hostkeys/: key type -> base64 key, as the guest environment publishes them.
     host_keys: dict[str, str] = field(default_factory=dict)
+    # Other guest attributes: namespace -> {key: value} (e.g. offload/minutes-until-stop).
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
     # When set, the next start operation ends with this error (code, message) and the instance stays put.
     start_error: tuple[str, str] | None = None
     # A transition in progress: the status to reach, and how many more reads show the current one.
@@ -291,8 +293,9 @@ class ComputeFake:
 
     def _guest_attributes(self, inst: FakeInstance, query_path: str) -> tuple[int, dict[str, Any]]:
         namespace = query_path.rstrip("/")
-        items = [{"namespace": "hostkeys", "key": k, "value": v} for k, v in inst.host_keys.items()]
-        if namespace != "hostkeys" or not items:
+        published = inst.host_keys if namespace == "hostkeys" else inst.attributes.get(namespace, {})
+        items = [{"namespace": namespace, "key": k, "value": v} for k, v in published.items()]
+        if not items:
             return _error(404, f"The resource 'projects/{inst.project}/zones/{inst.zone}/instances/{inst.name}/"
                                f"guestAttributes/{query_path}' was not found")
         return 200, {"kind": "compute#guestAttributes", "queryPath": query_path, "queryValue": {"items": items},

@@ -1,0 +1,342 @@
+#!/bin/sh
+# offload task-graph runner: runs one job's tasks, each in its own tmux window, in dependency order.
+#
+#   sh graph.sh JOB_DIR WORKTREE                 run the job; window 0 ("offload") of the job's session
+#   sh graph.sh --task JOB_DIR WORKTREE TASK     run one task; what every task window executes
+#
+# Plain POSIX sh, so any worker image with sh, tmux and coreutils can run it. The job's files are described in
+# offload/jobs/layout.py. Every state file is replaced atomically (write a temporary file, then mv), so a reader
+# sees either the old value or the new one.
+#
+# Restarting the runner is safe: it never starts a task that has a state, and a second runner refuses to start
+# while the first is alive (runner.pid). A task whose process is gone without an exit code is marked failed.
+#
+# Lifetime of the tmux server: windows stay open after their command ends (remain-on-exit), so `offload attach`
+# still shows the output of a finished job. Once every task has finished, the runner writes the job's state and
+# lingers until no client has been attached for OFFLOAD_LINGER_SECONDS (default 600) seconds in a row; then it
+# ends the job's tmux server. The logs stay in the job directory either way.
+
+set -u
+
+# Every variable of this script starts with '_': tasks inherit the environment, and a variable imported from it
+# stays exported, so these names must not clash with the job's own (the launch refuses env names with '_').
+_poll=0.2       # seconds between looks at the task states while the job runs
+_history=10000  # scrollback lines per task window
+
+put() { # FILE VALUE: write VALUE and a newline to FILE atomically
+	printf '%s\n' "$2" > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
+}
+
+get() { # FILE: first line of FILE in $_got, empty when there is no such file
+	_got=
+	if [ -f "$1" ]; then
+		{ IFS= read -r _got < "$1"; } 2>/dev/null || :
+	fi
+}
+
+q() { # WORD: WORD quoted for sh
+	printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
+}
+
+nap() {
+	sleep "$1" 2>/dev/null || sleep 1
+}
+
+now() {
+	date +%H:%M:%S
+}
+
+say() { # MESSAGE: one line of progress in the runner's window
+	printf '%s  %s\n' "$(now)" "$1"
+}
+
+alive() { # PID: the process exists and has not exited. kill -0 alone also succeeds for a zombie, and the
+	# zombie of an orphaned task stays forever in a container whose pid 1 does not reap.
+	kill -0 "$1" 2> /dev/null || return 1
+	if [ -r "/proc/$1/stat" ]; then
+		{ IFS= read -r _stat < "/proc/$1/stat"; } 2> /dev/null || return 1
+		case ${_stat##*") "} in Z* | X* | x*) return 1 ;; esac
+	fi
+	return 0
+}
+
+is_number() {
+	case $1 in '' | *[!0-9]*) return 1 ;; esac
+	return 0
+}
+
+absolute() { # PATH: PATH made absolute, in $_got
+	case $1 in
+	/*) _got=$1 ;;
+	*) _got=$(pwd)/$1 ;;
+	esac
+	while :; do
+		case $_got in
+		?*/) _got=${_got%/} ;;
+		*) break ;;
+		esac
+	done
+}
+
+tm() { # tmux on the job's own server
+	tmux -f /dev/null -L "offload-$_job" "$@" < /dev/null
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# One task (the process of a task window)
+
+run_task() {
+	_td=$_job_dir/tasks/$_task
+	[ -f "$_td/cmd" ] || { printf 'offload: no task %s in %s\n' "$_task" "$_job_dir" >&2; exit 2; }
+	get "$_td/state"
+	case $_got in success | failed | skipped) exit 0 ;; esac
+	put "$_td/pid" "$$"
+	put "$_td/state" running
+	# Ctrl-C in an attached window interrupts the command, and the task still records its exit code.
+	trap ':' INT
+	export OFFLOAD_TASK="$_task"
+	if command -v bash > /dev/null 2>&1; then _interp="bash"; else _interp="sh"; fi
+	rm -f "$_td/exit.tmp"
+	printf '[offload] task %s\n' "$_task"
+	if cd "$_worktree" 2> /dev/null; then
+		# No pipefail in POSIX sh: the command's exit code is saved inside the pipeline, and published only
+		# once tee has written the whole log.
+		{
+			trap ':' INT
+			"$_interp" "$_td/cmd" 2>&1
+			printf '%s\n' "$?" > "$_td/exit.tmp"
+		} | tee -i -a "$_td/log"
+	else
+		printf 'offload: cannot enter the worktree %s\n' "$_worktree" | tee -i -a "$_td/log"
+		printf '126\n' > "$_td/exit.tmp"
+	fi
+	get "$_td/exit.tmp"
+	_rc=$_got
+	is_number "$_rc" || _rc=1
+	put "$_td/exit" "$_rc"
+	rm -f "$_td/exit.tmp"
+	if [ "$_rc" = 0 ]; then _st=success; else _st=failed; fi
+	put "$_td/state" "$_st"
+	printf '\n[offload] task %s: %s (exit %s)\n' "$_task" "$_st" "$_rc"
+	exit 0
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# The runner
+
+lock() {
+	get "$_job_dir/runner.pid"
+	if is_number "$_got" && [ "$_got" != "$$" ] && alive "$_got"; then
+		printf 'offload: job %s already has a runner (pid %s)\n' "$_job" "$_got" >&2
+		exit 4
+	fi
+	put "$_job_dir/runner.pid" "$$"
+}
+
+fail_task() { # TASK REASON: mark TASK failed without an exit code
+	printf '\n[offload] task %s: %s\n' "$1" "$2" >> "$_job_dir/tasks/$1/log"
+	put "$_job_dir/tasks/$1/state" failed
+}
+
+# A task left "running" without a pid: an earlier runner stopped between marking it and opening its window.
+# Its wrapper writes the pid first thing, so give it a moment before declaring it lost.
+recover() {
+	while IFS= read -r _t <&3; do
+		[ -n "$_t" ] || continue
+		_td=$_job_dir/tasks/$_t
+		get "$_td/state"
+		[ "$_got" = running ] || continue
+		_i=0
+		while [ "$_i" -lt 10 ] && [ ! -f "$_td/pid" ] && [ ! -f "$_td/exit" ]; do
+			nap $_poll
+			_i=$((_i + 1))
+		done
+		if [ ! -f "$_td/pid" ] && [ ! -f "$_td/exit" ]; then
+			fail_task "$_t" "never started (the runner stopped while opening its window)"
+		fi
+	done 3< "$_job_dir/tasks.list"
+}
+
+start() { # TASK: open the task's window
+	_td=$_job_dir/tasks/$1
+	put "$_td/state" running
+	if _out=$(tm new-window -d -t "=$_job:" -n "$1" -P -F '#{pane_pid} #{window_id}' \
+		"exec sh $_q_self --task $_q_job_dir $_q_worktree $(q "$1")" 2>&1); then
+		_pid=${_out%% *}
+		_window=${_out#* }
+		is_number "$_pid" && put "$_td/pid" "$_pid"
+		[ "$_window" != "$_out" ] && put "$_td/window" "$_window"
+		say "$1: started"
+	else
+		fail_task "$1" "could not open a tmux window: $_out"
+	fi
+}
+
+consider() { # TASK: start or skip a pending task once all its needs have finished
+	_td=$_job_dir/tasks/$1
+	_total=0 _ok=0 _bad=0
+	if [ -f "$_td/needs" ]; then
+		while IFS= read -r _n <&4; do
+			[ -n "$_n" ] || continue
+			_total=$((_total + 1))
+			if [ ! -d "$_job_dir/tasks/$_n" ]; then
+				_bad=$((_bad + 1))
+				continue
+			fi
+			get "$_job_dir/tasks/$_n/state"
+			case $_got in
+			success) _ok=$((_ok + 1)) ;;
+			failed) _bad=$((_bad + 1)) ;;
+			skipped) ;;
+			*) return 0 ;;
+			esac
+		done 4< "$_td/needs"
+	fi
+	get "$_td/when"
+	_go=0
+	case $_got in
+	failure) [ "$_bad" -gt 0 ] && _go=1 ;;
+	always) _go=1 ;;
+	*) [ "$_ok" = "$_total" ] && _go=1 ;;
+	esac
+	if [ "$_go" = 1 ]; then
+		start "$1"
+	else
+		put "$_td/state" skipped
+		say "$1: skipped (when: ${_got:-success})"
+	fi
+}
+
+watch() { # TASK: notice a running task whose process is gone
+	_td=$_job_dir/tasks/$1
+	get "$_td/pid"
+	is_number "$_got" || return 0
+	alive "$_got" && return 0
+	get "$_td/state"
+	[ "$_got" = running ] || return 0
+	if [ -f "$_td/exit" ]; then
+		get "$_td/exit"
+		if [ "$_got" = 0 ]; then put "$_td/state" success; else put "$_td/state" failed; fi
+	else
+		fail_task "$1" "ended without an exit code (its window was closed or killed)"
+	fi
+}
+
+report() { # TASK: print a finished task once
+	case $_reported in *" $1 "*) return 0 ;; esac
+	get "$_job_dir/tasks/$1/state"
+	case $_got in
+	success | failed)
+		_st=$_got
+		get "$_job_dir/tasks/$1/exit"
+		say "$1: $_st${_got:+ (exit $_got)}"
+		;;
+	skipped) ;;
+	*) return 0 ;;
+	esac
+	_reported="$_reported$1 "
+}
+
+linger() {
+	_seconds=${OFFLOAD_LINGER_SECONDS:-600}
+	is_number "$_seconds" || _seconds=600
+	[ "$_seconds" -gt 0 ] && say "tmux session stays up for ${_seconds}s without a client attached"
+	_idle=0
+	while :; do
+		if [ -n "$(tm list-clients -t "=$_job" 2> /dev/null)" ]; then
+			_idle=0
+		elif [ "$_idle" -ge "$_seconds" ]; then
+			break
+		fi
+		nap 1
+		_idle=$((_idle + 1))
+	done
+	# tmux leaves its socket file behind when the server exits; remove it, then end the server.
+	_server=$(tm display-message -p -t "=$_job:" '#{pid}' 2> /dev/null)
+	_socket=$(tm display-message -p -t "=$_job:" '#{socket_path}' 2> /dev/null)
+	if is_number "$_server" && [ -n "$_socket" ]; then
+		rm -f "$_socket"
+		kill "$_server"
+	else
+		tm kill-session -t "=$_job" 2> /dev/null || :
+	fi
+}
+
+run_job() {
+	lock
+	trap 'say "the runner goes on; stop the job with: offload clean $_job"' INT
+	tm set-option -g history-limit $_history \; set-window-option -g remain-on-exit on \
+		\; set-window-option -g allow-rename off > /dev/null 2>&1 || :
+	_q_self=$(q "$_job_dir/graph.sh")
+	_q_job_dir=$(q "$_job_dir")
+	_q_worktree=$(q "$_worktree")
+	say "job $_job: runner started"
+	recover
+	_reported=' '
+	while :; do
+		_active=0
+		while IFS= read -r _t <&3; do
+			[ -n "$_t" ] || continue
+			get "$_job_dir/tasks/$_t/state"
+			case $_got in
+			success | failed | skipped) ;;
+			running) _active=1 && watch "$_t" ;;
+			*) _active=1 && consider "$_t" ;;
+			esac
+			report "$_t"
+		done 3< "$_job_dir/tasks.list"
+		[ "$_active" = 0 ] && break
+		nap $_poll
+	done
+	_final=success
+	while IFS= read -r _t <&3; do
+		get "$_job_dir/tasks/$_t/state"
+		[ "$_got" = failed ] && _final=failed
+	done 3< "$_job_dir/tasks.list"
+	put "$_job_dir/state" "$_final"
+	say "job $_job: $_final"
+	linger
+	exit 0
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+
+_mode=job
+if [ "${1:-}" = --task ]; then
+	_mode=task
+	shift
+fi
+case $_mode:$# in
+job:2 | task:3) ;;
+*)
+	echo "usage: sh graph.sh JOB_DIR WORKTREE | sh graph.sh --task JOB_DIR WORKTREE TASK" >&2
+	exit 2
+	;;
+esac
+absolute "$1"
+_job_dir=$_got
+absolute "$2"
+_worktree=$_got
+_job=${_job_dir##*/}
+case $_job in
+'' | [!A-Za-z0-9]* | *[!A-Za-z0-9_-]*)
+	printf 'offload: %s is not a job directory\n' "$_job_dir" >&2
+	exit 2
+	;;
+esac
+[ -f "$_job_dir/tasks.list" ] || {
+	printf 'offload: %s is not a job directory\n' "$_job_dir" >&2
+	exit 2
+}
+if [ "$_mode" = task ]; then
+	_task=$3
+	case $_task in
+	'' | [!A-Za-z0-9]* | *[!A-Za-z0-9_-]*)
+		printf 'offload: invalid task name %s\n' "$_task" >&2
+		exit 2
+		;;
+	esac
+	run_task
+else
+	run_job
+fi

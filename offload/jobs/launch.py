@@ -1,0 +1,142 @@
+"""The launch script: POSIX sh, fed on stdin to `sh -s` on the worker, that writes a job and starts its tmux server.
+
+Everything dynamic in the script is either quoted with `shlex.quote`, validated (ids, variable names), or carried
+as the body of a quoted heredoc. Secrets travel only as `export NAME=...` lines of the script itself, so they
+reach the job's tmux server through its environment and never appear in a file or in any process's argv.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+from collections.abc import Mapping
+from enum import IntEnum
+from functools import cache
+from importlib import resources
+
+from offload.errors import UsageError
+from offload.jobs.layout import JobPaths, validate_id
+from offload.jobs.playbook import Playbook
+
+LAUNCHED = "offload-launched"  # first word of the line the script prints when the job has started
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_META_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# tmux finds its server through TMUX*, IFS would change how the runner reads its files, offload sets the
+# OFFLOAD_* ones for every task, and graph.sh keeps its own variables to names starting with '_' (a variable
+# imported from the environment stays exported, so a clash would change what the task sees).
+_RESERVED_ENV = re.compile(r"^(TMUX.*|IFS|_.*|OFFLOAD_(JOB|JOB_DIR|WORKTREE|TASK))$")
+
+
+class LaunchExit(IntEnum):
+    """Exit codes of the launch script."""
+
+    OK = 0
+    FAILED = 1  # anything else; the message is on stderr
+    JOB_EXISTS = 17  # the job directory, or a tmux server for this job, already exists
+    NO_WORKTREE = 18  # the worktree the sync step should have made is missing
+    NO_TMUX = 19  # tmux is not installed where the job runs
+    TMUX_FAILED = 20  # tmux could not start the job's session
+
+
+@cache
+def graph_script() -> str:
+    """The text of graph.sh, the task-graph runner."""
+    return resources.files("offload.jobs").joinpath("graph.sh").read_text(encoding="utf-8")
+
+
+def heredoc(path_expr: str, text: str, otherwise: str = "") -> str:
+    """Shell that writes TEXT (plus a final newline if it lacks one) to the file PATH_EXPR, expanding nothing.
+
+    OTHERWISE, when given, is shell run if the write fails.
+    """
+    on_error = f" || {otherwise}" if otherwise else ""
+    if not text:
+        return f": > {path_expr}{on_error}\n"
+    lines = text.splitlines()
+    while True:
+        delimiter = f"OFFLOAD_EOF_{secrets.token_hex(8)}"
+        if delimiter not in lines:
+            break
+    body = text if text.endswith("\n") else text + "\n"
+    return f"cat > {path_expr} <<'{delimiter}'{on_error}\n{body}{delimiter}\n"
+
+
+def validate_env(env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise UsageError(f"invalid environment variable name {name!r}: use letters, digits and '_'")
+        if _RESERVED_ENV.match(name):
+            raise UsageError(f"environment variable {name} cannot be passed to a job: offload's runner needs it")
+        if not isinstance(value, str) or "\0" in value:
+            raise UsageError(f"environment variable {name} must be text without NUL characters")
+
+
+def validate_meta(meta: Mapping[str, str]) -> None:
+    for key, value in meta.items():
+        if not isinstance(key, str) or not _META_KEY.match(key):
+            raise UsageError(f"invalid job meta key {key!r}: use lowercase letters, digits and '_'")
+        if not isinstance(value, str) or _CONTROL.search(value):
+            raise UsageError(f"job meta {key!r} must be one line of text without control characters")
+
+
+def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str],
+                  meta: Mapping[str, str]) -> str:
+    """A script for `sh -s` that creates the job directory and starts the job's tmux server.
+
+    It prints `offload-launched JOB RUNNER_PID` on success and exits with a LaunchExit code otherwise.
+    """
+    job = validate_id(paths.job, "job id")
+    validate_env(env)
+    validate_meta(meta)
+    q = shlex.quote
+    # Paths are written out literally (quoted) wherever they are used: the job's environment is exported into
+    # this same shell, so no shell variable can be trusted to still hold a path after the exports.
+    job_dir, worktree = q(paths.job_dir), q(paths.worktree)
+    lines = [
+        "set -u",
+        "umask 077",
+        "die() { code=$1; shift; printf 'offload: %s\\n' \"$*\" >&2; exit \"$code\"; }",
+        f"command -v tmux >/dev/null 2>&1 || die {LaunchExit.NO_TMUX} 'tmux is not installed on the worker'",
+        f"[ -d {worktree} ] || die {LaunchExit.NO_WORKTREE} {q(f'the worktree {paths.worktree} does not exist')}",
+        f"mkdir -p {q(paths.workspace + '/jobs')} || die {LaunchExit.FAILED} 'cannot create the jobs directory'",
+        f"if [ -e {job_dir} ] || [ -L {job_dir} ]; then die {LaunchExit.JOB_EXISTS} "
+        f"{q(f'job {job} already exists on this worker')}; fi",
+        f"tmux -f /dev/null -L {q(paths.tmux_socket)} has-session </dev/null >/dev/null 2>&1 && "
+        f"die {LaunchExit.JOB_EXISTS} {q(f'a tmux server for job {job} is already running')}",
+        f"mkdir -m 700 {job_dir} || die {LaunchExit.JOB_EXISTS} {q(f'cannot create the directory of job {job}')}",
+        # From here on a failure must not leave a half-written job behind.
+        f"abort() {{ rm -rf {job_dir}; die \"$@\"; }}",
+        f"mkdir {job_dir}/tasks || abort 1 'cannot write the job directory'",
+        heredoc(f"{job_dir}/graph.sh", graph_script(), "abort 1 'cannot write graph.sh'").rstrip("\n"),
+        heredoc(f"{job_dir}/meta", "".join(f"{k}={v}\n" for k, v in meta.items()),
+                "abort 1 'cannot write meta'").rstrip("\n"),
+    ]
+    for task in playbook.tasks:
+        task_dir = q(paths.task_dir(task.name))
+        lines += [
+            f"mkdir {task_dir} || abort 1 'cannot write the job directory'",
+            heredoc(f"{task_dir}/cmd", task.run, "abort 1 'cannot write a task'").rstrip("\n"),
+            (f"printf '%s\\n' {' '.join(q(n) for n in task.needs)} > {task_dir}/needs" if task.needs
+             else f": > {task_dir}/needs") + " || abort 1 'cannot write a task'",
+            f"printf '%s\\n' {q(task.when.value)} > {task_dir}/when || abort 1 'cannot write a task'",
+        ]
+    # tasks.list is written last: graph.sh takes a directory without it for one that is not a job.
+    lines.append(f"printf '%s\\n' {' '.join(q(t.name) for t in playbook.tasks)} > {job_dir}/tasks.list "
+                 "|| abort 1 'cannot write tasks.list'")
+    lines += [f"export {name}={q(value)}" for name, value in env.items()]
+    lines.append(f"export OFFLOAD_JOB={q(job)} OFFLOAD_JOB_DIR={job_dir} OFFLOAD_WORKTREE={worktree}")
+    # The session's command is constant text: the paths reach it through the server's environment.
+    # SHELL=/bin/sh makes tmux's default-shell a POSIX shell, whatever the login shell is.
+    runner = 'exec sh "$OFFLOAD_JOB_DIR/graph.sh" "$OFFLOAD_JOB_DIR" "$OFFLOAD_WORKTREE"'
+    lines += [
+        f"runner=$(SHELL=/bin/sh tmux -f /dev/null -L {q(paths.tmux_socket)} new-session -d -s {q(job)} "
+        f"-n offload -x 200 -y 50 -P -F '#{{pane_pid}}' {q(runner)} </dev/null) "
+        f"|| abort {LaunchExit.TMUX_FAILED} {q(f'tmux could not start the session of job {job}')}",
+        f"case $runner in ''|*[!0-9]*) ;; *) printf '%s\\n' \"$runner\" > {job_dir}/runner.pid.tmp "
+        f"&& mv -f {job_dir}/runner.pid.tmp {job_dir}/runner.pid ;; esac",
+        f"printf '%s %s %s\\n' {q(LAUNCHED)} {q(job)} \"$runner\"",
+    ]
+    return "\n".join(lines) + "\n"
