@@ -42,19 +42,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
-            if debug:
-                raise
-            print(f"offload: {e.format_message()}", file=sys.stderr)
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            print("offload: aborted", file=sys.stderr)
-            sys.exit(1)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("offload: aborted", file=sys.stderr)
+        sys.exit(1)
+    except typer.TyperException as e:  # usage errors from the command-line parser
+        if debug:
+            raise
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        if message:  # a bare `offload` has printed its help already
+            print(f"offload: {message}", file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", 2))
+    except Exception as e:
         if debug:
             raise
         print(f"offload: unexpected error: {type(e).__name__}: {e} (set OFFLOAD_DEBUG=1 for the traceback)",

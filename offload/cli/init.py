@@ -138,14 +138,15 @@ class _Asker:
     def choice(self, question: str, flag: str, *, default: ProviderType) -> ProviderType:
         if self.mode is Mode.BATCH:
             raise ConfigError(f"missing {flag}: one of {', '.join(p.value for p in ProviderType)}")
-        import click
-
         typer.echo("Provider types: gce-cos (a Container-Optimized OS VM running your worker container), "
                    "gce-linux (a Debian VM), workstation (Cloud Workstations), local-docker (a container on "
                    "this machine), ssh (hosts you already have), local (this machine).")
-        answer = typer.prompt(question, default=default.value,
-                              type=click.Choice([p.value for p in ProviderType]))
-        return ProviderType(answer)
+        accepted = [p.value for p in ProviderType]
+        while True:
+            answer = str(typer.prompt(question, default=default.value)).strip()
+            if answer in accepted:
+                return ProviderType(answer)
+            typer.echo(f"Please answer one of: {', '.join(accepted)}")
 
 
 def detect(env: Mapping[str, str]) -> Detected:
