@@ -26,11 +26,12 @@ test: $(STAMP) deps
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not sshd and not docker"
 
-# The local worker runs jobs in tmux, in a git worktree.
+# The main job on the built-in local worker: offload this project's own fast tests into a fresh worktree
+# of the working tree (uncommitted edits included), stream them, and exit with their exit code.
 demo: $(STAMP)
-	@command -v tmux >/dev/null && command -v git >/dev/null || \
-		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tmux git; }
-	$(VENV)/bin/offload run --wait -- git log --oneline -1
+	$(VENV)/bin/offload run --wait -- $(abspath $(VENV))/bin/python -m pytest -q -p no:cacheprovider \
+		tests/jobs/test_playbook.py tests/runtime/test_sync.py
+	$(VENV)/bin/offload status
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache *.egg-info
