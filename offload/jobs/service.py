@@ -17,6 +17,16 @@ from offload.runtime.transport import Sink, check
 
 RECONNECT_TIMEOUT = 300.0
 
+# `sh -c ATTACH_PROBE sh SOCKET JOB [TASK_DIR]`: exit 9 without a live session; else the task's window id,
+# waiting a few seconds for a task that is just starting.
+ATTACH_PROBE = r"""
+tmux -L "$1" has-session -t "=$2" 2>/dev/null || exit 9
+[ -n "$3" ] || exit 0
+i=0
+while [ ! -s "$3/window" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+cat "$3/window"
+"""
+
 
 def new_job_id() -> str:
     """Sortable by start time, unique enough for one developer's workers."""
@@ -198,13 +208,25 @@ class JobService:
     # --- interactive and cleanup -----------------------------------------------------------------
 
     def attach(self, job_id: str, task: str | None = None) -> int:
+        import re
+
         paths = self.provider.paths(validate_id(job_id))
-        target = job_id if task is None else f"{job_id}:{validate_id(task, 'task name')}"
-        has = self.provider.exec(["tmux", "-L", paths.tmux_socket, "has-session", "-t", job_id], timeout=30)
-        if not has.ok:
+        if task is None:
+            # A single-task job opens on its task; a playbook on the runner's overview window.
+            names = [t.name for t in self.job(job_id).tasks]
+            task = names[0] if len(names) == 1 else None
+        probe = self.provider.exec(["sh", "-c", ATTACH_PROBE, "sh", paths.tmux_socket, job_id,
+                                    paths.task_dir(validate_id(task, "task name")) if task else ""], timeout=30)
+        if probe.exit_code == 9:
             raise JobNotFound(f"job {job_id} has no live tmux session on worker {self.provider.name}",
                               hint=f"its output stays available: `offload logs {job_id}`")
-        return self.provider.attach(["tmux", "-L", paths.tmux_socket, "attach-session", "-t", target])
+        argv = ["tmux", "-L", paths.tmux_socket, "attach-session", "-t", f"={job_id}"]
+        if task:
+            window = probe.text().strip()
+            if not probe.ok or not re.fullmatch(r"@[0-9]+", window):
+                raise JobNotFound(f"task {task} of job {job_id} has not started", hint="see `offload status`")
+            argv += [";", "select-window", "-t", window]
+        return self.provider.attach(argv)
 
     def shell(self, job_id: str) -> int:
         paths = self.provider.paths(validate_id(job_id))

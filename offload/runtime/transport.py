@@ -195,7 +195,7 @@ class SshTransport:
             chan.close()
 
     def interactive(self, argv: Sequence[str]) -> int:
-        result = self.connection.run(shlex.join(argv), pty=True, warn=True)
+        result = self.connection.run(shlex.join(argv), pty=True, warn=True, hide=False)
         return result.exited
 
     def close(self) -> None:
