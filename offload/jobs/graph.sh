@@ -262,6 +262,21 @@ linger() {
 	fi
 }
 
+# `offload run` returns before a large checkout: the sync step adds the worktree without files (it has no
+# index yet), and the files appear here, before any task starts. A restarted runner simply finishes it.
+materialize() {
+	_index=$(cd "$_worktree" 2> /dev/null && git rev-parse --git-path index 2> /dev/null) || return 0
+	( cd "$_worktree" && [ ! -f "$_index" ] ) || return 0
+	say "checking out the working tree"
+	_out=$(cd "$_worktree" && git reset -q --hard 2>&1) && return 0
+	_out=$(printf '%s' "$_out" | tail -n 1)
+	while IFS= read -r _t <&3; do
+		[ -n "$_t" ] || continue
+		get "$_job_dir/tasks/$_t/state"
+		[ -z "$_got" ] && fail_task "$_t" "the worktree could not be checked out: $_out"
+	done 3< "$_job_dir/tasks.list"
+}
+
 run_job() {
 	lock
 	trap 'say "the runner goes on; stop the job with: offload clean $_job"' INT
@@ -271,6 +286,7 @@ run_job() {
 	_q_job_dir=$(q "$_job_dir")
 	_q_worktree=$(q "$_worktree")
 	say "job $_job: runner started"
+	materialize
 	recover
 	_reported=' '
 	while :; do

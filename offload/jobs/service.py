@@ -65,7 +65,7 @@ class JobService:
 
         validate_id(job_id)
         paths = self.provider.paths(job_id)
-        stats = self.provider.sync(snapshot, paths)
+        stats = self.provider.sync(snapshot, paths, checkout=False)
         info = {"repo": paths.repo(snapshot.repo_id), "commit": snapshot.commit,
                 "worktree": paths.worktree, "created": str(int(time.time())),
                 "playbook": playbook.name, "branch": snapshot.branch or ""}

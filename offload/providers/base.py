@@ -128,10 +128,10 @@ class WorkerProvider(ABC):
     def stream(self, argv: Sequence[str], sink: Sink) -> int:
         return self.transport.stream(argv, sink)
 
-    def sync(self, snapshot: "Snapshot", paths: JobPaths) -> "SyncStats":
+    def sync(self, snapshot: "Snapshot", paths: JobPaths, *, checkout: bool = True) -> "SyncStats":
         from offload.runtime.sync import push_snapshot
 
-        return push_snapshot(self.transport, snapshot, paths, self.key)
+        return push_snapshot(self.transport, snapshot, paths, self.key, checkout=checkout)
 
     def launch(self, script: bytes, job: str) -> None:
         """Start a job: SCRIPT runs as `sh -s` in the job environment, so its data (secrets included) never

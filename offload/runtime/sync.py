@@ -33,11 +33,12 @@ REMEMBERED_HAVES = 16
 # receive: exit codes the client acts on
 RC_MISSING_OBJECTS = 3
 
-# Runs on the worker as `sh -c RECEIVE sh REPO WORKTREE REF COMMIT MODE` with the pack on stdin.
-# MODE is none (nothing to read), unpack (a few objects) or index (a larger pack).
+# Runs on the worker as `sh -c RECEIVE sh REPO WORKTREE REF COMMIT MODE CHECKOUT` with the pack on stdin.
+# MODE is none (nothing to read), unpack (a few objects) or index (a larger pack). CHECKOUT is `now`, or
+# `defer`: the worktree is added without files and the job's runner checks them out before its first task.
 RECEIVE = r"""
 set -u
-repo=$1 wt=$2 ref=$3 commit=$4 mode=$5
+repo=$1 wt=$2 ref=$3 commit=$4 mode=$5 checkout=$6
 if [ ! -f "$repo/HEAD" ]; then
   mkdir -p "${repo%/*}" && git init -q --bare "$repo" 2>/dev/null
   [ -f "$repo/HEAD" ] || { echo "offload: cannot create repository $repo" >&2; exit 1; }
@@ -51,7 +52,8 @@ esac
 git -C "$repo" cat-file -e "$commit^{commit}" 2>/dev/null || exit 3
 git -C "$repo" update-ref "$ref" "$commit" || exit 1
 mkdir -p "${wt%/*}" || exit 1
-if ! git -C "$repo" worktree add -q --detach "$wt" "$commit" >/dev/null; then
+if [ "$checkout" = defer ]; then set -- --no-checkout; else set --; fi
+if ! git -C "$repo" worktree add -q --detach "$@" "$wt" "$commit" >/dev/null; then
   git -C "$repo" update-ref -d "$ref"
   echo "offload: cannot create worktree $wt" >&2
   exit 1
@@ -195,30 +197,35 @@ class SyncStats:
     retried: bool = False
 
 
-def _receive(transport: Transport, paths: JobPaths, repo: str, snap: Snapshot, pack: bytes) -> Result:
+def _receive(transport: Transport, paths: JobPaths, repo: str, snap: Snapshot, pack: bytes, checkout: bool
+             ) -> Result:
     count = pack_object_count(pack)
     mode = "none" if count == 0 else ("unpack" if count < 100 else "index")
-    argv = ["sh", "-c", RECEIVE, "sh", repo, paths.worktree, f"refs/offload/jobs/{paths.job}", snap.commit, mode]
+    argv = ["sh", "-c", RECEIVE, "sh", repo, paths.worktree, f"refs/offload/jobs/{paths.job}", snap.commit, mode,
+            "now" if checkout else "defer"]
     return transport.run(argv, stdin=pack if count else None, timeout=600)
 
 
-def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str) -> SyncStats:
+def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str, *,
+                  checkout: bool = True) -> SyncStats:
     """Make SNAP the content of the job's fresh worktree on the worker.
 
     Optimistic path: one round trip, assuming the worker still has what we sent it before. If it lacks a
-    base object, ask it what it has and send again.
+    base object, ask it what it has and send again. With CHECKOUT false the worktree is added without its
+    files, which the job's runner checks out before the first task (so a large tree costs the job, not the
+    command that starts it).
     """
     repo = paths.repo(snap.repo_id)
     stats = SyncStats()
     pack = build_pack(snap, snap.remembered_haves(worker_key))
-    result = _receive(transport, paths, repo, snap, pack)
+    result = _receive(transport, paths, repo, snap, pack, checkout)
     stats.round_trips += 1
     stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
     if result.exit_code == RC_MISSING_OBJECTS:
         listed = transport.run(["sh", "-c", HAVES, "sh", repo], timeout=60)
         have_list = listed.text().split() if listed.ok else []
         pack = build_pack(snap, have_list)
-        result = _receive(transport, paths, repo, snap, pack)
+        result = _receive(transport, paths, repo, snap, pack, checkout)
         stats.round_trips += 2
         stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
         stats.retried = True
