@@ -36,6 +36,8 @@ def run(
     attach: Annotated[bool, typer.Option("--attach", help="Attach to the job's tmux session.")] = False,
     identity: IdentityOpt = None,
     iap: Annotated[bool, typer.Option("--iap", help="Reach GCE workers through an IAP tunnel.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help='Print {"id": ..., "worker": ...} instead of the id '
+                                           "(not with --wait or --attach).")] = False,
 ) -> None:
     from offload.jobs.fleet import Fleet
     from offload.jobs.layout import validate_id
@@ -48,6 +50,8 @@ def run(
 
     if wait and attach:
         raise UsageError("--wait and --attach exclude each other; pick one")
+    if json_out and (wait or attach):
+        raise UsageError("--json describes the started job; it does not go with --wait or --attach")
     if attach and not sys.stdin.isatty():
         raise UsageError("--attach needs a terminal", hint="use --wait to stream the output instead")
     if playbook and command:
@@ -61,7 +65,7 @@ def run(
     else:
         plan = Playbook.single(command_text(command or []))
     stack_outputs = resolve_outputs(outputs, stack)
-    progress = Progress()
+    progress = Progress(json_mode=json_out)
     options = ProviderOptions(connect=ConnectOptions.from_env(identity), via_iap=iap, progress=progress.update)
 
     with Fleet(stack_outputs, options, only=worker) as fleet:
@@ -91,6 +95,11 @@ def run(
                 out.flush()
 
             raise typer.Exit(service.wait(job_id, sink, on_reconnect=progress.note))
+    if json_out:
+        from offload.cli.ui import print_json
+
+        print_json({"id": started.id, "worker": started.worker})
+        return
     print(started.id)
     if sys.stderr.isatty():
         progress.note(f"job {started.id} runs on {started.worker}; follow it with `offload logs {started.id} -f`")

@@ -1,0 +1,128 @@
+"""Day two over real SSH workers: playbooks through drops, logs, check, clean, picking a worker, --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import offload, spawn, stderr_line
+from tests.workers import SshdWorker, git, make_repo, sshd_record, write_outputs
+
+PLAYBOOK = """\
+playbooks:
+  review:
+    tasks:
+      build: {run: "sleep 1; echo built"}
+      lint:  {run: "sleep 1; echo linted"}
+      test:  {run: "for i in 1 2 3 4 5; do echo test $i; sleep 0.4; done; exit 1", needs: [build]}
+      triage: {run: "echo triaging", needs: [test], when: failure}
+      publish: {run: "echo never", needs: [test]}
+      report: {run: "echo report", needs: [test], when: always}
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    r = make_repo(tmp_path / "repo")
+    (r / "offload.yaml").write_text(PLAYBOOK)
+    return r
+
+
+def _key(worker: SshdWorker) -> dict[str, str]:
+    return {"OFFLOAD_SSH_KEY": str(worker.key_path)}
+
+
+def test_playbook_graph_survives_a_dropped_connection(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
+    proc = spawn("run", "--outputs", str(out), "--playbook", "review", "--job", "pb1", "--wait",
+                 cwd=repo, env=_key(sshd_worker))
+    time.sleep(2.0)
+    assert sshd_worker.kill_sessions()
+    stdout, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 1, stderr
+    text = stdout.decode()
+    for line in ["[build] built", "[lint] linted", "[test] test 5", "[triage] triaging", "[report] report"]:
+        assert line in text, text
+    assert "never" not in text
+    p = offload("check", "pb1", "--json", "--outputs", str(out), cwd=repo, env=_key(sshd_worker))
+    assert p.returncode == 1
+    states = {t["name"]: (t["state"], t["exit_code"]) for t in json.loads(p.stdout)["tasks"]}
+    assert states == {"build": ("success", 0), "lint": ("success", 0), "test": ("failed", 1),
+                      "triage": ("success", 0), "publish": ("skipped", None), "report": ("success", 0)}
+    p = offload("logs", "pb1", "--task", "lint", "--outputs", str(out), cwd=repo, env=_key(sshd_worker))
+    assert p.stdout.endswith(b"linted\n") or b"linted\n" in p.stdout
+
+
+def test_logs_follow_resumes_after_a_drop(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
+    assert offload("run", "--outputs", str(out), "--job", "lf", "--",
+                   "for i in 1 2 3 4 5 6; do echo n$i; sleep 0.4; done", cwd=repo, env=_key(sshd_worker)).returncode == 0
+    proc = spawn("logs", "lf", "-f", "--outputs", str(out), cwd=repo, env=_key(sshd_worker))
+    time.sleep(1.0)
+    sshd_worker.kill_sessions()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert stdout.decode() == "".join(f"n{i}\n" for i in range(1, 7))
+
+
+def test_clean_removes_one_job_and_nothing_else(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
+    env = _key(sshd_worker)
+    for job in ("keep", "drop"):
+        assert offload("run", "--outputs", str(out), "--job", job, "--wait", "--", "true", cwd=repo,
+                       env=env).returncode == 0
+    ws = Path(sshd_worker.workspace)
+    (bare,) = list((ws / "repos").iterdir())
+    p = offload("clean", "drop", "--outputs", str(out), cwd=repo, env=env)
+    assert p.returncode == 0, p.stderr
+    assert not (ws / "worktrees" / "drop").exists() and not (ws / "jobs" / "drop").exists()
+    assert (ws / "worktrees" / "keep" / "run.sh").exists() and (ws / "jobs" / "keep").exists()
+    refs = git(bare, "-c", "safe.directory=*", "for-each-ref", "--format=%(refname)")
+    assert refs.split() == ["refs/offload/jobs/keep"]
+    assert git(bare, "-c", "safe.directory=*", "worktree", "list").count("\n") == 2, "the bare repo itself and the kept worktree"
+    p = offload("clean", "drop", "--outputs", str(out), cwd=repo, env=env)
+    assert p.returncode == 5 and "drop" in stderr_line(p)
+
+
+def test_clean_all_asks_unless_yes(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
+    env = _key(sshd_worker)
+    for job in ("a1", "a2"):
+        assert offload("run", "--outputs", str(out), "--job", job, "--", "true", cwd=repo, env=env).returncode == 0
+    p = offload("clean", "--all", "--outputs", str(out), cwd=repo, env=env)
+    assert p.returncode == 2 and "--yes" in stderr_line(p)
+    assert sorted(p.name for p in (Path(sshd_worker.workspace) / "jobs").iterdir()) == ["a1", "a2"]
+    p = offload("clean", "--all", "--yes", "--json", "--outputs", str(out), cwd=repo, env=env)
+    assert p.returncode == 0, p.stderr
+    assert sorted(c["id"] for c in json.loads(p.stdout)["cleaned"]) == ["a1", "a2"]
+    assert list((Path(sshd_worker.workspace) / "jobs").iterdir()) == []
+
+
+def test_run_picks_the_worker_with_fewest_running_jobs(start_sshd, repo: Path, tmp_path: Path) -> None:
+    a, b = start_sshd(), start_sshd()
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(a, name="wa"), sshd_record(b, name="wb")])
+    env = _key(a)
+    busy = offload("run", "--outputs", str(out), "--worker", "wa", "--job", "busy", "--", "sleep 20",
+                   cwd=repo, env=env)
+    assert busy.returncode == 0, busy.stderr
+    p = offload("run", "--outputs", str(out), "--job", "next", "--json", "--", "true", cwd=repo, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"id": "next", "worker": "wb"}
+    p = offload("status", "--json", "--outputs", str(out), cwd=repo, env=env)
+    jobs = {w["name"]: [j["id"] for j in w["jobs"]] for w in json.loads(p.stdout)["workers"]}
+    assert jobs == {"wa": ["busy"], "wb": ["next"]}
+
+
+def test_status_keeps_going_when_one_worker_is_down(start_sshd, repo: Path, tmp_path: Path) -> None:
+    a, b = start_sshd(), start_sshd()
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(a, name="up"), sshd_record(b, name="down")])
+    b.stop()
+    p = offload("status", "--json", "--outputs", str(out), cwd=repo, env=_key(a))
+    assert p.returncode == 1
+    workers = {w["name"]: w for w in json.loads(p.stdout)["workers"]}
+    assert workers["up"]["state"] == "running"
+    assert workers["down"]["state"] == "unreachable" and "down" in workers["down"]["error"]
