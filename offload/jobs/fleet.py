@@ -14,6 +14,16 @@ T = TypeVar("T")
 MAX_PARALLEL = 32
 
 
+def _parallelism() -> int:
+    """How many workers are queried at once: OFFLOAD_PARALLEL, default MAX_PARALLEL."""
+    import os
+
+    try:
+        return max(1, int(os.environ.get("OFFLOAD_PARALLEL", MAX_PARALLEL)))
+    except ValueError:
+        return MAX_PARALLEL
+
+
 @dataclass
 class Outcome(Generic[T]):
     """One worker's answer: a value or the error that stopped it (a Group-style result)."""
@@ -41,9 +51,10 @@ class Fleet:
             except OffloadError as e:
                 return Outcome(p, error=e)
 
-        if len(self.providers) == 1:
-            return [one(self.providers[0])]
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(self.providers))) as pool:
+        limit = _parallelism()
+        if len(self.providers) == 1 or limit == 1:
+            return [one(p) for p in self.providers]
+        with ThreadPoolExecutor(max_workers=min(limit, len(self.providers))) as pool:
             return list(pool.map(one, self.providers))
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ set -u
 # stays exported, so these names must not clash with the job's own (the launch refuses env names with '_').
 _poll=0.2       # seconds between looks at the task states while the job runs
 _history=10000  # scrollback lines per task window
+_linger_step=5  # seconds between looks for attached clients once the job has finished
 
 put() { # FILE VALUE: write VALUE and a newline to FILE atomically
 	printf '%s\n' "$2" > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
@@ -248,8 +249,12 @@ linger() {
 		elif [ "$_idle" -ge "$_seconds" ]; then
 			break
 		fi
-		nap 1
-		_idle=$((_idle + 1))
+		# Coarse steps: a lingering job should cost its worker next to nothing.
+		_step=$((_seconds - _idle))
+		[ "$_step" -gt "$_linger_step" ] && _step=$_linger_step
+		[ "$_step" -lt 1 ] && _step=1
+		nap $_step
+		_idle=$((_idle + _step))
 	done
 	# tmux leaves its socket file behind when the server exits; remove it, then end the server.
 	_server=$(tm display-message -p -t "=$_job:" '#{pid}' 2> /dev/null)

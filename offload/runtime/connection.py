@@ -94,6 +94,11 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     """
     import logging
 
+    gateway = expand_proxy_command(proxy_command or worker.proxy_command or opts.proxy_command, worker)
+    # Dial before the (slow) paramiko import: the worker's sshd starts its side of the session meanwhile,
+    # and when a fleet is queried every worker is dialled at once instead of after the import lock.
+    early = None if gateway else _dial_early(worker, opts.connect_timeout)
+
     import fabric
     import paramiko
     from fabric.config import Config
@@ -115,12 +120,17 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
         connect_kwargs["key_filename"] = [str(opts.identity)]
         connect_kwargs["look_for_keys"] = False
         connect_kwargs["allow_agent"] = bool(os.environ.get("SSH_AUTH_SOCK"))
-    gateway = expand_proxy_command(proxy_command or worker.proxy_command or opts.proxy_command, worker)
     conn = fabric.Connection(
         worker.host, user=worker.user, port=worker.port, connect_timeout=max(1, round(opts.connect_timeout)),
         connect_kwargs=connect_kwargs, gateway=gateway or None,
         config=Config(overrides={"run": {"hide": True, "warn": True}}),
     )
+    if early is not None:
+        # ~/.ssh/config may send this host elsewhere (HostName, Port, ProxyCommand): then it decides.
+        if conn.gateway or conn.host != worker.host or conn.port != worker.port:
+            early.close()
+        else:
+            conn.connect_kwargs["sock"] = early
     client = conn.client
     _load_keys(client, name, pinned or remembered)
     client.set_missing_host_key_policy(_policy(worker, opts, trust))
@@ -153,6 +163,15 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
                                 hint="is it running? try `offload status`") from None
     _tune(conn)
     return conn
+
+
+def _dial_early(worker: WorkerRecord, timeout: float) -> socket.socket | None:
+    """A TCP connection to the worker, or None when it fails (the regular path then reports why)."""
+    try:
+        sock = socket.create_connection((worker.host, worker.port), timeout=timeout)
+    except OSError:
+        return None
+    return sock
 
 
 def expand_proxy_command(command: str | None, worker: WorkerRecord) -> str | None:

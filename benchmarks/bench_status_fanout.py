@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""`offload status` over a fleet of 16 workers against the same command over one, measured in one run.
+
+Each worker is a real sshd on loopback with its own host key and a few finished jobs. The target is that 16
+workers answer in about the time of one (ratio <= 1.5), because workers are queried concurrently.
+
+Run as root on a machine with openssh-server, git and tmux: `python3 benchmarks/bench_status_fanout.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.workers import (ClientKey, ensure_worker_user, generate_keypair, make_repo, sshd_record,  # noqa: E402
+                           start_sshd, write_outputs)
+
+WORKERS = int(os.environ.get("BENCH_WORKERS", "16"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+
+
+def timed(argv: list[str], **kw) -> float:
+    start = time.perf_counter()
+    p = subprocess.run(argv, capture_output=True, **kw)
+    if p.returncode != 0:
+        raise SystemExit(f"{argv} failed: {p.stderr.decode()}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    base = Path(tempfile.mkdtemp(prefix="offload-bench-fanout-", dir="/dev/shm"))
+    env = dict(os.environ, HOME=str(base / "home"), OFFLOAD_CONFIG_DIR=str(base / "cfg"),
+               OFFLOAD_CACHE_DIR=str(base / "cache"), GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x",
+               GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x")
+    env.pop("SSH_AUTH_SOCK", None)
+    (base / "home").mkdir()
+    user = ensure_worker_user()
+    private, _ = generate_keypair(base / "id_ed25519")
+    key = ClientKey(private, private.with_name("id_ed25519.pub"))
+    env["OFFLOAD_SSH_KEY"] = str(private)
+    workers = []
+    fleet = one = None
+    try:
+        for i in range(WORKERS):
+            workers.append(start_sshd(base=base / f"sshd{i}", user=user, client_key=key))
+        records = [sshd_record(w, name=f"w{i:02d}") for i, w in enumerate(workers)]
+        fleet = write_outputs(base / "fleet.json", "ssh", records)
+        one = write_outputs(base / "one.json", "ssh", records[:1])
+        repo = make_repo(base / "repo")
+        cli = [sys.executable, "-m", "offload"]
+        for r in records:   # every worker holds two finished jobs, so status has something to read
+            for j in range(2):
+                subprocess.run(cli + ["run", "--outputs", str(fleet), "--worker", r["name"], "--wait", "--",
+                                      "true"], cwd=repo, env=env, check=True, capture_output=True)
+        status_one = cli + ["status", "--json", "--outputs", str(one)]
+        status_all = cli + ["status", "--json", "--outputs", str(fleet)]
+        timed(status_one, env=env, cwd=base)
+        timed(status_all, env=env, cwd=base)
+        sequential = dict(env, OFFLOAD_PARALLEL="1")
+        known = base / "known_hosts"
+        known.write_text("".join(f"[{w.host}]:{w.port} {w.host_key}\n" for w in workers))
+        ssh = [["ssh", "-F", "/dev/null", "-i", str(private), "-o", f"UserKnownHostsFile={known}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", str(w.port),
+                f"{w.user}@{w.host}", "true"] for w in workers]
+
+        def plain_ssh(count: int) -> float:
+            start = time.perf_counter()
+            procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                     for argv in ssh[:count]]
+            for p in procs:
+                p.wait()
+            return time.perf_counter() - start
+
+        t_one, t_all, t_seq, s_one, s_all = [], [], [], [], []
+        for _ in range(ROUNDS):   # interleaved, so machine noise hits all of them alike
+            t_one.append(timed(status_one, env=env, cwd=base))
+            t_all.append(timed(status_all, env=env, cwd=base))
+            t_seq.append(timed(status_all, env=sequential, cwd=base))
+            s_one.append(plain_ssh(1))
+            s_all.append(plain_ssh(WORKERS))
+        m1, mn, ms = statistics.median(t_one), statistics.median(t_all), statistics.median(t_seq)
+        p1, pn = statistics.median(s_one), statistics.median(s_all)
+        print(f"offload status --json, medians of {ROUNDS} rounds "
+              f"(every sshd shares this machine's {os.cpu_count()} cores with the client):")
+        print(f"  1 worker:                  {m1 * 1000:.0f} ms")
+        print(f"  {WORKERS} workers, concurrently: {mn * 1000:.0f} ms  ratio {mn / m1:.2f} (target <= 1.5)")
+        print(f"  {WORKERS} workers, one by one:   {ms * 1000:.0f} ms  ratio {ms / m1:.2f}")
+        print(f"baseline, OpenSSH `ssh host true`: 1 host {p1 * 1000:.0f} ms; {WORKERS} hosts in parallel "
+              f"{pn * 1000:.0f} ms, ratio {pn / p1:.2f} (what this machine allows for {WORKERS} logins at once)")
+    finally:
+        if fleet is not None:
+            subprocess.run([sys.executable, "-m", "offload", "clean", "--all", "--yes", "--outputs", str(fleet)],
+                           env=env, cwd=base, capture_output=True)
+        for w in workers:
+            w.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
