@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import yaml
 
 from offload.errors import ConfigError
+from offload.runtime.container import WORKER_ENTRY
 
 DATA_DEVICE_NAME = "offload-data"
 COS_DATA_MOUNT = "/mnt/disks/data"
@@ -29,16 +30,6 @@ UNIT_DIR = "/etc/systemd/system"
 COS_STATE_DIR = "/var/lib/offload"
 IDLE_GUEST_ATTRIBUTE = "offload/minutes-until-stop"
 LINUX_PACKAGES = ("git", "tmux", "rsync", "ca-certificates")
-
-# The worker container's command: any image will do, since tmux and git are installed when missing.
-WORKER_ENTRY = (
-    "if ! command -v tmux >/dev/null 2>&1 || ! command -v git >/dev/null 2>&1; then "
-    "if command -v apt-get >/dev/null 2>&1; then "
-    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
-    "tmux git ca-certificates >/dev/null; "
-    "elif command -v apk >/dev/null 2>&1; then apk add --no-cache tmux git ca-certificates >/dev/null; fi; "
-    "fi; exec sleep infinity"
-)
 
 MOUNT_DATA_SH = r"""#!/bin/bash
 # Mount the offload data disk, formatting it first only when it holds no filesystem at all.

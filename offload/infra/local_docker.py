@@ -14,7 +14,7 @@ import pulumi
 import pulumi_docker as docker
 
 from offload.errors import ConfigError
-from offload.infra.cloudinit import WORKER_ENTRY
+from offload.runtime.container import WORKER_ENTRY
 from offload.stackconfig import DEFAULT_WORKER_IMAGE, StackConfig, check_shape
 from offload.outputs import WorkerRecord
 from offload.paths import cache_dir

@@ -5,6 +5,17 @@ from __future__ import annotations
 from offload.errors import WorkerError
 from offload.runtime.transport import Transport, check
 
+# The worker container's command, shared by cloud-init, pulumi-docker and healing: any image will do, since
+# tmux and git are installed when missing; then it stays up for `docker exec`.
+WORKER_ENTRY = (
+    "if ! command -v tmux >/dev/null 2>&1 || ! command -v git >/dev/null 2>&1; then "
+    "if command -v apt-get >/dev/null 2>&1; then "
+    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+    "tmux git ca-certificates >/dev/null; "
+    "elif command -v apk >/dev/null 2>&1; then apk add --no-cache tmux git ca-certificates >/dev/null; fi; "
+    "fi; exec sleep infinity"
+)
+
 
 def container_state(host: Transport, container: str) -> str:
     """'running', 'exited', 'created', ... as docker reports it, or 'missing'."""
@@ -22,7 +33,7 @@ def container_state(host: Transport, container: str) -> str:
 def run_container_argv(container: str, image: str, workspace: str) -> list[str]:
     """The one way a worker container is created: restart always, workspace at the same path inside and out."""
     return ["docker", "run", "-d", "--name", container, "--restart", "always", "--init",
-            "-v", f"{workspace}:{workspace}", "-w", workspace, image, "sleep", "infinity"]
+            "-v", f"{workspace}:{workspace}", "-w", workspace, "--entrypoint", "/bin/sh", image, "-c", WORKER_ENTRY]
 
 
 def heal_container(host: Transport, container: str, image: str | None, workspace: str) -> str:
