@@ -7,7 +7,7 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 from offload.errors import JobNotFound, UsageError, WorkerUnreachable
 from offload.jobs.layout import JobPaths, State, validate_id
@@ -16,6 +16,20 @@ from offload.providers.base import WorkerProvider
 from offload.runtime.transport import Sink, check
 
 RECONNECT_TIMEOUT = 300.0
+T = TypeVar("T")
+
+# `sh -c READ_LOGS sh NAME TASK_DIR OFFSET [NAME TASK_DIR OFFSET ...]`: for each task, a header line
+# `NAME COUNT` and then exactly COUNT new bytes of its log (the log only grows, so head -c gets them all).
+READ_LOGS = r"""
+while [ "$#" -ge 3 ]; do
+  size=$(wc -c < "$2/log" 2>/dev/null || echo 0)
+  count=$((size - $3))
+  [ "$count" -gt 0 ] || count=0
+  printf '%s %s\n' "$1" "$count"
+  [ "$count" -eq 0 ] || tail -c +"$(($3 + 1))" "$2/log" | head -c "$count"
+  shift 3
+done
+"""
 
 # `sh -c ATTACH_PROBE sh SOCKET JOB [TASK_DIR]`: exit 9 without a live session; else the task's window id,
 # waiting a few seconds for a task that is just starting.
@@ -113,21 +127,27 @@ class JobService:
 
         paths = self.provider.paths(job_id)
         position = offset
-        deadline: float | None = None
 
         def counted(chunk: bytes) -> None:
             nonlocal position
             position += len(chunk)
             sink(chunk)
 
+        def stream_rest() -> int:
+            argv = ["sh", "-c", follow_script(), "sh", *follow_args(paths, task, position)]
+            if self.provider.stream(argv, counted) == 3:
+                raise JobNotFound(f"no task {task} in job {job_id} on worker {self.provider.name}",
+                                  hint="see `offload status`")
+            return position
+
+        return self._resilient(stream_rest, on_reconnect)
+
+    def _resilient(self, step: Callable[[], T], on_reconnect: Callable[[str], None]) -> T:
+        """STEP, repeated over a fresh connection while the worker is unreachable, for RECONNECT_TIMEOUT."""
+        deadline: float | None = None
         while True:
             try:
-                argv = ["sh", "-c", follow_script(), "sh", *follow_args(paths, task, position)]
-                code = self.provider.stream(argv, counted)
-                if code == 3:
-                    raise JobNotFound(f"no task {task} in job {job_id} on worker {self.provider.name}",
-                                      hint="see `offload status`")
-                return position
+                return step()
             except WorkerUnreachable as e:
                 deadline = deadline or time.monotonic() + RECONNECT_TIMEOUT
                 if time.monotonic() > deadline:
@@ -146,64 +166,52 @@ class JobService:
                     raise
                 time.sleep(1)
 
-    def wait(self, job_id: str, sink: Sink, *, on_reconnect: Callable[[str], None] = lambda msg: None,
-             task_sink: Callable[[str, bytes], None] | None = None) -> int:
+    def wait(self, job_id: str, sink: Sink, *, on_reconnect: Callable[[str], None] = lambda msg: None) -> int:
         """Stream the job's output to the end and return its exit code.
 
         A single-task job streams its log raw; a playbook streams every task's log, each line prefixed
         with the task name, as tasks produce it.
         """
-        job = self.job(job_id)
+        job = self._resilient(lambda: self.job(job_id), on_reconnect)
         if [t.name for t in job.tasks] == ["main"]:
             self.follow(job_id, "main", sink, on_reconnect=on_reconnect)
-            job = self._final(job_id, on_reconnect)
+            while job.state in (State.RUNNING, State.PENDING):  # the log is complete; the state follows
+                job = self._resilient(lambda: self.job(job_id), on_reconnect)
+                if job.state in (State.RUNNING, State.PENDING):
+                    time.sleep(0.1)
         else:
             job = self._wait_playbook(job_id, sink, on_reconnect)
         return exit_code_of(job)
 
-    def _final(self, job_id: str, on_reconnect: Callable[[str], None]):
-        deadline = time.monotonic() + RECONNECT_TIMEOUT
-        while True:
-            try:
-                job = self.job(job_id)
-            except WorkerUnreachable as e:
-                on_reconnect(f"{e.message}; reconnecting")
-                self._reconnect(deadline)
-                continue
-            if job.state not in (State.RUNNING, State.PENDING):
-                return job
-            time.sleep(0.2)
-
     def _wait_playbook(self, job_id: str, sink: Sink, on_reconnect: Callable[[str], None]):
         offsets: dict[str, int] = {}
         partial: dict[str, bytes] = {}
-        deadline: float | None = None
         while True:
-            try:
-                job = self.job(job_id)
-                for t in job.tasks:
-                    if t.state is State.PENDING or t.state is State.SKIPPED:
-                        continue
-                    data = self.read_log(job_id, t.name, offsets.get(t.name, 0))
-                    offsets[t.name] = offsets.get(t.name, 0) + len(data)
-                    buf = partial.get(t.name, b"") + data
-                    *lines, rest = buf.split(b"\n")
-                    if t.state.finished and rest:
-                        lines, rest = lines + [rest], b""
-                    partial[t.name] = rest
-                    for line in lines:
-                        sink(f"[{t.name}] ".encode() + line + b"\n")
-                deadline = None
-            except WorkerUnreachable as e:
-                deadline = deadline or time.monotonic() + RECONNECT_TIMEOUT
-                if time.monotonic() > deadline:
-                    raise
-                on_reconnect(f"{e.message}; reconnecting")
-                self._reconnect(deadline)
-                continue
+            job = self._resilient(lambda: self.job(job_id), on_reconnect)
+            started = [t for t in job.tasks if t.state not in (State.PENDING, State.SKIPPED)]
+            chunks = self._resilient(lambda: self._read_logs(job_id, started, offsets), on_reconnect)
+            for t in started:
+                data = chunks.get(t.name, b"")
+                offsets[t.name] = offsets.get(t.name, 0) + len(data)
+                *lines, rest = (partial.get(t.name, b"") + data).split(b"\n")
+                if t.state.finished and rest:
+                    lines, rest = lines + [rest], b""
+                partial[t.name] = rest
+                for line in lines:
+                    sink(f"[{t.name}] ".encode() + line + b"\n")
             if job.state not in (State.RUNNING, State.PENDING):
                 return job
             time.sleep(0.3)
+
+    def _read_logs(self, job_id: str, tasks, offsets: dict[str, int]) -> dict[str, bytes]:
+        """New log bytes of every task in TASKS past its offset, in one round trip."""
+        if not tasks:
+            return {}
+        paths = self.provider.paths(job_id)
+        args = [x for t in tasks for x in (t.name, paths.task_dir(t.name), str(offsets.get(t.name, 0)))]
+        result = check(self.provider.exec(["sh", "-c", READ_LOGS, "sh", *args], timeout=120), self.provider.name,
+                       f"reading the logs of job {job_id}")
+        return parse_log_frames(result.stdout)
 
     # --- interactive and cleanup -----------------------------------------------------------------
 
@@ -273,3 +281,16 @@ def repo_root_of(cwd: Path) -> Path:
     if p.returncode != 0:
         raise UsageError(f"{cwd} is not inside a git repository")
     return Path(p.stdout.decode().strip())
+
+
+def parse_log_frames(data: bytes) -> dict[str, bytes]:
+    """The output of READ_LOGS as {task: new bytes}."""
+    out: dict[str, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        end = data.index(b"\n", pos)
+        name, count = data[pos:end].decode().split(" ")
+        start = end + 1
+        out[name] = data[start:start + int(count)]
+        pos = start + int(count)
+    return out
