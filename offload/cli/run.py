@@ -42,7 +42,8 @@ def run(
     from offload.jobs.fleet import Fleet
     from offload.jobs.layout import validate_id
     from offload.jobs.playbook import Playbook, get_playbook
-    from offload.jobs.service import JobService, command_text, new_job_id, repo_root_of, resolve_env
+    from offload.jobs.service import (JobService, command_text, in_subdirectory, new_job_id, repo_root_of,
+                                      resolve_env)
     from offload.providers import ProviderOptions
     from offload.runtime.connection import ConnectOptions
     from offload.runtime.sync import take_snapshot
@@ -63,7 +64,7 @@ def run(
         validate_id(playbook, "playbook name")
         plan = get_playbook(repo_root_of(cwd), playbook)
     else:
-        plan = Playbook.single(command_text(command or []))
+        plan = Playbook.single(in_subdirectory(cwd, command_text(command or [])))
     stack_outputs = resolve_outputs(outputs, stack)
     progress = Progress(json_mode=json_out)
     options = ProviderOptions(connect=ConnectOptions.from_env(identity), via_iap=iap, progress=progress.update)
@@ -94,7 +95,13 @@ def run(
                 out.write(chunk)
                 out.flush()
 
-            raise typer.Exit(service.wait(job_id, sink, on_reconnect=progress.note))
+            try:
+                code = service.wait(job_id, sink, on_reconnect=progress.note)
+            except KeyboardInterrupt:
+                progress.note(f"stopped watching; job {job_id} goes on on {started.worker} "
+                              f"(`offload logs {job_id} -f`, `offload clean {job_id}`)")
+                raise typer.Exit(130) from None
+            raise typer.Exit(code)
     if json_out:
         from offload.cli.ui import print_json
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shlex
 import time
@@ -52,6 +53,15 @@ def command_text(command: Sequence[str]) -> str:
     if not command:
         raise UsageError("nothing to run: give a command after `--` or --playbook NAME")
     return command[0] if len(command) == 1 else shlex.join(command)
+
+
+def in_subdirectory(cwd: Path, text: str) -> str:
+    """A command typed in a subdirectory of the repository runs in the same subdirectory of the worktree."""
+    root = repo_root_of(cwd)
+    rel = Path(os.path.relpath(cwd.resolve(), root.resolve()))
+    if rel == Path(".") or rel.parts[0] == "..":
+        return text
+    return f"cd -- {shlex.quote(rel.as_posix())} || exit 1\n{text}"
 
 
 @dataclass

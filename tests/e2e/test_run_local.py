@@ -84,3 +84,11 @@ def test_local_docker_runs_in_the_container_and_heals_it(docker_worker: DockerWo
     assert json.loads(p.stdout)["workers"][0]["state"] == "stopped"
     p = offload("run", "--outputs", str(out), "--wait", "--", "echo", "back", cwd=repo)
     assert p.returncode == 0 and p.stdout == b"back\n", p.stderr
+
+
+def test_command_runs_in_the_same_subdirectory(repo: Path) -> None:
+    p = offload("run", "--wait", "--", "sh", "-c", "pwd; cat module.py", cwd=repo / "src")
+    assert p.returncode == 0, p.stderr
+    where, content = p.stdout.decode().splitlines()
+    assert where.endswith("/src") and "/worktrees/" in where
+    assert content == "VALUE = 1"
