@@ -38,6 +38,10 @@ def build(config: StackConfig) -> HasWorkers:
             from offload.infra.ssh_hosts import SshHosts, SshHostsArgs
 
             return SshHosts(name, SshHostsArgs.from_config(config))
+        case ProviderType.LOCAL:
+            from offload.infra.local import LocalWorker, LocalWorkerArgs
+
+            return LocalWorker(name, LocalWorkerArgs.from_config(config))
     raise AssertionError(f"unhandled provider {config.provider}")  # read_stack_config admits no other
 
 

@@ -44,7 +44,7 @@ OFFLOAD_KEYS = (PROVIDER, DEVELOPER, WORKERS, MACHINE_TYPE, DATA_DISK_GB, IMAGE,
 GCP_KEYS = (GCP_PROJECT, GCP_ZONE, GCP_REGION)
 
 STACK_PROVIDERS = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION,
-                   ProviderType.LOCAL_DOCKER, ProviderType.SSH)
+                   ProviderType.LOCAL_DOCKER, ProviderType.SSH, ProviderType.LOCAL)
 CLOUD_PROVIDERS = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION)
 
 DEFAULT_MACHINE_TYPE = "e2-standard-4"
@@ -205,8 +205,6 @@ def _provider(value: Any) -> ProviderType:
     if _blank(value):
         raise ConfigError(f"{PROVIDER} is required: one of {accepted}")
     text = str(value).strip()
-    if text == ProviderType.LOCAL.value:
-        raise ConfigError(f"{PROVIDER} must be one of {accepted}; got 'local', which is built in and needs no stack")
     try:
         provider = ProviderType(text)
     except ValueError:

@@ -117,7 +117,7 @@ def test_missing_provider() -> None:
 
 
 def test_local_is_not_a_stack_provider() -> None:
-    fails(GCE, "built in", offload__provider="local")
+    fails(GCE, "must be one of", offload__provider="moon")
 
 
 def test_missing_developer() -> None:
