@@ -97,3 +97,13 @@ def test_status_reports_machine_and_cost_from_the_api(gce, compute_fake: Compute
     inst.status = "TERMINATED"
     p = offload("status", "--json", "--outputs", str(out), cwd=repo, key=worker.ssh.key_path)
     assert json.loads(p.stdout)["workers"][0]["state"] == "stopped"
+
+
+def test_pinned_keys_need_no_api_call(gce, compute_fake: ComputeFake, tmp_path: Path) -> None:
+    worker, inst, out, repo = gce
+    ssh = worker.ssh
+    record = sshd_record(worker, name="offload-dev-0", instance="offload-dev-0", project="p", zone="us-west1-a")
+    pinned = write_outputs(tmp_path / "pinned.json", "gce-cos", [record])
+    p = offload("run", "--outputs", str(pinned), "--wait", "--", "echo", "pinned", cwd=repo, key=ssh.key_path)
+    assert p.returncode == 0 and p.stdout == b"pinned\n", p.stderr
+    assert compute_fake.requests == []
