@@ -120,9 +120,12 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
         connect_kwargs["key_filename"] = [str(opts.identity)]
         connect_kwargs["look_for_keys"] = False
         connect_kwargs["allow_agent"] = bool(os.environ.get("SSH_AUTH_SOCK"))
+    if gateway:
+        connect_kwargs["sock"] = ProxyPipe(gateway)
     conn = fabric.Connection(
         worker.host, user=worker.user, port=worker.port, connect_timeout=max(1, round(opts.connect_timeout)),
-        connect_kwargs=connect_kwargs, gateway=gateway or None,
+        # Our own proxy pipe (when there is one) replaces fabric's, and ~/.ssh/config must not add another.
+        connect_kwargs=connect_kwargs, gateway=False if gateway else None,
         config=Config(overrides={"run": {"hide": True, "warn": True}}),
     )
     if early is not None:
@@ -157,12 +160,97 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
         raise WorkerUnreachable(worker.name, f"cannot reach {where}: {getattr(reason, 'strerror', None) or reason}",
                                 hint="is it running? try `offload status`") from None
     except paramiko.ssh_exception.ProxyCommandFailure as e:
-        raise WorkerUnreachable(worker.name, f"cannot reach {where}: proxy command failed: {e.error}") from None
+        raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
+                                f"{e.error}") from None
     except (paramiko.SSHException, OSError, EOFError) as e:
         raise WorkerUnreachable(worker.name, f"cannot reach {where}: {e or type(e).__name__}",
                                 hint="is it running? try `offload status`") from None
     _tune(conn)
     return conn
+
+
+class ProxyPipe:
+    """A ProxyCommand as the socket paramiko reads and writes, that fails at once, with the command's own
+    error, when the command exits (paramiko's own spins until its timeout and reports a banner error)."""
+
+    def __init__(self, command: str) -> None:
+        import collections
+        import shlex
+        import subprocess
+        import threading
+
+        self.command = command
+        self.timeout: float | None = None
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        try:
+            self.process = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
+        except OSError as e:
+            self._fail(f"cannot run it: {e.strerror or e}")
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.decode("utf-8", "replace").strip()
+            if line:
+                self._stderr.append(line)
+
+    def _fail(self, default: str) -> None:
+        from paramiko.ssh_exception import ProxyCommandFailure
+
+        raise ProxyCommandFailure(self.command, default)
+
+    def error(self) -> str:
+        """What the command said last: its most telling stderr line, or its exit status."""
+        import time
+
+        deadline = time.monotonic() + 1
+        while self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lines = [ln for ln in self._stderr if not ln.startswith(("Please run", "$", "to "))] or list(self._stderr)
+        if lines:
+            return lines[0].removeprefix("ERROR: ")
+        return f"it exited with status {self.process.returncode}"
+
+    def send(self, data: bytes) -> int:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(data)
+        except (OSError, ValueError):
+            self._fail(self.error())
+        return len(data)
+
+    def recv(self, size: int) -> bytes:
+        import select
+
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)
+        if not ready:
+            raise socket.timeout()
+        data = os.read(self.process.stdout.fileno(), size)
+        if not data:
+            self._fail(self.error())
+        return data
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.process.returncode is not None
+
+    @property
+    def _closed(self) -> bool:  # what paramiko's transport looks at while it stops its thread
+        return self.closed
 
 
 def _dial_early(worker: WorkerRecord, timeout: float) -> socket.socket | None:

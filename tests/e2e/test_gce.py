@@ -107,3 +107,24 @@ def test_pinned_keys_need_no_api_call(gce, compute_fake: ComputeFake, tmp_path: 
     p = offload("run", "--outputs", str(pinned), "--wait", "--", "echo", "pinned", cwd=repo, key=ssh.key_path)
     assert p.returncode == 0 and p.stdout == b"pinned\n", p.stderr
     assert compute_fake.requests == []
+
+
+def test_unreachable_running_instance_falls_back_to_an_iap_tunnel(compute_fake: ComputeFake, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    compute_fake.add("offload-dev-0", status="RUNNING")
+    out = write_outputs(tmp_path / "o.json", "gce-cos", [{
+        "name": "offload-dev-0", "host": "127.0.0.1", "port": port, "user": "dev_example_com",
+        "container": "offload-worker", "workspace": "/mnt/disks/data/offload", "instance": "offload-dev-0",
+        "project": "p", "zone": "us-west1-a", "host_keys": [], "proxy_command": None}])
+    repo = make_repo(tmp_path / "repo")
+    p = offload("run", "--outputs", str(out), "--", "true", cwd=repo)
+    assert p.returncode == 3
+    line = stderr_line(p)
+    # Direct dialling failed, the instance is running, so the IAP tunnel was tried; with no gcloud here it fails.
+    assert "offload-dev-0" in line and "gcloud" in line
+    assert not compute_fake.calls("POST"), "a running instance is not started again"
