@@ -21,7 +21,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Command modules register themselves on import; each keeps its heavy imports inside the commands.
-    from offload.cli import fleet, init, jobs, run, sshconfig  # noqa: F401
+    from offload.cli import fleet, init, jobs, run, sshconfig, tunnel  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

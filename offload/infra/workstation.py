@@ -28,10 +28,11 @@ WORKSTATION_WORKSPACE = f"{WORKSTATION_HOME}/{WORKSTATION_USER}/offload"
 
 
 def tunnel_proxy_command(project: str, region: str, cluster: str, config: str) -> str:
-    """The SSH ProxyCommand: the workstation tunnel relaying stdin/stdout to port %p of workstation %h."""
+    """The SSH ProxyCommand: `offload tunnel workstation` starts the workstation's TCP tunnel on a local port
+    and relays stdin/stdout to port %p of workstation %h through it (gcloud itself only listens)."""
     q = shlex.quote
-    return (f"gcloud workstations start-tcp-tunnel --project={q(project)} --region={q(region)} "
-            f"--cluster={q(cluster)} --config={q(config)} %h %p --local-host-port=-")
+    return (f"offload tunnel workstation --project={q(project)} --region={q(region)} "
+            f"--cluster={q(cluster)} --config={q(config)} %h %p")
 
 
 @dataclass(frozen=True)

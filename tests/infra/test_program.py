@@ -246,8 +246,8 @@ def test_workstation_is_private_and_reached_through_its_tunnel() -> None:
     assert worker["user"] == "user" and worker["container"] is None
     assert worker["workspace"] == "/home/user/offload"
     assert worker["proxy_command"] == (
-        "gcloud workstations start-tcp-tunnel --project=p-offload --region=us-central1 "
-        "--cluster=offload-dev-cluster --config=offload-dev-config %h %p --local-host-port=-")
+        "offload tunnel workstation --project=p-offload --region=us-central1 "
+        "--cluster=offload-dev-cluster --config=offload-dev-config %h %p")
     assert worker["instance"] is None and worker["zone"] is None
 
 
