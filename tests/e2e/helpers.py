@@ -45,3 +45,11 @@ def all_cmdlines() -> Sequence[bytes]:
             except OSError:
                 pass
     return out
+
+
+def container_hostname(name: str) -> str:
+    """The hostname a job sees inside container NAME (this test machine may itself be a container)."""
+    import subprocess
+
+    return subprocess.run(["docker", "inspect", "-f", "{{.Config.Hostname}}", name], capture_output=True,
+                          text=True, check=True).stdout.strip()

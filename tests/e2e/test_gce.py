@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from offload.runtime.hostkeys import KnownHosts, host_id
-from tests.e2e.helpers import offload, stderr_line
+from tests.e2e.helpers import container_hostname, offload, stderr_line
 from tests.fakes.compute_api import ComputeFake
 from tests.workers import SshDockerWorker, make_repo, sshd_record, write_outputs
 
@@ -45,11 +45,11 @@ def test_stopped_instance_is_woken_through_the_compute_api(gce, compute_fake: Co
 
     booter = threading.Thread(target=boot_when_started, daemon=True)
     booter.start()
-    p = offload("run", "--outputs", str(out), "--wait", "--", "sh", "-c", "test -f /.dockerenv && echo woke",
+    p = offload("run", "--outputs", str(out), "--wait", "--", "sh", "-c", "echo woke in $(hostname)",
                 cwd=repo, key=ssh.key_path)
     booter.join(timeout=60)
     assert p.returncode == 0, p.stderr
-    assert p.stdout == b"woke\n"
+    assert p.stdout.decode() == f"woke in {container_hostname(worker.container.name)}\n"
     assert len(compute_fake.calls("POST", "instances/offload-dev-0/start")) == 1
     assert inst.status == "RUNNING"
     assert b"first use" not in p.stderr, "GCE host keys come from guest attributes, not first use"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import offload, stderr_line
+from tests.e2e.helpers import container_hostname, offload, stderr_line
 from tests.workers import DockerWorker, docker_record, make_repo, tree_digest, write_outputs
 
 
@@ -76,9 +76,9 @@ def test_outside_a_repository(tmp_path: Path) -> None:
 def test_local_docker_runs_in_the_container_and_heals_it(docker_worker: DockerWorker, repo: Path,
                                                          tmp_path: Path) -> None:
     out = write_outputs(tmp_path / "o.json", "local-docker", [docker_record(docker_worker, image=docker_worker.image)])
-    p = offload("run", "--outputs", str(out), "--wait", "--", "sh", "-c", "test -f /.dockerenv && cat draft.txt",
-                cwd=repo)
-    assert p.returncode == 0 and p.stdout == b"not committed\n", p.stderr
+    p = offload("run", "--outputs", str(out), "--wait", "--", "sh", "-c", "hostname; cat draft.txt", cwd=repo)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode() == f"{container_hostname(docker_worker.name)}\nnot committed\n"
     subprocess.run(["docker", "stop", "-t", "1", docker_worker.name], check=True, capture_output=True)
     p = offload("status", "--json", "--outputs", str(out), cwd=repo)
     assert json.loads(p.stdout)["workers"][0]["state"] == "stopped"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import all_cmdlines, offload, spawn, stderr_line
+from tests.e2e.helpers import all_cmdlines, container_hostname, offload, spawn, stderr_line
 from tests.workers import SshDockerWorker, SshdWorker, make_repo, sshd_record, tree_digest, write_outputs
 
 
@@ -155,9 +155,9 @@ def test_containerized_ssh_worker_runs_the_job_in_the_container(ssh_docker_worke
     ssh = ssh_docker_worker.ssh
     before = ssh.accepted_count()
     p = offload("run", "--outputs", str(out), "--wait", "--", "sh", "-c",
-                "test -f /.dockerenv && echo in-container; cat file0.txt; exit 5", cwd=repo, key=ssh.key_path)
+                "hostname; cat file0.txt; exit 5", cwd=repo, key=ssh.key_path)
     assert p.returncode == 5, p.stderr
-    assert p.stdout == b"in-container\nuncommitted edit\n"
+    assert p.stdout.decode() == f"{container_hostname(ssh_docker_worker.container.name)}\nuncommitted edit\n"
     assert ssh.accepted_count() - before == 1
 
 
