@@ -45,7 +45,7 @@ cat "$3/window"
 
 def new_job_id() -> str:
     """Sortable by start time, unique enough for one developer's workers."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def command_text(command: Sequence[str]) -> str:
