@@ -19,14 +19,8 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    # Command modules register themselves on import; each keeps its heavy imports inside the commands.
-    from offload.cli import fleet, init, jobs, run, sshconfig, tunnel  # noqa: F401
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every OffloadError into one line on stderr."""
-    _register()
     debug = os.environ.get("OFFLOAD_DEBUG") == "1"
     try:
         rc = app(args=argv, standalone_mode=False)
@@ -62,3 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     if isinstance(rc, int) and rc:
         sys.exit(rc)
+
+
+# Command modules register themselves on `app` when imported (so `app` is complete for CliRunner too); each
+# keeps its heavy imports inside its commands.
+from offload.cli import fleet, init, jobs, run, sshconfig, tunnel  # noqa: E402,F401
