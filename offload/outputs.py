@@ -119,6 +119,10 @@ class WorkerRecord:
         if missing:
             raise ConfigError(f"workers[{index}] is missing {', '.join(missing)}")
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        for key_name in ("user", "container", "instance", "project", "zone", "proxy_command", "image",
+                         "machine_type"):
+            if values.get(key_name) == "":
+                values[key_name] = None  # an empty string means "not set", as null does
         keys = values.get("host_keys") or ()
         if isinstance(keys, str) or not isinstance(keys, (list, tuple)):
             raise ConfigError(f"workers[{index}].host_keys must be a list of public key lines; got {keys!r}")
