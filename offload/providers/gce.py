@@ -101,9 +101,15 @@ class GceLinuxProvider(SshProvider):
                 raise
             return self._connect(extra_keys=fresh, proxy_command=self._iap() if route == IAP else route)
 
+    _last_status: str | None = None
+
     def _open_host(self) -> Transport:
         keys = self._trusted_keys()
         routes = self._routes()
+        if self._last_status in _STOPPED:
+            # get_status already asked the API: waking beats waiting for a dial that cannot answer.
+            self.start()
+            return self._wait_for_ssh(routes)
         try:
             # Optimistic: a warm worker answers on the first route, without any API call.
             return self._dial(keys, routes[:1])
@@ -152,6 +158,7 @@ class GceLinuxProvider(SshProvider):
                                 self.record.hourly_cost_usd, error=e.line())
         from offload.pricing import hourly_cost
 
+        self._last_status = info.status
         machine = info.machine_type or self.record.machine_type
         cost = hourly_cost(machine) if machine else None
         state = _STATE.get(info.status, info.status.lower())
@@ -172,11 +179,13 @@ class GceLinuxProvider(SshProvider):
 
     def start(self) -> None:
         self.options.progress(f"waking {self.name}")
-        self._api().start(self.record.instance or "", wait=True, timeout=WAKE_TIMEOUT)
+        info = self._api().start(self.record.instance or "", wait=True, timeout=WAKE_TIMEOUT)
+        self._last_status = info.status
 
     def stop(self) -> None:
         self.options.progress(f"stopping {self.name}")
-        self._api().stop(self.record.instance or "", wait=True, timeout=WAKE_TIMEOUT)
+        info = self._api().stop(self.record.instance or "", wait=True, timeout=WAKE_TIMEOUT)
+        self._last_status = info.status
 
 
 class GceCosProvider(GceLinuxProvider):

@@ -128,3 +128,29 @@ def test_unreachable_running_instance_falls_back_to_an_iap_tunnel(compute_fake: 
     # Direct dialling failed, the instance is running, so the IAP tunnel was tried; with no gcloud here it fails.
     assert "offload-dev-0" in line and "gcloud" in line
     assert not compute_fake.calls("POST"), "a running instance is not started again"
+
+
+def test_run_prefers_a_running_worker_and_wakes_one_only_when_none_runs(start_sshd, compute_fake: ComputeFake,
+                                                                        tmp_path: Path) -> None:
+    import json
+
+    a, b = start_sshd(), start_sshd()
+    records = []
+    for name, worker in (("offload-dev-0", a), ("offload-dev-1", b)):
+        compute_fake.add(name, status="TERMINATED" if name.endswith("0") else "RUNNING",
+                         host_keys={"ssh-ed25519": _b64(worker.host_key)})
+        records.append(sshd_record(worker, name=name, instance=name, project="p", zone="us-west1-a", host_keys=[]))
+    out = write_outputs(tmp_path / "o.json", "gce-linux", records)
+    repo = make_repo(tmp_path / "repo")
+    p = offload("run", "--outputs", str(out), "--json", "--", "true", cwd=repo, key=a.key_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["worker"] == "offload-dev-1"
+    assert not compute_fake.calls("POST")
+
+    compute_fake.instances[("p", "us-west1-a", "offload-dev-1")].status = "TERMINATED"
+    b.stop()
+    p = offload("run", "--outputs", str(out), "--json", "--", "true", cwd=repo, key=a.key_path)
+    assert p.returncode == 0, p.stderr
+    woken = json.loads(p.stdout)["worker"]
+    assert [c.target for c in compute_fake.calls("POST")] == [f"instances/{woken}/start"]
+    assert woken == "offload-dev-0", "the first stopped worker is woken; it answers on its address"
