@@ -18,60 +18,39 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.workers import (ClientKey, ensure_worker_user, generate_keypair, git, make_repo,  # noqa: E402
-                           sshd_record, start_sshd, write_outputs)
+from bench_common import Bench  # noqa: E402  (also puts the project on sys.path)
+from tests.workers import make_repo, sshd_record, start_sshd, write_outputs  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
 FILES = 5000
 
 
-def timed(argv: list[str], **kw) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    return time.perf_counter() - start
-
-
 def main() -> None:
-    base = Path(tempfile.mkdtemp(prefix="offload-bench-", dir="/dev/shm"))
-    env = dict(os.environ, HOME=str(base / "home"), OFFLOAD_CONFIG_DIR=str(base / "cfg"),
-               OFFLOAD_CACHE_DIR=str(base / "cache"), GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x",
-               GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x")
-    env.pop("SSH_AUTH_SOCK", None)
-    (base / "home").mkdir()
-    user = ensure_worker_user()
-    private, _ = generate_keypair(base / "id_ed25519")
-    key = ClientKey(private, private.with_name("id_ed25519.pub"))
-    worker = start_sshd(base=base / "sshd", user=user, client_key=key)
+    bench = Bench.create("offload-bench-run-")
+    base, env, private = bench.base, bench.env, bench.key.private
+    worker = start_sshd(base=base / "sshd", user=bench.user, client_key=bench.key)
+    outputs = write_outputs(base / "outputs.json", "ssh", [sshd_record(worker)])
     try:
         repo = make_repo(base / "repo", files=FILES)
-        outputs = write_outputs(base / "outputs.json", "ssh", [sshd_record(worker)])
         known = base / "known_hosts"
         known.write_text(f"[{worker.host}]:{worker.port} {worker.host_key}\n")
-        env["OFFLOAD_SSH_KEY"] = str(private)
         offload = [sys.executable, "-m", "offload", "run", "--outputs", str(outputs), "--", "true"]
         ssh = ["ssh", "-i", str(private), "-p", str(worker.port), "-o", f"UserKnownHostsFile={known}",
                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-F", "/dev/null",
                f"{worker.user}@{worker.host}", "true"]
 
-        timed(offload, cwd=repo, env=env)          # cold: first sync of the whole repository
-        timed(ssh, env=env)
+        bench.timed(offload, cwd=repo)          # cold: first sync of the whole repository
+        bench.timed(ssh)
         counts, run_times, ssh_times = [], [], []
         for _ in range(ROUNDS):                    # interleaved, so machine noise hits both alike
             before = worker.accepted_count()
-            run_times.append(timed(offload, cwd=repo, env=env))
+            run_times.append(bench.timed(offload, cwd=repo))
             counts.append(worker.accepted_count() - before)
-            ssh_times.append(timed(ssh, env=env))
+            ssh_times.append(bench.timed(ssh))
         run_med, ssh_med = statistics.median(run_times), statistics.median(ssh_times)
 
         # incremental sync: offload's pack payload vs rsync -az for the same one-line change
-        sys.path.insert(0, str(ROOT))
         os.environ.update({k: env[k] for k in ("HOME", "OFFLOAD_CONFIG_DIR", "OFFLOAD_CACHE_DIR")})
         from offload.jobs.layout import JobPaths
         from offload.outputs import WorkerRecord

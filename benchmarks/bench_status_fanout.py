@@ -14,44 +14,23 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.workers import (ClientKey, ensure_worker_user, generate_keypair, make_repo, sshd_record,  # noqa: E402
-                           start_sshd, write_outputs)
+from bench_common import Bench  # noqa: E402  (also puts the project on sys.path)
+from tests.workers import make_repo, sshd_record, start_sshd, write_outputs  # noqa: E402
 
 WORKERS = int(os.environ.get("BENCH_WORKERS", "16"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 
 
-def timed(argv: list[str], **kw) -> float:
-    start = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, **kw)
-    if p.returncode != 0:
-        raise SystemExit(f"{argv} failed: {p.stderr.decode()}")
-    return time.perf_counter() - start
-
-
 def main() -> None:
-    base = Path(tempfile.mkdtemp(prefix="offload-bench-fanout-", dir="/dev/shm"))
-    env = dict(os.environ, HOME=str(base / "home"), OFFLOAD_CONFIG_DIR=str(base / "cfg"),
-               OFFLOAD_CACHE_DIR=str(base / "cache"), GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x",
-               GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x")
-    env.pop("SSH_AUTH_SOCK", None)
-    (base / "home").mkdir()
-    user = ensure_worker_user()
-    private, _ = generate_keypair(base / "id_ed25519")
-    key = ClientKey(private, private.with_name("id_ed25519.pub"))
-    env["OFFLOAD_SSH_KEY"] = str(private)
+    bench = Bench.create("offload-bench-fanout-")
+    base, env, private = bench.base, bench.env, bench.key.private
     workers = []
     fleet = one = None
     try:
         for i in range(WORKERS):
-            workers.append(start_sshd(base=base / f"sshd{i}", user=user, client_key=key))
+            workers.append(start_sshd(base=base / f"sshd{i}", user=bench.user, client_key=bench.key))
         records = [sshd_record(w, name=f"w{i:02d}") for i, w in enumerate(workers)]
         fleet = write_outputs(base / "fleet.json", "ssh", records)
         one = write_outputs(base / "one.json", "ssh", records[:1])
@@ -63,8 +42,8 @@ def main() -> None:
                                       "true"], cwd=repo, env=env, check=True, capture_output=True)
         status_one = cli + ["status", "--json", "--outputs", str(one)]
         status_all = cli + ["status", "--json", "--outputs", str(fleet)]
-        timed(status_one, env=env, cwd=base)
-        timed(status_all, env=env, cwd=base)
+        bench.timed(status_one, cwd=base)
+        bench.timed(status_all, cwd=base)
         sequential = dict(env, OFFLOAD_PARALLEL="1")
         known = base / "known_hosts"
         known.write_text("".join(f"[{w.host}]:{w.port} {w.host_key}\n" for w in workers))
@@ -82,9 +61,9 @@ def main() -> None:
 
         t_one, t_all, t_seq, s_one, s_all = [], [], [], [], []
         for _ in range(ROUNDS):   # interleaved, so machine noise hits all of them alike
-            t_one.append(timed(status_one, env=env, cwd=base))
-            t_all.append(timed(status_all, env=env, cwd=base))
-            t_seq.append(timed(status_all, env=sequential, cwd=base))
+            t_one.append(bench.timed(status_one, cwd=base))
+            t_all.append(bench.timed(status_all, cwd=base))
+            t_seq.append(bench.timed(status_all, env=sequential, cwd=base))
             s_one.append(plain_ssh(1))
             s_all.append(plain_ssh(WORKERS))
         m1, mn, ms = statistics.median(t_one), statistics.median(t_all), statistics.median(t_seq)
@@ -107,3 +86,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
