@@ -92,3 +92,24 @@ def test_command_runs_in_the_same_subdirectory(repo: Path) -> None:
     where, content = p.stdout.decode().splitlines()
     assert where.endswith("/src") and "/worktrees/" in where
     assert content == "VALUE = 1"
+
+
+def test_interrupting_wait_leaves_the_job_running(repo: Path) -> None:
+    import signal
+    import time
+
+    from tests.e2e.helpers import spawn
+
+    proc = spawn("run", "--job", "keepgoing", "--wait", "--", "echo started; sleep 3; echo finished", cwd=repo)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"started\n"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert b"keepgoing goes on" in stderr
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if offload("check", "keepgoing", cwd=repo).returncode == 0:
+            break
+        time.sleep(0.3)
+    assert offload("logs", "keepgoing", cwd=repo).stdout == b"started\nfinished\n"
