@@ -52,7 +52,7 @@ def main() -> None:
 
         # incremental sync: offload's pack payload vs rsync -az for the same one-line change
         os.environ.update({k: env[k] for k in ("HOME", "OFFLOAD_CONFIG_DIR", "OFFLOAD_CACHE_DIR")})
-        from offload.jobs.layout import JobPaths
+        from offload.worker.layout import JobPaths
         from offload.outputs import WorkerRecord
         from offload.runtime.connection import ConnectOptions, open_connection
         from offload.runtime.sync import push_snapshot, take_snapshot

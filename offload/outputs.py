@@ -23,6 +23,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _HOST = re.compile(r"^[A-Za-z0-9:.\[\]_-]{1,253}$")
+_CORE_FIELDS = ("name", "host", "port", "user", "container", "workspace", "instance", "project", "zone",
+                "host_keys", "proxy_command")
+_OPTIONAL_TEXT = ("instance", "project", "zone", "proxy_command", "region", "workstation_cluster",
+                  "workstation_config", "image", "machine_type")
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 
 
@@ -84,6 +88,9 @@ class WorkerRecord:
     host_keys: tuple[str, ...] = ()
     proxy_command: str | None = None
     # Optional fields beyond the core contract; absent keys take these defaults.
+    region: str | None = None               # workstation: the cluster's region
+    workstation_cluster: str | None = None  # workstation: cluster id
+    workstation_config: str | None = None   # workstation: config id
     image: str | None = None
     machine_type: str | None = None
     hourly_cost_usd: float | None = None
@@ -103,7 +110,7 @@ class WorkerRecord:
         if not isinstance(self.workspace, str) or not self.workspace.startswith("/") or "\n" in self.workspace \
                 or "\x00" in self.workspace or "/../" in f"{self.workspace}/":
             raise ConfigError(f"{where}.workspace must be an absolute path; got {self.workspace!r}")
-        for key_name in ("instance", "project", "zone", "proxy_command", "image", "machine_type"):
+        for key_name in _OPTIONAL_TEXT:
             v = getattr(self, key_name)
             if v is not None and (not isinstance(v, str) or not v):
                 raise ConfigError(f"{where}.{key_name} must be a non-empty string or null; got {v!r}")
@@ -119,8 +126,7 @@ class WorkerRecord:
         if missing:
             raise ConfigError(f"workers[{index}] is missing {', '.join(missing)}")
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
-        for key_name in ("user", "container", "instance", "project", "zone", "proxy_command", "image",
-                         "machine_type"):
+        for key_name in ("user", "container", *_OPTIONAL_TEXT):
             if values.get(key_name) == "":
                 values[key_name] = None  # an empty string means "not set", as null does
         keys = values.get("host_keys") or ()
@@ -132,9 +138,10 @@ class WorkerRecord:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as the outputs carry it: every core field, and the optional ones that are set."""
         data = dataclasses.asdict(self)
         data["host_keys"] = list(self.host_keys)
-        return data
+        return {k: v for k, v in data.items() if k in _CORE_FIELDS or v is not None}
 
     @property
     def address(self) -> str:

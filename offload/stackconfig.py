@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from offload.errors import ConfigError
 from offload.outputs import IAP_RANGE, ProviderType, WorkerRecord
 
-# The keys DESIGN.md names; the rest are optional refinements with defaults.
+# The keys every stack may set (docs/config.md); the rest are optional refinements with defaults.
 PROVIDER = "offload:provider"
 DEVELOPER = "offload:developer"
 WORKERS = "offload:workers"

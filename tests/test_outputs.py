@@ -14,7 +14,7 @@ from offload.outputs import ProviderType, StackOutputs, WorkerRecord, local_outp
 from offload.runtime.hostkeys import KnownHosts, host_id
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE9pOv8ZbVm7V0b1lHn2wVJkG1mL5C0jz3I9q9b6g4kQ"
-DESIGN_EXAMPLE = {
+CONTRACT_EXAMPLE = {
     "provider": "gce-cos",
     "developer": "dev@example.com",
     "workers": [{
@@ -27,7 +27,7 @@ DESIGN_EXAMPLE = {
 
 
 def test_the_documented_example_parses_and_round_trips() -> None:
-    outputs = StackOutputs.from_dict(DESIGN_EXAMPLE)
+    outputs = StackOutputs.from_dict(CONTRACT_EXAMPLE)
     assert outputs.provider is ProviderType.GCE_COS and outputs.provider.is_gce
     (w,) = outputs.workers
     assert (w.name, w.host, w.port, w.user, w.container) == ("offload-dev-0", "10.10.0.2", 22, "dev_example_com",
@@ -38,7 +38,7 @@ def test_the_documented_example_parses_and_round_trips() -> None:
 
 
 def test_unknown_fields_are_ignored_and_empty_strings_mean_unset() -> None:
-    data = json.loads(json.dumps(DESIGN_EXAMPLE))
+    data = json.loads(json.dumps(CONTRACT_EXAMPLE))
     data["workers"][0].update({"future_field": 1, "proxy_command": "", "container": ""})
     (w,) = StackOutputs.from_dict(data).workers
     assert w.proxy_command is None and w.container is None
@@ -62,7 +62,7 @@ def test_unknown_fields_are_ignored_and_empty_strings_mean_unset() -> None:
      "duplicate names: w"),
 ])
 def test_bad_outputs_name_the_field(change: dict, message: str) -> None:
-    data = dict(DESIGN_EXAMPLE, **change)
+    data = dict(CONTRACT_EXAMPLE, **change)
     with pytest.raises(ConfigError) as e:
         StackOutputs.from_dict(data)
     assert message in e.value.line()
@@ -78,7 +78,7 @@ def test_loading_a_file_reports_the_file_and_the_line(tmp_path: Path) -> None:
 
 
 def test_worker_lookup_lists_the_names_on_a_miss() -> None:
-    outputs = StackOutputs.from_dict(DESIGN_EXAMPLE)
+    outputs = StackOutputs.from_dict(CONTRACT_EXAMPLE)
     assert outputs.worker("offload-dev-0").instance == "offload-dev-0"
     with pytest.raises(ConfigError, match="no worker named 'x'; this stack has offload-dev-0"):
         outputs.worker("x")

@@ -822,3 +822,21 @@ def tree_digest(path: Path) -> str:
 def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
+
+
+def path_without(tool: str, scratch: Path) -> str:
+    """This PATH with TOOL taken out: each directory that holds it is replaced by SCRATCH/<n>, a directory of
+    links to everything else in it."""
+    out = []
+    for i, entry in enumerate(os.environ.get("PATH", "").split(os.pathsep)):
+        d = Path(entry)
+        if not (d / tool).exists():
+            out.append(entry)
+            continue
+        copy = scratch / str(i)
+        copy.mkdir(parents=True, exist_ok=True)
+        for item in d.iterdir():
+            if item.name != tool:
+                (copy / item.name).symlink_to(item)
+        out.append(str(copy))
+    return os.pathsep.join(out)

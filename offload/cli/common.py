@@ -1,14 +1,19 @@
-"""Options shared by commands, and the one place that decides where the stack outputs come from."""
+"""Options shared by commands, the one place that decides where the stack outputs come from, and the job
+service every job command goes through."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
 from offload.outputs import StackOutputs, local_outputs
+
+if TYPE_CHECKING:
+    from offload.jobs.fleet import Fleet
+    from offload.jobs.service import JobService
 
 StackOpt = Annotated[Optional[str], typer.Option("--stack", help="Pulumi stack whose outputs name the workers "
                                                  "(env OFFLOAD_STACK).", show_default=False)]
@@ -20,6 +25,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 IdentityOpt = Annotated[Optional[Path], typer.Option("--identity", "-i", help="SSH private key "
                                                      "(env OFFLOAD_SSH_KEY; else ssh-agent or ~/.ssh/config).",
                                                      show_default=False)]
+IapOpt = Annotated[bool, typer.Option("--iap", help="Reach GCE workers through an IAP tunnel.")]
 
 
 def resolve_outputs(outputs: Path | None, stack: str | None) -> StackOutputs:
@@ -33,3 +39,21 @@ def resolve_outputs(outputs: Path | None, stack: str | None) -> StackOutputs:
 
         return StackOutputs.from_dict(stack_outputs(name))
     return local_outputs()
+
+
+def open_service(stack: str | None, outputs: Path | None, worker: str | None, identity: Path | None = None,
+                 iap: bool = False, progress: Callable[[str], None] | None = None) -> "JobService":
+    """The job service for the stack the options name (close it, or use it as a context manager)."""
+    from offload.jobs.fleet import Reach, quiet
+    from offload.jobs.service import JobService
+
+    reach = Reach(identity=identity, via_iap=iap, progress=progress or quiet)
+    return JobService(resolve_outputs(outputs, stack), reach, worker=worker)
+
+
+def open_fleet(out: StackOutputs, worker: str | None, identity: Path | None = None, iap: bool = False,
+               progress: Callable[[str], None] | None = None) -> "Fleet":
+    """The workers of OUT (only WORKER, when given), for commands about workers rather than jobs."""
+    from offload.jobs.fleet import Fleet, Reach, quiet
+
+    return Fleet(out, Reach(identity=identity, via_iap=iap, progress=progress or quiet), only=worker)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from offload.cli.app import app
-from offload.cli.common import JsonOpt, OutputsOpt, StackOpt, resolve_outputs
+from offload.cli.common import JsonOpt, OutputsOpt, StackOpt, open_fleet, resolve_outputs
 from offload.errors import OffloadError, UsageError
 from offload.outputs import ProviderType, StackOutputs
 
@@ -146,10 +146,7 @@ def list_workers(stack: StackOpt = None, outputs: OutputsOpt = None, worker: Fle
 
 
 def _fleet(out: StackOutputs, worker: str | None, progress: Any) -> Any:
-    from offload.jobs.fleet import Fleet
-    from offload.providers import ProviderOptions
-
-    return Fleet(out, ProviderOptions(progress=progress.update), only=worker)
+    return open_fleet(out, worker, progress=progress.update)
 
 
 def _change_state(out: StackOutputs, worker: str | None, verb: str) -> None:

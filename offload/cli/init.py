@@ -256,7 +256,7 @@ def render_stack_file(name: str, kind: ProviderType, values: dict[str, Any]) -> 
             lines += [f"      {k}: {_scalar(v)}" for k, v in rest]
     if kind in _CLOUD or kind is ProviderType.LOCAL_DOCKER:
         lines += ["  # Optional: offload:workers, offload:machineType, offload:dataDiskGb, offload:image,",
-                  "  # offload:idleStopMinutes (see DESIGN.md); each has a default."]
+                  "  # offload:idleStopMinutes; each has a default (every key: docs/config.md in offload)."]
     return "\n".join(lines) + "\n"
 
 

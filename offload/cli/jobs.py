@@ -1,114 +1,87 @@
-"""Day-two commands: status, logs, attach, shell, check and clean."""
+"""Day-two commands: status, logs, attach, shell, check and clean, each a thin front on the job service."""
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Optional
+import time
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from offload.cli.app import app
-from offload.cli.common import IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, resolve_outputs
+from offload.cli.common import IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, open_service
 from offload.errors import UsageError
+
+if TYPE_CHECKING:
+    from offload.jobs.state import JobStatus
 
 JobArg = Annotated[str, typer.Argument(help="Job id, as `offload run` printed it.", show_default=False)]
 TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="Task name (default: the job's only task, "
                                                 "or every task).", show_default=False)]
-IapOpt = Annotated[bool, typer.Option("--iap", help="Reach GCE workers through an IAP tunnel.")]
 
 
-def _fleet(stack, outputs, worker, identity, iap, progress=None):
-    from offload.jobs.fleet import Fleet
-    from offload.providers import ProviderOptions
-    from offload.runtime.connection import ConnectOptions
-
-    options = ProviderOptions(connect=ConnectOptions.from_env(identity), via_iap=iap,
-                              progress=progress.update if progress else (lambda m: None))
-    return Fleet(resolve_outputs(outputs, stack), options, only=worker)
+def _write(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
 
 
-def job_dict(job) -> dict[str, Any]:
-    return {"id": job.id, "state": job.state.value, "worker_alive": job.alive,
-            "meta": dict(job.meta),
-            "tasks": [{"name": t.name, "state": t.state.value, "exit_code": t.exit_code} for t in job.tasks]}
-
-
-def _worker_report(provider) -> dict[str, Any]:
-    from offload.jobs.service import JobService
-
-    status = provider.get_status()
-    report = status.to_dict()
-    report["jobs"] = []
-    if status.state in ("running", "unknown"):
-        jobs = JobService(provider).jobs()
-        report["state"] = "running"
-        report["jobs"] = [job_dict(j) for j in jobs]
-    return report
-
-
-@app.command(help="Every worker of the stack: state, machine type, cost, idle stop, and each job with its tasks.\n\n"
+@app.command(help="Every worker of the stack: state, machine type, cost, idle stop, and each job (oldest first) "
+                  "with its start, duration, command and tasks.\n\n"
                   "Exit codes: 0 when every worker answered, 1 when some could not be queried, 2 on bad usage.")
 def status(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, json: JsonOpt = False,
            identity: IdentityOpt = None, iap: IapOpt = False) -> None:
     from offload.cli.ui import Progress, print_json, print_table
 
     progress = Progress(json_mode=json)
-    with _fleet(stack, outputs, worker, identity, iap, progress) as fleet:
+    with open_service(stack, outputs, worker, identity, iap, progress.update) as service:
         with progress.activity("querying workers"):
-            outcomes = fleet.each(_worker_report)
-    reports = []
-    for o in outcomes:
-        if o.error is not None:
-            reports.append({"name": o.provider.name, "provider": o.provider.kind.value, "state": "unreachable",
-                            "machine_type": o.provider.record.machine_type,
-                            "hourly_cost_usd": o.provider.record.hourly_cost_usd, "idle_stop_in_minutes": None,
-                            "error": o.error.line(), "jobs": []})
-        else:
-            reports.append(o.value)
-    failed = any(r.get("error") for r in reports)
+            report = service.status()
     if json:
-        print_json({"workers": reports})
-    else:
-        rows = [[r["name"], r["provider"], r["state"], r.get("machine_type"),
-                 None if r.get("hourly_cost_usd") is None else f"${r['hourly_cost_usd']:.3f}/h",
-                 None if r.get("idle_stop_in_minutes") is None else f"{r['idle_stop_in_minutes']} min",
-                 len([j for j in r["jobs"] if j["state"] == "running"])] for r in reports]
-        print_table("workers", ["worker", "provider", "state", "machine", "cost", "idle stop in", "running"], rows)
-        job_rows = []
-        for r in reports:
-            for j in r["jobs"]:
-                tasks = " ".join(f"{t['name']}:{t['state']}" + (f"({t['exit_code']})" if t["exit_code"] not in
-                                                                (None, 0) else "") for t in j["tasks"])
-                job_rows.append([j["id"], r["name"], j["state"], tasks])
-        if job_rows:
-            print_table("jobs", ["job", "worker", "state", "tasks"], job_rows)
-        for r in reports:
-            if r.get("error"):
-                print(f"offload: {r['name']}: {r['error']}", file=sys.stderr)
-    raise typer.Exit(1 if failed else 0)
+        print_json(report.to_dict())
+        raise typer.Exit(0 if report.complete else 1)
+    rows = [[w.name, w.provider, w.state, w.machine_type,
+             None if w.hourly_cost_usd is None else f"${w.hourly_cost_usd:.3f}/h",
+             None if w.idle_stop_in_minutes is None else f"{w.idle_stop_in_minutes:g} min",
+             sum(1 for j in w.jobs if j.state.value == "running")] for w in report.workers]
+    print_table("workers", ["worker", "provider", "state", "machine", "cost", "idle stop in", "running"], rows)
+    now = time.time()
+    job_rows = [[j.id, w.name, j.state.value, _when(j.started_at), _duration(j, now), _what(j), _tasks(j)]
+                for w in report.workers for j in w.jobs]
+    if job_rows:
+        print_table("jobs", ["job", "worker", "state", "started", "duration", "command", "tasks"], job_rows)
+    for w in report.workers:
+        if w.error:
+            print(f"offload: {w.name}: {w.error}", file=sys.stderr)
+    raise typer.Exit(0 if report.complete else 1)
 
 
-def _one_job(stack, outputs, worker, identity, iap, job_id):
-    from offload.jobs.layout import validate_id
-
-    validate_id(job_id)
-    fleet = _fleet(stack, outputs, worker, identity, iap)
-    try:
-        return fleet, fleet.find_job(job_id)
-    except BaseException:
-        fleet.close()
-        raise
+def _when(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def _task_for(service, job_id: str, task: str | None) -> str:
-    from offload.jobs.layout import validate_id
+def _duration(job: "JobStatus", now: float) -> str | None:
+    if job.started_at is None:
+        return None
+    seconds = round((job.finished_at if job.finished_at is not None else now) - job.started_at)
+    if job.finished_at is None and job.state.finished:
+        return None  # ended without recording when (its runner was stopped)
+    minutes, secs = divmod(max(seconds, 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
-    if task is not None:
-        return validate_id(task, "task name")
-    job = service.job(job_id)
-    if len(job.tasks) == 1:
-        return job.tasks[0].name
-    raise UsageError(f"job {job_id} has tasks {', '.join(t.name for t in job.tasks)}; pick one with --task")
+
+def _what(job: "JobStatus") -> str | None:
+    if job.command is not None:
+        text = " ".join(job.command.split())
+        return text if len(text) <= 60 else text[:59] + "…"
+    return f"playbook {job.playbook}" if job.playbook else None
+
+
+def _tasks(job: "JobStatus") -> str:
+    return " ".join(f"{t.name}:{t.state.value}" + (f"({t.exit_code})" if t.exit_code not in (None, 0) else "")
+                    for t in job.tasks)
 
 
 @app.command(help="Print a job's output; -f follows it to the end, through dropped connections.")
@@ -117,46 +90,30 @@ def logs(job: JobArg, task: TaskOpt = None, follow: Annotated[bool, typer.Option
          outputs: OutputsOpt = None, worker: WorkerOpt = None, identity: IdentityOpt = None,
          iap: IapOpt = False) -> None:
     from offload.cli.ui import Progress
-    from offload.jobs.service import JobService
 
-    fleet, provider = _one_job(stack, outputs, worker, identity, iap, job)
-    with fleet:
-        service = JobService(provider)
-        out = sys.stdout.buffer
-        name = _task_for(service, job, task)
+    with open_service(stack, outputs, worker, identity, iap) as service:
         if follow:
-            def sink(chunk: bytes) -> None:
-                out.write(chunk)
-                out.flush()
-
-            service.follow(job, name, sink, on_reconnect=Progress().note)
+            service.follow(job, task, _write, on_reconnect=Progress().note)
         else:
-            out.write(service.read_log(job, name))
-            out.flush()
+            _write(service.logs(job, task).data)
 
 
 @app.command(help="Attach to a job's tmux session (detach with C-b d; the job keeps running).")
 def attach(job: JobArg, task: TaskOpt = None, stack: StackOpt = None, outputs: OutputsOpt = None,
            worker: WorkerOpt = None, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
-    from offload.jobs.service import JobService
-
     if not sys.stdin.isatty():
         raise UsageError("attach needs a terminal", hint=f"use `offload logs {job} -f` instead")
-    fleet, provider = _one_job(stack, outputs, worker, identity, iap, job)
-    with fleet:
-        raise typer.Exit(JobService(provider).attach(job, task))
+    with open_service(stack, outputs, worker, identity, iap) as service:
+        raise typer.Exit(service.attach(job, task))
 
 
 @app.command(help="An interactive shell in a job's worktree, in the job's container.")
 def shell(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
           identity: IdentityOpt = None, iap: IapOpt = False) -> None:
-    from offload.jobs.service import JobService
-
     if not sys.stdin.isatty():
         raise UsageError("shell needs a terminal")
-    fleet, provider = _one_job(stack, outputs, worker, identity, iap, job)
-    with fleet:
-        raise typer.Exit(JobService(provider).shell(job))
+    with open_service(stack, outputs, worker, identity, iap) as service:
+        raise typer.Exit(service.shell(job))
 
 
 @app.command(help="Exit 0 only when every task of the job succeeded.\n\n"
@@ -164,21 +121,19 @@ def shell(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worke
 def check(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
           json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
     from offload.cli.ui import print_json
-    from offload.jobs.layout import State
-    from offload.jobs.service import JobService
 
-    fleet, provider = _one_job(stack, outputs, worker, identity, iap, job)
-    with fleet:
-        status_ = JobService(provider).job(job)
+    with open_service(stack, outputs, worker, identity, iap) as service:
+        report = service.check(job)
     if json:
-        print_json(dict(job_dict(status_), worker=provider.name))
+        print_json(report.to_dict())
     else:
-        for t in status_.tasks:
+        for t in report.job.tasks:
             code = "" if t.exit_code is None else f" (exit {t.exit_code})"
             print(f"{t.name}\t{t.state.value}{code}")
-    if status_.state in (State.RUNNING, State.PENDING):
+    state = report.job.state.value
+    if state in ("running", "pending"):
         raise typer.Exit(7)
-    raise typer.Exit(0 if status_.state is State.SUCCESS else 1)
+    raise typer.Exit(0 if state == "success" else 1)
 
 
 @app.command(help="End a job's session and remove its worktree and refs; --all does it for every job.\n\n"
@@ -189,42 +144,31 @@ def clean(job: Annotated[Optional[str], typer.Argument(help="Job id.", show_defa
           stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, json: JsonOpt = False,
           identity: IdentityOpt = None, iap: IapOpt = False) -> None:
     from offload.cli.ui import print_json
-    from offload.jobs.service import JobService
 
     if bool(job) == bool(all_):
         raise UsageError("give a job id or --all")
-    if job:
-        fleet, provider = _one_job(stack, outputs, worker, identity, iap, job)
-        with fleet:
-            JobService(provider).clean(job)
-        if json:
-            print_json({"cleaned": [{"worker": provider.name, "id": job}]})
-        else:
-            print(f"cleaned {job} on {provider.name}")
-        return
-    with _fleet(stack, outputs, worker, identity, iap) as fleet:
-        listed = fleet.each(lambda p: [j.id for j in JobService(p).jobs()])
-        total = sum(len(o.value or []) for o in listed)
-        if total == 0:
-            if json:
-                print_json({"cleaned": []})
-            else:
-                print("no jobs to clean")
-            return
-        if not yes:
-            if not sys.stdin.isatty():
-                raise UsageError(f"clean --all would remove {total} jobs; confirm with --yes")
-            typer.confirm(f"Remove {total} jobs (sessions, worktrees and refs)?", abort=True)
-        by_worker = {o.provider.name: o.value or [] for o in listed}
-        results = fleet.each(lambda p: [JobService(p).clean(j) or j for j in by_worker.get(p.name, [])])
-    cleaned = [{"worker": o.provider.name, "id": j} for o in results for j in (o.value or [])]
+
+    def confirm(total: int) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError(f"clean --all would remove {total} jobs; confirm with --yes")
+        return typer.confirm(f"Remove {total} jobs (sessions, worktrees and refs)?", abort=True)
+
+    with open_service(stack, outputs, worker, identity, iap) as service:
+        report = service.clean(job) if job else service.clean_all(confirm)
     if json:
-        print_json({"cleaned": cleaned})
+        print_json(_without_empty_errors(report.to_dict()))
+    elif not report.cleaned and not report.errors:
+        print("no jobs to clean")
     else:
-        for c in cleaned:
-            print(f"cleaned {c['id']} on {c['worker']}")
-    errors = [o for o in results + listed if o.error]
-    for o in errors:
-        print(f"offload: {o.provider.name}: {o.error.line()}", file=sys.stderr)
-    if errors:
+        for worker_name, job_id in report.cleaned:
+            print(f"cleaned {job_id} on {worker_name}")
+    for worker_name, error in report.errors:
+        print(f"offload: {worker_name}: {error}", file=sys.stderr)
+    if report.errors:
         raise typer.Exit(1)
+
+
+def _without_empty_errors(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k != "errors" or v}

@@ -1,8 +1,8 @@
 """`offload ssh-config`: OpenSSH `Host` entries for the workers, so plain ssh, rsync and editors reach them.
 
-Every entry verifies the worker's host key against offload's managed known_hosts (StrictHostKeyChecking yes);
-the keys the stack pins are written there first, and a GCE worker's published keys are read from its guest
-attributes when none is known yet.
+Every entry verifies the worker's host key against offload's managed known_hosts (StrictHostKeyChecking yes).
+Each worker's provider says how plain ssh reaches it and puts the keys it trusts there first: the keys the stack
+pins, and for a GCE worker the keys it publishes in its guest attributes when none is known yet.
 """
 
 from __future__ import annotations
@@ -11,23 +11,23 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Union
 
 import typer
 
 from offload.cli.app import app
-from offload.cli.common import IdentityOpt, OutputsOpt, StackOpt, resolve_outputs
+from offload.cli.common import IdentityOpt, OutputsOpt, StackOpt, open_fleet, resolve_outputs
 from offload.errors import ConfigError, OffloadError
-from offload.outputs import ProviderType, StackOutputs
-from offload.runtime.hostkeys import KnownHosts, host_id
-from offload.runtime.iap import iap_proxy_command
+from offload.outputs import StackOutputs
+
+if TYPE_CHECKING:
+    from offload.jobs.fleet import SshEntry
 
 INCLUDE_FILE = Path("config.d") / "offload"
 BLOCK_BEGIN = "# >>> offload: managed by `offload ssh-config --install` >>>"
 BLOCK_END = "# <<< offload <<<"
 SERVER_ALIVE_INTERVAL = 30
 SERVER_ALIVE_COUNT_MAX = 4
-_NO_SSH = (ProviderType.LOCAL, ProviderType.LOCAL_DOCKER)
 _SAFE = re.compile(r"^[A-Za-z0-9@%+=:,./_~-]+$")
 
 
@@ -47,45 +47,65 @@ def ssh_config(
     written. Local and local-docker workers get no entry.
     """
     out = resolve_outputs(outputs, stack)
-    known = KnownHosts.default()
-    _trust_host_keys(out, known)
     key = identity or (Path(os.environ["OFFLOAD_SSH_KEY"]) if os.environ.get("OFFLOAD_SSH_KEY") else None)
-    text = render_ssh_config(out, known_hosts=known.path, identity=key, iap=iap)
+    entries: list[SshEntry | str] = []
+    with open_fleet(out, None, key, iap) as fleet:
+        for provider in fleet.providers:
+            entry = provider.ssh_entry()
+            if entry is None:
+                entries.append(provider.name)
+                continue
+            _trust(provider, out)
+            entries.append(entry)
+    text = render_ssh_config(out, entries, identity=key)
     if not install:
         sys.stdout.write(text)
         return
     target = install_ssh_config(text, Path.home() / ".ssh")
-    example = f"ssh {out.workers[0].name}" if _reaches_by_ssh(out) else "no worker of this stack uses SSH"
+    reachable = [e for e in entries if not isinstance(e, str)]
+    example = f"ssh {reachable[0].name}" if reachable else "no worker of this stack uses SSH"
     typer.echo(f"wrote {target}, included from ~/.ssh/config; {example}")
 
 
-def render_ssh_config(out: StackOutputs, *, known_hosts: Path, identity: Path | None = None,
-                      iap: bool = False) -> str:
-    """The ssh_config text for OUT's workers: a header, then one Host block per SSH-reachable worker."""
+def _trust(provider, out: StackOutputs) -> None:  # noqa: ANN001 (a WorkerProvider, seen through the fleet)
+    """Have PROVIDER put the keys it trusts in the managed known_hosts; say so when ssh will refuse it."""
+    try:
+        keys = provider.trust_host_keys()
+    except OffloadError as e:
+        print(f"offload: {provider.name}: no host key known and none read from the Compute API: {e.line()}",
+              file=sys.stderr)
+        return
+    if not keys and out.provider.is_gce:
+        print(f"offload: {provider.name}: no host key known yet and the instance has published none; ssh will "
+              f"refuse it until it has", file=sys.stderr)
+
+
+def render_ssh_config(out: StackOutputs, entries: "list[Union[SshEntry, str]]", *,
+                      identity: Path | None = None) -> str:
+    """The ssh_config text: a header, then one Host block per entry; a worker reached without SSH (given by
+    its name) gets a comment instead."""
     developer = " ".join(out.developer.split()) or "no developer"
     lines = [f"# offload workers ({out.provider.value}, {developer}), written by `offload ssh-config`."]
-    for w in out.workers:
-        if not _reaches_by_ssh(out):
-            lines.append(f"# {w.name}: a {out.provider.value} worker on this machine, reached without SSH: "
-                         "no entry.")
+    for e in entries:
+        if isinstance(e, str):
+            lines.append(f"# {e}: a {out.provider.value} worker on this machine, reached without SSH: no entry.")
             continue
-        proxy = iap_proxy_command(w) if iap and out.provider.is_gce else w.proxy_command
-        lines += ["", f"Host {w.name}", f"    HostName {w.host}", f"    Port {w.port}"]
-        if w.user:
-            lines.append(f"    User {w.user}")
+        lines += ["", f"Host {e.name}", f"    HostName {e.host}", f"    Port {e.port}"]
+        if e.user:
+            lines.append(f"    User {e.user}")
         if identity is not None:
             lines += [f"    IdentityFile {_path_value(identity.expanduser().absolute())}",
                       "    IdentitiesOnly yes"]
-        lines += [f"    UserKnownHostsFile {_path_value(known_hosts)}",
+        lines += [f"    UserKnownHostsFile {_path_value(e.known_hosts)}",
                   "    StrictHostKeyChecking yes",
                   f"    ServerAliveInterval {SERVER_ALIVE_INTERVAL}",
                   f"    ServerAliveCountMax {SERVER_ALIVE_COUNT_MAX}"]
-        if proxy:
-            if "\n" in proxy or "\r" in proxy:
-                raise ConfigError(f"worker {w.name!r} has a proxy_command that spans lines")
-            lines.append(f"    ProxyCommand {proxy}")
-        if w.container:
-            lines.append(f"    # Jobs run in container {w.container} on this host.")
+        if e.proxy_command:
+            if "\n" in e.proxy_command or "\r" in e.proxy_command:
+                raise ConfigError(f"worker {e.name!r} has a proxy_command that spans lines")
+            lines.append(f"    ProxyCommand {e.proxy_command}")
+        if e.container:
+            lines.append(f"    # Jobs run in container {e.container} on this host.")
     return "\n".join(lines) + "\n"
 
 
@@ -114,36 +134,6 @@ def install_ssh_config(text: str, ssh_dir: Path) -> Path:
     if updated != current:
         _write_private(config, updated)
     return target
-
-
-def _trust_host_keys(out: StackOutputs, known: KnownHosts) -> None:
-    """Pinned keys go into the managed known_hosts; a GCE worker with none known yet has its published keys
-    read from guest attributes (an authenticated API, not the network path being verified)."""
-    if not _reaches_by_ssh(out):
-        return
-    for w in out.workers:
-        name = host_id(w.host, w.port)
-        for key in w.host_keys:
-            known.add(name, key)
-        if w.host_keys or known.lookup(name) or not (out.provider.is_gce and w.instance):
-            continue
-        from offload.providers.gce_api import ComputeApi
-
-        try:
-            keys = ComputeApi.for_worker(w).host_keys(w.instance or "")
-        except OffloadError as e:
-            print(f"offload: {w.name}: no host key known and none read from the Compute API: {e.line()}",
-                  file=sys.stderr)
-            continue
-        for key in keys:
-            known.add(name, key)
-        if not keys:
-            print(f"offload: {w.name}: no host key known yet and the instance has published none; ssh will "
-                  f"refuse it until it has", file=sys.stderr)
-
-
-def _reaches_by_ssh(out: StackOutputs) -> bool:
-    return out.provider not in _NO_SSH
 
 
 def _path_value(path: Path) -> str:

@@ -1,8 +1,9 @@
 """Boot configuration of GCE workers: COS cloud-config, the Debian startup script and the idle auto-stop.
 
-Both renderings come from one BootSpec (files to write, commands to run). The shell scripts are fixed text;
-everything per-stack reaches them through `Environment=` lines of their systemd units, and those values are
-validated here, so no stack value is ever parsed as shell.
+Both renderings come from one BootSpec (files to write, commands to run). The shell scripts are the package's
+boot scripts (offload/worker/sh); everything per-stack reaches them through `Environment=` lines of their
+systemd units, and those values are validated here, so no stack value is ever parsed as shell. The worker
+container's `docker run` line is rendered from the one container spec, with those variables in its place.
 
 COS keeps /etc on a tmpfs and applies its user-data again at every boot, so units are re-created and started
 (not enabled) each boot; the Debian startup script also runs at every boot. Every step is idempotent.
@@ -17,169 +18,20 @@ from dataclasses import dataclass
 import yaml
 
 from offload.errors import ConfigError
-from offload.runtime.container import WORKER_ENTRY
+from offload.worker.container import DEFAULT_NAME as WORKER_CONTAINER
+from offload.worker.container import WorkerContainer
+from offload.worker.scripts import boot_script, worker_script
 
 DATA_DEVICE_NAME = "offload-data"
 COS_DATA_MOUNT = "/mnt/disks/data"
 COS_WORKSPACE = f"{COS_DATA_MOUNT}/offload"
 LINUX_WORKSPACE = "/var/lib/offload"
-WORKER_CONTAINER = "offload-worker"
 SCRIPT_DIR = "/etc/offload"
 UNIT_DIR = "/etc/systemd/system"
 # Persistent on COS (unlike /etc): holds docker's registry credential config.
 COS_STATE_DIR = "/var/lib/offload"
 IDLE_GUEST_ATTRIBUTE = "offload/minutes-until-stop"
 LINUX_PACKAGES = ("git", "tmux", "rsync", "ca-certificates")
-
-MOUNT_DATA_SH = r"""#!/bin/bash
-# Mount the offload data disk, formatting it first only when it holds no filesystem at all.
-set -euo pipefail
-device=${OFFLOAD_DATA_DEVICE_PATH:-/dev/disk/by-id/google-${OFFLOAD_DATA_DEVICE:?}}
-mount_point=${OFFLOAD_DATA_MOUNT:?}
-workspace=${OFFLOAD_WORKSPACE:?}
-owner=${OFFLOAD_WORKSPACE_OWNER:-}
-
-for _ in $(seq 1 60); do
-  [ -e "$device" ] && break
-  sleep 1
-done
-if [ ! -e "$device" ]; then
-  echo "offload: data disk $device is not attached" >&2
-  exit 1
-fi
-
-# blkid exits 2 when the device carries no signature at all: only then is formatting safe.
-status=0
-blkid -p "$device" >/dev/null 2>&1 || status=$?
-if [ "$status" -eq 2 ]; then
-  echo "offload: formatting the empty data disk $device"
-  mkfs.ext4 -q -F -m 0 -L offload-data -E lazy_itable_init=0,lazy_journal_init=0,discard "$device"
-elif [ "$status" -ne 0 ]; then
-  echo "offload: blkid cannot read $device (exit $status); refusing to format it" >&2
-  exit 1
-fi
-
-mkdir -p "$mount_point"
-if ! mountpoint -q "$mount_point"; then
-  mount -o discard,defaults,nosuid,nodev "$device" "$mount_point"
-fi
-# Grows the filesystem after offload:dataDiskGb was raised; a no-op otherwise.
-resize2fs "$device" >/dev/null 2>&1 || true
-mkdir -p "$workspace"
-
-if [ -n "$owner" ]; then
-  # Jobs run as the developer's OS Login user, whose name resolves once the guest agent is up.
-  for _ in 1 2 3 4 5 6; do
-    if id -u "$owner" >/dev/null 2>&1; then
-      chown "$owner" "$workspace"
-      chmod 0755 "$workspace"
-      exit 0
-    fi
-    sleep 5
-  done
-  echo "offload: $owner does not resolve yet; $workspace stays writable by local users (sticky)" >&2
-  chmod 1777 "$workspace"
-fi
-"""
-
-START_WORKER_SH = r"""#!/bin/bash
-# (Re)create the worker container: restart always, the workspace at the same path inside and out.
-set -euo pipefail
-image=${OFFLOAD_IMAGE:?}
-name=${OFFLOAD_CONTAINER:?}
-workspace=${OFFLOAD_WORKSPACE:?}
-docker_user=${OFFLOAD_DOCKER_USER:-}
-group_file=${OFFLOAD_GROUP_FILE:-/etc/group}
-mkdir -p "${HOME:?}" "$workspace"
-
-# OS Login users are not in /etc/group; listing the developer in the docker group lets them `docker exec`.
-if [ -n "$docker_user" ]; then
-  members=$(awk -F: '$1 == "docker" {print $4}' "$group_file")
-  case ",$members," in
-    *",$docker_user,"*) ;;
-    *) sed -i "/^docker:/ s/\$/${members:+,}$docker_user/" "$group_file" ;;
-  esac
-fi
-
-registry=${image%%/*}
-case $registry in
-  *-docker.pkg.dev|gcr.io|*.gcr.io)
-    docker-credential-gcr configure-docker --registries="$registry" >/dev/null 2>&1 ||
-      echo "offload: cannot configure credentials for $registry" >&2 ;;
-esac
-
-# Docker may have restarted the old container at boot, before the data disk was mounted, binding the empty
-# directory underneath. Recreating it binds the disk; everything worth keeping lives in the workspace.
-docker rm -f "$name" >/dev/null 2>&1 || true
-docker pull "$image" || echo "offload: cannot pull $image; using the local copy if there is one" >&2
-docker run -d --name "$name" --restart always --init \
-  --label "offload.worker=$name" \
-  -v "$workspace:$workspace" -w "$workspace" \
-  --entrypoint /bin/sh "$image" -c @WORKER_ENTRY@
-"""
-
-IDLE_STOP_SH = r"""#!/bin/bash
-# Power the worker off once it has been idle for OFFLOAD_IDLE_MINUTES: no task running, no SSH connection.
-# A task is running when WORKSPACE/jobs/*/tasks/*/state says "running" and was written since this boot
-# (a state left from before a reboot belongs to a process that died with it).
-set -u
-workspace=${OFFLOAD_WORKSPACE:?}
-idle_minutes=${OFFLOAD_IDLE_MINUTES:?}
-state_dir=${OFFLOAD_STATE_DIR:-/run/offload}
-since_file=$state_dir/idle-since
-
-case $idle_minutes in ''|*[!0-9]*) echo "offload: bad OFFLOAD_IDLE_MINUTES" >&2; exit 2 ;; esac
-[ "$idle_minutes" -gt 0 ] || exit 0
-mkdir -p "$state_dir"
-
-task_running() {
-  local boot state word
-  boot=$(awk '$1 == "btime" {print $2}' /proc/stat 2>/dev/null)
-  for state in "$workspace"/jobs/*/tasks/*/state; do
-    [ -f "$state" ] || continue
-    word=
-    read -r word < "$state" || true
-    [ "$word" = running ] || continue
-    if [ "$(stat -c %Y "$state" 2>/dev/null || echo 0)" -ge "${boot:-0}" ]; then
-      return 0
-    fi
-  done
-  return 1
-}
-
-ssh_connected() {
-  if command -v ss >/dev/null 2>&1; then
-    [ -n "$(ss -H -t -n state established '( sport = :22 )' 2>/dev/null)" ]
-  else
-    # Each SSH session has a process titled "sshd: USER@..." ("sshd-session: ..." since OpenSSH 9.8).
-    pgrep -f '^sshd(-session)?: [^ ]+@' >/dev/null 2>&1
-  fi
-}
-
-publish() {
-  curl -fsS -m 2 -X PUT -H 'Metadata-Flavor: Google' --data "$1" \
-    "http://metadata.google.internal/computeMetadata/v1/instance/guest-attributes/@GUEST_ATTRIBUTE@" \
-    >/dev/null 2>&1 || true
-}
-
-now=$(date +%s)
-if task_running || ssh_connected; then
-  echo "$now" > "$since_file"
-  publish "$idle_minutes"
-  exit 0
-fi
-
-since=$(cat "$since_file" 2>/dev/null || true)
-case $since in ''|*[!0-9]*) since=$now; echo "$now" > "$since_file" ;; esac
-left=$(( idle_minutes - (now - since) / 60 ))
-if [ "$left" -gt 0 ]; then
-  publish "$left"
-  exit 0
-fi
-publish 0
-echo "offload: idle for ${idle_minutes} minutes with no task and no SSH connection; powering off"
-poweroff
-"""
 
 _UNIT_VALUE = re.compile(r"^[A-Za-z0-9._/:@+-]+$")
 
@@ -230,30 +82,52 @@ def _data_files(mount_point: str, workspace: str, owner: str | None) -> list[Boo
                  f"Type=oneshot\nRemainAfterExit=yes\n{_env(**env)}\n"
                  f"ExecStart=/bin/bash {SCRIPT_DIR}/mount-data.sh\nTimeoutStartSec=10min",
                  unit_extra="After=local-fs.target", install="WantedBy=multi-user.target")
-    return [BootFile(f"{SCRIPT_DIR}/mount-data.sh", MOUNT_DATA_SH, "0755"),
+    return [BootFile(f"{SCRIPT_DIR}/mount-data.sh", boot_script("mount-data.sh"), "0755"),
             BootFile(f"{UNIT_DIR}/offload-data.service", unit)]
 
 
-def _idle_files(workspace: str, idle_stop_minutes: int) -> list[BootFile]:
-    env = _env(OFFLOAD_WORKSPACE=workspace, OFFLOAD_IDLE_MINUTES=idle_stop_minutes, OFFLOAD_STATE_DIR="/run/offload")
+def _idle_files(workspace: str, idle_stop_minutes: int, container: str | None) -> list[BootFile]:
+    values: dict[str, str | int] = {"OFFLOAD_WORKSPACE": workspace, "OFFLOAD_IDLE_MINUTES": idle_stop_minutes,
+                                    "OFFLOAD_STATE_DIR": "/run/offload",
+                                    "OFFLOAD_TASKS_RUNNING": f"{SCRIPT_DIR}/tasks-running.sh"}
+    if container:
+        values["OFFLOAD_CONTAINER"] = container
     service = _unit("offload: power off when idle",
-                    f"Type=oneshot\n{env}\nExecStart=/bin/bash {SCRIPT_DIR}/idle-stop.sh")
+                    f"Type=oneshot\n{_env(**values)}\nExecStart=/bin/bash {SCRIPT_DIR}/idle-stop.sh")
     timer = ("[Unit]\nDescription=offload: check every minute whether the worker is idle\n\n"
              "[Timer]\nOnActiveSec=1min\nOnUnitActiveSec=1min\nAccuracySec=10s\n\n"
              "[Install]\nWantedBy=timers.target\n")
-    script = IDLE_STOP_SH.replace("@GUEST_ATTRIBUTE@", IDLE_GUEST_ATTRIBUTE)
+    script = boot_script("idle-stop.sh").replace("@GUEST_ATTRIBUTE@", IDLE_GUEST_ATTRIBUTE)
     return [BootFile(f"{SCRIPT_DIR}/idle-stop.sh", script, "0755"),
+            BootFile(f"{SCRIPT_DIR}/tasks-running.sh", worker_script("tasks-running.sh"), "0644"),
             BootFile(f"{UNIT_DIR}/offload-idle.service", service),
             BootFile(f"{UNIT_DIR}/offload-idle.timer", timer)]
 
 
-def cos_boot(*, image: str, idle_stop_minutes: int, docker_user: str | None,
+def _docker_run_line(with_owner: bool) -> str:
+    """The container spec's `docker run`, as shell text that takes its values from start-worker.sh's variables."""
+    variables = {"@NAME@": "name", "@IMAGE@": "image", "@WORKSPACE@": "workspace", "@OWNER@": "owner"}
+    spec = WorkerContainer(name="@NAME@", image="@IMAGE@", workspace="@WORKSPACE@",
+                           owner="@OWNER@" if with_owner else None)
+    words = []
+    for word in spec.run_argv():
+        quoted = shlex.quote(word)
+        for marker, variable in variables.items():
+            # Inside a single-quoted word, close the quotes around the variable; elsewhere just double-quote it.
+            quoted = quoted.replace(marker, f"'\"${variable}\"'" if quoted.startswith("'") else f'"${variable}"')
+        words.append(quoted)
+    return " ".join(words)
+
+
+def cos_boot(*, image: str, idle_stop_minutes: int, docker_user: str | None, owner: str | None = None,
              workspace: str = COS_WORKSPACE, container: str = WORKER_CONTAINER) -> BootSpec:
     """COS: mount the data disk, run the worker container on it, stop when idle."""
     env = {"HOME": COS_STATE_DIR, "OFFLOAD_IMAGE": image, "OFFLOAD_CONTAINER": container,
            "OFFLOAD_WORKSPACE": workspace}
     if docker_user:
         env["OFFLOAD_DOCKER_USER"] = docker_user
+    if owner:
+        env["OFFLOAD_OWNER"] = owner
     worker_unit = _unit(
         "offload: the worker container",
         f"Type=oneshot\nRemainAfterExit=yes\n{_env(**env)}\n"
@@ -261,14 +135,14 @@ def cos_boot(*, image: str, idle_stop_minutes: int, docker_user: str | None,
         unit_extra=("Requires=offload-data.service docker.service\n"
                     "After=offload-data.service docker.service network-online.target\n"
                     "Wants=network-online.target"))
+    start = boot_script("start-worker.sh").replace("@DOCKER_RUN@", _docker_run_line(bool(owner)))
     files = [*_data_files(COS_DATA_MOUNT, workspace, None),
-             BootFile(f"{SCRIPT_DIR}/start-worker.sh",
-                      START_WORKER_SH.replace("@WORKER_ENTRY@", shlex.quote(WORKER_ENTRY)), "0755"),
+             BootFile(f"{SCRIPT_DIR}/start-worker.sh", start, "0755"),
              BootFile(f"{UNIT_DIR}/offload-worker.service", worker_unit)]
     # The idle timer starts first: a worker whose disk or image fails still stops itself.
     commands: list[tuple[str, ...]] = [("systemctl", "daemon-reload")]
     if idle_stop_minutes > 0:
-        files += _idle_files(workspace, idle_stop_minutes)
+        files += _idle_files(workspace, idle_stop_minutes, container)
         commands.append(("systemctl", "start", "offload-idle.timer"))
     commands.append(("systemctl", "start", "offload-worker.service"))
     return BootSpec(tuple(files), tuple(commands))
@@ -279,7 +153,7 @@ def linux_boot(*, idle_stop_minutes: int, owner: str | None, workspace: str = LI
     files = _data_files(workspace, workspace, owner)
     commands: list[tuple[str, ...]] = [("systemctl", "daemon-reload")]
     if idle_stop_minutes > 0:
-        files += _idle_files(workspace, idle_stop_minutes)
+        files += _idle_files(workspace, idle_stop_minutes, None)
         commands.append(("systemctl", "enable", "--now", "offload-idle.timer"))
     else:
         commands.append(("sh", "-c", "systemctl disable --now offload-idle.timer 2>/dev/null || true"))
@@ -341,9 +215,10 @@ def render_startup_script(spec: BootSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cos_user_data(*, image: str, idle_stop_minutes: int, docker_user: str | None) -> str:
+def cos_user_data(*, image: str, idle_stop_minutes: int, docker_user: str | None, owner: str | None = None) -> str:
     """The COS worker's `user-data`."""
-    return render_cloud_config(cos_boot(image=image, idle_stop_minutes=idle_stop_minutes, docker_user=docker_user))
+    return render_cloud_config(cos_boot(image=image, idle_stop_minutes=idle_stop_minutes, docker_user=docker_user,
+                                        owner=owner))
 
 
 def linux_metadata(*, idle_stop_minutes: int, owner: str | None) -> dict[str, str]:

@@ -36,7 +36,7 @@ class GceCosWorkers(GceWorkers):
     def boot_metadata(self) -> dict[str, str]:
         args = self.args
         return {"user-data": cos_user_data(image=args.image, idle_stop_minutes=args.idle_stop_minutes,
-                                           docker_user=os_login_user(args.developer)),
+                                           docker_user=os_login_user(args.developer), owner=args.developer),
                 "google-logging-enabled": "true"}
 
     def record_fields(self) -> dict[str, Any]:

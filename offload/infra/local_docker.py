@@ -1,7 +1,7 @@
 """`local-docker`: worker containers on this machine, declared through pulumi-docker.
 
-Each container keeps running (`sleep infinity`, restart always) with its workspace bind-mounted at the same
-path inside and out, so paths in job state mean the same thing on both sides.
+Each container is made from the one worker-container spec (offload/worker/container.py): it keeps running,
+restart always, with its workspace bind-mounted at the same path inside and out.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pulumi
 import pulumi_docker as docker
 
 from offload.errors import ConfigError
-from offload.runtime.container import WORKER_ENTRY
 from offload.stackconfig import DEFAULT_WORKER_IMAGE, StackConfig, check_shape
 from offload.outputs import WorkerRecord
 from offload.paths import cache_dir
+from offload.worker.container import ENTRYPOINT, RESTART, WorkerContainer
 
 _PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")
 
@@ -62,22 +62,23 @@ class LocalDockerWorkers(pulumi.ComponentResource):
         records: list[pulumi.Output[dict[str, Any]]] = []
         for i in range(args.workers):
             worker = f"{name}-{i}"
-            workspace = f"{args.workspace_root}/{worker}"
+            spec = WorkerContainer(name=worker, image=args.image, workspace=f"{args.workspace_root}/{worker}",
+                                   owner=args.developer)
             container = docker.Container(
                 worker,
-                name=worker,
-                image=args.image,
-                entrypoints=["/bin/sh", "-c"],
-                command=[WORKER_ENTRY],
-                restart="always",
+                name=spec.name,
+                image=spec.image,
+                entrypoints=[ENTRYPOINT],
+                command=spec.command,
+                restart=RESTART,
                 init=True,
                 must_run=True,
-                working_dir=workspace,
-                volumes=[docker.ContainerVolumeArgs(host_path=workspace, container_path=workspace)],
-                labels=[docker.ContainerLabelArgs(label="offload.worker", value=worker),
-                        docker.ContainerLabelArgs(label="offload.owner", value=args.developer)],
+                working_dir=spec.workspace,
+                volumes=[docker.ContainerVolumeArgs(host_path=host, container_path=inside)
+                         for host, inside in spec.mounts],
+                labels=[docker.ContainerLabelArgs(label=key, value=value) for key, value in spec.labels.items()],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[image]))
-            record = WorkerRecord(name=worker, host="localhost", container=worker, workspace=workspace,
+            record = WorkerRecord(name=worker, host="localhost", container=worker, workspace=spec.workspace,
                                   image=args.image).to_dict()
             records.append(container.name.apply(lambda _, record=record: record))
         self.workers = pulumi.Output.all(*records)

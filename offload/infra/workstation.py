@@ -1,10 +1,10 @@
 """`workstation`: Cloud Workstations for the developer: a cluster, a config (image, idle timeout, no public IPs)
-and one workstation per worker. SSH goes through the workstation's TCP tunnel, used as a proxy command.
+and one workstation per worker. The outputs say which workstation, cluster, config and region; how to reach it
+(SSH through the workstation's TCP tunnel) is the runtime's business.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +25,6 @@ from offload.pricing import hourly_cost
 WORKSTATION_USER = "user"
 WORKSTATION_HOME = "/home"
 WORKSTATION_WORKSPACE = f"{WORKSTATION_HOME}/{WORKSTATION_USER}/offload"
-
-
-def tunnel_proxy_command(project: str, region: str, cluster: str, config: str) -> str:
-    """The SSH ProxyCommand: `offload tunnel workstation` starts the workstation's TCP tunnel on a local port
-    and relays stdin/stdout to port %p of workstation %h through it (gcloud itself only listens)."""
-    q = shlex.quote
-    return (f"offload tunnel workstation --project={q(project)} --region={q(region)} "
-            f"--cluster={q(cluster)} --config={q(config)} %h %p")
 
 
 @dataclass(frozen=True)
@@ -106,7 +98,6 @@ class WorkstationWorkers(pulumi.ComponentResource):
                     size_gb=args.data_disk_gb, disk_type="pd-balanced", fs_type="ext4",
                     reclaim_policy="RETAIN" if args.protect_data_disk else "DELETE"))],
             opts=child)
-        proxy = tunnel_proxy_command(args.project, args.region, cluster_id, config_id)
         names: list[pulumi.Output[str]] = []
         records: list[dict[str, Any]] = []
         for i in range(args.workers):
@@ -118,7 +109,8 @@ class WorkstationWorkers(pulumi.ComponentResource):
             names.append(workstation.workstation_id)
             records.append(WorkerRecord(
                 name=worker, host=worker, port=22, user=WORKSTATION_USER, container=None,
-                workspace=WORKSTATION_WORKSPACE, proxy_command=proxy, image=args.image,
+                workspace=WORKSTATION_WORKSPACE, instance=worker, project=args.project, region=args.region,
+                workstation_cluster=cluster_id, workstation_config=config_id, image=args.image,
                 machine_type=args.machine_type, hourly_cost_usd=hourly_cost(args.machine_type),
                 idle_stop_minutes=args.idle_stop_minutes).to_dict())
         WorkstationAccess(f"{name}-access", WorkstationAccessArgs(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Generic, Sequence, TypeVar
 
 from offload.errors import JobNotFound, OffloadError, UsageError
 from offload.outputs import StackOutputs
-from offload.providers import ProviderOptions, WorkerProvider, provider_for
+from offload.jobs.state import State
+from offload.jobs.worker import WorkerJobs
+from offload.providers import ProviderOptions, SshEntry, WorkerProvider, provider_for
 
 T = TypeVar("T")
+__all__ = ["Fleet", "Outcome", "Reach", "SshEntry", "quiet"]
 MAX_PARALLEL = 32
 
 
@@ -22,6 +26,22 @@ def _parallelism() -> int:
         return max(1, int(os.environ.get("OFFLOAD_PARALLEL", MAX_PARALLEL)))
     except ValueError:
         return MAX_PARALLEL
+
+
+def quiet(message: str) -> None:
+    """A progress callback that shows nothing."""
+
+
+@dataclass
+class Reach:
+    """How a session reaches its workers: the SSH identity, IAP for GCE, and where progress goes."""
+
+    identity: Path | None = None
+    via_iap: bool = False
+    progress: Callable[[str], None] = quiet
+
+    def options(self) -> ProviderOptions:
+        return ProviderOptions.from_env(self.identity, via_iap=self.via_iap, progress=self.progress)
 
 
 @dataclass
@@ -36,9 +56,10 @@ class Outcome(Generic[T]):
 class Fleet:
     """The providers for a stack's workers; each opens at most one connection during an invocation."""
 
-    def __init__(self, outputs: StackOutputs, options: ProviderOptions | None = None,
+    def __init__(self, outputs: StackOutputs, reach: Reach | ProviderOptions | None = None,
                  only: str | None = None) -> None:
         self.outputs = outputs
+        options = reach.options() if isinstance(reach, Reach) else reach
         records = [outputs.worker(only)] if only else list(outputs.workers)
         self.providers = [provider_for(outputs, r, options) for r in records]
 
@@ -71,9 +92,6 @@ class Fleet:
         """The running worker with the fewest running jobs; a stopped one only when none is running."""
         if len(self.providers) == 1:
             return self.providers[0]
-        from offload.jobs.layout import State
-        from offload.jobs.service import JobService
-
         states = self.each(lambda p: p.get_status().state)
         running = [o.provider for o in states if o.value in ("running", "unknown")]
         if not running:
@@ -85,7 +103,7 @@ class Fleet:
                              hint="see `offload status`")
 
         def load(p: WorkerProvider) -> int:
-            return sum(1 for j in JobService(p).jobs() if j.state is State.RUNNING)
+            return sum(1 for j in WorkerJobs(p).jobs() if j.state is State.RUNNING)
 
         loads = [o for o in Fleet._subset(self, running).each(load) if o.error is None]
         if not loads:
@@ -100,11 +118,9 @@ class Fleet:
 
     def find_job(self, job_id: str) -> WorkerProvider:
         """The worker that holds JOB_ID."""
-        from offload.jobs.service import JobService
-
         if len(self.providers) == 1:
             return self.providers[0]
-        found = self.each(lambda p: any(j.id == job_id for j in JobService(p).jobs([job_id])))
+        found = self.each(lambda p: any(j.id == job_id for j in WorkerJobs(p).jobs([job_id])))
         for o in found:
             if o.value:
                 return o.provider

@@ -12,16 +12,14 @@ import secrets
 import shlex
 from collections.abc import Mapping
 from enum import IntEnum
-from functools import cache
-from importlib import resources
-
 from offload.errors import UsageError
-from offload.jobs.layout import JobPaths, validate_id
 from offload.jobs.playbook import Playbook
+from offload.worker.layout import JobPaths, validate_id
+from offload.worker.scripts import worker_script
 
 LAUNCHED = "offload-launched"  # first word of the line the script prints when the job has started
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # tmux finds its server through TMUX*, IFS would change how the runner reads its files, offload sets the
@@ -39,12 +37,6 @@ class LaunchExit(IntEnum):
     NO_WORKTREE = 18  # the worktree the sync step should have made is missing
     NO_TMUX = 19  # tmux is not installed where the job runs
     TMUX_FAILED = 20  # tmux could not start the job's session
-
-
-@cache
-def graph_script() -> str:
-    """The text of graph.sh, the task-graph runner."""
-    return resources.files("offload.jobs").joinpath("graph.sh").read_text(encoding="utf-8")
 
 
 def heredoc(path_expr: str, text: str, otherwise: str = "") -> str:
@@ -66,7 +58,7 @@ def heredoc(path_expr: str, text: str, otherwise: str = "") -> str:
 
 def validate_env(env: Mapping[str, str]) -> None:
     for name, value in env.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
+        if not isinstance(name, str) or not ENV_NAME.match(name):
             raise UsageError(f"invalid environment variable name {name!r}: use letters, digits and '_'")
         if _RESERVED_ENV.match(name):
             raise UsageError(f"environment variable {name} cannot be passed to a job: offload's runner needs it")
@@ -110,7 +102,9 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
         # From here on a failure must not leave a half-written job behind.
         f"abort() {{ rm -rf {job_dir}; die \"$@\"; }}",
         f"mkdir {job_dir}/tasks || abort 1 'cannot write the job directory'",
-        heredoc(f"{job_dir}/graph.sh", graph_script(), "abort 1 'cannot write graph.sh'").rstrip("\n"),
+        # The boot it started in: after a reboot, the pids it records name other processes.
+        f"cat /proc/sys/kernel/random/boot_id > {job_dir}/boot 2>/dev/null || rm -f {job_dir}/boot",
+        heredoc(f"{job_dir}/graph.sh", worker_script("graph.sh"), "abort 1 'cannot write graph.sh'").rstrip("\n"),
         heredoc(f"{job_dir}/meta", "".join(f"{k}={v}\n" for k, v in meta.items()),
                 "abort 1 'cannot write meta'").rstrip("\n"),
     ]

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from offload.errors import ConfigError, UsageError
-from offload.jobs.layout import validate_id
+from offload.worker.layout import validate_id
 
 FILENAME = "offload.yaml"
 SINGLE = "main"  # the playbook and task name of a plain `run -- COMMAND` job

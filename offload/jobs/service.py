@@ -1,46 +1,309 @@
-"""Jobs on one worker: start (sync + launch), list, follow, attach and clean, over the provider's transport."""
+"""The job service: the one plain-Python API that every front end (the CLI, the MCP server) calls.
+
+It holds the stack's workers for as long as it is open and reuses each worker's one connection across calls:
+submit a job (snapshot the working tree, pick a worker, sync, launch), then status, check, logs, follow, wait,
+attach, shell and clean. Its results are dataclasses whose `to_dict()` is what `--json` prints and what the MCP
+tools return. Nothing here knows about Typer or terminals; progress goes to a callback.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any
 
-from offload.errors import JobNotFound, UsageError, WorkerUnreachable
-from offload.jobs.layout import JobPaths, State, validate_id
-from offload.jobs.playbook import Playbook
-from offload.providers.base import WorkerProvider
-from offload.runtime.transport import Sink, check
+from offload.errors import UsageError
+from offload.jobs.fleet import Fleet, Outcome, Reach, quiet
+from offload.jobs.launch import ENV_NAME
+from offload.jobs.playbook import Playbook, get_playbook
+from offload.jobs.state import JobStatus, State, job_order
+from offload.jobs.worker import Sink, StartedJob, WorkerJobs
+from offload.outputs import StackOutputs
+from offload.providers import WorkerProvider, repo_root, take_snapshot
+from offload.worker.layout import validate_id
 
-RECONNECT_TIMEOUT = 300.0
-T = TypeVar("T")
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run: a command (one argument is shell text as typed, several are words) or a playbook of the
+    repository at CWD, with the local environment variables ENV passed by name."""
 
-# `sh -c READ_LOGS sh NAME TASK_DIR OFFSET [NAME TASK_DIR OFFSET ...]`: for each task, a header line
-# `NAME COUNT` and then exactly COUNT new bytes of its log (the log only grows, so head -c gets them all).
-READ_LOGS = r"""
-while [ "$#" -ge 3 ]; do
-  size=$(wc -c < "$2/log" 2>/dev/null || echo 0)
-  count=$((size - $3))
-  [ "$count" -gt 0 ] || count=0
-  printf '%s %s\n' "$1" "$count"
-  [ "$count" -eq 0 ] || tail -c +"$(($3 + 1))" "$2/log" | head -c "$count"
-  shift 3
-done
-"""
+    cwd: Path
+    command: Sequence[str] = ()
+    playbook: str | None = None
+    env: Sequence[str] = ()
+    job_id: str | None = None
 
-# `sh -c ATTACH_PROBE sh SOCKET JOB [TASK_DIR]`: exit 9 without a live session; else the task's window id,
-# waiting a few seconds for a task that is just starting.
-ATTACH_PROBE = r"""
-tmux -L "$1" has-session -t "=$2" 2>/dev/null || exit 9
-[ -n "$3" ] || exit 0
-i=0
-while [ ! -s "$3/window" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-cat "$3/window"
-"""
+
+@dataclass(frozen=True)
+class Submitted:
+    """A job that has started on a worker."""
+
+    id: str
+    worker: str
+    pack_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "worker": self.worker}
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """One job and the worker it is on: what `check` gives."""
+
+    worker: str
+    job: JobStatus
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.job.to_dict(), worker=self.worker)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Log bytes from an offset, where to continue, and the state of the task they belong to."""
+
+    data: bytes
+    next_offset: int
+    state: State
+    task: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data.decode("utf-8", "replace"), "next_offset": self.next_offset,
+                "state": self.state.value, "task": self.task}
+
+
+@dataclass
+class WorkerReport:
+    """One worker in `status`: its machine, and its jobs oldest first (or the error that hid them)."""
+
+    name: str
+    provider: str
+    state: str
+    machine_type: str | None = None
+    hourly_cost_usd: float | None = None
+    idle_stop_in_minutes: float | None = None
+    error: str | None = None
+    jobs: list[JobStatus] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "state": self.state,
+                "machine_type": self.machine_type, "hourly_cost_usd": self.hourly_cost_usd,
+                "idle_stop_in_minutes": self.idle_stop_in_minutes, "error": self.error,
+                "jobs": [j.to_dict() for j in self.jobs]}
+
+
+@dataclass
+class FleetStatus:
+    """`status`: every worker of the stack."""
+
+    workers: list[WorkerReport]
+
+    @property
+    def complete(self) -> bool:
+        """Every worker answered."""
+        return not any(w.error for w in self.workers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workers": [w.to_dict() for w in self.workers]}
+
+
+@dataclass
+class CleanReport:
+    """What `clean` removed, and the workers it could not clean (with their one-line errors)."""
+
+    cleaned: list[tuple[str, str]] = field(default_factory=list)  # (worker, job)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (worker, message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cleaned": [{"worker": w, "id": j} for w, j in self.cleaned],
+                "errors": [{"worker": w, "error": e} for w, e in self.errors]}
+
+
+class JobService:
+    """The jobs of one stack's workers (or of one worker, with WORKER), over connections kept for the session."""
+
+    def __init__(self, outputs: StackOutputs, reach: Reach | None = None, *, worker: str | None = None) -> None:
+        self.outputs = outputs
+        self.reach = reach or Reach()
+        self.fleet = Fleet(outputs, self.reach, only=worker)
+        self._where: dict[str, WorkerJobs] = {}
+
+    def close(self) -> None:
+        self.fleet.close()
+        self._where.clear()
+
+    def __enter__(self) -> "JobService":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- submit ----------------------------------------------------------------------------------
+
+    def submit(self, request: RunRequest, *, environ: Mapping[str, str] | None = None) -> Submitted:
+        """Snapshot the working tree at REQUEST.cwd and start the job on a worker; returns once it runs there.
+
+        The worker is picked (and woken, and connected) while the snapshot is taken.
+        """
+        plan, meta = self.plan(request)
+        job_id = validate_id(request.job_id) if request.job_id else new_job_id()
+        env = resolve_env(request.env, os.environ if environ is None else environ)
+        progress = self.reach.progress
+
+        def ready() -> WorkerProvider:
+            chosen = self.fleet.pick()
+            chosen.ensure_ready()
+            return chosen
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            connecting = pool.submit(ready)
+            progress("snapshotting the working tree")
+            snapshot = take_snapshot(request.cwd)
+            provider = connecting.result()
+        progress(f"syncing to {provider.name}")
+        jobs = WorkerJobs(provider)
+        started: StartedJob = jobs.start(snapshot, plan, job_id=job_id, env=env, meta=meta)
+        self._where[job_id] = jobs
+        return Submitted(started.id, started.worker, started.pack_bytes)
+
+    @staticmethod
+    def plan(request: RunRequest) -> tuple[Playbook, dict[str, str]]:
+        """The playbook REQUEST runs and the meta that describes it (checked before anything is dialled)."""
+        if request.playbook and request.command:
+            raise UsageError("give either a command or a playbook, not both")
+        if request.playbook:
+            validate_id(request.playbook, "playbook name")
+            return get_playbook(repo_root(request.cwd), request.playbook), {}
+        text = command_text(request.command)
+        return Playbook.single(in_subdirectory(request.cwd, text)), {"command": _meta_json(text)}
+
+    # --- read ------------------------------------------------------------------------------------
+
+    def _jobs_of(self, job_id: str) -> WorkerJobs:
+        """The worker that holds JOB_ID (found once per session)."""
+        validate_id(job_id)
+        if job_id not in self._where:
+            self._where[job_id] = WorkerJobs(self.fleet.find_job(job_id))
+        return self._where[job_id]
+
+    def status(self) -> FleetStatus:
+        """Every worker, queried concurrently: its state and its jobs, oldest first."""
+
+        def report(provider: WorkerProvider) -> WorkerReport:
+            s = provider.get_status()
+            out = WorkerReport(s.name, s.provider, s.state, s.machine_type, s.hourly_cost_usd,
+                               s.idle_stop_in_minutes, s.error)
+            if s.state in ("running", "unknown"):
+                out.jobs = sorted(WorkerJobs(provider).jobs(), key=job_order)
+                out.state = "running"
+            return out
+
+        reports = []
+        for o in self.fleet.each(report):
+            if o.error is None and o.value is not None:
+                reports.append(o.value)
+            else:
+                r = o.provider.record
+                reports.append(WorkerReport(o.provider.name, o.provider.kind.value, "unreachable", r.machine_type,
+                                            r.hourly_cost_usd, error=o.error.line() if o.error else None))
+        return FleetStatus(reports)
+
+    def check(self, job_id: str) -> JobReport:
+        """The job's state and its tasks' states and exit codes."""
+        jobs = self._jobs_of(job_id)
+        return JobReport(jobs.worker, jobs.job(job_id))
+
+    def task_of(self, job_id: str, task: str | None) -> str:
+        """TASK, or the job's only task when none is named."""
+        if task is not None:
+            return validate_id(task, "task name")
+        job = self._jobs_of(job_id).job(job_id)
+        if len(job.tasks) == 1:
+            return job.tasks[0].name
+        raise UsageError(f"job {job_id} has tasks {', '.join(t.name for t in job.tasks)}; pick one with --task")
+
+    def logs(self, job_id: str, task: str | None = None, offset: int = 0) -> LogChunk:
+        """The task's log from byte OFFSET to its current end; poll again from `next_offset`."""
+        if offset < 0:
+            raise UsageError(f"a log offset is a number of bytes from the start; got {offset}")
+        name = self.task_of(job_id, task)
+        jobs = self._jobs_of(job_id)
+        data = jobs.read_log(job_id, name, offset)
+        job = jobs.job(job_id)
+        state = next((t.state for t in job.tasks if t.name == name), job.state)
+        return LogChunk(data, offset + len(data), state, name)
+
+    def follow(self, job_id: str, task: str | None, sink: Sink, *,
+               on_reconnect: Callable[[str], None] = quiet) -> int:
+        """Stream the task's log until it has finished, through dropped connections."""
+        name = self.task_of(job_id, task)
+        return self._jobs_of(job_id).follow(job_id, name, sink, on_reconnect=on_reconnect)
+
+    def wait(self, job_id: str, sink: Sink, *, on_reconnect: Callable[[str], None] = quiet) -> int:
+        """Stream the job's output to its end and return its exit code."""
+        return self._jobs_of(job_id).wait(job_id, sink, on_reconnect=on_reconnect)
+
+    def wait_for(self, job_id: str, seconds: float, *, poll: float = 0.5) -> JobReport:
+        """The job once it has finished, or as it is after SECONDS."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while True:
+            report = self.check(job_id)
+            if report.job.state.finished or time.monotonic() >= deadline:
+                return report
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+    # --- interactive -----------------------------------------------------------------------------
+
+    def attach(self, job_id: str, task: str | None = None) -> int:
+        return self._jobs_of(job_id).attach(job_id, task)
+
+    def shell(self, job_id: str) -> int:
+        return self._jobs_of(job_id).shell(job_id)
+
+    # --- clean -----------------------------------------------------------------------------------
+
+    def clean(self, job_id: str) -> CleanReport:
+        """End the job's session and remove its worktree, refs and state."""
+        jobs = self._jobs_of(job_id)
+        jobs.clean(job_id)
+        self._where.pop(job_id, None)
+        return CleanReport(cleaned=[(jobs.worker, job_id)])
+
+    def clean_all(self, confirm: Callable[[int], bool] = lambda count: True) -> CleanReport:
+        """Clean every job on every worker, once CONFIRM agrees to the number found."""
+        listed = self.fleet.each(lambda p: [j.id for j in WorkerJobs(p).jobs()])
+        report = CleanReport(errors=_errors(listed))
+        total = sum(len(o.value or []) for o in listed)
+        if total == 0 or not confirm(total):
+            return report
+        by_worker = {o.provider.name: o.value or [] for o in listed}
+
+        def clean_worker(p: WorkerProvider) -> list[str]:
+            jobs = WorkerJobs(p)
+            for job in by_worker.get(p.name, []):
+                jobs.clean(job)
+            return by_worker.get(p.name, [])
+
+        results = self.fleet.each(clean_worker)
+        report.cleaned = [(o.provider.name, j) for o in results for j in (o.value or [])]
+        report.errors += _errors(results)
+        self._where.clear()
+        return report
+
+
+def _errors(outcomes: Sequence[Outcome[Any]]) -> list[tuple[str, str]]:
+    return [(o.provider.name, o.error.line()) for o in outcomes if o.error is not None]
+
+
+def _meta_json(text: str) -> str:
+    """TEXT as one line of meta: a JSON string, with every control character escaped."""
+    return json.dumps(text).replace("\x7f", "\\u007f")
 
 
 def new_job_id() -> str:
@@ -57,250 +320,21 @@ def command_text(command: Sequence[str]) -> str:
 
 def in_subdirectory(cwd: Path, text: str) -> str:
     """A command typed in a subdirectory of the repository runs in the same subdirectory of the worktree."""
-    root = repo_root_of(cwd)
+    root = repo_root(cwd)
     rel = Path(os.path.relpath(cwd.resolve(), root.resolve()))
     if rel == Path(".") or rel.parts[0] == "..":
         return text
     return f"cd -- {shlex.quote(rel.as_posix())} || exit 1\n{text}"
 
 
-@dataclass
-class StartedJob:
-    """A job that is running on a worker."""
-
-    id: str
-    worker: str
-    paths: JobPaths
-    pack_bytes: int
-    playbook: Playbook
-
-
-class JobService:
-    """Every job operation for one worker; each is one or two round trips on the shared connection."""
-
-    def __init__(self, provider: WorkerProvider) -> None:
-        self.provider = provider
-
-    # --- start -----------------------------------------------------------------------------------
-
-    def start(self, snapshot, playbook: Playbook, *, job_id: str, env: dict[str, str],
-              meta: dict[str, str] | None = None) -> StartedJob:
-        from offload.jobs.launch import launch_script
-
-        validate_id(job_id)
-        paths = self.provider.paths(job_id)
-        stats = self.provider.sync(snapshot, paths, checkout=False)
-        info = {"repo": paths.repo(snapshot.repo_id), "commit": snapshot.commit,
-                "worktree": paths.worktree, "created": str(int(time.time())),
-                "playbook": playbook.name, "branch": snapshot.branch or ""}
-        info.update(meta or {})
-        script = launch_script(paths, playbook, env=env, meta=info)
-        self.provider.launch(script.encode(), job_id)
-        return StartedJob(job_id, self.provider.name, paths, stats.pack_bytes, playbook)
-
-    # --- state -----------------------------------------------------------------------------------
-
-    def jobs(self, ids: Sequence[str] = ()):
-        """JobStatus for every job on the worker (or only IDS)."""
-        from offload.jobs.state import parse_status, status_script
-
-        for job in ids:
-            validate_id(job)
-        argv = ["sh", "-c", status_script(self.provider.workspace), "sh", *ids]
-        result = check(self.provider.exec(argv, timeout=60), self.provider.name, "reading job state")
-        return parse_status(result.text())
-
-    def job(self, job_id: str):
-        found = [j for j in self.jobs([job_id]) if j.id == job_id]
-        if not found:
-            raise JobNotFound(f"no job {job_id} on worker {self.provider.name}", hint="see `offload status`")
-        return found[0]
-
-    # --- output ----------------------------------------------------------------------------------
-
-    def read_log(self, job_id: str, task: str, offset: int = 0) -> bytes:
-        from offload.jobs.state import follow_args, log_script
-
-        paths = self.provider.paths(job_id)
-        argv = ["sh", "-c", log_script(), "sh", *follow_args(paths, task, offset, follow=False)]
-        result = self.provider.exec(argv, timeout=120)
-        if not result.ok:
-            raise JobNotFound(f"no log for task {task} of job {job_id} on worker {self.provider.name}",
-                              hint="see `offload status`")
-        return result.stdout
-
-    def follow(self, job_id: str, task: str, sink: Sink, *, offset: int = 0,
-               on_reconnect: Callable[[str], None] = lambda msg: None) -> int:
-        """Stream a task's log until the task has finished; survive dropped connections by resuming at the
-        last byte received. Returns the number of bytes streamed in total (offset included)."""
-        from offload.jobs.state import follow_args, follow_script
-
-        paths = self.provider.paths(job_id)
-        position = offset
-
-        def counted(chunk: bytes) -> None:
-            nonlocal position
-            position += len(chunk)
-            sink(chunk)
-
-        def stream_rest() -> int:
-            argv = ["sh", "-c", follow_script(), "sh", *follow_args(paths, task, position)]
-            if self.provider.stream(argv, counted) == 3:
-                raise JobNotFound(f"no task {task} in job {job_id} on worker {self.provider.name}",
-                                  hint="see `offload status`")
-            return position
-
-        return self._resilient(stream_rest, on_reconnect)
-
-    def _resilient(self, step: Callable[[], T], on_reconnect: Callable[[str], None]) -> T:
-        """STEP, repeated over a fresh connection while the worker is unreachable, for RECONNECT_TIMEOUT."""
-        deadline: float | None = None
-        while True:
-            try:
-                return step()
-            except WorkerUnreachable as e:
-                deadline = deadline or time.monotonic() + RECONNECT_TIMEOUT
-                if time.monotonic() > deadline:
-                    raise
-                on_reconnect(f"{e.message}; reconnecting")
-                self._reconnect(deadline)
-
-    def _reconnect(self, deadline: float) -> None:
-        while True:
-            self.provider.close()
-            try:
-                self.provider.ensure_ready()
-                return
-            except WorkerUnreachable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
-
-    def wait(self, job_id: str, sink: Sink, *, on_reconnect: Callable[[str], None] = lambda msg: None) -> int:
-        """Stream the job's output to the end and return its exit code.
-
-        A single-task job streams its log raw; a playbook streams every task's log, each line prefixed
-        with the task name, as tasks produce it.
-        """
-        job = self._resilient(lambda: self.job(job_id), on_reconnect)
-        if [t.name for t in job.tasks] == ["main"]:
-            self.follow(job_id, "main", sink, on_reconnect=on_reconnect)
-            while job.state in (State.RUNNING, State.PENDING):  # the log is complete; the state follows
-                job = self._resilient(lambda: self.job(job_id), on_reconnect)
-                if job.state in (State.RUNNING, State.PENDING):
-                    time.sleep(0.1)
-        else:
-            job = self._wait_playbook(job_id, sink, on_reconnect)
-        return exit_code_of(job)
-
-    def _wait_playbook(self, job_id: str, sink: Sink, on_reconnect: Callable[[str], None]):
-        offsets: dict[str, int] = {}
-        partial: dict[str, bytes] = {}
-        while True:
-            job = self._resilient(lambda: self.job(job_id), on_reconnect)
-            started = [t for t in job.tasks if t.state not in (State.PENDING, State.SKIPPED)]
-            chunks = self._resilient(lambda: self._read_logs(job_id, started, offsets), on_reconnect)
-            for t in started:
-                data = chunks.get(t.name, b"")
-                offsets[t.name] = offsets.get(t.name, 0) + len(data)
-                *lines, rest = (partial.get(t.name, b"") + data).split(b"\n")
-                if t.state.finished and rest:
-                    lines, rest = lines + [rest], b""
-                partial[t.name] = rest
-                for line in lines:
-                    sink(f"[{t.name}] ".encode() + line + b"\n")
-            if job.state not in (State.RUNNING, State.PENDING):
-                return job
-            time.sleep(0.3)
-
-    def _read_logs(self, job_id: str, tasks, offsets: dict[str, int]) -> dict[str, bytes]:
-        """New log bytes of every task in TASKS past its offset, in one round trip."""
-        if not tasks:
-            return {}
-        paths = self.provider.paths(job_id)
-        args = [x for t in tasks for x in (t.name, paths.task_dir(t.name), str(offsets.get(t.name, 0)))]
-        result = check(self.provider.exec(["sh", "-c", READ_LOGS, "sh", *args], timeout=120), self.provider.name,
-                       f"reading the logs of job {job_id}")
-        return parse_log_frames(result.stdout)
-
-    # --- interactive and cleanup -----------------------------------------------------------------
-
-    def attach(self, job_id: str, task: str | None = None) -> int:
-        import re
-
-        paths = self.provider.paths(validate_id(job_id))
-        if task is None:
-            # A single-task job opens on its task; a playbook on the runner's overview window.
-            names = [t.name for t in self.job(job_id).tasks]
-            task = names[0] if len(names) == 1 else None
-        probe = self.provider.exec(["sh", "-c", ATTACH_PROBE, "sh", paths.tmux_socket, job_id,
-                                    paths.task_dir(validate_id(task, "task name")) if task else ""], timeout=30)
-        if probe.exit_code == 9:
-            raise JobNotFound(f"job {job_id} has no live tmux session on worker {self.provider.name}",
-                              hint=f"its output stays available: `offload logs {job_id}`")
-        argv = ["tmux", "-L", paths.tmux_socket, "attach-session", "-t", f"={job_id}"]
-        if task:
-            window = probe.text().strip()
-            if not probe.ok or not re.fullmatch(r"@[0-9]+", window):
-                raise JobNotFound(f"task {task} of job {job_id} has not started", hint="see `offload status`")
-            argv += [";", "select-window", "-t", window]
-        return self.provider.attach(argv)
-
-    def shell(self, job_id: str) -> int:
-        paths = self.provider.paths(validate_id(job_id))
-        script = 'cd "$1" || exit 1; exec "$(command -v bash || echo sh)" -l'
-        return self.provider.attach(["sh", "-c", script, "sh", paths.worktree])
-
-    def clean(self, job_id: str) -> None:
-        from offload.jobs.state import clean_script, parse_clean
-
-        script = clean_script(self.provider.workspace, validate_id(job_id)).encode()
-        result = check(self.provider.exec(["sh", "-s"], stdin=script, timeout=120), self.provider.name,
-                       f"cleaning job {job_id}")
-        if not parse_clean(result.text()).get(job_id):
-            raise JobNotFound(f"no job {job_id} on worker {self.provider.name}", hint="see `offload status`")
-
-
-def exit_code_of(job) -> int:
-    """The job's exit code: the single task's, or for a playbook the first failed task's (1 if none)."""
-    if len(job.tasks) == 1 and job.tasks[0].exit_code is not None:
-        return job.tasks[0].exit_code
-    code = job.exit_code
-    return 1 if code is None else code
-
-
-def resolve_env(names: Sequence[str], environ: dict[str, str]) -> dict[str, str]:
-    """--env NAME takes NAME's value from this environment; it never travels in an argv."""
-    import re
-
+def resolve_env(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """--env NAME takes NAME's value from ENVIRON; it never travels in an argv."""
     out: dict[str, str] = {}
     for name in names:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        if not ENV_NAME.match(name):
             raise UsageError(f"--env takes a variable name, got {name!r}",
                              hint="set the variable locally and pass only its name")
         if name not in environ:
             raise UsageError(f"--env {name}: {name} is not set in your environment")
         out[name] = environ[name]
-    return out
-
-
-def repo_root_of(cwd: Path) -> Path:
-    from offload.runtime.sync import _git
-
-    p = _git(["rev-parse", "--show-toplevel"], cwd=cwd, check=False)
-    if p.returncode != 0:
-        raise UsageError(f"{cwd} is not inside a git repository")
-    return Path(p.stdout.decode().strip())
-
-
-def parse_log_frames(data: bytes) -> dict[str, bytes]:
-    """The output of READ_LOGS as {task: new bytes}."""
-    out: dict[str, bytes] = {}
-    pos = 0
-    while pos < len(data):
-        end = data.index(b"\n", pos)
-        name, count = data[pos:end].decode().split(" ")
-        start = end + 1
-        out[name] = data[start:start + int(count)]
-        pos = start + int(count)
     return out

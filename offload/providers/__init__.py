@@ -1,9 +1,16 @@
-"""Providers: one module per provider type, all implementing WorkerProvider; `provider_for` picks one."""
+"""Providers: one module per provider type, all implementing WorkerProvider; `provider_for` picks one.
+
+This package is what the jobs layer sees of the runtime: the providers' verbs, the snapshot of the local working
+tree that `sync` sends, and the result of a step on a worker.
+"""
 
 from __future__ import annotations
 
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
-from offload.providers.base import ProviderOptions, WorkerProvider, WorkerStatus
+from offload.providers.base import ProviderOptions, SshEntry, WorkerProvider, WorkerStatus
+from offload.runtime.localgit import repo_root
+from offload.runtime.sync import Snapshot, take_snapshot
+from offload.runtime.transport import Result, check
 
 
 def provider_for(outputs: StackOutputs, worker: WorkerRecord, options: ProviderOptions | None = None
@@ -26,4 +33,5 @@ def provider_for(outputs: StackOutputs, worker: WorkerRecord, options: ProviderO
     return classes[outputs.provider](worker, outputs, options)
 
 
-__all__ = ["ProviderOptions", "WorkerProvider", "WorkerStatus", "provider_for"]
+__all__ = ["ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus", "check",
+           "provider_for", "repo_root", "take_snapshot"]

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from offload.errors import UsageError
-from offload.jobs.layout import JobPaths
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.runtime.connection import ConnectOptions
 from offload.runtime.transport import ContainerTransport, Result, Sink, Transport, check
+from offload.worker.container import WorkerContainer
+from offload.worker.layout import JobPaths
 
 if TYPE_CHECKING:
     from offload.runtime.sync import Snapshot, SyncStats
@@ -24,6 +25,27 @@ class ProviderOptions:
     connect: ConnectOptions = field(default_factory=ConnectOptions.from_env)
     via_iap: bool = False
     progress: Callable[[str], None] = lambda msg: None
+
+    @classmethod
+    def from_env(cls, identity: Path | None = None, *, via_iap: bool = False,
+                 progress: Callable[[str], None] | None = None) -> "ProviderOptions":
+        """IDENTITY (else OFFLOAD_SSH_KEY, ssh-agent or ~/.ssh/config) and the connect timeout from the
+        environment; VIA_IAP reaches GCE workers through an IAP tunnel."""
+        return cls(connect=ConnectOptions.from_env(identity), via_iap=via_iap,
+                   progress=progress or (lambda msg: None))
+
+
+@dataclass(frozen=True)
+class SshEntry:
+    """How plain OpenSSH reaches a worker: what `offload ssh-config` writes for it."""
+
+    name: str
+    host: str
+    port: int
+    user: str | None
+    known_hosts: Path
+    proxy_command: str | None = None
+    container: str | None = None
 
 
 @dataclass
@@ -101,11 +123,19 @@ class WorkerProvider(ABC):
             return ContainerTransport(host, self.record.container, heal=self.heal_container)
         return host
 
+    def container_spec(self) -> WorkerContainer | None:
+        """The spec to recreate the worker container from, when the outputs name its image."""
+        r = self.record
+        if not (r.container and r.image):
+            return None
+        return WorkerContainer(name=r.container, image=r.image, workspace=self.workspace,
+                               owner=self.outputs.developer or None)
+
     def heal_container(self) -> None:
         from offload.runtime.container import heal_container
 
         if self.record.container and self._host is not None:
-            done = heal_container(self._host, self.record.container, self.record.image, self.workspace)
+            done = heal_container(self._host, self.record.container, self.container_spec())
             if done != "running":
                 self.options.progress(f"worker container {self.record.container} was {done}")
 
@@ -152,6 +182,15 @@ class WorkerProvider(ABC):
 
     def attach(self, argv: Sequence[str]) -> int:
         return self.transport.interactive(argv)
+
+    def ssh_entry(self) -> SshEntry | None:
+        """How plain ssh reaches this worker; None for a worker reached without SSH."""
+        return None
+
+    def trust_host_keys(self) -> list[str]:
+        """Make offload's known_hosts hold the keys this worker is trusted with, and return them ([] when
+        none is known yet: the first connection will trust its key on first use)."""
+        return []
 
     def close(self) -> None:
         if self._host is not None:

@@ -36,6 +36,11 @@ class GceLinuxProvider(SshProvider):
                               "or zone")
         return ComputeApi(r.project, r.zone)
 
+    def published_host_keys(self) -> list[str]:
+        """The host keys the instance publishes in its guest attributes (an authenticated API, not the network
+        path being verified); a CloudApiError when they cannot be read."""
+        return self._api().host_keys(self.record.instance or "")
+
     def _trusted_keys(self, *, refresh: bool = False) -> list[str]:
         """Keys from the managed known_hosts, else from guest attributes (then remembered). Keys pinned in
         the outputs need neither: they are the strongest trust there is, and cost no API call."""
@@ -47,7 +52,7 @@ class GceLinuxProvider(SshProvider):
         if remembered and not refresh:
             return remembered
         try:
-            keys = self._api().host_keys(self.record.instance or "")
+            keys = self.published_host_keys()
         except CloudApiError as e:
             self.options.progress(f"cannot read host keys of {self.name} from guest attributes: {e.message}")
             return remembered
@@ -56,6 +61,22 @@ class GceLinuxProvider(SshProvider):
         for key in keys if not refresh else ():
             known.add(name, key)
         return keys or remembered
+
+    def trust_host_keys(self) -> list[str]:
+        """Pinned keys into the managed known_hosts; without them, the keys the instance publishes (once none
+        is known). A CloudApiError when none is known and the API cannot tell."""
+        known = self.options.connect.known_hosts
+        name = host_id(self.record.host, self.record.port)
+        if self.record.host_keys or known.lookup(name):
+            return super().trust_host_keys()
+        for key in self.published_host_keys():
+            known.add(name, key)
+        return known.lookup(name)
+
+    def ssh_proxy_command(self) -> str | None:
+        if self.options.via_iap and not self.record.proxy_command:
+            return self._iap()
+        return self.record.proxy_command
 
     def _iap(self) -> str:
         from offload.runtime.iap import iap_proxy_command

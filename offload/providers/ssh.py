@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from offload.outputs import ProviderType
-from offload.providers.base import WorkerProvider
+from offload.providers.base import SshEntry, WorkerProvider
 from offload.runtime.connection import open_connection
+from offload.runtime.hostkeys import host_id
 from offload.runtime.transport import SshTransport, Transport
 
 
@@ -19,3 +20,20 @@ class SshProvider(WorkerProvider):
 
     def _open_host(self) -> Transport:
         return self._connect()
+
+    def ssh_proxy_command(self) -> str | None:
+        """The ProxyCommand plain ssh needs for this worker, if any (%h and %p left for ssh to expand)."""
+        return self.record.proxy_command
+
+    def ssh_entry(self) -> SshEntry:
+        r = self.record
+        return SshEntry(name=r.name, host=r.host, port=r.port, user=r.user,
+                        known_hosts=self.options.connect.known_hosts.path, proxy_command=self.ssh_proxy_command(),
+                        container=r.container)
+
+    def trust_host_keys(self) -> list[str]:
+        known = self.options.connect.known_hosts
+        name = host_id(self.record.host, self.record.port)
+        for key in self.record.host_keys:
+            known.add(name, key)
+        return known.lookup(name)

@@ -120,8 +120,13 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
         connect_kwargs["key_filename"] = [str(opts.identity)]
         connect_kwargs["look_for_keys"] = False
         connect_kwargs["allow_agent"] = bool(os.environ.get("SSH_AUTH_SOCK"))
+    where = f"worker {worker.name} at {worker.user + '@' if worker.user else ''}{worker.host}:{worker.port}"
     if gateway:
-        connect_kwargs["sock"] = ProxyPipe(gateway)
+        try:
+            connect_kwargs["sock"] = ProxyPipe(gateway)
+        except paramiko.ssh_exception.ProxyCommandFailure as e:  # the command cannot even start
+            raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
+                                    f"{e.error}") from None
     conn = fabric.Connection(
         worker.host, user=worker.user, port=worker.port, connect_timeout=max(1, round(opts.connect_timeout)),
         # Our own proxy pipe (when there is one) replaces fabric's, and ~/.ssh/config must not add another.
@@ -137,7 +142,6 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     client = conn.client
     _load_keys(client, name, pinned or remembered)
     client.set_missing_host_key_policy(_policy(worker, opts, trust))
-    where = f"worker {worker.name} at {worker.user + '@' if worker.user else ''}{worker.host}:{worker.port}"
     try:
         conn.open()
     except HostKeyMismatch:

@@ -2,6 +2,9 @@
 
 `gcloud workstations start-tcp-tunnel` only listens on a local port; ssh, paramiko and rsync want a command
 that relays stdin/stdout. `relay` starts the tunnel, reads the port it announces, connects, and relays.
+
+Run as a ProxyCommand: `python -m offload.runtime.tunnel workstation --project P --region R --cluster C
+--config F WORKSTATION PORT` (what `workstation_proxy_command` writes, with %h and %p for ssh to expand).
 """
 
 from __future__ import annotations
@@ -9,15 +12,18 @@ from __future__ import annotations
 import os
 import re
 import select
+import shlex
 import socket
 import subprocess
 import sys
 import time
 from typing import BinaryIO, Sequence
 
-from offload.errors import WorkerUnreachable
+from offload.errors import ConfigError, OffloadError, WorkerUnreachable
 
 _ANNOUNCED = re.compile(rb"port \[(\d+)\]")
+# GCP resource ids; never '%', which ssh would expand in a ProxyCommand.
+_RESOURCE = re.compile(r"^[a-z][-a-z0-9.:]{0,99}$")
 START_TIMEOUT = 60.0
 
 
@@ -27,6 +33,16 @@ def workstation_tunnel_argv(workstation: str, port: int, *, project: str, region
     return ["gcloud", "workstations", "start-tcp-tunnel", f"--project={project}", f"--region={region}",
             f"--cluster={cluster}", f"--config={config}", workstation, str(port),
             "--local-host-port=localhost:0"]
+
+
+def workstation_proxy_command(project: str, region: str, cluster: str, config: str) -> str:
+    """The ProxyCommand that reaches port %p of workstation %h through its tunnel: this Python, this module."""
+    for key, value in (("project", project), ("region", region), ("cluster", cluster), ("config", config)):
+        if not _RESOURCE.match(value):
+            raise ConfigError(f"invalid workstation {key} {value!r} in the stack outputs")
+    argv = [sys.executable, "-m", "offload.runtime.tunnel", "workstation", f"--project={project}",
+            f"--region={region}", f"--cluster={cluster}", f"--config={config}"]
+    return f"{shlex.join(argv)} %h %p"
 
 
 def _announced_port(proc: subprocess.Popen[bytes], timeout: float) -> int:
@@ -97,3 +113,28 @@ def relay(argv: Sequence[str], *, stdin: BinaryIO | None = None, stdout: BinaryI
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m offload.runtime.tunnel workstation ...`: the relay as a ProxyCommand; errors are one line."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="offload-tunnel", description="Relay stdin/stdout to a port of a Cloud "
+                                     "Workstation through `gcloud workstations start-tcp-tunnel`.")
+    sub = parser.add_subparsers(dest="kind", required=True)
+    ws = sub.add_parser("workstation")
+    for option in ("project", "region", "cluster", "config"):
+        ws.add_argument(f"--{option}", required=True)
+    ws.add_argument("workstation")
+    ws.add_argument("port", type=int)
+    args = parser.parse_args(argv)
+    try:
+        return relay(workstation_tunnel_argv(args.workstation, args.port, project=args.project,
+                                             region=args.region, cluster=args.cluster, config=args.config))
+    except OffloadError as e:
+        print(f"offload: {e.line()}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -57,7 +57,7 @@ config:
   gcp:project: my-proj-123
   gcp:zone: us-west1-b
   # Optional: offload:workers, offload:machineType, offload:dataDiskGb, offload:image,
-  # offload:idleStopMinutes (see DESIGN.md); each has a default.
+  # offload:idleStopMinutes; each has a default (every key: docs/config.md in offload).
 """
     config = _config(path)
     assert config == {"offload:provider": "gce-cos", "offload:developer": "dev@example.com",

@@ -11,7 +11,7 @@ import pytest
 from offload.runtime.hostkeys import KnownHosts, host_id
 from tests.e2e.helpers import container_hostname, offload, stderr_line
 from tests.fakes.compute_api import ComputeFake
-from tests.workers import SshDockerWorker, make_repo, sshd_record, write_outputs
+from tests.workers import SshDockerWorker, make_repo, path_without, sshd_record, write_outputs
 
 
 def _b64(key_line: str) -> str:
@@ -109,8 +109,7 @@ def test_pinned_keys_need_no_api_call(gce, compute_fake: ComputeFake, tmp_path: 
     assert compute_fake.requests == []
 
 
-def test_unreachable_running_instance_falls_back_to_an_iap_tunnel(compute_fake: ComputeFake, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_running_instance_falls_back_to_an_iap_tunnel(compute_fake: ComputeFake, tmp_path: Path) -> None:
     import socket
 
     with socket.socket() as s:
@@ -122,11 +121,13 @@ def test_unreachable_running_instance_falls_back_to_an_iap_tunnel(compute_fake: 
         "container": "offload-worker", "workspace": "/mnt/disks/data/offload", "instance": "offload-dev-0",
         "project": "p", "zone": "us-west1-a", "host_keys": [], "proxy_command": None}])
     repo = make_repo(tmp_path / "repo")
-    p = offload("run", "--outputs", str(out), "--", "true", cwd=repo)
+    # gcloud may be installed here: take it out of PATH, so the tunnel's failure is known.
+    p = offload("run", "--outputs", str(out), "--", "true", cwd=repo,
+                env={"PATH": path_without("gcloud", tmp_path / "path")})
     assert p.returncode == 3
     line = stderr_line(p)
-    # Direct dialling failed, the instance is running, so the IAP tunnel was tried; with no gcloud here it fails.
-    assert "offload-dev-0" in line and "gcloud" in line
+    # Direct dialling failed, the instance is running, so the IAP tunnel was tried: gcloud's own command.
+    assert "offload-dev-0" in line and "through `gcloud ...`: cannot run it" in line, line
     assert not compute_fake.calls("POST"), "a running instance is not started again"
 
 

@@ -44,6 +44,37 @@ def test_local_exit_code_and_status_json(repo: Path) -> None:
     assert offload("check", "j-local", cwd=repo).returncode == 1
 
 
+def test_status_lists_jobs_oldest_first_with_start_duration_and_command(repo: Path) -> None:
+    (repo / "offload.yaml").write_text("playbooks:\n  two:\n    tasks:\n      a: {run: 'true'}\n"
+                                       "      b: {run: 'exit 4', needs: [a]}\n")
+    # Ids that sort the other way round from their start times.
+    assert offload("run", "--job", "zz-first", "--wait", "--", "sleep 2.1; echo one", cwd=repo).returncode == 0
+    assert offload("run", "--job", "mm-second", "--playbook", "two", "--wait", cwd=repo).returncode == 4
+    started = offload("run", "--job", "aa-third", "--", "sleep 30", cwd=repo)
+    assert started.returncode == 0, started.stderr
+    p = offload("status", "--json", cwd=repo)
+    assert p.returncode == 0, p.stderr
+    (w,) = json.loads(p.stdout)["workers"]
+    jobs = w["jobs"]
+    assert [j["id"] for j in jobs] == ["zz-first", "mm-second", "aa-third"]
+    assert [j["command"] for j in jobs] == ["sleep 2.1; echo one", None, "sleep 30"]
+    assert [j["playbook"] for j in jobs] == [None, "two", None]
+    assert [j["state"] for j in jobs] == ["success", "failed", "running"]
+    assert all(j["started"].endswith("Z") for j in jobs)
+    assert jobs[0]["finished"] and jobs[1]["finished"] and jobs[2]["finished"] is None
+    assert jobs[0]["started"] < jobs[1]["started"] <= jobs[2]["started"]
+
+    table = offload("status", cwd=repo)  # piped: the table's rows as tab-separated lines
+    rows = [line.split("\t") for line in table.stdout.decode().splitlines() if line.split("\t")[0] in
+            ("zz-first", "mm-second", "aa-third")]
+    assert [(r[0], r[2], r[5]) for r in rows] == [("zz-first", "success", "sleep 2.1; echo one"),
+                                                  ("mm-second", "failed", "playbook two"),
+                                                  ("aa-third", "running", "sleep 30")]
+    assert rows[0][4] in ("1s", "2s", "3s") and rows[0][3].count(":") == 2  # finished is kept in whole seconds
+    assert rows[1][6] == "a:success b:failed(4)"
+    assert offload("clean", "--all", "--yes", cwd=repo).returncode == 0
+
+
 def test_outputs_from_environment_variable(repo: Path, tmp_path: Path) -> None:
     out = write_outputs(tmp_path / "o.json", "local", [{"name": "here", "host": "localhost",
                                                         "workspace": str(tmp_path / "ws")}])

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ import yaml
 from offload.errors import ConfigError
 from offload.infra import cloudinit
 from offload.infra.cloudinit import COS_WORKSPACE, IDLE_GUEST_ATTRIBUTE, LINUX_WORKSPACE, WORKER_CONTAINER
+from offload.worker import container as worker_container
+from offload.worker.scripts import worker_script
 
 CLOUD_INIT = shutil.which("cloud-init") or "/usr/bin/cloud-init"
 BASH = shutil.which("bash") or "/bin/bash"
@@ -79,7 +82,7 @@ def test_cos_user_data_has_the_keys_it_relies_on() -> None:
     files = files_of(doc)
     assert set(files) == {
         "/etc/offload/mount-data.sh", "/etc/offload/start-worker.sh", "/etc/offload/idle-stop.sh",
-        "/etc/systemd/system/offload-data.service", "/etc/systemd/system/offload-worker.service",
+        "/etc/offload/tasks-running.sh", "/etc/systemd/system/offload-data.service", "/etc/systemd/system/offload-worker.service",
         "/etc/systemd/system/offload-idle.service", "/etc/systemd/system/offload-idle.timer"}
     for entry in doc["write_files"]:
         assert entry["owner"] == "root:root" and entry["permissions"] in ("0644", "0755")
@@ -93,7 +96,12 @@ def test_cos_user_data_has_the_keys_it_relies_on() -> None:
     data_unit = files["/etc/systemd/system/offload-data.service"]
     assert "Environment=OFFLOAD_DATA_MOUNT=/mnt/disks/data" in data_unit
     assert "Environment=OFFLOAD_DATA_DEVICE=offload-data" in data_unit
-    assert "Environment=OFFLOAD_IDLE_MINUTES=30" in files["/etc/systemd/system/offload-idle.service"]
+    idle_unit = files["/etc/systemd/system/offload-idle.service"]
+    assert "Environment=OFFLOAD_IDLE_MINUTES=30" in idle_unit
+    # Whether a task runs is asked inside the worker container, where the tasks' pids mean something.
+    assert f"Environment=OFFLOAD_CONTAINER={WORKER_CONTAINER}" in idle_unit
+    assert "Environment=OFFLOAD_TASKS_RUNNING=/etc/offload/tasks-running.sh" in idle_unit
+    assert files["/etc/offload/tasks-running.sh"] == worker_script("tasks-running.sh")
     assert "OnUnitActiveSec=1min" in files["/etc/systemd/system/offload-idle.timer"]
 
 
@@ -113,13 +121,21 @@ def test_embedded_scripts_parse(tmp_path: Path) -> None:
     scripts = {p: c for p, c in files_of(cos_doc()).items() if p.endswith(".sh")}
     scripts["startup-script"] = cloudinit.linux_metadata(idle_stop_minutes=30, owner="dev_example_com")[
         "startup-script"]
-    assert len(scripts) == 4
+    assert len(scripts) == 5
     for name, content in scripts.items():
         path = tmp_path / name.replace("/", "_")
         path.write_text(content)
-        result = subprocess.run([BASH, "-n", str(path)], capture_output=True, text=True, timeout=TIMEOUT)
+        shell = "dash" if content.startswith("#!/bin/sh\n") else BASH
+        assert content.startswith(("#!/bin/bash\n", "#!/bin/sh\n"))
+        result = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True, timeout=TIMEOUT)
         assert result.returncode == 0, f"{name}: {result.stderr}"
-        assert content.startswith("#!/bin/bash\n")
+
+
+def test_the_linux_startup_script_writes_the_idle_check_without_a_container() -> None:
+    script = cloudinit.linux_metadata(idle_stop_minutes=20, owner="dev_example_com")["startup-script"]
+    assert "cat > /etc/offload/tasks-running.sh <<'OFFLOAD_EOF'" in script
+    assert "Environment=OFFLOAD_TASKS_RUNNING=/etc/offload/tasks-running.sh" in script
+    assert "Environment=OFFLOAD_CONTAINER" not in script
 
 
 def test_linux_startup_script_writes_the_same_units_and_enables_them() -> None:
@@ -174,22 +190,44 @@ def box(tmp_path: Path) -> Box:
 
 
 IDLE_SCRIPT = files_of(cos_doc())["/etc/offload/idle-stop.sh"]
+TASKS_RUNNING = files_of(cos_doc())["/etc/offload/tasks-running.sh"]
+THIS_BOOT = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+DEAD_PID = 999999999  # above any pid_max: never a live process
 
 
 def idle_env(box: Box, minutes: int = 30, ssh: str = "") -> dict[str, str]:
     box.stub("poweroff")
     box.stub("curl")
     box.stub("ss", f"printf '%s' {ssh!r}")
+    check = box.root / "tasks-running.sh"
+    check.write_text(TASKS_RUNNING)
     return {"OFFLOAD_WORKSPACE": str(box.workspace), "OFFLOAD_IDLE_MINUTES": str(minutes),
-            "OFFLOAD_STATE_DIR": str(box.state)}
+            "OFFLOAD_STATE_DIR": str(box.state), "OFFLOAD_TASKS_RUNNING": str(check)}
 
 
-def task_state(box: Box, job: str, task: str, state: str, *, before_boot: bool = False) -> None:
-    path = box.workspace / "jobs" / job / "tasks" / task / "state"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{state}\n")
-    if before_boot:
-        os.utime(path, (1_000_000, 1_000_000))
+@pytest.fixture
+def live_pid() -> Iterator[int]:
+    """A process that lives for the test: a task's command."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait(timeout=TIMEOUT)
+
+
+def task_state(box: Box, job: str, task: str, state: str, *, pid: int = DEAD_PID, runner: int = DEAD_PID,
+               boot: str = THIS_BOOT) -> None:
+    """A task as the job's runner leaves it in the workspace."""
+    job_dir = box.workspace / "jobs" / job
+    path = job_dir / "tasks" / task
+    path.mkdir(parents=True, exist_ok=True)
+    with open(job_dir / "tasks.list", "a") as f:
+        f.write(f"{task}\n")
+    (job_dir / "runner.pid").write_text(f"{runner}\n")
+    (job_dir / "boot").write_text(f"{boot}\n")
+    (path / "state").write_text(f"{state}\n")
+    (path / "pid").write_text(f"{pid}\n")
 
 
 def idle_since(box: Box, minutes_ago: float) -> None:
@@ -229,10 +267,10 @@ def test_not_idle_long_enough_reports_minutes_left(box: Box) -> None:
     assert published(box) == ["1"]
 
 
-def test_a_running_task_keeps_the_worker_up_and_resets_the_clock(box: Box) -> None:
+def test_a_running_task_keeps_the_worker_up_and_resets_the_clock(box: Box, live_pid: int) -> None:
     env = idle_env(box, minutes=30)
     task_state(box, "job1", "build", "success")
-    task_state(box, "job2", "test", "running")
+    task_state(box, "job2", "test", "running", pid=live_pid)
     idle_since(box, 120)
     result = box.run(IDLE_SCRIPT, env)
     assert result.returncode == 0, result.stderr
@@ -241,9 +279,19 @@ def test_a_running_task_keeps_the_worker_up_and_resets_the_clock(box: Box) -> No
     assert abs(int((box.state / "idle-since").read_text()) - time.time()) < 5
 
 
-def test_a_running_state_left_from_before_the_boot_does_not_count(box: Box) -> None:
+def test_a_task_whose_process_is_gone_does_not_count(box: Box) -> None:
     env = idle_env(box, minutes=30)
-    task_state(box, "job1", "build", "running", before_boot=True)
+    task_state(box, "job1", "build", "running", pid=DEAD_PID)
+    idle_since(box, 45)
+    box.run(IDLE_SCRIPT, env)
+    assert box.calls("poweroff") == ["poweroff "]
+
+
+def test_a_running_state_left_from_before_the_boot_does_not_count(box: Box, live_pid: int) -> None:
+    env = idle_env(box, minutes=30)
+    # After a reboot the recorded pid may name another process: the job's boot id says it is not the task.
+    task_state(box, "job1", "build", "running", pid=live_pid, runner=live_pid,
+               boot="00000000-0000-0000-0000-000000000000")
     idle_since(box, 45)
     box.run(IDLE_SCRIPT, env)
     assert box.calls("poweroff") == ["poweroff "]
@@ -260,7 +308,7 @@ def test_an_ssh_connection_keeps_the_worker_up(box: Box) -> None:
 def test_without_ss_sessions_are_found_by_their_sshd_process(box: Box) -> None:
     env = idle_env(box, minutes=5)
     (box.bin / "ss").unlink()
-    for tool in ("awk", "stat", "date", "cat", "mkdir"):
+    for tool in ("awk", "stat", "date", "cat", "mkdir", "sh"):
         (box.bin / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
     box.stub("pgrep", "exit 0")
     idle_since(box, 6)
@@ -387,7 +435,7 @@ def test_the_developer_joins_the_docker_group_once(box: Box) -> None:
 
 def test_the_worker_entry_installs_tools_only_when_missing(box: Box) -> None:
     # The entry with `exec sleep` replaced, on a PATH of stubs only: with tmux and git, nothing is installed.
-    entry = cloudinit.WORKER_ENTRY.replace("exec sleep infinity", "echo ready")
+    entry = worker_container.ENTRY.replace("exec sleep infinity", "echo ready")
     for name in ("tmux", "git", "apt-get"):
         box.stub(name)
     only_stubs = {"PATH": str(box.bin)}
@@ -397,3 +445,50 @@ def test_the_worker_entry_installs_tools_only_when_missing(box: Box) -> None:
     result = box.run(entry, only_stubs)
     assert result.stdout.strip() == "ready"
     assert [c.split()[1] for c in box.calls("apt-get")] == ["update", "install"]
+
+
+def test_the_docker_run_line_is_the_container_spec(box: Box) -> None:
+    """cloud-init's worker container is made from the same spec as local-docker's and the runtime's heal."""
+    doc = cos_doc(owner="dev@example.com")
+    env = start_env(box, IMAGE, "docker:x:412:")
+    env["OFFLOAD_OWNER"] = "dev@example.com"
+    result = box.run(files_of(doc)["/etc/offload/start-worker.sh"], env)
+    assert result.returncode == 0, result.stderr
+    spec = worker_container.WorkerContainer(name=WORKER_CONTAINER, image=IMAGE, workspace=env["OFFLOAD_WORKSPACE"],
+                                            owner="dev@example.com")
+    assert box.calls("docker")[2] == " ".join(spec.run_argv())
+    assert "--label offload.owner=dev@example.com" in box.calls("docker")[2]
+    assert "Environment=OFFLOAD_OWNER=dev@example.com" in files_of(doc)["/etc/systemd/system/offload-worker.service"]
+
+
+def test_idle_stop_asks_inside_the_worker_container(box: Box, docker_worker: Any) -> None:
+    """On COS the tasks run in the container: their pids mean something only there."""
+    box.workspace = Path(docker_worker.workspace)
+    env = {**idle_env(box, minutes=5), "OFFLOAD_CONTAINER": docker_worker.name,
+           "DOCKER_HOST": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")}
+    docker_worker.exec("sh", "-c", "nohup sleep 300 >/dev/null 2>&1 &")
+    inner = int(docker_worker.exec("pgrep", "-n", "-f", "sleep 300").stdout.split()[0])
+    task_state(box, "job1", "build", "running", pid=inner)
+    idle_since(box, 6)
+    result = box.run(IDLE_SCRIPT, env)
+    assert result.returncode == 0, result.stderr
+    assert box.calls("poweroff") == [] and published(box) == ["5"]
+
+    docker_worker.exec("kill", str(inner))
+    idle_since(box, 6)
+    box.run(IDLE_SCRIPT, env)
+    assert box.calls("poweroff") == ["poweroff "]
+
+
+def test_idle_stop_with_the_container_down_is_idle(box: Box) -> None:
+    box.stub("docker", 'case $1 in exec) exit 125 ;; inspect) echo false ;; esac')
+    env = {**idle_env(box, minutes=5), "OFFLOAD_CONTAINER": "offload-worker"}
+    idle_since(box, 6)
+    box.run(IDLE_SCRIPT, env)
+    assert box.calls("docker")[0].startswith(f"docker exec -i offload-worker sh -s {box.workspace}")
+    assert box.calls("poweroff") == ["poweroff "]
+    # Docker could not ask a container that runs: it may have tasks, so the worker stays up.
+    box.stub("docker", 'case $1 in exec) exit 125 ;; inspect) echo true ;; esac')
+    idle_since(box, 6)
+    box.run(IDLE_SCRIPT, env)
+    assert box.calls("poweroff") == ["poweroff "]

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from offload.jobs.launch import LAUNCHED, launch_script
-from offload.jobs.layout import JobPaths
+from offload.worker.layout import JobPaths
 from offload.jobs.playbook import Playbook
 
 HOSTILE_DIR = "ws \"it's\" $(touch pwned);`touch pwned2`"

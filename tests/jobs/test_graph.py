@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from offload.jobs.launch import graph_script
 from offload.jobs.playbook import Playbook, Task, When
+from offload.worker.scripts import worker_script
 from tests.jobs import conftest
 from tests.jobs.conftest import SH, WAIT, LocalWorker, read, tmux, tmux_alive, wait_for
 
@@ -150,7 +150,7 @@ def test_task_marked_running_but_never_started_is_failed(tmp_path: Path) -> None
     task.mkdir(parents=True)
     worktree = tmp_path / "wt"
     worktree.mkdir()
-    (job_dir / "graph.sh").write_text(graph_script())
+    (job_dir / "graph.sh").write_text(worker_script("graph.sh"))
     (job_dir / "tasks.list").write_text("x\ny\n")
     (task / "cmd").write_text("true\n")
     (task / "state").write_text("running\n")
@@ -170,7 +170,7 @@ def test_task_marked_running_but_never_started_is_failed(tmp_path: Path) -> None
 
 def test_runner_rejects_bad_arguments(tmp_path: Path) -> None:
     script = tmp_path / "graph.sh"
-    script.write_text(graph_script())
+    script.write_text(worker_script("graph.sh"))
     for args in ([], [str(tmp_path)], [str(tmp_path), str(tmp_path)], ["--task", str(tmp_path), "w", "a;b"]):
         result = subprocess.run([SH, str(script), *args], capture_output=True, text=True, timeout=WAIT,
                                 stdin=subprocess.DEVNULL)
@@ -211,12 +211,12 @@ def test_many_tasks(worker: LocalWorker) -> None:
     assert [read(f"{paths.task_dir(t.name)}/log") for t in tasks] == [f"{i}\n" for i in range(12)]
 
 
-@pytest.mark.parametrize("signal_name", ["INT"])
-def test_interrupting_a_task_records_its_exit(worker: LocalWorker, signal_name: str) -> None:
-    paths = worker.launch("sleep 30")
+def test_interrupting_a_task_records_its_exit(worker: LocalWorker) -> None:
+    paths = worker.launch(": > started; sleep 30")
     window = wait_for(lambda: worker.file(paths, "main", "window"), what="the task's window")
-    worker.wait_task(paths, "main", "running")
-    time.sleep(0.3)
+    # The command has started, so the task's INT trap is in place and the interrupt reaches the command.
+    wait_for(lambda: os.path.exists(f"{paths.worktree}/started"), what="the command to start")
+    assert worker.file(paths, "main", "state") == "running"
     assert tmux(paths.tmux_socket, "send-keys", "-t", window, "C-c").returncode == 0
     assert worker.wait_job(paths) == "failed"
     assert worker.file(paths, "main", "exit") == "130"

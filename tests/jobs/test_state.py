@@ -1,4 +1,5 @@
-"""Reading jobs back: status records and their parser, following logs by byte offset, and cleaning one job."""
+"""Reading jobs back: the status records and their parser, the one liveness rule on real processes, following
+logs by byte offset, and cleaning one job."""
 
 from __future__ import annotations
 
@@ -7,32 +8,43 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from offload.jobs.layout import JobPaths, State
 from offload.jobs.playbook import Playbook, Task, When
 from offload.jobs.state import (
     JobStatus,
+    State,
     TaskStatus,
-    clean_script,
-    follow_args,
-    follow_script,
-    log_script,
+    clean_argv,
+    log_argv,
     parse_clean,
     parse_status,
-    status_script,
+    status_argv,
 )
-from tests.jobs.conftest import SH, WAIT, LocalWorker, pid_running, read, sh, tmux_alive, wait_for
+from offload.worker.layout import JobPaths
+from offload.worker.scripts import worker_script
+from tests.jobs import conftest
+from tests.jobs.conftest import WAIT, LocalWorker, pid_running, read, tmux_alive, wait_for
 from tests.workers import git, make_repo
+
+DEAD_PID = "999999999"  # above any pid_max: never a live process
+
+
+def script(argv: list[str], *, timeout: float = WAIT, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """Run a worker script's argv (`sh -c SCRIPT sh ARGS...`) with the suite's sh."""
+    assert argv[:2] == ["sh", "-c"]
+    return subprocess.run([conftest.SH, *argv[1:]], input=stdin, capture_output=True, timeout=timeout)
 
 
 def status(worker: LocalWorker, *jobs: str) -> dict[str, JobStatus]:
-    result = sh(status_script(worker.workspace), *jobs)
+    # The ids go to the script unchecked: it must leave out what is not a job id by itself.
+    result = script(status_argv(worker.workspace) + list(jobs))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("offload-status\t1\n")
-    return {job.id: job for job in parse_status(result.stdout)}
+    assert result.stdout.startswith(b"offload-status\t2\n")
+    return {job.id: job for job in parse_status(result.stdout.decode())}
 
 
 def test_status_of_running_and_finished_jobs(worker: LocalWorker) -> None:
@@ -51,13 +63,14 @@ def test_status_of_running_and_finished_jobs(worker: LocalWorker) -> None:
     jobs = status(worker)
     assert set(jobs) == {running.job, done.job}
     r = jobs[running.job]
-    assert r.state is State.RUNNING and r.alive and r.runner_alive
+    assert r.state is State.RUNNING and r.alive and r.runner_alive and r.finished_at is None
     assert r.meta == meta
     assert r.tasks == [TaskStatus("quick", State.FAILED, 5), TaskStatus("slow", State.RUNNING, None),
                        TaskStatus("later", State.PENDING, None)]
     assert r.exit_code is None
     d = jobs[done.job]
     assert d.state is State.SUCCESS and not d.alive and not d.runner_alive
+    assert d.finished_at is not None and abs(d.finished_at - time.time()) < 60
     assert d.tasks == [TaskStatus("main", State.SUCCESS, 0)]
     assert d.exit_code == 0
 
@@ -78,10 +91,10 @@ def test_status_of_running_and_finished_jobs(worker: LocalWorker) -> None:
 
 
 def test_status_of_an_empty_workspace(tmp_path: Path) -> None:
-    result = sh(status_script(str(tmp_path / "nothing here")))
+    result = script(status_argv(str(tmp_path / "nothing here")))
     assert result.returncode == 0
-    assert result.stdout == "offload-status\t1\n"
-    assert parse_status(result.stdout) == []
+    assert result.stdout == b"offload-status\t2\n"
+    assert parse_status(result.stdout.decode()) == []
 
 
 def test_status_sanitizes_odd_files(tmp_path: Path) -> None:
@@ -89,69 +102,115 @@ def test_status_sanitizes_odd_files(tmp_path: Path) -> None:
     (job / "tasks" / "t").mkdir(parents=True)
     (job / "tasks.list").write_text("t\nbad name\n$(x)\n")
     (job / "state").write_text("weird\tstate\n")
+    (job / "finished").write_text("soon\n")
     (job / "meta").write_text("repo=/a\tb\nno equals sign\n=empty key\n")
     (job / "tasks" / "t" / "state").write_text("exploded\n")
     (job / "tasks" / "t" / "exit").write_text("1\t2\n")
     (job / "tasks" / "t" / "pid").write_text("not a pid\n")
-    result = sh(status_script(str(tmp_path)))
-    assert result.stdout.splitlines() == [
-        "offload-status\t1",
-        "job\todd\t-\t-\t0",
+    result = script(status_argv(str(tmp_path)))
+    assert result.stdout.decode().splitlines() == [
+        "offload-status\t2",
+        "job\todd\tpending\t0\t-\t-",
         "meta\todd\trepo\t/a\tb",
-        "task\todd\tt\tpending\t-\t-",
+        "task\todd\tt\tpending\t-",
     ]
-    [odd] = parse_status(result.stdout)
+    [odd] = parse_status(result.stdout.decode())
     assert odd.meta == {"repo": "/a\tb"}
     assert odd.state is State.PENDING  # no runner recorded yet: a launch in progress
 
 
-@pytest.mark.parametrize("records, job_state, task_states", [
-    (["job\tj\t-\t1\t1", "task\tj\ta\tsuccess\t0\t0", "task\tj\tb\tpending\t-\t-"], State.RUNNING,
+@pytest.fixture
+def live_pid() -> Iterator[str]:
+    """The pid of a process that stays alive for the test."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        yield str(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(timeout=WAIT)
+
+
+def _job_on_disk(workspace: Path, runner: str | None, recorded: str | None,
+                 tasks: list[tuple[str, str | None, str | None, str | None]], boot: str | None = None) -> None:
+    """A job directory as a runner leaves it: TASKS are (name, state, exit code, pid)."""
+    d = workspace / "jobs" / "j"
+    d.mkdir(parents=True)
+    (d / "tasks.list").write_text("".join(f"{t[0]}\n" for t in tasks))
+    if runner is not None:
+        (d / "runner.pid").write_text(f"{runner}\n")
+    if recorded is not None:
+        (d / "state").write_text(f"{recorded}\n")
+    if boot is not None:
+        (d / "boot").write_text(f"{boot}\n")
+    for name, state, code, pid in tasks:
+        td = d / "tasks" / name
+        td.mkdir(parents=True)
+        for file, value in (("state", state), ("exit", code), ("pid", pid)):
+            if value is not None:
+                (td / file).write_text(f"{value}\n")
+
+
+LIVE, DEAD = "live", DEAD_PID
+THIS_BOOT = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+@pytest.mark.parametrize("runner, recorded, tasks, job_state, task_states", [
+    (LIVE, None, [("a", "success", "0", DEAD), ("b", None, None, None)], State.RUNNING,
      [State.SUCCESS, State.PENDING]),
-    (["job\tj\t-\t0\t0", "task\tj\ta\tsuccess\t0\t0", "task\tj\tb\tpending\t-\t-"], State.FAILED,
+    (DEAD, None, [("a", "success", "0", DEAD), ("b", None, None, None)], State.FAILED,
      [State.SUCCESS, State.PENDING]),
-    (["job\tj\t-\t0\t0", "task\tj\ta\tsuccess\t0\t0", "task\tj\tb\tskipped\t-\t-"], State.SUCCESS,
+    (DEAD, None, [("a", "success", "0", DEAD), ("b", "skipped", None, None)], State.SUCCESS,
      [State.SUCCESS, State.SKIPPED]),
-    (["job\tj\t-\t1\t1", "task\tj\ta\trunning\t-\t0"], State.RUNNING, [State.FAILED]),  # the runner will see
-    (["job\tj\t-\t0\t1", "task\tj\ta\trunning\t-\t0"], State.FAILED, [State.FAILED]),
-    (["job\tj\t-\t1\t1", "task\tj\ta\trunning\t0\t0"], State.RUNNING, [State.SUCCESS]),
-    (["job\tj\t-\t0\t1", "task\tj\ta\trunning\t0\t0"], State.SUCCESS, [State.SUCCESS]),
-    (["job\tj\t-\t1\t1", "task\tj\ta\trunning\t3\t1"], State.RUNNING, [State.RUNNING]),
-    (["job\tj\t-\t1\t1", "task\tj\ta\trunning\t-\t-"], State.RUNNING, [State.RUNNING]),
-    (["job\tj\t-\t0\t1", "task\tj\ta\trunning\t-\t-"], State.FAILED, [State.FAILED]),
-    (["job\tj\tfailed\t0\t0", "task\tj\ta\tfailed\t2\t0"], State.FAILED, [State.FAILED]),
-    (["job\tj\t-\t-\t0", "task\tj\ta\tpending\t-\t-"], State.PENDING, [State.PENDING]),
+    (LIVE, None, [("a", "running", None, DEAD)], State.RUNNING, [State.FAILED]),  # the runner will notice
+    (DEAD, None, [("a", "running", None, DEAD)], State.FAILED, [State.FAILED]),
+    (LIVE, None, [("a", "running", "0", DEAD)], State.RUNNING, [State.SUCCESS]),
+    (DEAD, None, [("a", "running", "0", DEAD)], State.SUCCESS, [State.SUCCESS]),
+    (LIVE, None, [("a", "running", "3", LIVE)], State.RUNNING, [State.RUNNING]),
+    (LIVE, None, [("a", "running", None, None)], State.RUNNING, [State.RUNNING]),
+    (DEAD, None, [("a", "running", None, None)], State.FAILED, [State.FAILED]),
+    (None, None, [("a", "running", None, None)], State.RUNNING, [State.RUNNING]),  # its window is opening
+    (DEAD, "failed", [("a", "failed", "2", DEAD)], State.FAILED, [State.FAILED]),
+    (None, None, [("a", None, None, None)], State.PENDING, [State.PENDING]),
 ])
-def test_parse_status_derives_states(records: list[str], job_state: State, task_states: list[State]) -> None:
-    text = "offload-status\t1\n" + "\n".join(records) + "\nfuture\tj\tx\n"
-    [job] = parse_status(text)
+def test_states_follow_the_liveness_rule(tmp_path: Path, live_pid: str, runner: str | None, recorded: str | None,
+                                         tasks: list[tuple[str, str | None, str | None, str | None]],
+                                         job_state: State, task_states: list[State]) -> None:
+    def pid(value: str | None) -> str | None:
+        return live_pid if value == LIVE else value
+
+    _job_on_disk(tmp_path, pid(runner), recorded, [(n, s, c, pid(p)) for n, s, c, p in tasks], boot=THIS_BOOT)
+    [job] = parse_status(script(status_argv(str(tmp_path))).stdout.decode())
     assert job.state is job_state
     assert [t.state for t in job.tasks] == task_states
 
 
+def test_a_job_from_an_earlier_boot_is_not_running(tmp_path: Path, live_pid: str) -> None:
+    """After a reboot, the pids a job recorded belong to other processes: none of them counts as alive."""
+    _job_on_disk(tmp_path, live_pid, None, [("a", "running", None, live_pid), ("b", None, None, None)],
+                 boot="00000000-0000-0000-0000-000000000000")
+    [job] = parse_status(script(status_argv(str(tmp_path))).stdout.decode())
+    assert job.state is State.FAILED and not job.runner_alive
+    assert [t.state for t in job.tasks] == [State.FAILED, State.PENDING]
+
+
 def test_parse_status_groups_by_job() -> None:
-    text = ("offload-status\t1\nmeta\tb\tk\tv\njob\ta\tsuccess\t0\t0\ntask\ta\tmain\tsuccess\t0\t0\n"
-            "job\tb\tfailed\t0\t1\ntask\tb\tmain\tfailed\t9\t0\ntask\tc\tmain\tsuccess\t0\t0\n")
+    text = ("offload-status\t2\nmeta\tb\tk\tv\njob\ta\tsuccess\t0\t0\t1700000000\ntask\ta\tmain\tsuccess\t0\n"
+            "job\tb\tfailed\t1\t0\t-\ntask\tb\tmain\tfailed\t9\ntask\tc\tmain\tsuccess\t0\nfuture\tb\tx\n")
     jobs = parse_status(text)
-    assert [j.id for j in jobs] == ["b", "a"] or [j.id for j in jobs] == ["a", "b"]
+    assert [j.id for j in jobs] == ["a", "b"]
     by_id = {j.id: j for j in jobs}
     assert by_id["b"].meta == {"k": "v"} and by_id["b"].alive and by_id["b"].exit_code == 9
-    assert by_id["a"].tasks == [TaskStatus("main", State.SUCCESS, 0)]
+    assert by_id["a"].tasks == [TaskStatus("main", State.SUCCESS, 0)] and by_id["a"].finished_at == 1700000000
+    assert by_id["b"].finished_at is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Logs
 
 
-def _follow(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([SH, "-s", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+def _follow(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([conftest.SH, *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-
-
-def _start(proc: subprocess.Popen[bytes], script: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(script.encode())
-    proc.stdin.close()
 
 
 def _fake_task(tmp_path: Path) -> tuple[JobPaths, Path]:
@@ -168,9 +227,8 @@ def test_follow_from_an_offset_until_exit(tmp_path: Path) -> None:
     (task / "state").write_text("running\n")
     runner = subprocess.Popen(["sleep", "30"])  # stands in for a live runner
     (Path(paths.job_dir) / "runner.pid").write_text(f"{runner.pid}\n")
-    follow = _follow(follow_args(paths, "t", 6))
+    follow = _follow(log_argv(paths, "t", 6, follow=True))
     try:
-        _start(follow, follow_script())
         time.sleep(0.5)
         assert follow.poll() is None
         with open(task / "log", "ab") as f:
@@ -197,10 +255,9 @@ def test_follow_stops_when_nobody_can_finish_the_task(tmp_path: Path) -> None:
     paths, task = _fake_task(tmp_path)
     (task / "log").write_bytes(b"partial")
     (task / "state").write_text("running\n")
-    (task / "pid").write_text("999999999\n")
-    (Path(paths.job_dir) / "runner.pid").write_text("999999998\n")
-    result = subprocess.run([SH, "-s", *follow_args(paths, "t", 0)], input=follow_script().encode(),
-                            capture_output=True, timeout=WAIT)
+    (task / "pid").write_text(f"{DEAD_PID}\n")
+    (Path(paths.job_dir) / "runner.pid").write_text(f"{DEAD_PID}\n")
+    result = script(log_argv(paths, "t", 0, follow=True))
     assert result.returncode == 0 and result.stdout == b"partial"
 
 
@@ -208,36 +265,33 @@ def test_log_once_and_errors(tmp_path: Path) -> None:
     paths, task = _fake_task(tmp_path)
     (task / "log").write_bytes(b"0123456789")
     (task / "state").write_text("running\n")
-    result = subprocess.run([SH, "-s", *follow_args(paths, "t", 3, follow=False)], input=log_script().encode(),
-                            capture_output=True, timeout=WAIT)
+    result = script(log_argv(paths, "t", 3))
     assert result.returncode == 0 and result.stdout == b"3456789"
-    beyond = subprocess.run([SH, "-s", *follow_args(paths, "t", 99, follow=False)], input=log_script().encode(),
-                            capture_output=True, timeout=WAIT)
+    beyond = script(log_argv(paths, "t", 99))
     assert beyond.returncode == 0 and beyond.stdout == b""
-    bad = subprocess.run([SH, "-s", paths.task_dir("t"), "-1"], input=log_script().encode(), capture_output=True,
-                         timeout=WAIT)
+    argv = log_argv(paths, "t", 0)
+    bad = script(argv[:-1] + ["-1"])
     assert bad.returncode == 2
-    missing = subprocess.run([SH, "-s", paths.task_dir("nope"), "0"], input=log_script().encode(),
-                             capture_output=True, timeout=WAIT)
+    hostile = script(argv[:-2] + ["../../etc", "0"])
+    assert hostile.returncode == 2
+    missing = script(log_argv(paths, "nope", 0))
     assert missing.returncode == 3
     with pytest.raises(ValueError):
-        follow_args(paths, "t", -1)
+        log_argv(paths, "t", -1)
 
 
 def test_follow_a_real_task(worker: LocalWorker) -> None:
     paths = worker.launch("printf abc; sleep 1; printf 'def\\n'")
     wait_for(lambda: os.path.exists(paths.task_log("main")), what="the log to appear")
-    result = subprocess.run([SH, "-s", *follow_args(paths, "main", 1)], input=follow_script(), capture_output=True,
-                            text=True, timeout=WAIT)
-    assert result.returncode == 0 and result.stdout == "bcdef\n"
+    result = script(log_argv(paths, "main", 1, follow=True))
+    assert result.returncode == 0 and result.stdout == b"bcdef\n"
     assert worker.file(paths, "main", "exit") == "0"
 
 
 def test_follow_a_skipped_task_ends(worker: LocalWorker) -> None:
     paths = worker.launch(Playbook("p", (Task("a", "true"), Task("b", "true", ("a",), When.FAILURE))))
-    result = subprocess.run([SH, "-s", *follow_args(paths, "b", 0)], input=follow_script(), capture_output=True,
-                            text=True, timeout=WAIT)
-    assert result.returncode == 0 and result.stdout == ""
+    result = script(log_argv(paths, "b", 0, follow=True))
+    assert result.returncode == 0 and result.stdout == b""
     assert worker.file(paths, "b", "state") == "skipped"
 
 
@@ -269,9 +323,9 @@ def test_clean_removes_only_that_job(worker: LocalWorker, tmp_path: Path) -> Non
     task_pid = int(wait_for(lambda: worker.file(v, "main", "pid"), what="the task's pid"))
     assert worker.wait_job(n) == "success"
 
-    result = sh(clean_script(worker.workspace, victim), timeout=WAIT)
+    result = script(clean_argv(worker.workspace, victim))
     assert result.returncode == 0, result.stderr
-    assert parse_clean(result.stdout) == {victim: True}
+    assert parse_clean(result.stdout.decode()) == {victim: True}
 
     assert not tmux_alive(v.tmux_socket)
     assert not os.path.exists(f"{os.environ['TMUX_TMPDIR']}/tmux-{os.getuid()}/{v.tmux_socket}")
@@ -288,8 +342,8 @@ def test_clean_removes_only_that_job(worker: LocalWorker, tmp_path: Path) -> Non
     assert (Path(source) / "file0.txt").exists() and git(source, "status", "--porcelain") == ""
 
     # Cleaning again finds nothing; several at once, with the repository given for a job that never launched.
-    again = sh(clean_script(worker.workspace, [victim, neighbour, sibling], repo=str(repo)))
-    assert parse_clean(again.stdout) == {victim: False, neighbour: True, sibling: True}
+    again = script(clean_argv(worker.workspace, [victim, neighbour, sibling], repo=str(repo)))
+    assert parse_clean(again.stdout.decode()) == {victim: False, neighbour: True, sibling: True}
     assert _refs(repo) == {r for r in before if not r.startswith("refs/offload/")}
     assert not tmux_alive(n.tmux_socket)
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1  # the bare repository itself
@@ -299,7 +353,7 @@ def test_clean_without_git_or_meta(worker: LocalWorker) -> None:
     paths = worker.launch("true", linger=60)
     assert worker.wait_job(paths) == "success"
     Path(paths.worktree, "file").write_text("x")
-    result = sh(clean_script(worker.workspace, paths.job))
-    assert parse_clean(result.stdout) == {paths.job: True}
+    result = script(clean_argv(worker.workspace, paths.job))
+    assert parse_clean(result.stdout.decode()) == {paths.job: True}
     assert not os.path.exists(paths.worktree) and not os.path.exists(paths.job_dir)
     assert not tmux_alive(paths.tmux_socket)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from offload.runtime.hostkeys import KnownHosts
 from offload.runtime.transport import ContainerTransport, SshTransport
 from tests.workers import DockerWorker, SshDockerWorker, SshdWorker, docker_record, sshd_record
 
-VERBS = ("provision", "ensure_ready", "exec", "sync", "launch", "get_status", "stop", "start", "attach", "close")
+VERBS = ("provision", "ensure_ready", "exec", "sync", "launch", "get_status", "stop", "start", "attach", "close",
+         "ssh_entry", "trust_host_keys")
 
 
 @pytest.mark.parametrize(("kind", "cls"), [
@@ -32,9 +34,11 @@ def test_factory_picks_the_implementation_from_the_provider(kind: ProviderType, 
     record = WorkerRecord(name="w", host="10.0.0.9", workspace="/w", instance="i", project="p", zone="z")
     provider = provider_for(StackOutputs(kind, "dev@example.com", (record,)), record)
     assert type(provider) is cls and provider.kind is kind
-    assert isinstance(provider, WorkerProvider)
+    assert isinstance(provider, WorkerProvider) and not inspect.isabstract(cls)
+    # Every provider has the same shape: each verb takes what the interface's verb takes.
     for verb in VERBS:
-        assert callable(getattr(provider, verb))
+        assert (inspect.signature(getattr(cls, verb)).parameters
+                == inspect.signature(getattr(WorkerProvider, verb)).parameters), verb
 
 
 def _options(tmp_path: Path, key: Path) -> ProviderOptions:

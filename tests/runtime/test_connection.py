@@ -11,7 +11,7 @@ import pytest
 
 from offload.errors import HostKeyMismatch, WorkerUnreachable
 from offload.outputs import WorkerRecord
-from offload.runtime.connection import ConnectOptions, open_connection
+from offload.runtime.connection import DEFAULT_CONNECT_TIMEOUT, ConnectOptions, open_connection
 from offload.runtime.hostkeys import KnownHosts, host_id
 from offload.runtime.transport import SshTransport
 from tests.workers import SshdWorker, sshd_record
@@ -93,9 +93,17 @@ def test_silent_worker_times_out_within_the_connect_timeout(tmp_path: Path) -> N
         assert time.monotonic() - start < 6
 
 
-def test_default_connect_timeout_is_at_most_15s(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OFFLOAD_CONNECT_TIMEOUT", raising=False)
-    assert ConnectOptions.from_env().connect_timeout <= 15
+@pytest.mark.parametrize(("setting", "seconds"), [
+    (None, DEFAULT_CONNECT_TIMEOUT), ("3", 3.0), ("2.5", 2.5), ("soon", DEFAULT_CONNECT_TIMEOUT), ("0", 1.0),
+    ("-4", 1.0), ("9999", 120.0),
+])
+def test_the_connect_timeout_comes_from_the_environment_within_bounds(monkeypatch: pytest.MonkeyPatch,
+                                                                      setting: str | None, seconds: float) -> None:
+    if setting is None:
+        monkeypatch.delenv("OFFLOAD_CONNECT_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("OFFLOAD_CONNECT_TIMEOUT", setting)
+    assert ConnectOptions.from_env().connect_timeout == seconds
 
 
 def test_wrong_identity_is_a_login_error(sshd_worker: SshdWorker, tmp_path: Path) -> None:

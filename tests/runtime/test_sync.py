@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from offload.errors import SyncError, UsageError
-from offload.jobs.layout import JobPaths
+from offload.worker.layout import JobPaths
 from offload.runtime.sync import build_pack, pack_object_count, push_snapshot, take_snapshot
 from offload.runtime.transport import LocalTransport
 from tests.workers import git, make_repo, tree_digest

@@ -1,12 +1,11 @@
-#!/bin/sh
 # offload task-graph runner: runs one job's tasks, each in its own tmux window, in dependency order.
 #
 #   sh graph.sh JOB_DIR WORKTREE                 run the job; window 0 ("offload") of the job's session
 #   sh graph.sh --task JOB_DIR WORKTREE TASK     run one task; what every task window executes
 #
-# Plain POSIX sh, so any worker image with sh, tmux and coreutils can run it. The job's files are described in
-# offload/jobs/layout.py. Every state file is replaced atomically (write a temporary file, then mv), so a reader
-# sees either the old value or the new one.
+# Plain POSIX sh, so any worker image with sh, tmux and coreutils can run it. It comes after lib.sh (the layout,
+# the id rule and task liveness); the job's files are described in offload/worker/layout.py. Every state file is
+# replaced atomically (lib.sh: put), so a reader sees either the old value or the new one.
 #
 # Restarting the runner is safe: it never starts a task that has a state, and a second runner refuses to start
 # while the first is alive (runner.pid). A task whose process is gone without an exit code is marked failed.
@@ -24,17 +23,6 @@ _poll=0.2       # seconds between looks at the task states while the job runs
 _history=10000  # scrollback lines per task window
 _linger_step=5  # seconds between looks for attached clients once the job has finished
 
-put() { # FILE VALUE: write VALUE and a newline to FILE atomically
-	printf '%s\n' "$2" > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
-}
-
-get() { # FILE: first line of FILE in $_got, empty when there is no such file
-	_got=
-	if [ -f "$1" ]; then
-		{ IFS= read -r _got < "$1"; } 2>/dev/null || :
-	fi
-}
-
 q() { # WORD: WORD quoted for sh
 	printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
 }
@@ -51,21 +39,6 @@ say() { # MESSAGE: one line of progress in the runner's window
 	printf '%s  %s\n' "$(now)" "$1"
 }
 
-alive() { # PID: the process exists and has not exited. kill -0 alone also succeeds for a zombie, and the
-	# zombie of an orphaned task stays forever in a container whose pid 1 does not reap.
-	kill -0 "$1" 2> /dev/null || return 1
-	if [ -r "/proc/$1/stat" ]; then
-		{ IFS= read -r _stat < "/proc/$1/stat"; } 2> /dev/null || return 1
-		case ${_stat##*") "} in Z* | X* | x*) return 1 ;; esac
-	fi
-	return 0
-}
-
-is_number() {
-	case $1 in '' | *[!0-9]*) return 1 ;; esac
-	return 0
-}
-
 absolute() { # PATH: PATH made absolute, in $_got
 	case $1 in
 	/*) _got=$1 ;;
@@ -80,7 +53,7 @@ absolute() { # PATH: PATH made absolute, in $_got
 }
 
 tm() { # tmux on the job's own server
-	tmux -f /dev/null -L "offload-$_job" "$@" < /dev/null
+	tmux -f /dev/null -L "$_socket" "$@" < /dev/null
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -91,10 +64,11 @@ run_task() {
 	[ -f "$_td/cmd" ] || { printf 'offload: no task %s in %s\n' "$_task" "$_job_dir" >&2; exit 2; }
 	get "$_td/state"
 	case $_got in success | failed | skipped) exit 0 ;; esac
+	# Ctrl-C in an attached window interrupts the command, and the task still records its exit code. The trap
+	# comes before the task is marked running: from then on, a Ctrl-C must find it in place.
+	trap ':' INT
 	put "$_td/pid" "$$"
 	put "$_td/state" running
-	# Ctrl-C in an attached window interrupts the command, and the task still records its exit code.
-	trap ':' INT
 	export OFFLOAD_TASK="$_task"
 	if command -v bash > /dev/null 2>&1; then _interp="bash"; else _interp="sh"; fi
 	rm -f "$_td/exit.tmp"
@@ -208,19 +182,17 @@ consider() { # TASK: start or skip a pending task once all its needs have finish
 	fi
 }
 
-watch() { # TASK: notice a running task whose process is gone
-	_td=$_job_dir/tasks/$1
-	get "$_td/pid"
-	is_number "$_got" || return 0
-	alive "$_got" && return 0
-	get "$_td/state"
-	[ "$_got" = running ] || return 0
-	if [ -f "$_td/exit" ]; then
-		get "$_td/exit"
-		if [ "$_got" = 0 ]; then put "$_td/state" success; else put "$_td/state" failed; fi
-	else
-		fail_task "$1" "ended without an exit code (its window was closed or killed)"
-	fi
+watch() { # TASK: a running task whose process is gone has ended by its exit code, or failed without one
+	task_state "$1"
+	case $_state in
+	success | failed)
+		if [ -n "$_exit" ]; then
+			put "$_job_dir/tasks/$1/state" "$_state"
+		else
+			fail_task "$1" "ended without an exit code (its window was closed or killed)"
+		fi
+		;;
+	esac
 }
 
 report() { # TASK: print a finished task once
@@ -284,6 +256,7 @@ materialize() {
 
 run_job() {
 	lock
+	job_begin "$_job_dir"
 	trap 'say "the runner goes on; stop the job with: offload clean $_job"' INT
 	tm set-option -g history-limit $_history \; set-window-option -g remain-on-exit on \
 		\; set-window-option -g allow-rename off > /dev/null 2>&1 || :
@@ -314,6 +287,7 @@ run_job() {
 		get "$_job_dir/tasks/$_t/state"
 		[ "$_got" = failed ] && _final=failed
 	done 3< "$_job_dir/tasks.list"
+	put "$_job_dir/finished" "$(date +%s)"
 	put "$_job_dir/state" "$_final"
 	say "job $_job: $_final"
 	linger
@@ -339,24 +313,22 @@ _job_dir=$_got
 absolute "$2"
 _worktree=$_got
 _job=${_job_dir##*/}
-case $_job in
-'' | [!A-Za-z0-9]* | *[!A-Za-z0-9_-]*)
+is_id "$_job" || {
 	printf 'offload: %s is not a job directory\n' "$_job_dir" >&2
 	exit 2
-	;;
-esac
+}
+job_paths "${_job_dir%/jobs/*}" "$_job"
+_socket=$_p_socket
 [ -f "$_job_dir/tasks.list" ] || {
 	printf 'offload: %s is not a job directory\n' "$_job_dir" >&2
 	exit 2
 }
 if [ "$_mode" = task ]; then
 	_task=$3
-	case $_task in
-	'' | [!A-Za-z0-9]* | *[!A-Za-z0-9_-]*)
+	is_id "$_task" || {
 		printf 'offload: invalid task name %s\n' "$_task" >&2
 		exit 2
-		;;
-	esac
+	}
 	run_task
 else
 	run_job

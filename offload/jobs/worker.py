@@ -1,0 +1,212 @@
+"""Jobs on one worker: start (sync + launch), list, read and follow logs, attach and clean, over the provider's
+one connection. Every operation is one or two round trips."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+from offload.errors import JobNotFound, WorkerUnreachable
+from offload.jobs.playbook import Playbook
+from offload.jobs.state import (JobStatus, State, attach_probe_argv, clean_argv, log_argv, parse_clean,
+                                parse_log_frames, parse_status, read_logs_argv, status_argv)
+from offload.providers import Snapshot, WorkerProvider, check
+from offload.worker.layout import JobPaths, validate_id
+
+RECONNECT_TIMEOUT = 300.0
+T = TypeVar("T")
+Sink = Callable[[bytes], None]
+
+
+@dataclass
+class StartedJob:
+    """A job that is running on a worker."""
+
+    id: str
+    worker: str
+    paths: JobPaths
+    pack_bytes: int
+    playbook: Playbook
+
+
+class WorkerJobs:
+    """Every job operation on one worker."""
+
+    def __init__(self, provider: WorkerProvider) -> None:
+        self.provider = provider
+
+    @property
+    def worker(self) -> str:
+        return self.provider.name
+
+    def _not_found(self, what: str) -> JobNotFound:
+        return JobNotFound(f"{what} on worker {self.worker}", hint="see `offload status`")
+
+    # --- start -----------------------------------------------------------------------------------
+
+    def start(self, snapshot: Snapshot, playbook: Playbook, *, job_id: str, env: dict[str, str],
+              meta: dict[str, str] | None = None) -> StartedJob:
+        from offload.jobs.launch import launch_script
+
+        validate_id(job_id)
+        paths = self.provider.paths(job_id)
+        stats = self.provider.sync(snapshot, paths, checkout=False)
+        info = {"repo": paths.repo(snapshot.repo_id), "commit": snapshot.commit,
+                "worktree": paths.worktree, "created": f"{time.time():.3f}",
+                "playbook": playbook.name, "branch": snapshot.branch or ""}
+        info.update(meta or {})
+        script = launch_script(paths, playbook, env=env, meta=info)
+        self.provider.launch(script.encode(), job_id)
+        return StartedJob(job_id, self.worker, paths, stats.pack_bytes, playbook)
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def jobs(self, ids: Sequence[str] = ()) -> list[JobStatus]:
+        """Every job on the worker (or only IDS)."""
+        result = check(self.provider.exec(status_argv(self.provider.workspace, ids), timeout=60), self.worker,
+                       "reading job state")
+        return parse_status(result.text())
+
+    def job(self, job_id: str) -> JobStatus:
+        found = [j for j in self.jobs([job_id]) if j.id == job_id]
+        if not found:
+            raise self._not_found(f"no job {job_id}")
+        return found[0]
+
+    # --- output ----------------------------------------------------------------------------------
+
+    def read_log(self, job_id: str, task: str, offset: int = 0) -> bytes:
+        result = self.provider.exec(log_argv(self.provider.paths(job_id), task, offset), timeout=120)
+        if not result.ok:
+            raise self._not_found(f"no log for task {task} of job {job_id}")
+        return result.stdout
+
+    def follow(self, job_id: str, task: str, sink: Sink, *, offset: int = 0,
+               on_reconnect: Callable[[str], None] = lambda msg: None) -> int:
+        """Stream a task's log until the task has finished; survive dropped connections by resuming at the
+        last byte received. Returns the number of bytes streamed in total (offset included)."""
+        paths = self.provider.paths(job_id)
+        position = offset
+
+        def counted(chunk: bytes) -> None:
+            nonlocal position
+            position += len(chunk)
+            sink(chunk)
+
+        def stream_rest() -> int:
+            if self.provider.stream(log_argv(paths, task, position, follow=True), counted) == 3:
+                raise self._not_found(f"no task {task} in job {job_id}")
+            return position
+
+        return self.resilient(stream_rest, on_reconnect)
+
+    def resilient(self, step: Callable[[], T], on_reconnect: Callable[[str], None]) -> T:
+        """STEP, repeated over a fresh connection while the worker is unreachable, for RECONNECT_TIMEOUT."""
+        deadline: float | None = None
+        while True:
+            try:
+                return step()
+            except WorkerUnreachable as e:
+                deadline = deadline or time.monotonic() + RECONNECT_TIMEOUT
+                if time.monotonic() > deadline:
+                    raise
+                on_reconnect(f"{e.message}; reconnecting")
+                self._reconnect(deadline)
+
+    def _reconnect(self, deadline: float) -> None:
+        while True:
+            self.provider.close()
+            try:
+                self.provider.ensure_ready()
+                return
+            except WorkerUnreachable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def wait(self, job_id: str, sink: Sink, *, on_reconnect: Callable[[str], None] = lambda msg: None) -> int:
+        """Stream the job's output to the end and return its exit code.
+
+        A single-task job streams its log raw; a playbook streams every task's log, each line prefixed
+        with the task name, as tasks produce it.
+        """
+        job = self.resilient(lambda: self.job(job_id), on_reconnect)
+        if [t.name for t in job.tasks] == ["main"]:
+            self.follow(job_id, "main", sink, on_reconnect=on_reconnect)
+            while job.state in (State.RUNNING, State.PENDING):  # the log is complete; the state follows
+                job = self.resilient(lambda: self.job(job_id), on_reconnect)
+                if job.state in (State.RUNNING, State.PENDING):
+                    time.sleep(0.1)
+        else:
+            job = self._wait_playbook(job_id, sink, on_reconnect)
+        return exit_code_of(job)
+
+    def _wait_playbook(self, job_id: str, sink: Sink, on_reconnect: Callable[[str], None]) -> JobStatus:
+        offsets: dict[str, int] = {}
+        partial: dict[str, bytes] = {}
+        while True:
+            job = self.resilient(lambda: self.job(job_id), on_reconnect)
+            started = [t for t in job.tasks if t.state not in (State.PENDING, State.SKIPPED)]
+            chunks = self.resilient(lambda: self.read_logs(job_id, {t.name: offsets.get(t.name, 0)
+                                                                    for t in started}), on_reconnect)
+            for t in started:
+                data = chunks.get(t.name, b"")
+                offsets[t.name] = offsets.get(t.name, 0) + len(data)
+                *lines, rest = (partial.get(t.name, b"") + data).split(b"\n")
+                if t.state.finished and rest:
+                    lines, rest = lines + [rest], b""
+                partial[t.name] = rest
+                for line in lines:
+                    sink(f"[{t.name}] ".encode() + line + b"\n")
+            if job.state not in (State.RUNNING, State.PENDING):
+                return job
+            time.sleep(0.3)
+
+    def read_logs(self, job_id: str, offsets: dict[str, int]) -> dict[str, bytes]:
+        """New log bytes of every task in OFFSETS past its offset, in one round trip."""
+        if not offsets:
+            return {}
+        argv = read_logs_argv(self.provider.paths(job_id), offsets)
+        result = check(self.provider.exec(argv, timeout=120), self.worker, f"reading the logs of job {job_id}")
+        return parse_log_frames(result.stdout)
+
+    # --- interactive and cleanup -----------------------------------------------------------------
+
+    def attach(self, job_id: str, task: str | None = None) -> int:
+        paths = self.provider.paths(validate_id(job_id))
+        if task is None:
+            # A single-task job opens on its task; a playbook on the runner's overview window.
+            names = [t.name for t in self.job(job_id).tasks]
+            task = names[0] if len(names) == 1 else None
+        probe = self.provider.exec(attach_probe_argv(paths, task), timeout=30)
+        if probe.exit_code == 9:
+            raise JobNotFound(f"job {job_id} has no live tmux session on worker {self.worker}",
+                              hint=f"its output stays available: `offload logs {job_id}`")
+        argv = ["tmux", "-L", paths.tmux_socket, "attach-session", "-t", f"={job_id}"]
+        if task:
+            window = probe.text().strip()
+            if not probe.ok or not re.fullmatch(r"@[0-9]+", window):
+                raise self._not_found(f"task {task} of job {job_id} has not started")
+            argv += [";", "select-window", "-t", window]
+        return self.provider.attach(argv)
+
+    def shell(self, job_id: str) -> int:
+        paths = self.provider.paths(validate_id(job_id))
+        script = 'cd "$1" || exit 1; exec "$(command -v bash || echo sh)" -l'
+        return self.provider.attach(["sh", "-c", script, "sh", paths.worktree])
+
+    def clean(self, job_id: str) -> None:
+        argv = clean_argv(self.provider.workspace, validate_id(job_id))
+        result = check(self.provider.exec(argv, timeout=120), self.worker, f"cleaning job {job_id}")
+        if not parse_clean(result.text()).get(job_id):
+            raise self._not_found(f"no job {job_id}")
+
+
+def exit_code_of(job: JobStatus) -> int:
+    """The job's exit code: the single task's, or for a playbook the first failed task's (1 if none)."""
+    if len(job.tasks) == 1 and job.tasks[0].exit_code is not None:
+        return job.tasks[0].exit_code
+    code = job.exit_code
+    return 1 if code is None else code

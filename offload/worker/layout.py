@@ -1,0 +1,116 @@
+"""The workspace layout of a worker and the id rule: the one Python description of the tree that the
+worker-side shell library (`sh/lib.sh`) lays out in the same way.
+
+    WORKSPACE/repos/<repo>.git            bare repository that receives snapshots (shared objects)
+    WORKSPACE/worktrees/<job>/            the job's worktree (detached at its snapshot commit)
+    WORKSPACE/jobs/<job>/                 job state, never inside the worktree
+        meta                              key=value lines: repo, commit, worktree, created, playbook, command
+        boot                              the kernel's boot id when the job started (older pids are dead)
+        graph.sh                          the task-graph runner (POSIX sh)
+        runner.pid                        pid of the runner (tmux window 0)
+        tasks.list                        task names, one per line, in declaration order
+        tasks/<task>/cmd                  the task's shell command
+        tasks/<task>/needs                names of tasks it needs, one per line (may be empty)
+        tasks/<task>/when                 success | failure | always
+        tasks/<task>/log                  combined stdout and stderr
+        tasks/<task>/state                running | success | failed | skipped (absent: pending)
+        tasks/<task>/exit                 exit code, written once the task has finished
+        tasks/<task>/pid                  pid of the task's window process, written when it starts
+        tasks/<task>/window               tmux window id (`@N`) of the task, for attaching to it
+        finished                          when the job finished, in seconds since the epoch
+        state                             the job's final state: success | failed (absent: not finished)
+
+A job's snapshot is kept under the ref `refs/offload/jobs/<job>` of its repository. The tmux server of a job
+is `tmux -L offload-<job>`, its session is named `<job>`, and every task runs in a window named after the task.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from offload.errors import UsageError
+
+# Ids reach tmux, paths and refs: only inert characters. `sh/lib.sh` (is_id) applies the same rule.
+ID_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+JOB_REF_PREFIX = "refs/offload/jobs/"
+
+
+def validate_id(value: object, what: str = "job id") -> str:
+    """VALUE if it is a valid job, task or playbook id, else a one-line UsageError naming WHAT."""
+    if not isinstance(value, str) or not ID_RULE.match(value):
+        raise UsageError(f"invalid {what} {value!r}: use 1-63 letters, digits, '_' or '-', starting with a letter "
+                         "or digit")
+    return value
+
+
+def job_ref(job: str) -> str:
+    """The ref that holds JOB's snapshot in its repository on the worker."""
+    return f"{JOB_REF_PREFIX}{job}"
+
+
+def tmux_socket(job: str) -> str:
+    """The name (`tmux -L`) of JOB's own tmux server."""
+    return f"offload-{job}"
+
+
+@dataclass(frozen=True)
+class WorkerLayout:
+    """Absolute paths under one worker's workspace."""
+
+    workspace: str
+
+    @property
+    def repos_dir(self) -> str:
+        return f"{self.workspace}/repos"
+
+    @property
+    def worktrees_dir(self) -> str:
+        return f"{self.workspace}/worktrees"
+
+    @property
+    def jobs_dir(self) -> str:
+        return f"{self.workspace}/jobs"
+
+    def repo(self, repo_id: str) -> str:
+        return f"{self.repos_dir}/{repo_id}.git"
+
+    def job(self, job: str) -> "JobPaths":
+        return JobPaths(self.workspace, job)
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Absolute paths on the worker for one job."""
+
+    workspace: str
+    job: str
+
+    @property
+    def job_dir(self) -> str:
+        return f"{self.workspace}/jobs/{self.job}"
+
+    @property
+    def worktree(self) -> str:
+        return f"{self.workspace}/worktrees/{self.job}"
+
+    @property
+    def tmux_socket(self) -> str:
+        return tmux_socket(self.job)
+
+    @property
+    def ref(self) -> str:
+        return job_ref(self.job)
+
+    @property
+    def graph_script(self) -> str:
+        return f"{self.job_dir}/graph.sh"
+
+    def task_dir(self, task: str) -> str:
+        return f"{self.job_dir}/tasks/{task}"
+
+    def task_log(self, task: str) -> str:
+        return f"{self.task_dir(task)}/log"
+
+    def repo(self, repo_id: str) -> str:
+        return WorkerLayout(self.workspace).repo(repo_id)

@@ -1,0 +1,142 @@
+# shellcheck shell=sh disable=SC2317
+# (SC2317: each script uses only some of these functions.)
+# offload's worker library: the workspace layout, the id rule and when a task is alive, written once for every
+# worker-side script. offload/worker/scripts.py puts this file in front of each script that uses it, so a script
+# sent to a worker is always whole. POSIX sh: dash, bash and busybox ash run it. Every variable it sets starts
+# with '_', because the tasks of a job inherit the environment of its runner.
+
+get() { # FILE: the first line of FILE in _got, empty when there is no such file
+	_got=
+	if [ -f "$1" ]; then
+		{ IFS= read -r _got < "$1"; } 2> /dev/null || :
+	fi
+}
+
+put() { # FILE VALUE: write VALUE and a newline to FILE atomically, so a reader sees the old value or the new
+	printf '%s\n' "$2" > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
+}
+
+is_number() {
+	case $1 in '' | *[!0-9]*) return 1 ;; esac
+	return 0
+}
+
+is_id() { # WORD: a job, task or playbook id (offload/worker/layout.py, ID_RULE)
+	case $1 in '' | [!A-Za-z0-9]* | *[!A-Za-z0-9_-]*) return 1 ;; esac
+	[ "${#1}" -le 63 ]
+}
+
+# ---- the layout (offload/worker/layout.py describes the same tree) -------------------------------------------
+
+job_paths() { # WORKSPACE JOB: the job's directory, worktree, ref and tmux server in _p_dir _p_tree _p_ref _p_socket
+	_p_dir=$1/jobs/$2
+	_p_tree=$1/worktrees/$2
+	_p_ref=refs/offload/jobs/$2
+	_p_socket=offload-$2
+}
+
+repo_path() { # WORKSPACE REPO_ID: the bare repository that receives the snapshots of one repository, in _p_repo
+	_p_repo=$1/repos/$2.git
+}
+
+# ---- liveness: the one rule for "is this task still running" ---------------------------------------------------
+
+alive() { # PID: the process exists and has not exited. kill -0 alone also succeeds for a zombie, and the
+	# zombie of an orphaned task stays forever in a container whose pid 1 does not reap.
+	kill -0 "$1" 2> /dev/null || return 1
+	if [ -r "/proc/$1/stat" ]; then
+		{ IFS= read -r _l_stat < "/proc/$1/stat"; } 2> /dev/null || return 1
+		case ${_l_stat##*") "} in Z* | X* | x*) return 1 ;; esac
+	fi
+	return 0
+}
+
+# A job records the kernel's boot id when it starts: after a reboot its pids belong to other processes.
+get /proc/sys/kernel/random/boot_id
+_boot=$_got
+
+pidfile() { # FILE: _alive is 1 when the process FILE names lives, 0 when it is gone, - when FILE holds no pid
+	get "$1"
+	if ! is_number "$_got"; then
+		_alive=-
+	elif [ "$_stale" = 0 ] && alive "$_got"; then
+		_alive=1
+	else
+		_alive=0
+	fi
+}
+
+job_begin() { # JOB_DIR: look at one job. Sets _jd; _stale (1 when it started before this boot, so none of its
+	# processes lives); _runner (the runner: 1 alive, 0 gone, - not recorded yet, as a launch in progress).
+	_jd=$1
+	_stale=0
+	get "$1/boot"
+	if [ -n "$_got" ] && [ -n "$_boot" ] && [ "$_got" != "$_boot" ]; then
+		_stale=1
+	fi
+	pidfile "$1/runner.pid"
+	_runner=$_alive
+}
+
+task_state() { # TASK (after job_begin): the task's state in _state, its exit code in _exit (empty: none yet).
+	# A task recorded as running is running while its process lives. Once that process is gone it has ended by
+	# its exit code, or failed without one. Before its process is recorded it is starting, as long as a runner
+	# is alive (or not recorded yet) to start it.
+	_l_td=$_jd/tasks/$1
+	get "$_l_td/exit"
+	_exit=$_got
+	is_number "$_exit" || _exit=
+	get "$_l_td/state"
+	case $_got in
+	success | failed | skipped)
+		_state=$_got
+		return 0
+		;;
+	running) ;;
+	*)
+		_state=pending
+		return 0
+		;;
+	esac
+	pidfile "$_l_td/pid"
+	if [ "$_alive" = 1 ]; then
+		_state=running
+	elif [ -n "$_exit" ]; then
+		if [ "$_exit" = 0 ]; then _state=success; else _state=failed; fi
+	elif [ "$_alive" = 0 ] || [ "$_stale" = 1 ] || [ "$_runner" = 0 ]; then
+		_state=failed
+	else
+		_state=running
+	fi
+}
+
+job_state() { # (after job_begin): the job's state in _state: running while a task runs or the runner lives;
+	# then the state the runner recorded; else derived from its tasks, since the runner stopped before recording.
+	_l_running=0 _l_pending=0 _l_failed=0 _l_tasks=0
+	if [ -f "$_jd/tasks.list" ]; then
+		while IFS= read -r _l_t <&7; do
+			is_id "$_l_t" || continue
+			task_state "$_l_t"
+			_l_tasks=$((_l_tasks + 1))
+			case $_state in
+			running) _l_running=1 ;;
+			pending) _l_pending=1 ;;
+			failed) _l_failed=1 ;;
+			esac
+		done 7< "$_jd/tasks.list"
+	fi
+	get "$_jd/state"
+	if [ "$_l_running" = 1 ]; then
+		_state=running
+	elif [ "$_got" = success ] || [ "$_got" = failed ]; then
+		_state=$_got
+	elif [ "$_runner" = 1 ]; then
+		_state=running
+	elif [ "$_runner" = - ] && [ "$_stale" = 0 ]; then
+		_state=pending
+	elif [ "$_l_tasks" -gt 0 ] && [ "$_l_pending" = 0 ]; then
+		if [ "$_l_failed" = 1 ]; then _state=failed; else _state=success; fi
+	else
+		_state=failed # the runner is gone and tasks are left that nobody will start
+	fi
+}

@@ -1,0 +1,35 @@
+# receive.sh WORKSPACE REPO_ID JOB COMMIT MODE CHECKOUT, with a pack on stdin: put a snapshot in the repository's
+# bare repo on the worker, keep it under the job's ref and add the job's worktree at it.
+# MODE: none (nothing to read), unpack (a few objects) or index (a larger pack). CHECKOUT: now, or defer (the
+# worktree is added without files, and the job's runner checks them out before its first task).
+# Exit 3: the worker lacks objects the pack builds on (the client sends everything again); 1: anything else.
+set -u
+workspace=${1:?workspace}
+repo_id=${2:?repo}
+job=${3:?job}
+commit=${4:?commit}
+mode=${5:?mode}
+checkout=${6:?checkout}
+is_id "$job" || { echo "offload: invalid job id $job" >&2; exit 1; }
+repo_path "$workspace" "$repo_id"
+job_paths "$workspace" "$job"
+repo=$_p_repo
+if [ ! -f "$repo/HEAD" ]; then
+	mkdir -p "${repo%/*}" && git init -q --bare "$repo" 2> /dev/null
+	[ -f "$repo/HEAD" ] || { echo "offload: cannot create repository $repo" >&2; exit 1; }
+	git -C "$repo" config gc.auto 0
+	git -C "$repo" config core.logAllRefUpdates false
+fi
+case $mode in
+unpack) git -C "$repo" unpack-objects -q || exit 3 ;;
+index) git -C "$repo" index-pack --stdin --fix-thin > /dev/null || exit 3 ;;
+esac
+git -C "$repo" cat-file -e "$commit^{commit}" 2> /dev/null || exit 3
+git -C "$repo" update-ref "$_p_ref" "$commit" || exit 1
+mkdir -p "${_p_tree%/*}" || exit 1
+if [ "$checkout" = defer ]; then set -- --no-checkout; else set --; fi
+if ! git -C "$repo" worktree add -q --detach "$@" "$_p_tree" "$commit" > /dev/null; then
+	git -C "$repo" update-ref -d "$_p_ref"
+	echo "offload: cannot create worktree $_p_tree" >&2
+	exit 1
+fi

@@ -1,0 +1,97 @@
+"""The job service as a plain-Python API, the way the CLI and the MCP server use it: no Typer, one connection
+per worker for the whole session, and results that are the `--json` objects."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from offload.errors import JobNotFound, UsageError
+from offload.jobs.fleet import Reach
+from offload.jobs.service import JobService, RunRequest
+from offload.jobs.state import State
+from offload.outputs import StackOutputs
+from tests.workers import SshdWorker, make_repo, sshd_record
+
+SCRIPT = "printf 'one\\n'; sleep 0.3; printf 'two\\n'; exit 3"
+
+
+def _iso(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+
+def test_a_session_runs_reads_lists_and_cleans_over_one_connection(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    outputs = StackOutputs.from_dict({"provider": "ssh", "developer": "dev@example.com",
+                                      "workers": [sshd_record(sshd_worker, name="box")]})
+    repo = make_repo(tmp_path / "repo")
+    before = sshd_worker.accepted_count()
+    with JobService(outputs, Reach(identity=sshd_worker.key_path)) as service:
+        first = service.submit(RunRequest(cwd=repo, command=[SCRIPT]))
+        assert first.to_dict() == {"id": first.id, "worker": "box"}
+        report = service.wait_for(first.id, 30)
+        assert report.job.state is State.FAILED and report.job.exit_code == 3
+        assert report.to_dict()["worker"] == "box"
+        assert report.to_dict()["tasks"] == [{"name": "main", "state": "failed", "exit_code": 3}]
+
+        whole = service.logs(first.id)
+        assert (whole.data, whole.next_offset, whole.state, whole.task) == (b"one\ntwo\n", 8, State.FAILED, "main")
+        rest = service.logs(first.id, offset=4)
+        assert (rest.data, rest.next_offset) == (b"two\n", 8)
+        assert service.logs(first.id, offset=8).to_dict() == {"data": "", "next_offset": 8, "state": "failed",
+                                                                "task": "main"}
+
+        second = service.submit(RunRequest(cwd=repo, command=["echo", "a b"]))
+        assert service.wait_for(second.id, 30).job.state is State.SUCCESS
+        status = service.status().to_dict()
+        (worker,) = status["workers"]
+        assert worker["name"] == "box" and worker["state"] == "running" and worker["error"] is None
+        jobs = worker["jobs"]
+        assert [j["id"] for j in jobs] == [first.id, second.id]  # oldest first
+        assert [j["command"] for j in jobs] == [SCRIPT, "echo 'a b'"]
+        assert [j["playbook"] for j in jobs] == [None, None]
+        for j in jobs:
+            assert abs(_iso(j["started"]) - time.time()) < 120
+            assert _iso(j["started"]) <= _iso(j["finished"])
+
+        assert service.clean(first.id).to_dict() == {"cleaned": [{"worker": "box", "id": first.id}], "errors": []}
+        with pytest.raises(JobNotFound):
+            service.check(first.id)
+        with pytest.raises(UsageError):
+            service.logs(second.id, offset=-1)
+        assert service.clean_all().cleaned == [("box", second.id)]
+    assert sshd_worker.accepted_count() - before == 1
+
+
+def test_a_bad_request_fails_before_any_worker_is_dialled(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    with pytest.raises(UsageError, match="nothing to run"):
+        JobService.plan(RunRequest(cwd=repo))
+    with pytest.raises(UsageError, match="either a command or a playbook"):
+        JobService.plan(RunRequest(cwd=repo, command=["true"], playbook="review"))
+    with pytest.raises(UsageError, match="invalid playbook name"):
+        JobService.plan(RunRequest(cwd=repo, playbook="../x"))
+    assert (repo / "src").is_dir()
+    argv = ["printf", "%s\n", "it's"]
+    book, meta = JobService.plan(RunRequest(cwd=repo / "src", command=argv))
+    # The command as given is kept as one line of meta; the task runs it in the same subdirectory.
+    assert json.loads(meta["command"]) == shlex.join(argv) and "\n" not in meta["command"]
+    assert book.tasks[0].run == f"cd -- src || exit 1\n{shlex.join(argv)}"
+
+
+def test_a_command_with_control_characters_is_kept_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFFLOAD_LOCAL_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("OFFLOAD_LINGER_SECONDS", "0")
+    from offload.outputs import local_outputs
+
+    repo = make_repo(tmp_path / "repo")
+    command = "printf 'x\\ty\\n'\n# a \x7f comment\ntrue"
+    with JobService(local_outputs()) as service:
+        job = service.submit(RunRequest(cwd=repo, command=[command]))
+        assert service.wait_for(job.id, 30).job.command == command
+        assert service.logs(job.id).data == b"x\ty\n"
+        service.clean(job.id)

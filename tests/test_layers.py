@@ -1,0 +1,149 @@
+"""The house rules that a scan of the source can check: imports run one way, nothing reaches into another
+module's private names, and nothing points at a file that is not in the repository."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "offload"
+
+# What each part of the package may import from the rest of it (every import counts, including those inside
+# functions and under TYPE_CHECKING). The arrows run cli -> jobs -> providers -> runtime -> outputs, with the
+# worker package (layout, container spec, worker shell) a leaf anyone may use.
+LEAVES = {"offload.errors", "offload.paths", "offload.pricing", "offload.worker"}
+ALLOWED = {
+    "offload.worker": {"offload.errors", "offload.worker"},
+    "offload.outputs": {"offload.errors", "offload.paths"},
+    "offload.stackconfig": LEAVES | {"offload.outputs", "offload.stackconfig"},
+    "offload.stack": LEAVES | {"offload.stack"},
+    "offload.runtime": LEAVES | {"offload.outputs", "offload.runtime"},
+    "offload.providers": LEAVES | {"offload.outputs", "offload.runtime", "offload.providers"},
+    "offload.jobs": LEAVES | {"offload.outputs", "offload.providers", "offload.jobs"},
+    "offload.cli": LEAVES | {"offload.outputs", "offload.stack", "offload.stackconfig", "offload.jobs",
+                             "offload.cli"},
+    "offload.infra": LEAVES | {"offload.outputs", "offload.stackconfig", "offload.infra"},
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module
+    target: str  # the imported module
+    names: tuple[str, ...]
+    line: int
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports() -> list[Import]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found += [Import(module, a.name, (), node.lineno) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.append(Import(module, node.module, tuple(a.name for a in node.names), node.lineno))
+    return found
+
+
+IMPORTS = _imports()
+
+
+def _part(name: str) -> str | None:
+    """The part of ALLOWED that NAME belongs to (the longest prefix), if any."""
+    best = None
+    for part in ALLOWED:
+        if (name == part or name.startswith(part + ".")) and (best is None or len(part) > len(best)):
+            best = part
+    return best
+
+
+def _within(target: str, allowed: set[str]) -> bool:
+    return any(target == a or target.startswith(a + ".") for a in allowed)
+
+
+def test_the_scan_sees_the_package() -> None:
+    assert len(IMPORTS) > 100
+    assert {_part(i.module) for i in IMPORTS} >= set(ALLOWED) - {"offload.stack"}
+
+
+@pytest.mark.parametrize("part", sorted(ALLOWED))
+def test_imports_run_one_way(part: str) -> None:
+    wrong = [f"{i.module}:{i.line} imports {i.target}" for i in IMPORTS
+             if _part(i.module) == part and i.target.startswith("offload") and not _within(i.target, ALLOWED[part])]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_runtime_never_imports_pulumi() -> None:
+    """Only the Pulumi program, offload/infra, and the Automation API and config readers (offload.stack,
+    offload.stackconfig, lazily) load pulumi; the runtime never does, so `offload --help` stays fast."""
+    runtime = ("offload.worker", "offload.outputs", "offload.runtime", "offload.providers", "offload.jobs",
+               "offload.cli")
+    wrong = [f"{i.module}:{i.line} imports {i.target}" for i in IMPORTS
+             if i.target.split(".")[0] in ("pulumi", "pulumi_gcp", "pulumi_docker") and _part(i.module) in runtime]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_module_takes_another_modules_private_names() -> None:
+    wrong = [f"{i.module}:{i.line} takes {', '.join(i.names)} from {i.target}" for i in IMPORTS
+             if i.target.startswith("offload") and i.target != i.module
+             and any(n.startswith("_") and not n.startswith("__") for n in i.names)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checks_catch_a_wrong_arrow(tmp_path: Path) -> None:
+    """The scan itself works: a CLI module importing the runtime is found."""
+    source = "def f():\n    from offload.runtime.sync import take_snapshot\n"
+    node = ast.parse(source)
+    targets = [n.module for n in ast.walk(node) if isinstance(n, ast.ImportFrom)]
+    assert targets == ["offload.runtime.sync"]
+    assert not _within("offload.runtime.sync", ALLOWED["offload.cli"])
+    assert _part("offload.cli.run") == "offload.cli" and _part("offload.worker.layout") == "offload.worker"
+
+
+# --- pointers ---------------------------------------------------------------------------------------------------
+
+_MD = re.compile(r"(?<![\w/.-])((?:\.\./|\./)?[\w./-]*[\w-]\.md)\b")
+
+
+def _tracked_text_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    paths = [REPO / p for p in out.decode().split("\0") if p]
+    texts = []
+    for p in paths:
+        try:
+            texts.append((p, p.read_text()))
+        except (UnicodeDecodeError, FileNotFoundError, IsADirectoryError):
+            continue
+    return [p for p, _ in texts]
+
+
+def test_every_markdown_file_named_is_in_the_repository() -> None:
+    files = _tracked_text_files()
+    assert REPO / "README.md" in files
+    present = {p.relative_to(REPO).as_posix() for p in files}
+    names = {Path(p).name for p in present}
+    missing = []
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "../shared" in line:
+                missing.append(f"{path.relative_to(REPO)}:{number}: ../shared")
+            for ref in _MD.findall(line):
+                resolved = (path.parent / ref).resolve()
+                inside = resolved.is_relative_to(REPO) and resolved.relative_to(REPO).as_posix() in present
+                if not inside and Path(ref).name not in names:
+                    missing.append(f"{path.relative_to(REPO)}:{number}: {ref}")
+    assert not missing, "\n".join(missing)

@@ -1,0 +1,122 @@
+"""The worker-side shell: every script parses in the shells worker images have and passes shellcheck, and the
+layout, the id rule and the liveness rule are each written once (lib.sh in shell, layout.py in Python) and
+agree with each other."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from offload.worker.layout import ID_RULE, JobPaths, WorkerLayout, job_ref, tmux_socket
+from offload.worker.scripts import BOOT_SCRIPTS, JOB_SCRIPTS, boot_script, worker_script
+
+REPO = Path(__file__).resolve().parents[2]
+SH_DIR = REPO / "offload" / "worker" / "sh"
+LIB = (SH_DIR / "lib.sh").read_text()
+SHELLS = {"dash": ["dash"], "bash --posix": ["bash", "--posix"], "busybox sh": ["busybox", "sh"]}
+
+
+def _shell(name: str) -> list[str]:
+    argv = SHELLS[name]
+    if not shutil.which(argv[0]):
+        pytest.skip(f"{argv[0]} is not installed")
+    return argv
+
+
+def test_every_script_file_is_known() -> None:
+    on_disk = {p.name for p in SH_DIR.glob("*.sh")}
+    assert on_disk == {"lib.sh", *JOB_SCRIPTS, *BOOT_SCRIPTS}
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+@pytest.mark.parametrize("name", JOB_SCRIPTS)
+def test_job_scripts_parse(shell: str, name: str) -> None:
+    result = subprocess.run([*_shell(shell), "-n"], input=worker_script(name), capture_output=True, text=True,
+                            timeout=10)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", JOB_SCRIPTS + BOOT_SCRIPTS)
+def test_scripts_pass_shellcheck(name: str) -> None:
+    checker = shutil.which("shellcheck")
+    if not checker:
+        pytest.skip("shellcheck is not installed")
+    text, dialect = (worker_script(name), "sh") if name in JOB_SCRIPTS else (boot_script(name), "bash")
+    result = subprocess.run([checker, "-s", dialect, "-"], input=text, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+
+
+def test_a_job_script_is_the_library_then_the_script() -> None:
+    text = worker_script("status.sh")
+    assert text.startswith("#!/bin/sh\n" + LIB)
+    assert text.endswith((SH_DIR / "status.sh").read_text())
+    with pytest.raises(ValueError):
+        worker_script("../lib.sh")
+
+
+# --- one definition ----------------------------------------------------------------------------------------------
+
+_LIB_FUNCTIONS = re.findall(r"^([a-z_]+)\(\) \{", LIB, re.M)
+
+
+def test_the_library_defines_the_shared_rules() -> None:
+    assert {"get", "put", "is_id", "is_number", "job_paths", "repo_path", "alive", "pidfile", "job_begin",
+            "task_state", "job_state"} <= set(_LIB_FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", JOB_SCRIPTS)
+def test_no_script_defines_a_rule_of_its_own(name: str) -> None:
+    own = (SH_DIR / name).read_text()
+    redefined = [f for f in re.findall(r"^([a-z_]+)\(\) \{", own, re.M) if f in _LIB_FUNCTIONS]
+    assert not redefined, f"{name} defines {redefined} again"
+    # The layout and the liveness check are spelled only in the library.
+    for spelled in ("refs/offload/jobs", "/jobs/$", "/worktrees/", "offload-$", "kill -0", "/proc/$"):
+        assert spelled not in own, f"{name} spells {spelled!r} itself"
+
+
+def test_python_spells_the_layout_only_in_the_layout_module() -> None:
+    spelled = []
+    for path in (REPO / "offload").rglob("*.py"):
+        if path.name == "layout.py" and path.parent.name == "worker":
+            continue
+        text = path.read_text()
+        for needle in ("refs/offload/jobs", "/worktrees/", "[A-Za-z0-9][A-Za-z0-9_-]{0,62}", "offload-{job"):
+            if needle in text:
+                spelled.append(f"{path.relative_to(REPO)}: {needle}")
+    assert not spelled, "\n".join(spelled)
+
+
+def _lib(body: str, *args: str, shell: str = "dash") -> str:
+    result = subprocess.run([*_shell(shell), "-c", LIB + "\n" + body, "sh", *args], capture_output=True, text=True,
+                            timeout=10)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_the_shell_layout_is_the_python_layout(shell: str) -> None:
+    workspace, job, repo = "/srv/a b/ws", "job-1", "proj-0123abcd"
+    printed = _lib('job_paths "$1" "$2"; repo_path "$1" "$3"\n'
+                   'printf "%s\\n" "$_p_dir" "$_p_tree" "$_p_ref" "$_p_socket" "$_p_repo"',
+                   workspace, job, repo, shell=shell).splitlines()
+    paths = JobPaths(workspace, job)
+    assert printed == [paths.job_dir, paths.worktree, job_ref(job), tmux_socket(job),
+                       WorkerLayout(workspace).repo(repo)]
+    assert paths.ref == job_ref(job) and paths.tmux_socket == tmux_socket(job)
+
+
+IDS = ["a", "A9", "9", "job-1", "a_b", "x" * 63, "x" * 64, "", "-a", "_a", "a b", "a;b", "a/b", "..", "a.b",
+       "é", "a\nb", "$(x)", "a-", "a_", "20261202-091433-abc123"]
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_the_shell_id_rule_is_the_python_id_rule(shell: str) -> None:
+    body = 'for id in "$@"; do if is_id "$id"; then echo 1; else echo 0; fi; done'
+    verdicts = _lib(body, *[i for i in IDS if "\n" not in i], shell=shell).split()
+    expected = ["1" if ID_RULE.match(i) else "0" for i in IDS if "\n" not in i]
+    assert verdicts == expected
+    assert expected.count("1") == 9  # the corpus holds both kinds
