@@ -117,33 +117,45 @@ def test_the_checks_catch_a_wrong_arrow(tmp_path: Path) -> None:
 # --- pointers ---------------------------------------------------------------------------------------------------
 
 _MD = re.compile(r"(?<![\w/.-])((?:\.\./|\./)?[\w./-]*[\w-]\.md)\b")
+_UP = re.compile(r"(?<![\w.])((?:\.\./)+[\w./-]+)")
 
 
 def _tracked_text_files() -> list[Path]:
     out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    paths = [REPO / p for p in out.decode().split("\0") if p]
     texts = []
-    for p in paths:
+    for p in (REPO / name for name in out.decode().split("\0") if name):
         try:
-            texts.append((p, p.read_text()))
+            p.read_text()
         except (UnicodeDecodeError, FileNotFoundError, IsADirectoryError):
             continue
-    return [p for p, _ in texts]
+        texts.append(p)
+    return texts
 
 
-def test_every_markdown_file_named_is_in_the_repository() -> None:
+def test_nothing_points_at_a_file_outside_the_repository() -> None:
+    """Every Markdown file a tracked file names is in the repository, and no relative path in the product (the
+    package, docs, scripts; tests use such paths as hostile data) climbs out of it."""
     files = _tracked_text_files()
-    assert REPO / "README.md" in files
+    assert REPO / "README.md" in files and REPO / "docs" / "cli.md" in files
     present = {p.relative_to(REPO).as_posix() for p in files}
     names = {Path(p).name for p in present}
-    missing = []
+    wrong = []
     for path in files:
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if "../shared" in line:
-                missing.append(f"{path.relative_to(REPO)}:{number}: ../shared")
+            for ref in _UP.findall(line) if path.relative_to(REPO).parts[0] != "tests" else ():
+                if not (path.parent / ref).resolve().is_relative_to(REPO):
+                    wrong.append(f"{path.relative_to(REPO)}:{number}: {ref}")
             for ref in _MD.findall(line):
                 resolved = (path.parent / ref).resolve()
                 inside = resolved.is_relative_to(REPO) and resolved.relative_to(REPO).as_posix() in present
                 if not inside and Path(ref).name not in names:
-                    missing.append(f"{path.relative_to(REPO)}:{number}: {ref}")
-    assert not missing, "\n".join(missing)
+                    wrong.append(f"{path.relative_to(REPO)}:{number}: {ref}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_pointer_check_sees_a_pointer_outside() -> None:
+    outside = "../" * 3 + "elsewhere/NOTES" + ".md"
+    line = f"see {outside} and docs/cli" + ".md"
+    assert _UP.findall(line) == [outside]
+    assert not (REPO / "docs" / outside).resolve().is_relative_to(REPO)
+    assert _MD.findall(line) == [outside, "docs/cli" + ".md"]
