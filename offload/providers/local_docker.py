@@ -7,7 +7,7 @@ import shutil
 from offload.errors import UsageError
 from offload.outputs import ProviderType
 from offload.providers.base import WorkerProvider, WorkerStatus
-from offload.runtime.transport import LocalTransport, Transport, check
+from offload.runtime.transport import LocalTransport, Transport, check, login_environment
 
 
 class LocalDockerProvider(WorkerProvider):
@@ -18,7 +18,7 @@ class LocalDockerProvider(WorkerProvider):
             raise UsageError("the local-docker worker needs the docker CLI", hint="install Docker")
         if not self.record.container:
             raise UsageError(f"worker {self.name} is local-docker but names no container in the stack outputs")
-        return LocalTransport(self.name)
+        return LocalTransport(self.name, env=login_environment(docker=True))
 
     def get_status(self) -> WorkerStatus:
         from offload.runtime.container import container_state

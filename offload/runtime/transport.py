@@ -68,35 +68,58 @@ def check(result: Result, worker: str, what: str, argv: Sequence[str] = ()) -> R
     return result
 
 
-class LocalTransport:
-    """This machine: plain subprocesses, no SSH."""
+# What a command on this machine keeps of the caller's environment: what a login over SSH would give it, and
+# the tmux socket directory. Everything else (GIT_DIR and GIT_INDEX_FILE inside a git hook, a virtualenv, a tmux
+# client's TMUX) stays out; a job gets only the --env names it was given.
+_LOGIN_ENV = ("HOME", "USER", "LOGNAME", "PATH", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR",
+              "TMUX_TMPDIR")
+_DOCKER_ENV = ("DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")
 
-    def __init__(self, worker: str = "local") -> None:
+
+def login_environment(*, docker: bool = False) -> dict[str, str]:
+    """The environment a local worker runs its steps with; DOCKER adds what the docker client needs to find its
+    engine (`docker exec` passes none of it into the container)."""
+    keep = _LOGIN_ENV + (_DOCKER_ENV if docker else ())
+    return {k: v for k, v in os.environ.items() if k in keep or k.startswith("LC_")}
+
+
+class LocalTransport:
+    """This machine: plain subprocesses with a login's environment, no SSH."""
+
+    def __init__(self, worker: str = "local", *, env: dict[str, str] | None = None) -> None:
         self.worker = worker
+        self.env = login_environment() if env is None else env
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         try:
             p = subprocess.run(list(argv), input=stdin if stdin is not None else b"", capture_output=True,
-                               timeout=timeout)
+                               timeout=timeout, env=self.env)
         except FileNotFoundError as e:
             return Result(127, b"", f"{argv[0]}: command not found ({e.strerror})\n".encode())
         return Result(p.returncode, p.stdout, p.stderr)
 
     def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None) -> int:
-        p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env)
         assert p.stdin is not None and p.stdout is not None
-        if stdin:
-            p.stdin.write(stdin)
-        p.stdin.close()
-        while True:
-            chunk = p.stdout.read1(65536)
-            if not chunk:
-                break
-            sink(chunk)
-        return p.wait()
+        try:
+            if stdin:
+                p.stdin.write(stdin)
+            p.stdin.close()
+            while True:
+                chunk = p.stdout.read1(65536)
+                if not chunk:
+                    break
+                sink(chunk)
+            return p.wait()
+        finally:
+            # The sink may have stopped us (a closed pipe, Ctrl-C): the step must not go on alone.
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
 
     def interactive(self, argv: Sequence[str]) -> int:
-        return subprocess.call(list(argv))
+        return subprocess.call(list(argv), env=self.env)
 
     def close(self) -> None:
         pass

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.helpers import container_hostname, offload, stderr_line
-from tests.workers import DockerWorker, docker_record, make_repo, tree_digest, write_outputs
+from tests.workers import DockerWorker, docker_record, git, make_repo, tree_digest, write_outputs
 
 
 @pytest.fixture
@@ -73,6 +74,39 @@ def test_status_lists_jobs_oldest_first_with_start_duration_and_command(repo: Pa
     assert rows[0][4] in ("1s", "2s", "3s") and rows[0][3].count(":") == 2  # finished is kept in whole seconds
     assert rows[1][6] == "a:success b:failed(4)"
     assert offload("clean", "--all", "--yes", cwd=repo).returncode == 0
+
+
+def test_the_callers_git_environment_reaches_neither_the_job_nor_the_repository(repo: Path) -> None:
+    before = tree_digest(repo)
+    env = {"GIT_DIR": str(repo / ".git"), "GIT_INDEX_FILE": ".git/index.lock", "GIT_WORK_TREE": str(repo),
+           "GIT_OBJECT_DIRECTORY": str(repo / ".git" / "objects"), "VIRTUAL_ENV": "/nowhere",
+           "OFFLOAD_TEST_PRIVATE": "not for the job"}
+    p = offload("run", "--wait", "--", "ls; git status --short; env | cut -d= -f1", cwd=repo, env=env)
+    assert p.returncode == 0, p.stderr
+    words = p.stdout.decode().split()
+    assert {"draft.txt", "file0.txt", "run.sh", "src"} <= set(words)
+    assert not [w for w in words if w.startswith("GIT_")] and "VIRTUAL_ENV" not in words
+    assert "OFFLOAD_TEST_PRIVATE" not in words and "HOME" in words and "PATH" in words
+    assert tree_digest(repo) == before
+
+
+def test_a_pre_commit_hook_that_offloads_leaves_the_commit_whole(repo: Path) -> None:
+    """Inside a hook git points GIT_INDEX_FILE at the commit's own index: a job that runs `git add -A` must
+    change its worktree, never the commit being made."""
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text(f"#!/bin/sh\nexec {sys.executable} -m offload run --wait -- 'ls > listing; git add -A'\n")
+    hook.chmod(0o755)
+    (repo / "new.txt").write_text("staged\n")
+    git(repo, "add", "new.txt")
+    result = subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", "with a hook"], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null",
+                                                         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x",
+                                                         "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"})
+    assert result.returncode == 0, result.stderr
+    committed = set(git(repo, "ls-tree", "-r", "--name-only", "HEAD").split())
+    assert committed == {"file0.txt", "file1.txt", "file2.txt", "src/module.py", "run.sh", "new.txt"}
+    assert git(repo, "status", "--porcelain").split() == ["??", "draft.txt"]
+    assert not (repo / "listing").exists()
 
 
 def test_outputs_from_environment_variable(repo: Path, tmp_path: Path) -> None:

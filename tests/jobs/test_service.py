@@ -85,7 +85,6 @@ def test_a_bad_request_fails_before_any_worker_is_dialled(tmp_path: Path) -> Non
 
 def test_a_command_with_control_characters_is_kept_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OFFLOAD_LOCAL_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setenv("OFFLOAD_LINGER_SECONDS", "0")
     from offload.outputs import local_outputs
 
     repo = make_repo(tmp_path / "repo")
