@@ -13,7 +13,7 @@ from offload.cli.common import IapOpt, IdentityOpt, OutputsOpt, StackOpt, Worker
 from offload.errors import UsageError
 
 
-@app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+@app.command(context_settings={"allow_interspersed_args": False},
              help="Run COMMAND (after `--`) or a playbook on a worker, in a fresh worktree of your working tree.\n\n"
                   "Prints the job id and returns at once; --wait streams the output and exits with the job's "
                   "exit code; --attach opens the job's tmux session.")

@@ -109,6 +109,19 @@ def test_a_pre_commit_hook_that_offloads_leaves_the_commit_whole(repo: Path) -> 
     assert not (repo / "listing").exists()
 
 
+@pytest.mark.parametrize("args", [["--bogus", "--wait", "--", "true"], ["--wiat", "--", "touch", "X"]])
+def test_an_unknown_option_before_the_command_starts_nothing(repo: Path, args: list[str]) -> None:
+    p = offload("run", *args, cwd=repo)
+    assert p.returncode == 2
+    assert stderr_line(p).startswith(f"offload: No such option: {args[0]}")
+    assert json.loads(offload("status", "--json", cwd=repo).stdout)["workers"][0]["jobs"] == []
+
+
+def test_options_after_the_command_belong_to_it(repo: Path) -> None:
+    p = offload("run", "--wait", "printf", "%s-%s", "--wait", "-n", cwd=repo)
+    assert (p.returncode, p.stdout) == (0, b"--wait--n"), p.stderr
+
+
 def test_outputs_from_environment_variable(repo: Path, tmp_path: Path) -> None:
     out = write_outputs(tmp_path / "o.json", "local", [{"name": "here", "host": "localhost",
                                                         "workspace": str(tmp_path / "ws")}])
