@@ -61,6 +61,12 @@ class RemoteCommandError(WorkerError):
         self.stderr = stderr
 
 
+class JobExists(WorkerError):
+    """A job with that id is already on the worker; nothing of it was changed."""
+
+    exit_code = 2
+
+
 class SyncError(WorkerError):
     """The local working tree could not be reproduced on the worker."""
 

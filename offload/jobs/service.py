@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offload.errors import UsageError
+from offload.errors import JobNotFound, UsageError
 from offload.jobs.fleet import Fleet, Outcome, Reach, quiet
 from offload.jobs.launch import ENV_NAME
 from offload.jobs.playbook import Playbook, get_playbook
@@ -226,6 +226,10 @@ class JobService:
         job = self._jobs_of(job_id).job(job_id)
         if len(job.tasks) == 1:
             return job.tasks[0].name
+        if not job.tasks:
+            why = "it is still starting" if job.state is State.PENDING else "its launch did not finish"
+            raise JobNotFound(f"job {job_id} has no tasks on worker {self._jobs_of(job_id).worker} ({why})",
+                              hint="see `offload status`")
         raise UsageError(f"job {job_id} has tasks {', '.join(t.name for t in job.tasks)}; pick one with --task")
 
     def logs(self, job_id: str, task: str | None = None, offset: int = 0) -> LogChunk:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from offload.errors import SyncError, UsageError
+from offload.errors import JobExists, SyncError, UsageError
 from offload.paths import cache_dir
 from offload.runtime.localgit import run_git
 from offload.runtime.transport import Result, Transport
@@ -31,8 +31,9 @@ SNAPSHOT_IDENTITY = {
     "GIT_COMMITTER_NAME": "offload", "GIT_COMMITTER_EMAIL": "offload@localhost",
 }
 REMEMBERED_HAVES = 16
-# receive.sh exits with this when the worker lacks objects the pack builds on.
+# receive.sh exits with these when the worker lacks objects the pack builds on, and when the job exists.
 RC_MISSING_OBJECTS = 3
+RC_JOB_EXISTS = 4
 
 
 @dataclass
@@ -177,6 +178,9 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
         stats.round_trips += 2
         stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
         stats.retried = True
+    if result.exit_code == RC_JOB_EXISTS:
+        raise JobExists(transport.worker, f"job {paths.job} already exists on worker {transport.worker}",
+                        hint=f"pick another --job, or remove it with `offload clean {paths.job}`")
     if not result.ok:
         raise SyncError(transport.worker, f"cannot place the working tree on worker {transport.worker}: "
                         f"{result.error_line()}")

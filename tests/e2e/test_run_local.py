@@ -191,3 +191,12 @@ def test_interrupting_wait_leaves_the_job_running(repo: Path) -> None:
             break
         time.sleep(0.3)
     assert offload("logs", "keepgoing", cwd=repo).stdout == b"started\nfinished\n"
+
+
+def test_reusing_a_running_jobs_id_on_the_local_worker_changes_nothing(repo: Path) -> None:
+    assert offload("run", "--job", "dup", "--", "sleep 30", cwd=repo).returncode == 0
+    (repo / "file0.txt").write_text("changed\n")
+    p = offload("run", "--job", "dup", "--", "true", cwd=repo)
+    assert p.returncode == 2 and stderr_line(p).startswith("offload: job dup already exists on worker local")
+    assert offload("check", "dup", cwd=repo).returncode == 7
+    assert offload("clean", "dup", cwd=repo).returncode == 0

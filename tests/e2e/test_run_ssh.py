@@ -175,3 +175,27 @@ def test_stopped_or_missing_worker_container_is_healed(ssh_docker_worker: SshDoc
     state = subprocess.run(["docker", "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", name],
                            capture_output=True, text=True)
     assert state.stdout.strip() == "always"
+
+
+def test_reusing_a_running_jobs_id_changes_nothing(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
+    env = {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path)}
+    assert offload("run", "--outputs", str(out), "--job", "dup", "--", "sleep 30", cwd=repo, env=env).returncode == 0
+    ws = Path(sshd_worker.workspace)
+    (bare,) = list((ws / "repos").iterdir())
+
+    def job_state() -> tuple[str, str, bytes]:
+        ref = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(bare), "rev-parse", "refs/offload/jobs/dup"],
+                             capture_output=True,
+                             text=True).stdout
+        return ref, (ws / "jobs" / "dup" / "meta").read_text(), tree_digest(ws / "worktrees" / "dup").encode()
+
+    before = job_state()
+    (repo / "file0.txt").write_text("changed, so the second snapshot differs\n")
+    p = offload("run", "--outputs", str(out), "--job", "dup", "--", "true", cwd=repo, env=env)
+    assert p.returncode == 2
+    assert stderr_line(p).startswith(f"offload: job dup already exists on worker {sshd_record(sshd_worker)['name']}")
+    assert job_state() == before and before[0].strip()
+    check = offload("check", "dup", "--outputs", str(out), cwd=repo, env=env)
+    assert check.returncode == 7, check.stdout  # still running, untouched
+    assert offload("clean", "dup", "--outputs", str(out), cwd=repo, env=env).returncode == 0

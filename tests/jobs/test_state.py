@@ -161,9 +161,12 @@ THIS_BOOT = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
      [State.SUCCESS, State.PENDING]),
     (DEAD, None, [("a", "success", "0", DEAD), ("b", "skipped", None, None)], State.SUCCESS,
      [State.SUCCESS, State.SKIPPED]),
-    (LIVE, None, [("a", "running", None, DEAD)], State.RUNNING, [State.FAILED]),  # the runner will notice
+    (LIVE, None, [("a", "running", None, DEAD)], State.FAILED, [State.FAILED]),  # before the runner notices
     (DEAD, None, [("a", "running", None, DEAD)], State.FAILED, [State.FAILED]),
-    (LIVE, None, [("a", "running", "0", DEAD)], State.RUNNING, [State.SUCCESS]),
+    (LIVE, None, [("a", "running", "0", DEAD)], State.SUCCESS, [State.SUCCESS]),
+    (LIVE, None, [("a", "success", "0", DEAD), ("b", "failed", "1", DEAD)], State.FAILED,
+     [State.SUCCESS, State.FAILED]),  # the runner lingers; the job has ended with its tasks
+    (DEAD, "success", [("a", "failed", "1", DEAD)], State.FAILED, [State.FAILED]),  # the tasks decide
     (DEAD, None, [("a", "running", "0", DEAD)], State.SUCCESS, [State.SUCCESS]),
     (LIVE, None, [("a", "running", "3", LIVE)], State.RUNNING, [State.RUNNING]),
     (LIVE, None, [("a", "running", None, None)], State.RUNNING, [State.RUNNING]),
@@ -182,6 +185,18 @@ def test_states_follow_the_liveness_rule(tmp_path: Path, live_pid: str, runner: 
     [job] = parse_status(script(status_argv(str(tmp_path))).stdout.decode())
     assert job.state is job_state
     assert [t.state for t in job.tasks] == task_states
+
+
+@pytest.mark.parametrize("runner, job_state", [(LIVE, State.RUNNING), (None, State.PENDING), (DEAD, State.FAILED)])
+def test_a_job_whose_tasks_cannot_be_read_is_never_a_success(tmp_path: Path, live_pid: str, runner: str | None,
+                                                             job_state: State) -> None:
+    d = tmp_path / "jobs" / "j"
+    d.mkdir(parents=True)
+    (d / "state").write_text("success\n")
+    if runner is not None:
+        (d / "runner.pid").write_text(f"{live_pid if runner == LIVE else runner}\n")
+    [job] = parse_status(script(status_argv(str(tmp_path))).stdout.decode())
+    assert job.state is job_state and job.tasks == []
 
 
 def test_a_job_from_an_earlier_boot_is_not_running(tmp_path: Path, live_pid: str) -> None:

@@ -110,8 +110,10 @@ task_state() { # TASK (after job_begin): the task's state in _state, its exit co
 	fi
 }
 
-job_state() { # (after job_begin): the job's state in _state: running while a task runs or the runner lives;
-	# then the state the runner recorded; else derived from its tasks, since the runner stopped before recording.
+job_state() { # (after job_begin): the job's state in _state, which follows from its tasks alone. Once every
+	# task has finished, the job has too: failed if one failed. While a task runs, it runs. While tasks wait,
+	# it runs if its runner lives, is pending if the runner is not recorded yet, and has failed if the runner
+	# is gone, since nobody will start them. A job whose tasks cannot be read is never a success.
 	_l_running=0 _l_pending=0 _l_failed=0 _l_tasks=0
 	if [ -f "$_jd/tasks.list" ]; then
 		while IFS= read -r _l_t <&7; do
@@ -125,18 +127,19 @@ job_state() { # (after job_begin): the job's state in _state: running while a ta
 			esac
 		done 7< "$_jd/tasks.list"
 	fi
-	get "$_jd/state"
 	if [ "$_l_running" = 1 ]; then
 		_state=running
-	elif [ "$_got" = success ] || [ "$_got" = failed ]; then
-		_state=$_got
-	elif [ "$_runner" = 1 ]; then
-		_state=running
-	elif [ "$_runner" = - ] && [ "$_stale" = 0 ]; then
-		_state=pending
-	elif [ "$_l_tasks" -gt 0 ] && [ "$_l_pending" = 0 ]; then
-		if [ "$_l_failed" = 1 ]; then _state=failed; else _state=success; fi
+	elif [ "$_l_pending" = 1 ] || [ "$_l_tasks" = 0 ]; then
+		if [ "$_runner" = 1 ]; then
+			_state=running
+		elif [ "$_runner" = - ] && [ "$_stale" = 0 ]; then
+			_state=pending
+		else
+			_state=failed
+		fi
+	elif [ "$_l_failed" = 1 ]; then
+		_state=failed
 	else
-		_state=failed # the runner is gone and tasks are left that nobody will start
+		_state=success
 	fi
 }

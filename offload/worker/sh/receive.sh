@@ -2,7 +2,8 @@
 # bare repo on the worker, keep it under the job's ref and add the job's worktree at it.
 # MODE: none (nothing to read), unpack (a few objects) or index (a larger pack). CHECKOUT: now, or defer (the
 # worktree is added without files, and the job's runner checks them out before its first task).
-# Exit 3: the worker lacks objects the pack builds on (the client sends everything again); 1: anything else.
+# Exit 3: the worker lacks objects the pack builds on (the client sends everything again); 4: the job exists
+# already (its directory, worktree or ref), and nothing was changed; 1: anything else.
 set -u
 workspace=${1:?workspace}
 repo_id=${2:?repo}
@@ -14,6 +15,12 @@ is_id "$job" || { echo "offload: invalid job id $job" >&2; exit 1; }
 repo_path "$workspace" "$repo_id"
 job_paths "$workspace" "$job"
 repo=$_p_repo
+# A job id in use stays with its job: nothing of it is touched, not even by the rollback below.
+if [ -e "$_p_dir" ] || [ -e "$_p_tree" ] || [ -L "$_p_tree" ] ||
+	{ [ -f "$repo/HEAD" ] && git -C "$repo" show-ref -q --verify "$_p_ref"; }; then
+	echo "offload: job $job already exists on this worker" >&2
+	exit 4
+fi
 if [ ! -f "$repo/HEAD" ]; then
 	mkdir -p "${repo%/*}" && git init -q --bare "$repo" 2> /dev/null
 	[ -f "$repo/HEAD" ] || { echo "offload: cannot create repository $repo" >&2; exit 1; }
