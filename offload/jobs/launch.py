@@ -89,6 +89,9 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
     job_dir, worktree = q(paths.job_dir), q(paths.worktree)
     lines = [
         "set -u",
+        # The job's files are private; its tmux server (so the runner, the tasks and the checkout) gets the
+        # worker's own umask back. A name starting with '_' cannot be an --env name, so no export clobbers it.
+        "_offload_umask=$(umask)",
         "umask 077",
         "die() { code=$1; shift; printf 'offload: %s\\n' \"$*\" >&2; exit \"$code\"; }",
         f"command -v tmux >/dev/null 2>&1 || die {LaunchExit.NO_TMUX} 'tmux is not installed on the worker'",
@@ -126,6 +129,7 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
     # SHELL=/bin/sh makes tmux's default-shell a POSIX shell, whatever the login shell is.
     runner = 'exec sh "$OFFLOAD_JOB_DIR/graph.sh" "$OFFLOAD_JOB_DIR" "$OFFLOAD_WORKTREE"'
     lines += [
+        'umask "$_offload_umask"',
         f"runner=$(SHELL=/bin/sh tmux -f /dev/null -L {q(paths.tmux_socket)} new-session -d -s {q(job)} "
         f"-n offload -x 200 -y 50 -P -F '#{{pane_pid}}' {q(runner)} </dev/null) "
         f"|| abort {LaunchExit.TMUX_FAILED} {q(f'tmux could not start the session of job {job}')}",

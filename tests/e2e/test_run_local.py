@@ -200,3 +200,10 @@ def test_reusing_a_running_jobs_id_on_the_local_worker_changes_nothing(repo: Pat
     assert p.returncode == 2 and stderr_line(p).startswith("offload: job dup already exists on worker local")
     assert offload("check", "dup", cwd=repo).returncode == 7
     assert offload("clean", "dup", cwd=repo).returncode == 0
+
+
+def test_tasks_and_their_checkout_get_the_workers_umask(repo: Path) -> None:
+    p = offload("run", "--wait", "--", "umask; stat -c %a file0.txt run.sh src; touch made; stat -c %a made",
+                cwd=repo)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().split() == ["0022", "644", "755", "755", "644"]

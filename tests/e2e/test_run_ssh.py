@@ -199,3 +199,11 @@ def test_reusing_a_running_jobs_id_changes_nothing(sshd_worker: SshdWorker, repo
     check = offload("check", "dup", "--outputs", str(out), cwd=repo, env=env)
     assert check.returncode == 7, check.stdout  # still running, untouched
     assert offload("clean", "dup", "--outputs", str(out), cwd=repo, env=env).returncode == 0
+
+
+def test_tasks_on_an_ssh_worker_get_its_umask(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
+    p = offload("run", "--outputs", str(out), "--wait", "--", "umask; stat -c %a file0.txt; touch made; stat -c %a made",
+                cwd=repo, env={"OFFLOAD_SSH_KEY": str(sshd_worker.key_path)})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().split() == ["0022", "644", "644"]

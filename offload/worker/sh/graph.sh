@@ -16,6 +16,9 @@
 # ends the job's tmux server. The logs stay in the job directory either way.
 
 set -u
+# The job's own files are private to the worker user; its command and its checkout get the worker's umask.
+_umask=$(umask)
+umask 077
 
 # Every variable of this script starts with '_': tasks inherit the environment, and a variable imported from it
 # stays exported, so these names must not clash with the job's own (the launch refuses env names with '_').
@@ -78,7 +81,7 @@ run_task() {
 		# once tee has written the whole log.
 		{
 			trap ':' INT
-			"$_interp" "$_td/cmd" 2>&1
+			(umask "$_umask" && exec "$_interp" "$_td/cmd") 2>&1
 			printf '%s\n' "$?" > "$_td/exit.tmp"
 		} | tee -i -a "$_td/log"
 	else
@@ -245,7 +248,7 @@ materialize() {
 	_index=$(cd "$_worktree" 2> /dev/null && git rev-parse --git-path index 2> /dev/null) || return 0
 	( cd "$_worktree" && [ ! -f "$_index" ] ) || return 0
 	say "checking out the working tree"
-	_out=$(cd "$_worktree" && git reset -q --hard 2>&1) && return 0
+	_out=$(umask "$_umask" && cd "$_worktree" && git reset -q --hard 2>&1) && return 0
 	_out=$(printf '%s' "$_out" | tail -n 1)
 	while IFS= read -r _t <&3; do
 		[ -n "$_t" ] || continue
