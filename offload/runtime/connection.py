@@ -196,8 +196,8 @@ class ProxyPipe:
     def _drain(self) -> None:
         assert self.process.stderr is not None
         for raw in self.process.stderr:
-            line = raw.decode("utf-8", "replace").strip()
-            if line:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line.strip():
                 self._stderr.append(line)
 
     def _fail(self, default: str) -> None:
@@ -212,10 +212,7 @@ class ProxyPipe:
         deadline = time.monotonic() + 1
         while self.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        lines = [ln for ln in self._stderr if not ln.startswith(("Please run", "$", "to "))] or list(self._stderr)
-        if lines:
-            return lines[0].removeprefix("ERROR: ")
-        return f"it exited with status {self.process.returncode}"
+        return telling_line(list(self._stderr)) or f"it exited with status {self.process.returncode}"
 
     def send(self, data: bytes) -> int:
         try:
@@ -255,6 +252,20 @@ class ProxyPipe:
     @property
     def _closed(self) -> bool:  # what paramiko's transport looks at while it stops its thread
         return self.closed
+
+
+def telling_line(lines: list[str]) -> str | None:
+    """The line of a failed command's stderr that says what went wrong: gcloud's `ERROR:` line, the exception at
+    the end of a traceback, else the first line."""
+    errors = [ln.strip().removeprefix("ERROR: ") for ln in lines if ln.startswith("ERROR:")]
+    if errors:
+        return errors[0]
+    if any(ln.startswith("Traceback (most recent call last)") or ln[:1].isspace() for ln in lines):
+        # Frames and source lines are indented; the exception is the last line that is not.
+        plain = [ln for ln in lines if not ln[:1].isspace() and not ln.startswith(("Traceback", "During handling"))]
+        return plain[-1].strip() if plain else None
+    useful = [ln.strip() for ln in lines if not ln.startswith(("Please run", "$", "to "))]
+    return useful[0] if useful else (lines[0].strip() if lines else None)
 
 
 def _dial_early(worker: WorkerRecord, timeout: float) -> socket.socket | None:

@@ -11,7 +11,7 @@ import pytest
 
 from offload.errors import HostKeyMismatch, WorkerUnreachable
 from offload.outputs import WorkerRecord
-from offload.runtime.connection import DEFAULT_CONNECT_TIMEOUT, ConnectOptions, open_connection
+from offload.runtime.connection import DEFAULT_CONNECT_TIMEOUT, ConnectOptions, open_connection, telling_line
 from offload.runtime.hostkeys import KnownHosts, host_id
 from offload.runtime.transport import SshTransport
 from tests.workers import SshdWorker, sshd_record
@@ -142,3 +142,29 @@ def test_proxy_command_is_honoured(sshd_worker: SshdWorker, tmp_path: Path) -> N
         assert not isinstance(conn.transport.sock, socket.socket)
     finally:
         conn.close()
+
+
+def test_a_proxy_command_that_dies_with_a_traceback_is_reported_by_its_exception(tmp_path: Path) -> None:
+    dies = tmp_path / "dies.py"
+    dies.write_text("import socket\n\ndef dial():\n    socket.create_connection(('127.0.0.1', 1), timeout=5)\n\n"
+                    "try:\n    dial()\nexcept OSError:\n    raise RuntimeError('tunnel gave up')\n")
+    record = WorkerRecord(name="w", host="10.255.0.1", port=22, user="u", workspace="/w",
+                          proxy_command=f"{sys.executable} {dies} %h %p")
+    with pytest.raises(WorkerUnreachable) as e:
+        open_connection(record, ConnectOptions(known_hosts=KnownHosts(tmp_path / "kh"), connect_timeout=10))
+    assert e.value.line().endswith(": RuntimeError: tunnel gave up"), e.value.line()
+    assert "Traceback" not in e.value.line() and "\n" not in e.value.line()
+
+
+@pytest.mark.parametrize(("stderr", "line"), [
+    (["ERROR: (gcloud.compute.start-iap-tunnel) You do not currently have an active account selected.",
+      "Please run:", "  $ gcloud auth login"],
+     "(gcloud.compute.start-iap-tunnel) You do not currently have an active account selected."),
+    (["Traceback (most recent call last):", '  File "x.py", line 1, in <module>', "    f()",
+      "ConnectionRefusedError: [Errno 111] Connection refused"], "ConnectionRefusedError: [Errno 111] Connection refused"),
+    (["channel 0: open failed: connect failed: Name or service not known", "stdio forwarding failed"],
+     "channel 0: open failed: connect failed: Name or service not known"),
+    ([], None),
+])
+def test_the_telling_line_of_a_failed_command(stderr: list[str], line: str | None) -> None:
+    assert telling_line(stderr) == line
