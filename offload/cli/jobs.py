@@ -166,9 +166,12 @@ def clean(job: Annotated[Optional[str], typer.Argument(help="Job id.", show_defa
             print(f"cleaned {job_id} on {worker_name}")
     for worker_name, error in report.errors:
         print(f"offload: {worker_name}: {error}", file=sys.stderr)
-    if report.errors:
+    for worker_name, s in report.survivors:
+        print(f"offload: {worker_name}: process {s.pid} of job {s.job} survived SIGKILL: {s.command or '?'}",
+              file=sys.stderr)
+    if report.errors or report.survivors:
         raise typer.Exit(1)
 
 
 def _without_empty_errors(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k != "errors" or v}
+    return {k: v for k, v in data.items() if k not in ("errors", "survivors") or v}

@@ -23,7 +23,7 @@ from offload.errors import JobNotFound, UsageError
 from offload.jobs.fleet import Fleet, Outcome, Reach, quiet
 from offload.jobs.launch import ENV_NAME
 from offload.jobs.playbook import Playbook, get_playbook
-from offload.jobs.state import JobStatus, State, job_order
+from offload.jobs.state import JobStatus, State, Survivor, job_order
 from offload.jobs.worker import Sink, StartedJob, WorkerJobs
 from offload.outputs import StackOutputs
 from offload.providers import WorkerProvider, repo_root, take_snapshot
@@ -119,10 +119,13 @@ class CleanReport:
 
     cleaned: list[tuple[str, str]] = field(default_factory=list)  # (worker, job)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (worker, message)
+    survivors: list[tuple[str, Survivor]] = field(default_factory=list)  # (worker, process)
 
     def to_dict(self) -> dict[str, Any]:
         return {"cleaned": [{"worker": w, "id": j} for w, j in self.cleaned],
-                "errors": [{"worker": w, "error": e} for w, e in self.errors]}
+                "errors": [{"worker": w, "error": e} for w, e in self.errors],
+                "survivors": [{"worker": w, "id": s.job, "pid": s.pid, "command": s.command}
+                              for w, s in self.survivors]}
 
 
 class JobService:
@@ -275,9 +278,9 @@ class JobService:
     def clean(self, job_id: str) -> CleanReport:
         """End the job's session and remove its worktree, refs and state."""
         jobs = self._jobs_of(job_id)
-        jobs.clean(job_id)
+        survivors = jobs.clean(job_id)
         self._where.pop(job_id, None)
-        return CleanReport(cleaned=[(jobs.worker, job_id)])
+        return CleanReport(cleaned=[(jobs.worker, job_id)], survivors=[(jobs.worker, s) for s in survivors])
 
     def clean_all(self, confirm: Callable[[int], bool] = lambda count: True) -> CleanReport:
         """Clean every job on every worker, once CONFIRM agrees to the number found."""
@@ -288,14 +291,13 @@ class JobService:
             return report
         by_worker = {o.provider.name: o.value or [] for o in listed}
 
-        def clean_worker(p: WorkerProvider) -> list[str]:
+        def clean_worker(p: WorkerProvider) -> list[tuple[str, list[Survivor]]]:
             jobs = WorkerJobs(p)
-            for job in by_worker.get(p.name, []):
-                jobs.clean(job)
-            return by_worker.get(p.name, [])
+            return [(job, jobs.clean(job)) for job in by_worker.get(p.name, [])]
 
         results = self.fleet.each(clean_worker)
-        report.cleaned = [(o.provider.name, j) for o in results for j in (o.value or [])]
+        report.cleaned = [(o.provider.name, j) for o in results for j, _ in (o.value or [])]
+        report.survivors = [(o.provider.name, s) for o in results for _, left in (o.value or []) for s in left]
         report.errors += _errors(results)
         self._where.clear()
         return report

@@ -195,19 +195,33 @@ def attach_probe_argv(paths: JobPaths, task: str | None) -> list[str]:
 
 
 def clean_argv(workspace: str, jobs: str | Iterable[str], *, repo: str | None = None) -> list[str]:
-    """Remove jobs: tmux server, worktree, their refs and the job dir. REPO is the bare repository to use when a
-    job's meta has none (a launch that never happened). Prints `cleaned<TAB>JOB` or `missing<TAB>JOB` per job."""
+    """Remove jobs: their processes (TERM, then KILL), tmux server, worktree, refs and the job dir. REPO is the
+    bare repository to use when a job's meta has none (a launch that never happened). Parse with parse_clean."""
     ids = [jobs] if isinstance(jobs, str) else list(jobs)
     for job in ids:
         validate_id(job, "job id")
     return ["sh", "-c", worker_script("clean.sh"), "sh", workspace, repo or "", *ids]
 
 
-def parse_clean(text: str) -> dict[str, bool]:
-    """Job id -> whether anything of it was found and removed."""
-    out = {}
+@dataclass(frozen=True)
+class Survivor:
+    """A process of a cleaned job that outlived SIGKILL (another user's, or stuck in the kernel)."""
+
+    job: str
+    pid: int
+    command: str
+
+
+def parse_clean(text: str) -> tuple[dict[str, bool], list[Survivor]]:
+    """Job id -> whether anything of it was found and removed; and the processes that survived."""
+    found: dict[str, bool] = {}
+    survivors: list[Survivor] = []
     for line in text.splitlines():
-        kind, _, job = line.partition("\t")
-        if kind in ("cleaned", "missing") and job:
-            out[job] = kind == "cleaned"
-    return out
+        kind, _, rest = line.partition("\t")
+        if kind in ("cleaned", "missing") and rest:
+            found[rest] = kind == "cleaned"
+        elif kind == "survivor":
+            job, pid, command = (rest.split("\t", 2) + ["", ""])[:3]
+            if pid.isdigit():
+                survivors.append(Survivor(job, int(pid), command))
+    return found, survivors

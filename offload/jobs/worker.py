@@ -10,7 +10,7 @@ from typing import Callable, Sequence, TypeVar
 
 from offload.errors import JobNotFound, WorkerUnreachable
 from offload.jobs.playbook import Playbook
-from offload.jobs.state import (JobStatus, State, attach_probe_argv, clean_argv, log_argv, parse_clean,
+from offload.jobs.state import (JobStatus, State, Survivor, attach_probe_argv, clean_argv, log_argv, parse_clean,
                                 parse_log_frames, parse_status, read_logs_argv, status_argv)
 from offload.providers import Snapshot, WorkerProvider, check
 from offload.worker.layout import JobPaths, validate_id
@@ -197,11 +197,14 @@ class WorkerJobs:
         script = 'cd "$1" || exit 1; exec "$(command -v bash || echo sh)" -l'
         return self.provider.attach(["sh", "-c", script, "sh", paths.worktree])
 
-    def clean(self, job_id: str) -> None:
+    def clean(self, job_id: str) -> list[Survivor]:
+        """Remove the job and every process of it; returns the processes that outlived SIGKILL."""
         argv = clean_argv(self.provider.workspace, validate_id(job_id))
-        result = check(self.provider.exec(argv, timeout=120), self.worker, f"cleaning job {job_id}")
-        if not parse_clean(result.text()).get(job_id):
+        result = check(self.provider.exec(argv, timeout=300), self.worker, f"cleaning job {job_id}")
+        found, survivors = parse_clean(result.text())
+        if not found.get(job_id):
             raise self._not_found(f"no job {job_id}")
+        return survivors
 
 
 def exit_code_of(job: JobStatus) -> int:

@@ -207,3 +207,23 @@ def test_tasks_on_an_ssh_worker_get_its_umask(sshd_worker: SshdWorker, repo: Pat
                 cwd=repo, env={"OFFLOAD_SSH_KEY": str(sshd_worker.key_path)})
     assert p.returncode == 0, p.stderr
     assert p.stdout.decode().split() == ["0022", "644", "644"]
+
+
+def test_clean_leaves_no_process_of_the_job(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
+    env = {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path)}
+    marker = f"{secrets.randbelow(10**6) + 10**6}"
+    command = (f"nohup sh -c 'trap \"\" HUP TERM; sleep {marker}' >/dev/null 2>&1 & "
+               f"setsid sh -c 'trap \"\" TERM; exec sleep {marker}' >/dev/null 2>&1 & sleep 60")
+    assert offload("run", "--outputs", str(out), "--job", "srv", "--", command, cwd=repo, env=env).returncode == 0
+
+    def servers() -> list[bytes]:
+        return [c for c in all_cmdlines() if f"sleep\0{marker}".encode() in c]
+
+    deadline = time.monotonic() + 10
+    while len(servers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(servers()) == 2
+    p = offload("clean", "srv", "--outputs", str(out), cwd=repo, env=env)
+    assert (p.returncode, p.stdout) == (0, f"cleaned srv on {sshd_record(sshd_worker)['name']}\n".encode()), p.stderr
+    assert servers() == []

@@ -58,7 +58,8 @@ def test_a_session_runs_reads_lists_and_cleans_over_one_connection(sshd_worker: 
             assert abs(_iso(j["started"]) - time.time()) < 120
             assert _iso(j["started"]) <= _iso(j["finished"])
 
-        assert service.clean(first.id).to_dict() == {"cleaned": [{"worker": "box", "id": first.id}], "errors": []}
+        assert service.clean(first.id).to_dict() == {"cleaned": [{"worker": "box", "id": first.id}], "errors": [],
+                                                 "survivors": []}
         with pytest.raises(JobNotFound):
             service.check(first.id)
         with pytest.raises(UsageError):

@@ -340,7 +340,7 @@ def test_clean_removes_only_that_job(worker: LocalWorker, tmp_path: Path) -> Non
 
     result = script(clean_argv(worker.workspace, victim))
     assert result.returncode == 0, result.stderr
-    assert parse_clean(result.stdout.decode()) == {victim: True}
+    assert parse_clean(result.stdout.decode()) == ({victim: True}, [])
 
     assert not tmux_alive(v.tmux_socket)
     assert not os.path.exists(f"{os.environ['TMUX_TMPDIR']}/tmux-{os.getuid()}/{v.tmux_socket}")
@@ -358,7 +358,7 @@ def test_clean_removes_only_that_job(worker: LocalWorker, tmp_path: Path) -> Non
 
     # Cleaning again finds nothing; several at once, with the repository given for a job that never launched.
     again = script(clean_argv(worker.workspace, [victim, neighbour, sibling], repo=str(repo)))
-    assert parse_clean(again.stdout.decode()) == {victim: False, neighbour: True, sibling: True}
+    assert parse_clean(again.stdout.decode())[0] == {victim: False, neighbour: True, sibling: True}
     assert _refs(repo) == {r for r in before if not r.startswith("refs/offload/")}
     assert not tmux_alive(n.tmux_socket)
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1  # the bare repository itself
@@ -369,6 +369,44 @@ def test_clean_without_git_or_meta(worker: LocalWorker) -> None:
     assert worker.wait_job(paths) == "success"
     Path(paths.worktree, "file").write_text("x")
     result = script(clean_argv(worker.workspace, paths.job))
-    assert parse_clean(result.stdout.decode()) == {paths.job: True}
+    assert parse_clean(result.stdout.decode()) == ({paths.job: True}, [])
     assert not os.path.exists(paths.worktree) and not os.path.exists(paths.job_dir)
     assert not tmux_alive(paths.tmux_socket)
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and pid_running(int(entry)):
+            try:
+                if marker in Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_clean_stops_what_ignores_hangups_and_terms(worker: LocalWorker) -> None:
+    """nohup'd servers, processes that trap TERM and daemons that left the task's process group all go."""
+    marker = f"{secrets.randbelow(10**6) + 10**6}"
+    command = (f"nohup sh -c 'trap \"\" HUP TERM; sleep {marker}1' > /dev/null 2>&1 &\n"
+               f"setsid sh -c 'trap \"\" HUP TERM; exec sleep {marker}2' > /dev/null 2>&1 &\n"
+               f"sh -c 'trap \"\" HUP TERM; sleep {marker}3 & wait' &\n"
+               "echo started; sleep 60")
+    paths = worker.launch(command, linger=60)
+    wait_for(lambda: all(_processes_with(f"sleep {marker}{i}") for i in (1, 2, 3)), what="the job's three processes")
+    result = script(clean_argv(worker.workspace, paths.job), timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert parse_clean(result.stdout.decode()) == ({paths.job: True}, [])
+    wait_for(lambda: not _processes_with(f"sleep {marker}"), timeout=5, what="every process of the job to end")
+
+
+def test_clean_stops_what_a_finished_task_left_running(worker: LocalWorker) -> None:
+    marker = f"{secrets.randbelow(10**6) + 10**6}"
+    paths = worker.launch(f"nohup sh -c 'trap \"\" HUP TERM; exec sleep {marker}' > /dev/null 2>&1 & echo done",
+                          linger=60)
+    assert worker.wait_job(paths) == "success"
+    wait_for(lambda: _processes_with(f"sleep {marker}"), what="the left-over server")
+    result = script(clean_argv(worker.workspace, paths.job), timeout=30)
+    assert parse_clean(result.stdout.decode()) == ({paths.job: True}, [])
+    wait_for(lambda: not _processes_with(f"sleep {marker}"), timeout=5, what="the server to end")

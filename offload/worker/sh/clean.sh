@@ -1,6 +1,7 @@
-# clean.sh WORKSPACE REPO JOB...: remove jobs: the tmux server, the worktree, the job's refs and its directory.
-# REPO is the bare repository to use for a job whose meta names none (a launch that never happened), or empty.
-# Prints `cleaned<TAB>JOB` or `missing<TAB>JOB` for each job and exits 0. Never touches another job.
+# clean.sh WORKSPACE REPO JOB...: remove jobs: their processes, the tmux server, the worktree, the job's refs and
+# its directory. REPO is the bare repository to use for a job whose meta names none (a launch that never
+# happened), or empty. Prints `cleaned<TAB>JOB` or `missing<TAB>JOB` for each job, and `survivor<TAB>JOB<TAB>PID
+# <TAB>COMMAND` for a process of it that outlived SIGKILL; exits 0. Never touches another job.
 set -u
 workspace=${1:?workspace}
 fallback_repo=${2-}
@@ -9,21 +10,85 @@ sockets="${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)"
 has_git=0
 command -v git > /dev/null 2>&1 && has_git=1
 
+stop_groups() { # SIGNAL TENTHS PGID...: signal each group, then wait up to TENTHS/10 s for all of them to end
+	sig=$1 tenths=$2
+	shift 2
+	left=
+	for g in "$@"; do
+		group_alive "$g" || continue
+		kill "-$sig" "-$g" 2> /dev/null
+		left="$left $g"
+	done
+	i=0
+	while [ -n "$left" ] && [ "$i" -lt "$tenths" ]; do
+		sleep 0.1 2> /dev/null || sleep 1
+		i=$((i + 1))
+		still=
+		for g in $left; do
+			group_alive "$g" && still="$still $g"
+		done
+		left=$still
+	done
+}
+
+stop_pids() { # SIGNAL TENTHS PID...: the same for single processes
+	sig=$1 tenths=$2
+	shift 2
+	for p in "$@"; do
+		kill "-$sig" "$p" 2> /dev/null
+	done
+	i=0
+	while [ "$i" -lt "$tenths" ]; do
+		still=
+		for p in "$@"; do
+			alive "$p" && still=1
+		done
+		[ -n "$still" ] || return 0
+		sleep 0.1 2> /dev/null || sleep 1
+		i=$((i + 1))
+	done
+}
+
+survivor() { # JOB PID
+	command=
+	if [ -r "/proc/$2/cmdline" ]; then
+		command=$(tr '\000\t\n' '   ' < "/proc/$2/cmdline" 2> /dev/null | cut -c1-120)
+	fi
+	printf 'survivor\t%s\t%s\t%s\n' "$1" "$2" "$command"
+}
+
 clean() { # JOB
 	job_paths "$workspace" "$1"
 	found=0
+	job_begin "$_p_dir"
+	# Each tmux pane (the runner, every task) leads a process group holding what its command started,
+	# background servers and nohup'd daemons included.
+	groups=$(tmux -f /dev/null -L "$_p_socket" list-panes -a -F '#{pane_pid}' < /dev/null 2> /dev/null)
+	# A pane's process may have ended while what it started goes on in its group: every recorded pid counts.
+	for f in "$_p_dir/runner.pid" "$_p_dir"/tasks/*/pid; do
+		get "$f"
+		[ "$_stale" = 0 ] && is_number "$_got" && groups="$groups $_got"
+	done
 	if tmux -f /dev/null -L "$_p_socket" kill-server < /dev/null > /dev/null 2>&1; then found=1; fi
 	[ -S "$sockets/$_p_socket" ] && rm -f "$sockets/$_p_socket"
-	# The end of the server hangs up every window; let those processes go before their worktree does.
-	job_begin "$_p_dir"
-	for f in "$_p_dir/runner.pid" "$_p_dir"/tasks/*/pid; do
-		i=0
-		while [ "$i" -lt 20 ]; do
-			pidfile "$f"
-			[ "$_alive" = 1 ] || break
-			sleep 0.1 2> /dev/null || sleep 1
-			i=$((i + 1))
+	# shellcheck disable=SC2086 # lists of pids, split on purpose
+	stop_groups TERM 30 $groups
+	# shellcheck disable=SC2086
+	stop_groups KILL 10 $groups
+	# What left its group (setsid) but still works in the job's worktree.
+	in_dir "$_p_tree"
+	if [ -n "$_in_dir" ]; then
+		found=1
+		# shellcheck disable=SC2086
+		stop_pids TERM 30 $_in_dir
+		# shellcheck disable=SC2086
+		stop_pids KILL 10 $_in_dir
+		for p in $_in_dir; do
+			alive "$p" && survivor "$1" "$p"
 		done
+	fi
+	for g in $groups; do
+		group_alive "$g" && survivor "$1" "$_member"
 	done
 	repo=$fallback_repo
 	if [ -f "$_p_dir/meta" ]; then

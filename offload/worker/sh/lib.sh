@@ -51,6 +51,37 @@ alive() { # PID: the process exists and has not exited. kill -0 alone also succe
 	return 0
 }
 
+group_alive() { # PGID: some process of the process group lives (zombies do not count); its pid in _member
+	_member=
+	for _l_s in /proc/[0-9]*/stat; do
+		{ IFS= read -r _l_stat < "$_l_s"; } 2> /dev/null || continue
+		_l_f=${_l_stat##*") "}
+		_l_st=${_l_f%% *}
+		_l_f=${_l_f#* }
+		_l_f=${_l_f#* }
+		[ "${_l_f%% *}" = "$1" ] || continue
+		case $_l_st in Z* | X* | x*) continue ;; esac
+		_member=${_l_s#/proc/}
+		_member=${_member%/stat}
+		return 0
+	done
+	[ ! -d /proc/self ] && kill -0 "-$1" 2> /dev/null && _member=$1 # without /proc, kill -0 is all there is
+}
+
+in_dir() { # DIR: the pids of live processes (but this one) whose working directory is DIR or below, in _in_dir
+	_in_dir=
+	_l_here=$PWD
+	cd -P "$1" 2> /dev/null || return 0
+	_l_dir=$PWD
+	for _l_p in /proc/[0-9]*; do
+		[ "${_l_p#/proc/}" = "$$" ] && continue
+		# cd and pwd are builtins: no process per candidate, however many there are.
+		cd -P "$_l_p/cwd" 2> /dev/null || continue
+		case $PWD in "$_l_dir" | "$_l_dir"/*) alive "${_l_p#/proc/}" && _in_dir="$_in_dir ${_l_p#/proc/}" ;; esac
+	done
+	cd -P "$_l_here" 2> /dev/null || cd /
+}
+
 # A job records the kernel's boot id when it starts: after a reboot its pids belong to other processes.
 get /proc/sys/kernel/random/boot_id
 _boot=$_got
