@@ -50,11 +50,8 @@ stop_pids() { # SIGNAL TENTHS PID...: the same for single processes
 }
 
 survivor() { # JOB PID
-	command=
-	if [ -r "/proc/$2/cmdline" ]; then
-		command=$(tr '\000\t\n' '   ' < "/proc/$2/cmdline" 2> /dev/null | cut -c1-120)
-	fi
-	printf 'survivor\t%s\t%s\t%s\n' "$1" "$2" "$command"
+	command_of "$2"
+	printf 'survivor\t%s\t%s\t%s\n' "$1" "$2" "$_command"
 }
 
 clean() { # JOB

@@ -82,6 +82,13 @@ in_dir() { # DIR: the pids of live processes (but this one) whose working direct
 	cd -P "$_l_here" 2> /dev/null || cd /
 }
 
+command_of() { # PID: its command line, one line of at most 120 characters, in _command (empty: unknown)
+	_command=
+	if [ -r "/proc/$1/cmdline" ]; then
+		_command=$(tr '\000\t\n' '   ' < "/proc/$1/cmdline" 2> /dev/null | cut -c1-120)
+	fi
+}
+
 # A job records the kernel's boot id when it starts: after a reboot its pids belong to other processes.
 get /proc/sys/kernel/random/boot_id
 _boot=$_got
