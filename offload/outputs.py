@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -107,15 +108,23 @@ class WorkerRecord:
             raise ConfigError(f"{where}.user must be a login name (letters, digits, '_', '.', '-'); got {self.user!r}")
         if self.container is not None and (not isinstance(self.container, str) or not _CONTAINER.match(self.container)):
             raise ConfigError(f"{where}.container must be a container name or null; got {self.container!r}")
-        if not isinstance(self.workspace, str) or not self.workspace.startswith("/") or "\n" in self.workspace \
-                or "\x00" in self.workspace or "/../" in f"{self.workspace}/":
-            raise ConfigError(f"{where}.workspace must be an absolute path; got {self.workspace!r}")
+        if not isinstance(self.workspace, str) or not self.workspace.startswith("/") \
+                or any(ord(c) < 32 or ord(c) == 127 for c in self.workspace) or "/../" in f"{self.workspace}/":
+            raise ConfigError(f"{where}.workspace must be an absolute path without control characters; "
+                              f"got {self.workspace!r}")
         for key_name in _OPTIONAL_TEXT:
             v = getattr(self, key_name)
             if v is not None and (not isinstance(v, str) or not v):
                 raise ConfigError(f"{where}.{key_name} must be a non-empty string or null; got {v!r}")
         for i, hk in enumerate(self.host_keys):
             validate_host_key(hk, f"{where}.host_keys[{i}]")
+        cost = self.hourly_cost_usd
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))
+                                 or not math.isfinite(cost) or cost < 0):
+            raise ConfigError(f"{where}.hourly_cost_usd must be a number of dollars or null; got {cost!r}")
+        minutes = self.idle_stop_minutes
+        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 0):
+            raise ConfigError(f"{where}.idle_stop_minutes must be a whole number of minutes or null; got {minutes!r}")
 
     @classmethod
     def from_dict(cls, data: object, index: int = 0) -> "WorkerRecord":

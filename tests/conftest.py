@@ -347,3 +347,24 @@ def ssh_docker_worker(start_sshd: StartSshd, start_docker_worker: StartDockerWor
     container = start_docker_worker(workspace=Path(ssh.workspace))
     return SshDockerWorker(ssh=ssh, container=container)
 
+
+
+@pytest.fixture
+def small_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
+    """A factory for small file systems: `small_disk("2m")` mounts a tmpfs of that size and returns its path,
+    so a job can fill its workspace. Each is unmounted at teardown (lazily, should a process still use it)."""
+    _require(os.geteuid() == 0, "mounting a small file system needs root")
+    mounted: list[Path] = []
+
+    def factory(size: str = "2m") -> Path:
+        path = tmp_path_factory.mktemp("disk")
+        run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], timeout=30)
+        mounted.append(path)
+        return path
+
+    try:
+        yield factory
+    finally:
+        for path in mounted:
+            if run(["umount", str(path)], check=False, timeout=30).returncode != 0:
+                run(["umount", "-l", str(path)], check=False, timeout=30)

@@ -60,6 +60,15 @@ def test_unknown_fields_are_ignored_and_empty_strings_mean_unset() -> None:
      "public key line"),
     ({"workers": [{"name": "w", "host": "h", "workspace": "/w"}, {"name": "w", "host": "g", "workspace": "/w"}]},
      "duplicate names: w"),
+    ({"workers": [{"name": "w", "host": "h", "workspace": "/w\tx"}]}, "without control characters"),
+    ({"workers": [{"name": "w", "host": "h", "workspace": "/w", "hourly_cost_usd": "cheap"}]},
+     "hourly_cost_usd must be a number of dollars or null; got 'cheap'"),
+    ({"workers": [{"name": "w", "host": "h", "workspace": "/w", "hourly_cost_usd": float("nan")}]},
+     "hourly_cost_usd must be a number"),
+    ({"workers": [{"name": "w", "host": "h", "workspace": "/w", "hourly_cost_usd": -1}]},
+     "hourly_cost_usd must be a number"),
+    ({"workers": [{"name": "w", "host": "h", "workspace": "/w", "idle_stop_minutes": "30"}]},
+     "idle_stop_minutes must be a whole number of minutes or null"),
 ])
 def test_bad_outputs_name_the_field(change: dict, message: str) -> None:
     data = dict(CONTRACT_EXAMPLE, **change)

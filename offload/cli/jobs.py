@@ -52,6 +52,8 @@ def status(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt
     for w in report.workers:
         if w.error:
             print(f"offload: {w.name}: {w.error}", file=sys.stderr)
+        elif w.disk.full:
+            print(f"offload: {w.name}: no space left in its workspace ({w.disk.free_kb} KB free)", file=sys.stderr)
     raise typer.Exit(0 if report.complete else 1)
 
 
@@ -130,6 +132,8 @@ def check(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worke
         for t in report.job.tasks:
             code = "" if t.exit_code is None else f" (exit {t.exit_code})"
             print(f"{t.name}\t{t.state.value}{code}")
+        if report.note:
+            print(f"offload: {report.note}", file=sys.stderr)
     state = report.job.state.value
     if state in ("running", "pending"):
         raise typer.Exit(7)

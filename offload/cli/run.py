@@ -71,6 +71,10 @@ def run(
                 progress.note(f"stopped watching; job {started.id} goes on on {started.worker} "
                               f"(`offload logs {started.id} -f`, `offload clean {started.id}`)")
                 raise typer.Exit(130) from None
+            if code != 0:
+                note = service.check(started.id).note
+                if note:
+                    progress.note(note)
             raise typer.Exit(code)
     if json_out:
         from offload.cli.ui import print_json

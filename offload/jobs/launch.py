@@ -133,8 +133,12 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
         f"runner=$(SHELL=/bin/sh tmux -f /dev/null -L {q(paths.tmux_socket)} new-session -d -s {q(job)} "
         f"-n offload -x 200 -y 50 -P -F '#{{pane_pid}}' {q(runner)} </dev/null) "
         f"|| abort {LaunchExit.TMUX_FAILED} {q(f'tmux could not start the session of job {job}')}",
-        f"case $runner in ''|*[!0-9]*) ;; *) printf '%s\\n' \"$runner\" > {job_dir}/runner.pid.tmp "
-        f"&& mv -f {job_dir}/runner.pid.tmp {job_dir}/runner.pid ;; esac",
+        # The runner records itself too; a launch that cannot (a full disk) takes the job back entirely.
+        f"case $runner in ''|*[!0-9]*) ;; *) {{ printf '%s\\n' \"$runner\" > {job_dir}/runner.pid.tmp "
+        f"&& mv -f {job_dir}/runner.pid.tmp {job_dir}/runner.pid; }} 2>/dev/null || "
+        f"{{ tmux -f /dev/null -L {q(paths.tmux_socket)} kill-server </dev/null >/dev/null 2>&1; "
+        f"abort 1 {q(f'cannot write the state of job {job}')}\"$(df -Pk {job_dir} 2>/dev/null | "
+        "awk 'NR == 2 && $4 < 64 {print \": no space left on the worker (\" $4 \" KB free)\"}')\"; } ;; esac",
         f"printf '%s %s %s\\n' {q(LAUNCHED)} {q(job)} \"$runner\"",
     ]
     return "\n".join(lines) + "\n"

@@ -102,7 +102,7 @@ def command_problem(command: object) -> str | None:
     if "\0" in command:
         return "'run' contains a NUL character"
     try:
-        command.encode("utf-8")
+        command.encode("utf-8", "surrogateescape")  # bytes that are not UTF-8 (from a command line) travel as is
     except UnicodeEncodeError:
         return "'run' is not valid text"
     return None

@@ -23,7 +23,7 @@ from offload.errors import JobNotFound, UsageError
 from offload.jobs.fleet import Fleet, Outcome, Reach, quiet
 from offload.jobs.launch import ENV_NAME
 from offload.jobs.playbook import Playbook, get_playbook
-from offload.jobs.state import JobStatus, State, Survivor, job_order
+from offload.jobs.state import Disk, JobStatus, State, Survivor, job_order
 from offload.jobs.worker import Sink, StartedJob, WorkerJobs
 from offload.outputs import StackOutputs
 from offload.providers import WorkerProvider, repo_root, take_snapshot
@@ -59,9 +59,18 @@ class JobReport:
 
     worker: str
     job: JobStatus
+    disk: Disk = field(default_factory=Disk)
+
+    @property
+    def note(self) -> str | None:
+        """Why a failed job may have failed, when the worker can tell: its workspace is full."""
+        if self.job.state is State.FAILED and self.disk.full:
+            return (f"worker {self.worker} has no space left in its workspace ({self.disk.free_kb} KB free): "
+                    f"job {self.job.id} could not write its output or state")
+        return None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.job.to_dict(), worker=self.worker)
+        return dict(self.job.to_dict(), worker=self.worker, note=self.note)
 
 
 @dataclass(frozen=True)
@@ -90,12 +99,13 @@ class WorkerReport:
     idle_stop_in_minutes: float | None = None
     error: str | None = None
     jobs: list[JobStatus] = field(default_factory=list)
+    disk: Disk = field(default_factory=Disk)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "provider": self.provider, "state": self.state,
                 "machine_type": self.machine_type, "hourly_cost_usd": self.hourly_cost_usd,
                 "idle_stop_in_minutes": self.idle_stop_in_minutes, "error": self.error,
-                "jobs": [j.to_dict() for j in self.jobs]}
+                "workspace": self.disk.to_dict(), "jobs": [j.to_dict() for j in self.jobs]}
 
 
 @dataclass
@@ -203,7 +213,8 @@ class JobService:
             out = WorkerReport(s.name, s.provider, s.state, s.machine_type, s.hourly_cost_usd,
                                s.idle_stop_in_minutes, s.error)
             if s.state in ("running", "unknown"):
-                out.jobs = sorted(WorkerJobs(provider).jobs(), key=job_order)
+                jobs, out.disk = WorkerJobs(provider).listing()
+                out.jobs = sorted(jobs, key=job_order)
                 out.state = "running"
             return out
 
@@ -220,7 +231,10 @@ class JobService:
     def check(self, job_id: str) -> JobReport:
         """The job's state and its tasks' states and exit codes."""
         jobs = self._jobs_of(job_id)
-        return JobReport(jobs.worker, jobs.job(job_id))
+        found, disk = jobs.listing([job_id])
+        if not found or found[0].id != job_id:
+            raise JobNotFound(f"no job {job_id} on worker {jobs.worker}", hint="see `offload status`")
+        return JobReport(jobs.worker, found[0], disk)
 
     def task_of(self, job_id: str, task: str | None) -> str:
         """TASK, or the job's only task when none is named."""

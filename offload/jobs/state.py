@@ -125,6 +125,35 @@ def status_argv(workspace: str, ids: Iterable[str] = ()) -> list[str]:
     return ["sh", "-c", worker_script("status.sh"), "sh", workspace, *ids]
 
 
+FULL_KB = 64  # a workspace with less free space than this is full: no job can record its state
+
+
+@dataclass(frozen=True)
+class Disk:
+    """The workspace's file system as status.sh saw it (None: df could not tell)."""
+
+    free_kb: int | None = None
+    size_kb: int | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.free_kb is not None and self.free_kb < FULL_KB
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"free_bytes": None if self.free_kb is None else self.free_kb * 1024,
+                "size_bytes": None if self.size_kb is None else self.size_kb * 1024}
+
+
+def parse_disk(text: str) -> Disk:
+    """The `space` record of status.sh's output."""
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if fields[0] == "space" and len(fields) >= 3:
+            return Disk(int(fields[1]) if fields[1].isdigit() else None,
+                        int(fields[2]) if fields[2].isdigit() else None)
+    return Disk()
+
+
 def parse_status(text: str) -> list[JobStatus]:
     """Jobs from the output of status.sh, in the order printed."""
     jobs: dict[str, JobStatus] = {}

@@ -10,8 +10,9 @@ from typing import Callable, Sequence, TypeVar
 
 from offload.errors import JobNotFound, WorkerUnreachable
 from offload.jobs.playbook import Playbook
-from offload.jobs.state import (JobStatus, State, Survivor, attach_probe_argv, clean_argv, log_argv, parse_clean,
-                                parse_log_frames, parse_status, read_logs_argv, status_argv)
+from offload.jobs.state import (Disk, JobStatus, State, Survivor, attach_probe_argv, clean_argv, log_argv,
+                                parse_clean, parse_disk, parse_log_frames, parse_status, read_logs_argv,
+                                status_argv)
 from offload.providers import Snapshot, WorkerProvider, check
 from offload.worker.layout import JobPaths, validate_id
 
@@ -52,22 +53,40 @@ class WorkerJobs:
 
         validate_id(job_id)
         paths = self.provider.paths(job_id)
-        stats = self.provider.sync(snapshot, paths, checkout=False)
-        info = {"repo": paths.repo(snapshot.repo_id), "commit": snapshot.commit,
-                "worktree": paths.worktree, "created": f"{time.time():.3f}",
-                "playbook": playbook.name, "branch": snapshot.branch or ""}
+        repo = paths.repo(snapshot.repo_id)
+        info = {"repo": repo, "commit": snapshot.commit, "worktree": paths.worktree,
+                "created": f"{time.time():.3f}", "playbook": playbook.name, "branch": snapshot.branch or ""}
         info.update(meta or {})
-        script = launch_script(paths, playbook, env=env, meta=info)
-        self.provider.launch(script.encode(), job_id)
+        # Everything that can be refused is refused before the sync writes anything on the worker. Text that is
+        # not UTF-8 (an --env value, a command) travels as the bytes it was.
+        script = launch_script(paths, playbook, env=env, meta=info).encode("utf-8", "surrogateescape")
+        stats = self.provider.sync(snapshot, paths, checkout=False)
+        try:
+            self.provider.launch(script, job_id)
+        except BaseException:
+            self._take_back(job_id, repo)
+            raise
         return StartedJob(job_id, self.worker, paths, stats.pack_bytes, playbook)
+
+    def _take_back(self, job_id: str, repo: str) -> None:
+        """Remove what the sync made for a job whose launch failed (its worktree and ref), as far as the
+        connection still allows; `clean` finds whatever is left."""
+        try:
+            self.provider.exec(clean_argv(self.provider.workspace, job_id, repo=repo), timeout=120)
+        except Exception:
+            pass
 
     # --- state -----------------------------------------------------------------------------------
 
-    def jobs(self, ids: Sequence[str] = ()) -> list[JobStatus]:
-        """Every job on the worker (or only IDS)."""
+    def listing(self, ids: Sequence[str] = ()) -> tuple[list[JobStatus], Disk]:
+        """Every job on the worker (or only IDS), and the workspace's disk, in one round trip."""
         result = check(self.provider.exec(status_argv(self.provider.workspace, ids), timeout=60), self.worker,
                        "reading job state")
-        return parse_status(result.text())
+        return parse_status(result.text()), parse_disk(result.text())
+
+    def jobs(self, ids: Sequence[str] = ()) -> list[JobStatus]:
+        """Every job on the worker (or only IDS)."""
+        return self.listing(ids)[0]
 
     def job(self, job_id: str) -> JobStatus:
         found = [j for j in self.jobs([job_id]) if j.id == job_id]

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,3 +209,73 @@ def test_tasks_and_their_checkout_get_the_workers_umask(repo: Path) -> None:
                 cwd=repo)
     assert p.returncode == 0, p.stderr
     assert p.stdout.decode().split() == ["0022", "644", "755", "755", "644"]
+
+
+def _runner_gone(workspace: Path) -> bool:
+    pids = [p.read_text().strip() for p in workspace.glob("jobs/*/runner.pid")]
+    return bool(pids) and all(not Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def test_a_full_workspace_fails_the_job_and_says_so(repo: Path, small_disk: Any) -> None:
+    workspace = small_disk("2m") / "ws"
+    env = {"OFFLOAD_LOCAL_WORKSPACE": str(workspace)}
+    p = offload("run", "--job", "filler", "--wait", "--", "head -c 5000000 /dev/zero > fill; echo after", cwd=repo,
+                env=env, timeout=60)
+    assert p.returncode == 1
+    assert "no space left" in p.stderr.decode(), p.stderr
+    deadline = time.monotonic() + 10
+    while not _runner_gone(workspace) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _runner_gone(workspace), "the runner goes on"
+    check = offload("check", "filler", "--json", cwd=repo, env=env)
+    assert check.returncode == 1
+    report = json.loads(check.stdout)
+    assert report["state"] == "failed" and "no space left" in report["note"]
+    status = json.loads(offload("status", "--json", cwd=repo, env=env).stdout)["workers"][0]
+    assert status["workspace"]["free_bytes"] < 64 * 1024 and status["jobs"][0]["state"] == "failed"
+    assert offload("clean", "filler", cwd=repo, env=env).returncode == 0
+    assert not list(workspace.glob("jobs/*")) and not list(workspace.glob("worktrees/*"))
+
+
+def test_text_that_is_not_utf8_reaches_the_job_as_its_bytes(repo: Path) -> None:
+    p = offload("run", "--env", "ODD", "--wait", "--", "printf '%s|' \"$ODD\" 'caf\udce9'", cwd=repo,
+                env={"ODD": "bad\udcff"})
+    assert (p.returncode, p.stdout) == (0, b"bad\xff|caf\xe9|"), p.stderr
+
+
+def test_a_failed_launch_leaves_nothing_behind(repo: Path, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    env = {"OFFLOAD_LOCAL_WORKSPACE": str(workspace)}
+    workspace.mkdir()
+    (workspace / "jobs").write_text("not a directory\n")  # the launch cannot make the job's directory
+    p = offload("run", "--job", "doomed", "--", "true", cwd=repo, env=env)
+    assert p.returncode == 1 and "cannot create the jobs directory" in stderr_line(p)
+    assert list((workspace / "worktrees").iterdir()) == []
+    (bare,) = list((workspace / "repos").iterdir())
+    assert git(bare, "for-each-ref", "refs/offload/") == ""
+
+
+def test_leftovers_of_an_interrupted_launch_are_listed_and_cleaned(repo: Path, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    env = {"OFFLOAD_LOCAL_WORKSPACE": str(workspace)}
+    for job in ("half", "ref-only"):
+        assert offload("run", "--job", job, "--wait", "--", "true", cwd=repo, env=env).returncode == 0
+    # As if the launch had stopped after the sync: no job directory; for one, no worktree either.
+    for job in ("half", "ref-only"):
+        subprocess.run(["rm", "-rf", str(workspace / "jobs" / job)], check=True)
+    (bare,) = list((workspace / "repos").iterdir())
+    git(bare, "worktree", "remove", "--force", str(workspace / "worktrees" / "ref-only"))
+    old = time.time() - 600
+    os.utime(workspace / "worktrees" / "half", (old, old))
+    jobs = json.loads(offload("status", "--json", cwd=repo, env=env).stdout)["workers"][0]["jobs"]
+    assert {(j["id"], j["state"], len(j["tasks"])) for j in jobs} == {("half", "failed", 0), ("ref-only", "failed", 0)}
+    p = offload("clean", "--all", "--yes", cwd=repo, env=env)
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stdout.decode().splitlines()) == ["cleaned half on local", "cleaned ref-only on local"]
+    assert list((workspace / "worktrees").iterdir()) == [] and git(bare, "for-each-ref", "refs/offload/") == ""
+
+
+def test_a_workspace_with_a_control_character_is_refused(repo: Path, tmp_path: Path) -> None:
+    p = offload("run", "--", "true", cwd=repo, env={"OFFLOAD_LOCAL_WORKSPACE": str(tmp_path / "a\tb")})
+    assert p.returncode == 2 and "workspace must be an absolute path without control characters" in stderr_line(p)
+    assert not (tmp_path / "a\tb").exists()

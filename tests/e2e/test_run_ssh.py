@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,3 +228,20 @@ def test_clean_leaves_no_process_of_the_job(sshd_worker: SshdWorker, repo: Path,
     p = offload("clean", "srv", "--outputs", str(out), cwd=repo, env=env)
     assert (p.returncode, p.stdout) == (0, f"cleaned srv on {sshd_record(sshd_worker)['name']}\n".encode()), p.stderr
     assert servers() == []
+
+
+def test_a_full_workspace_on_an_ssh_worker_fails_the_job_and_says_so(start_sshd: Any, small_disk: Any, repo: Path,
+                                                                     tmp_path: Path) -> None:
+    worker = start_sshd(workspace=small_disk("2m") / "ws")
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(worker)])
+    env = {"OFFLOAD_SSH_KEY": str(worker.key_path)}
+    p = offload("run", "--outputs", str(out), "--job", "filler", "--wait", "--",
+                "head -c 5000000 /dev/zero > fill; echo after", cwd=repo, env=env, timeout=60)
+    assert p.returncode == 1
+    assert "no space left in its workspace" in p.stderr.decode(), p.stderr
+    check = offload("check", "filler", "--outputs", str(out), cwd=repo, env=env)
+    assert check.returncode == 1 and "no space left" in check.stderr.decode()
+    assert offload("clean", "filler", "--outputs", str(out), cwd=repo, env=env).returncode == 0
+    # With the space back, the worker takes jobs again.
+    again = offload("run", "--outputs", str(out), "--wait", "--", "echo", "room", cwd=repo, env=env)
+    assert (again.returncode, again.stdout) == (0, b"room\n"), again.stderr

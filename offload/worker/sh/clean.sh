@@ -93,6 +93,16 @@ clean() { # JOB
 			case $line in repo=?*) repo=${line#repo=} ;; esac
 		done 4< "$_p_dir/meta"
 	fi
+	# A launch that did not finish left no meta: its worktree, or the repository holding its ref, says which.
+	if [ -z "$repo" ]; then
+		get "$_p_tree/.git"
+		case $_got in "gitdir: "*/worktrees/*) repo=${_got#gitdir: } && repo=${repo%/worktrees/*} ;; esac
+	fi
+	if [ -z "$repo" ] && [ "$has_git" = 1 ]; then
+		for r in "$workspace"/repos/*.git; do
+			[ -f "$r/HEAD" ] && git -C "$r" show-ref -q --verify "$_p_ref" && repo=$r && break
+		done
+	fi
 	if [ "$has_git" = 1 ] && [ -n "$repo" ] && git -C "$repo" rev-parse --git-dir > /dev/null 2>&1; then
 		if [ -e "$_p_tree" ]; then
 			git -C "$repo" worktree remove --force "$_p_tree" > /dev/null 2>&1

@@ -10,6 +10,9 @@
 # Restarting the runner is safe: it never starts a task that has a state, and a second runner refuses to start
 # while the first is alive (runner.pid). A task whose process is gone without an exit code is marked failed.
 #
+# A state the runner cannot write (a full disk) ends the job: the runner starts nothing more, ends the job's tmux
+# server at once and exits. Readers then see the tasks that could not finish as failed (lib.sh: task_state).
+#
 # Lifetime of the tmux server: windows stay open after their command ends (remain-on-exit), so `offload attach`
 # still shows the output of a finished job. Once every task has finished, the runner writes the job's state and
 # lingers until no client has been attached for OFFLOAD_LINGER_SECONDS (default 600) seconds in a row; then it
@@ -25,6 +28,7 @@ umask 077
 _poll=0.2       # seconds between looks at the task states while the job runs
 _history=10000  # scrollback lines per task window
 _linger_step=5  # seconds between looks for attached clients once the job has finished
+_broken=        # the state file that could not be written, once one could not
 
 q() { # WORD: WORD quoted for sh
 	printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
@@ -70,8 +74,10 @@ run_task() {
 	# Ctrl-C in an attached window interrupts the command, and the task still records its exit code. The trap
 	# comes before the task is marked running: from then on, a Ctrl-C must find it in place.
 	trap ':' INT
-	put "$_td/pid" "$$"
-	put "$_td/state" running
+	if ! put "$_td/pid" "$$" || ! put "$_td/state" running; then
+		printf 'offload: cannot write the state of task %s in %s\n' "$_task" "$_job_dir" >&2
+		exit 1
+	fi
 	export OFFLOAD_TASK="$_task"
 	if command -v bash > /dev/null 2>&1; then _interp="bash"; else _interp="sh"; fi
 	rm -f "$_td/exit.tmp"
@@ -108,12 +114,20 @@ lock() {
 		printf 'offload: job %s already has a runner (pid %s)\n' "$_job" "$_got" >&2
 		exit 4
 	fi
-	put "$_job_dir/runner.pid" "$$"
+	put "$_job_dir/runner.pid" "$$" && return 0
+	printf 'offload: cannot write %s/runner.pid%s\n' "$_job_dir" "$(space_left "$_job_dir")" >&2
+	exit 1
+}
+
+save() { # FILE VALUE: put, and remember a failed write: the runner stops starting things once one fails
+	put "$1" "$2" && return 0
+	_broken=$1
+	return 1
 }
 
 fail_task() { # TASK REASON: mark TASK failed without an exit code
-	printf '\n[offload] task %s: %s\n' "$1" "$2" >> "$_job_dir/tasks/$1/log"
-	put "$_job_dir/tasks/$1/state" failed
+	printf '\n[offload] task %s: %s\n' "$1" "$2" 2> /dev/null >> "$_job_dir/tasks/$1/log"
+	save "$_job_dir/tasks/$1/state" failed
 }
 
 # A task left "running" without a pid: an earlier runner stopped between marking it and opening its window.
@@ -137,13 +151,13 @@ recover() {
 
 start() { # TASK: open the task's window
 	_td=$_job_dir/tasks/$1
-	put "$_td/state" running
+	save "$_td/state" running || return 0
 	if _out=$(tm new-window -d -t "=$_job:" -n "$1" -P -F '#{pane_pid} #{window_id}' \
 		"exec sh $_q_self --task $_q_job_dir $_q_worktree $(q "$1")" 2>&1); then
 		_pid=${_out%% *}
 		_window=${_out#* }
-		is_number "$_pid" && put "$_td/pid" "$_pid"
-		[ "$_window" != "$_out" ] && put "$_td/window" "$_window"
+		is_number "$_pid" && save "$_td/pid" "$_pid"
+		[ "$_window" != "$_out" ] && save "$_td/window" "$_window"
 		say "$1: started"
 	else
 		fail_task "$1" "could not open a tmux window: $_out"
@@ -180,7 +194,7 @@ consider() { # TASK: start or skip a pending task once all its needs have finish
 	if [ "$_go" = 1 ]; then
 		start "$1"
 	else
-		put "$_td/state" skipped
+		save "$_td/state" skipped
 		say "$1: skipped (when: ${_got:-success})"
 	fi
 }
@@ -190,7 +204,7 @@ watch() { # TASK: a running task whose process is gone has ended by its exit cod
 	case $_state in
 	success | failed)
 		if [ -n "$_exit" ]; then
-			put "$_job_dir/tasks/$1/state" "$_state"
+			save "$_job_dir/tasks/$1/state" "$_state"
 		else
 			fail_task "$1" "ended without an exit code (its window was closed or killed)"
 		fi
@@ -213,8 +227,8 @@ report() { # TASK: print a finished task once
 	_reported="$_reported$1 "
 }
 
-linger() {
-	_seconds=${OFFLOAD_LINGER_SECONDS:-600}
+linger() { # [SECONDS]: keep the tmux server for attaching clients, OFFLOAD_LINGER_SECONDS (600) by default
+	_seconds=${1:-${OFFLOAD_LINGER_SECONDS:-600}}
 	is_number "$_seconds" || _seconds=600
 	[ "$_seconds" -gt 0 ] && say "tmux session stays up for ${_seconds}s without a client attached"
 	_idle=0
@@ -283,6 +297,7 @@ run_job() {
 			report "$_t"
 		done 3< "$_job_dir/tasks.list"
 		[ "$_active" = 0 ] && break
+		[ -n "$_broken" ] && break
 		nap $_poll
 	done
 	_final=success
@@ -290,8 +305,14 @@ run_job() {
 		get "$_job_dir/tasks/$_t/state"
 		[ "$_got" = failed ] && _final=failed
 	done 3< "$_job_dir/tasks.list"
-	put "$_job_dir/finished" "$(date +%s)"
-	put "$_job_dir/state" "$_final"
+	[ -n "$_broken" ] && _final=failed
+	save "$_job_dir/finished" "$(date +%s)"
+	save "$_job_dir/state" "$_final"
+	if [ -n "$_broken" ]; then
+		say "job $_job: failed: cannot write $_broken$(space_left "$_job_dir")"
+		linger 0
+		exit 1
+	fi
 	say "job $_job: $_final"
 	linger
 	exit 0

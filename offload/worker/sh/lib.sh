@@ -12,8 +12,11 @@ get() { # FILE: the first line of FILE in _got, empty when there is no such file
 	fi
 }
 
-put() { # FILE VALUE: write VALUE and a newline to FILE atomically, so a reader sees the old value or the new
-	printf '%s\n' "$2" > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
+put() { # FILE VALUE: write VALUE and a newline to FILE atomically, so a reader sees the old value or the new.
+	# Fails (and leaves nothing behind) when the write does, as on a full disk.
+	printf '%s\n' "$2" 2> /dev/null > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1" && return 0
+	rm -f "$1.tmp.$$"
+	return 1
 }
 
 is_number() {
@@ -24,6 +27,27 @@ is_number() {
 is_id() { # WORD: a job, task or playbook id (offload/worker/layout.py, ID_RULE)
 	case $1 in '' | [!A-Za-z0-9]* | *[!A-Za-z0-9_-]*) return 1 ;; esac
 	[ "${#1}" -le 63 ]
+}
+
+disk_space() { # DIR: the free and total KB of the file system DIR is on, in _free_kb and _size_kb (- unknown)
+	_free_kb=- _size_kb=-
+	_l_df=$(df -Pk "$1" 2> /dev/null) || return 0
+	_l_df=${_l_df#*"
+"}
+	# Filesystem 1024-blocks Used Available Capacity Mounted-on; the name may be long, the numbers follow.
+	set -f
+	# shellcheck disable=SC2086 # split into words on purpose
+	set -- $_l_df
+	set +f
+	[ $# -ge 6 ] || return 0
+	is_number "$2" && _size_kb=$2
+	is_number "$4" && _free_kb=$4
+}
+
+space_left() { # DIR: print a note when DIR's disk is full, else nothing
+	disk_space "$1"
+	is_number "$_free_kb" && [ "$_free_kb" -lt 64 ] && printf ' (no space left on the disk: %s KB free)' "$_free_kb"
+	return 0
 }
 
 # ---- the layout (offload/worker/layout.py describes the same tree) -------------------------------------------

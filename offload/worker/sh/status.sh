@@ -2,6 +2,7 @@
 # tab-separated records that offload/jobs/state.py parses. Runs where the jobs run, since it checks their pids.
 #
 #   offload-status  2                             format version, always the first line
+#   space FREE_KB  SIZE_KB                        the workspace's disk (- when df cannot tell)
 #   job   ID  STATE  TMUX  RUNNER  FINISHED       STATE: pending | running | success | failed
 #                                                 TMUX: 1 when the job's tmux server has its session, else 0
 #                                                 RUNNER: 1 alive, 0 gone, - not recorded yet
@@ -10,6 +11,9 @@
 #                                                 the line, tabs included
 #   task  ID  NAME  STATE  EXIT                   STATE: pending | running | success | failed | skipped
 #                                                 EXIT: the exit code, or -
+#
+# Without JOBs, what a launch that did not finish left (a worktree or a ref without its job directory) is listed
+# as a job without tasks, so that `clean --all` finds it.
 #
 # Ids, task names, states and exit codes hold no tab or newline: ids pass is_id and the rest are fixed tokens.
 set -u
@@ -48,6 +52,8 @@ one() { # JOB
 }
 
 printf 'offload-status\t2\n'
+disk_space "$workspace"
+printf 'space\t%s\t%s\n' "$_free_kb" "$_size_kb"
 if [ $# -gt 0 ]; then
 	for j in "$@"; do
 		is_id "$j" && one "$j"
@@ -57,5 +63,26 @@ else
 		j=${d##*/}
 		[ -d "$d" ] && is_id "$j" && one "$j"
 	done
+	# What a launch that did not finish left: a worktree or a ref without its job. A young worktree may belong
+	# to a launch under way.
+	for t in "$workspace"/worktrees/*; do
+		j=${t##*/}
+		is_id "$j" && [ -d "$t" ] && [ ! -e "$workspace/jobs/$j" ] || continue
+		if [ -n "$(find "$t" -maxdepth 0 -mmin -1 2> /dev/null)" ]; then
+			printf 'job\t%s\tpending\t0\t-\t-\n' "$j"
+		else
+			printf 'job\t%s\tfailed\t0\t0\t-\n' "$j"
+		fi
+	done
+	if command -v git > /dev/null 2>&1; then
+		for r in "$workspace"/repos/*.git; do
+			[ -f "$r/HEAD" ] || continue
+			git -C "$r" for-each-ref --format='%(refname)' refs/offload/jobs/ 2> /dev/null | while IFS= read -r ref; do
+				j=${ref#refs/offload/jobs/}
+				is_id "$j" && [ ! -e "$workspace/jobs/$j" ] && [ ! -e "$workspace/worktrees/$j" ] || continue
+				printf 'job\t%s\tfailed\t0\t0\t-\n' "$j"
+			done
+		done
+	fi
 fi
 exit 0
