@@ -124,6 +124,8 @@ class Fleet:
         for o in found:
             if o.value:
                 return o.provider
-        unreachable = [o.provider.name for o in found if o.error]
-        extra = f" (unreachable: {', '.join(unreachable)})" if unreachable else ""
-        raise JobNotFound(f"no job {job_id} on any worker of this stack{extra}", hint="see `offload status`")
+        unasked = [o.error.message for o in found if o.error]
+        if unasked:
+            raise JobNotFound(f"no job {job_id} on the workers that answered; {'; '.join(unasked)}",
+                              hint="see `offload status`")
+        raise JobNotFound(f"no job {job_id} on any worker of this stack", hint="see `offload status`")

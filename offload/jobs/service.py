@@ -171,7 +171,7 @@ class JobService:
 
         def ready() -> WorkerProvider:
             chosen = self.fleet.pick()
-            chosen.ensure_ready()
+            chosen.ensure_ready(wake=True)  # only a new job starts a stopped worker
             return chosen
 
         with ThreadPoolExecutor(max_workers=1) as pool:

@@ -71,8 +71,8 @@ class WorkerStatus:
 class WorkerProvider(ABC):
     """One worker of a stack, reached the way its provider type prescribes.
 
-    Lifecycle per CLI invocation: `ensure_ready()` once (wakes, connects, heals), then any number of
-    steps over the same transport, then `close()`.
+    Lifecycle per session: `ensure_ready()` once (connects and heals; `wake=True`, for a new job, also
+    starts a stopped worker), then any number of steps over the same transport, then `close()`.
     """
 
     kind: ProviderType
@@ -108,15 +108,16 @@ class WorkerProvider(ABC):
         argv = ["mkdir", "-p", f"{self.workspace}/repos", f"{self.workspace}/worktrees", f"{self.workspace}/jobs"]
         check(self.exec(argv, timeout=60), self.name, "creating the workspace", argv)
 
-    def ensure_ready(self) -> None:
-        """Wake the worker if needed and open its transport (idempotent)."""
+    def ensure_ready(self, *, wake: bool = False) -> None:
+        """Open the worker's transport (idempotent). Only with WAKE is a stopped worker started first: reading
+        a job's state never costs a VM's start."""
         if self._job is None:
-            self._host = self._open_host()
+            self._host = self._open_host(wake)
             self._job = self._wrap(self._host)
 
     @abstractmethod
-    def _open_host(self) -> Transport:
-        """Open the transport to the worker's host."""
+    def _open_host(self, wake: bool) -> Transport:
+        """Open the transport to the worker's host, starting a stopped one when WAKE is true."""
 
     def _wrap(self, host: Transport) -> Transport:
         if self.record.container:

@@ -92,48 +92,48 @@ class GceLinuxProvider(SshProvider):
             return [IAP]
         return [None, IAP]
 
-    def _dial(self, keys: list[str], routes: list[str | None]) -> Transport:
-        opts = self.options.connect
-        full = opts.connect_timeout
+    def _dial(self, keys: list[str], routes: list[str | None], *, fallback: bool = False) -> Transport:
+        """The first route that answers. The direct address gets DIRECT_TIMEOUT when a tunnel follows it (in
+        ROUTES, or as the FALLBACK the caller tries next); each dial gets its own timeout, since the options are
+        shared by every worker of the fleet."""
+        full = self.options.connect.connect_timeout
         last: WorkerUnreachable | None = None
         for i, route in enumerate(routes):
-            direct_first = route is None and len(routes) > 1
-            opts.connect_timeout = min(full, DIRECT_TIMEOUT) if direct_first else full
+            more = i + 1 < len(routes) or fallback
+            timeout = min(full, DIRECT_TIMEOUT) if route is None and more else full
             try:
-                return self._dial_checked(keys, route)
+                return self._dial_checked(keys, route, timeout)
             except WorkerUnreachable as e:
                 if "refused the SSH login" in e.message:
                     raise
                 last = e
                 if i + 1 < len(routes):
                     self.options.progress(f"{self.name} is not reachable directly; trying an IAP tunnel")
-            finally:
-                opts.connect_timeout = full
         assert last is not None
         raise last
 
-    def _dial_checked(self, keys: list[str], route: str | None) -> Transport:
+    def _dial_checked(self, keys: list[str], route: str | None, timeout: float) -> Transport:
+        proxy = self._iap() if route == IAP else route
         try:
-            return self._connect(extra_keys=keys, proxy_command=self._iap() if route == IAP else route)
+            return self._connect(extra_keys=keys, proxy_command=proxy, timeout=timeout)
         except HostKeyMismatch:
             # A rebuilt instance publishes its new keys through the API; trust those, never the wire.
             fresh = self._trusted_keys(refresh=True)
             if not fresh or set(fresh) == set(keys):
                 raise
-            return self._connect(extra_keys=fresh, proxy_command=self._iap() if route == IAP else route)
+            return self._connect(extra_keys=fresh, proxy_command=proxy, timeout=timeout)
 
     _last_status: str | None = None
 
-    def _open_host(self) -> Transport:
+    def _open_host(self, wake: bool) -> Transport:
         keys = self._trusted_keys()
         routes = self._routes()
         if self._last_status in _STOPPED:
             # get_status already asked the API: waking beats waiting for a dial that cannot answer.
-            self.start()
-            return self._wait_for_ssh(routes)
+            return self._wake(routes, wake)
         try:
             # Optimistic: a warm worker answers on the first route, without any API call.
-            return self._dial(keys, routes[:1])
+            return self._dial(keys, routes[:1], fallback=len(routes) > 1)
         except WorkerUnreachable as first:
             if "refused the SSH login" in first.message:
                 raise
@@ -145,6 +145,14 @@ class GceLinuxProvider(SshProvider):
                 if len(routes) == 1:
                     raise
                 return self._dial(keys, routes[1:])
+            self._last_status = status
+        return self._wake(routes, wake)
+
+    def _wake(self, routes: list[str | None], wake: bool) -> Transport:
+        if not wake:
+            state = _STATE.get(self._last_status or "", (self._last_status or "stopped").lower())
+            raise WorkerUnreachable(self.name, f"worker {self.name} is {state}",
+                                    hint="`offload run` wakes it, as does `offload fleet start`")
         self.start()
         return self._wait_for_ssh(routes)
 

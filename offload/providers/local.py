@@ -13,7 +13,7 @@ from offload.runtime.transport import LocalTransport, Transport
 class LocalProvider(WorkerProvider):
     kind = ProviderType.LOCAL
 
-    def _open_host(self) -> Transport:
+    def _open_host(self, wake: bool) -> Transport:
         missing = [tool for tool in ("tmux", "git") if shutil.which(tool) is None]
         if missing:
             raise UsageError(f"the local worker needs {' and '.join(missing)} installed",

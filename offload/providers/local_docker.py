@@ -13,7 +13,7 @@ from offload.runtime.transport import LocalTransport, Transport, check, login_en
 class LocalDockerProvider(WorkerProvider):
     kind = ProviderType.LOCAL_DOCKER
 
-    def _open_host(self) -> Transport:
+    def _open_host(self, wake: bool) -> Transport:
         if shutil.which("docker") is None:
             raise UsageError("the local-docker worker needs the docker CLI", hint="install Docker")
         if not self.record.container:

@@ -12,13 +12,14 @@ from offload.runtime.transport import SshTransport, Transport
 class SshProvider(WorkerProvider):
     kind = ProviderType.SSH
 
-    def _connect(self, *, extra_keys: list[str] | None = None, proxy_command: str | None = None) -> Transport:
+    def _connect(self, *, extra_keys: list[str] | None = None, proxy_command: str | None = None,
+                 timeout: float | None = None) -> Transport:
         self.options.progress(f"connecting to {self.name}")
         conn = open_connection(self.record, self.options.connect, extra_keys=extra_keys,
-                               proxy_command=proxy_command)
+                               proxy_command=proxy_command, timeout=timeout)
         return SshTransport(self.name, conn)
 
-    def _open_host(self) -> Transport:
+    def _open_host(self, wake: bool) -> Transport:
         return self._connect()
 
     def ssh_proxy_command(self) -> str | None:

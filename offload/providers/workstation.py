@@ -26,7 +26,7 @@ class WorkstationProvider(SshProvider):
                               "workstation_cluster or workstation_config", hint="run `offload fleet up` to refresh the stack outputs")
         return workstation_proxy_command(r.project, r.region, r.workstation_cluster, r.workstation_config)
 
-    def _open_host(self) -> Transport:
+    def _open_host(self, wake: bool) -> Transport:
         try:
             return self._connect(proxy_command=self.ssh_proxy_command())
         except WorkerUnreachable as e:

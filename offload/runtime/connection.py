@@ -85,7 +85,7 @@ def _load_keys(client: "paramiko.SSHClient", name: str, keys: list[str]) -> None
 
 
 def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: list[str] | None = None,
-                    proxy_command: str | None = None) -> "fabric.Connection":
+                    proxy_command: str | None = None, timeout: float | None = None) -> "fabric.Connection":
     """Open and return a verified fabric Connection, or raise a one-line WorkerUnreachable/HostKeyMismatch.
 
     Keys pinned in the outputs (and EXTRA_KEYS, e.g. from GCE guest attributes) are the only ones accepted
@@ -94,10 +94,12 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     """
     import logging
 
+    timeout = opts.connect_timeout if timeout is None else timeout
+
     gateway = expand_proxy_command(proxy_command or worker.proxy_command or opts.proxy_command, worker)
     # Dial before the (slow) paramiko import: the worker's sshd starts its side of the session meanwhile,
     # and when a fleet is queried every worker is dialled at once instead of after the import lock.
-    early = None if gateway else _dial_early(worker, opts.connect_timeout)
+    early = None if gateway else _dial_early(worker, timeout)
 
     import fabric
     import paramiko
@@ -112,9 +114,9 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     remembered = opts.known_hosts.lookup(name)
     trust = Trust.PINNED if pinned else Trust.FIRST_USE
     connect_kwargs: dict = {
-        "banner_timeout": opts.connect_timeout,
-        "auth_timeout": opts.connect_timeout,
-        "channel_timeout": opts.connect_timeout,
+        "banner_timeout": timeout,
+        "auth_timeout": timeout,
+        "channel_timeout": timeout,
     }
     if opts.identity:
         connect_kwargs["key_filename"] = [str(opts.identity)]
@@ -128,7 +130,7 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
             raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
                                     f"{e.error}") from None
     conn = fabric.Connection(
-        worker.host, user=worker.user, port=worker.port, connect_timeout=max(1, round(opts.connect_timeout)),
+        worker.host, user=worker.user, port=worker.port, connect_timeout=max(1, round(timeout)),
         # Our own proxy pipe (when there is one) replaces fabric's, and ~/.ssh/config must not add another.
         connect_kwargs=connect_kwargs, gateway=False if gateway else None,
         config=Config(overrides={"run": {"hide": True, "warn": True}}),
@@ -157,7 +159,7 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
         raise WorkerUnreachable(worker.name, f"{where} refused the SSH login",
                                 hint="pass --identity or set OFFLOAD_SSH_KEY to a key the worker accepts") from None
     except (socket.timeout, TimeoutError):
-        raise WorkerUnreachable(worker.name, f"cannot reach {where}: timed out after {opts.connect_timeout:.0f}s",
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: timed out after {timeout:.0f}s",
                                 hint="is it running? try `offload status`") from None
     except paramiko.ssh_exception.NoValidConnectionsError as e:
         reason = next(iter(e.errors.values()), e)

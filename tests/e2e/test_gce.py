@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -155,3 +156,31 @@ def test_run_prefers_a_running_worker_and_wakes_one_only_when_none_runs(start_ss
     woken = json.loads(p.stdout)["worker"]
     assert [c.target for c in compute_fake.calls("POST")] == [f"instances/{woken}/start"]
     assert woken == "offload-dev-0", "the first stopped worker is woken; it answers on its address"
+
+
+@pytest.mark.parametrize("command", [["logs", "some-job"], ["check", "some-job"], ["clean", "some-job"],
+                                     ["clean", "--all", "--yes"], ["status"]])
+def test_reading_never_wakes_a_stopped_worker(compute_fake: ComputeFake, tmp_path: Path, command: list[str]) -> None:
+    import socket
+
+    records = []
+    for name in ("offload-dev-0", "offload-dev-1"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        compute_fake.add(name, status="TERMINATED")
+        records.append({"name": name, "host": "127.0.0.1", "port": port, "user": "dev_example_com",
+                        "container": "offload-worker", "workspace": "/mnt/disks/data/offload", "instance": name,
+                        "project": "p", "zone": "us-west1-a", "host_keys": [], "proxy_command": None})
+    out = write_outputs(tmp_path / "o.json", "gce-cos", records)
+    repo = make_repo(tmp_path / "repo")
+    p = offload(*command, "--outputs", str(out), cwd=repo)
+    assert p.returncode == (0 if command == ["status"] else 5 if command[0] in ("logs", "check", "clean") and
+                            len(command) == 2 else 1), p.stderr
+    assert not compute_fake.calls("POST"), "a read started a worker"
+    if command[0] == "status":
+        states = {w["name"]: w["state"] for w in json.loads(offload("status", "--json", "--outputs", str(out),
+                                                                    cwd=repo).stdout)["workers"]}
+        assert states == {"offload-dev-0": "stopped", "offload-dev-1": "stopped"}
+    else:
+        assert "offload-dev-0 is stopped" in p.stderr.decode(), p.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.errors import SyncError, UsageError
+from offload.errors import JobExists, UsageError
 from offload.worker.layout import JobPaths
 from offload.runtime.sync import build_pack, pack_object_count, push_snapshot, take_snapshot
 from offload.runtime.transport import LocalTransport
@@ -125,9 +125,13 @@ def test_existing_worktree_is_an_error_not_an_overwrite(repo: Path, tmp_path: Pa
     paths = JobPaths(str(tmp_path / "ws"), "same")
     push_snapshot(t, take_snapshot(repo), paths, "w")
     (Path(paths.worktree) / "keep.txt").write_text("mine\n")
-    with pytest.raises(SyncError, match="worktree"):
+    bare = Path(paths.repo(take_snapshot(repo).repo_id))
+    ref = git(bare, "rev-parse", paths.ref)
+    (repo / "file0.txt").write_text("a different snapshot\n")
+    with pytest.raises(JobExists, match="job same already exists"):
         push_snapshot(t, take_snapshot(repo), paths, "w")
     assert (Path(paths.worktree) / "keep.txt").read_text() == "mine\n"
+    assert git(bare, "rev-parse", paths.ref) == ref  # the job's ref still names its own snapshot
 
 
 def test_outside_a_repository(tmp_path: Path) -> None:
