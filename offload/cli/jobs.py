@@ -20,11 +20,6 @@ TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="Task name 
                                                 "or every task).", show_default=False)]
 
 
-def _write(chunk: bytes) -> None:
-    sys.stdout.buffer.write(chunk)
-    sys.stdout.buffer.flush()
-
-
 @app.command(help="Every worker of the stack: state, machine type, cost, idle stop, and each job (oldest first) "
                   "with its start, duration, command and tasks.\n\n"
                   "Exit codes: 0 when every worker answered, 1 when some could not be queried, 2 on bad usage.")
@@ -91,13 +86,16 @@ def logs(job: JobArg, task: TaskOpt = None, follow: Annotated[bool, typer.Option
          help="Keep streaming until the task finishes.")] = False, stack: StackOpt = None,
          outputs: OutputsOpt = None, worker: WorkerOpt = None, identity: IdentityOpt = None,
          iap: IapOpt = False) -> None:
-    from offload.cli.ui import Progress
+    from offload.cli.ui import OutputClosed, Progress, write_out
 
     with open_service(stack, outputs, worker, identity, iap) as service:
-        if follow:
-            service.follow(job, task, _write, on_reconnect=Progress().note)
-        else:
-            _write(service.logs(job, task).data)
+        try:
+            if follow:
+                service.follow(job, task, write_out, on_reconnect=Progress().note)
+            else:
+                write_out(service.logs(job, task).data)
+        except OutputClosed:
+            raise typer.Exit(141) from None  # the reader has what it wanted (`offload logs JOB | head`)
 
 
 @app.command(help="Attach to a job's tmux session (detach with C-b d; the job keeps running).")

@@ -59,18 +59,15 @@ def run(
         if attach:
             raise typer.Exit(service.attach(started.id))
         if wait:
-            out = sys.stdout.buffer
-
-            def sink(chunk: bytes) -> None:
-                out.write(chunk)
-                out.flush()
+            from offload.cli.ui import OutputClosed, write_out
 
             try:
-                code = service.wait(started.id, sink, on_reconnect=progress.note)
-            except KeyboardInterrupt:
-                progress.note(f"stopped watching; job {started.id} goes on on {started.worker} "
+                code = service.wait(started.id, write_out, on_reconnect=progress.note)
+            except (KeyboardInterrupt, OutputClosed) as stopped:
+                why = "the output was closed; " if isinstance(stopped, OutputClosed) else ""
+                progress.note(f"stopped watching: {why}job {started.id} goes on on {started.worker} "
                               f"(`offload logs {started.id} -f`, `offload clean {started.id}`)")
-                raise typer.Exit(130) from None
+                raise typer.Exit(141 if why else 130) from None
             if code != 0:
                 note = service.check(started.id).note
                 if note:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -37,6 +38,23 @@ class Progress:
     def note(self, message: str) -> None:
         """A line worth keeping (not only while the step runs), on stderr."""
         print(f"offload: {message}", file=sys.stderr)
+
+
+class OutputClosed(Exception):
+    """Whoever read our standard output has stopped (`offload run --wait | head -1`)."""
+
+
+def write_out(chunk: bytes) -> None:
+    """CHUNK to standard output at once; OutputClosed when the reader has gone."""
+    try:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        # Nothing more can be written there, not even at exit: point stdout at nothing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise OutputClosed() from None
 
 
 def print_json(data: Any) -> None:

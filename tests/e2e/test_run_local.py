@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import container_hostname, offload, stderr_line
+from tests.e2e.helpers import all_cmdlines, container_hostname, offload, spawn, stderr_line
 from tests.workers import DockerWorker, docker_record, git, make_repo, tree_digest, write_outputs
 
 
@@ -279,3 +279,17 @@ def test_a_workspace_with_a_control_character_is_refused(repo: Path, tmp_path: P
     p = offload("run", "--", "true", cwd=repo, env={"OFFLOAD_LOCAL_WORKSPACE": str(tmp_path / "a\tb")})
     assert p.returncode == 2 and "workspace must be an absolute path without control characters" in stderr_line(p)
     assert not (tmp_path / "a\tb").exists()
+
+
+def test_a_reader_that_stops_early_stops_the_watching_not_the_job(repo: Path) -> None:
+    """`offload run --wait | head -1`: offload stops following at once, says so, and leaves the job running."""
+    proc = spawn("run", "--job", "piped", "--wait", "--", "seq 1 100000; sleep 30", cwd=repo)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"1\n"
+    proc.stdout.close()
+    assert proc.wait(timeout=30) == 141
+    assert "stopped watching: the output was closed; job piped goes on" in proc.stderr.read().decode()
+    followers = [c for c in all_cmdlines() if b"piped" in c and b"follow" in c]
+    assert followers == [], "a follow loop was left behind"
+    assert offload("check", "piped", cwd=repo).returncode == 7
+    assert offload("clean", "piped", cwd=repo).returncode == 0
