@@ -6,7 +6,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-PACKAGES=(openssh-server rsync tmux git docker.io cloud-init debootstrap iproute2 procps psmisc shellcheck busybox)
+PACKAGES=(openssh-server rsync tmux git git-lfs docker.io cloud-init debootstrap iproute2 procps psmisc shellcheck busybox)
 
 log() { echo "install-test-deps: $*" >&2; }
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
+from offload.errors import UsageError
 from offload.outputs import StackOutputs, local_outputs
 
 if TYPE_CHECKING:
@@ -26,6 +27,15 @@ IdentityOpt = Annotated[Optional[Path], typer.Option("--identity", "-i", help="S
                                                      "(env OFFLOAD_SSH_KEY; else ssh-agent or ~/.ssh/config).",
                                                      show_default=False)]
 IapOpt = Annotated[bool, typer.Option("--iap", help="Reach GCE workers through an IAP tunnel.")]
+
+
+def current_dir() -> Path:
+    """The directory offload runs in; a usage error when it was removed under us."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise UsageError("the current directory no longer exists",
+                         hint="cd into your repository and run the command again") from None
 
 
 def resolve_outputs(outputs: Path | None, stack: str | None) -> StackOutputs:

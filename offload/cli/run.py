@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
 from offload.cli.app import app
-from offload.cli.common import IapOpt, IdentityOpt, OutputsOpt, StackOpt, WorkerOpt, open_service
+from offload.cli.common import IapOpt, IdentityOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir, open_service
 from offload.errors import UsageError
 
 
@@ -48,7 +47,7 @@ def run(
         raise UsageError("--attach needs a terminal", hint="use --wait to stream the output instead")
     if playbook and command:
         raise UsageError("give either a command after `--` or --playbook, not both")
-    request = RunRequest(cwd=Path.cwd(), command=command or (), playbook=playbook, env=env or (), job_id=job)
+    request = RunRequest(cwd=current_dir(), command=command or (), playbook=playbook, env=env or (), job_id=job)
     JobService.plan(request)  # a bad command or playbook fails before any worker is dialled
     progress = Progress(json_mode=json_out)
 

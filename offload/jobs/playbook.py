@@ -109,29 +109,30 @@ def command_problem(command: object) -> str | None:
 
 
 def find_cycle(needs: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A dependency cycle as a path that ends where it starts (`a -> b -> a`), or None."""
+    """A dependency cycle as a path that ends where it starts (`a -> b -> a`), or None.
+
+    A depth-first walk from each task in order, kept on an explicit stack: a chain of thousands of needs must
+    not exhaust Python's recursion limit.
+    """
     state: dict[str, int] = {}  # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(name: str) -> list[str] | None:
-        state[name] = 1
-        path.append(name)
-        for need in needs.get(name, ()):
-            if state.get(need) == 1:
-                return path[path.index(need):] + [need]
-            if need in needs and need not in state:
-                found = visit(need)
-                if found:
-                    return found
-        path.pop()
-        state[name] = 2
-        return None
-
-    for name in needs:
-        if name not in state:
-            found = visit(name)
-            if found:
-                return found
+    for root in needs:
+        if root in state:
+            continue
+        state[root] = 1
+        path = [root]
+        pending = [iter(needs.get(root, ()))]
+        while pending:
+            for need in pending[-1]:
+                if state.get(need) == 1:
+                    return path[path.index(need):] + [need]
+                if need in needs and need not in state:
+                    state[need] = 1
+                    path.append(need)
+                    pending.append(iter(needs.get(need, ())))
+                    break
+            else:
+                state[path.pop()] = 2
+                pending.pop()
     return None
 
 
@@ -175,7 +176,8 @@ class _Reader:
         except UsageError as e:
             raise self.error(node, e.message) from None
 
-    def playbooks(self, root: yaml.Node | None) -> dict[str, Playbook]:
+    def books(self, root: yaml.Node | None) -> list[tuple[yaml.ScalarNode, yaml.Node]]:
+        """The (name, body) pairs under `playbooks`, with the names checked and the bodies not yet read."""
         if root is None:
             raise self.error(None, "no playbooks defined (expected a 'playbooks' mapping)")
         top = self.known_keys(self.mapping(root, "the file"), _TOP_KEYS, "top level")
@@ -185,7 +187,12 @@ class _Reader:
         pairs = self.mapping(books, "'playbooks'")
         if not pairs:
             raise self.error(books, "no playbooks defined")
-        return {self.name(key, "playbook name"): self.playbook(key, value) for key, value in pairs}
+        for key, _ in pairs:
+            self.name(key, "playbook name")
+        return pairs
+
+    def playbooks(self, root: yaml.Node | None) -> dict[str, Playbook]:
+        return {key.value: self.playbook(key, value) for key, value in self.books(root)}
 
     def playbook(self, key: yaml.ScalarNode, node: yaml.Node) -> Playbook:
         name = key.value
@@ -289,39 +296,55 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def parse_playbooks(text: str, label: str = FILENAME) -> dict[str, Playbook]:
-    """Playbooks from the text of an offload.yaml; errors are `LABEL:LINE: message`."""
+MAX_BYTES = 1 << 20  # an offload.yaml larger than this is refused before it is parsed
+
+
+def _compose(text: str, label: str) -> yaml.Node | None:
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_BYTES:
+        raise ConfigError(f"{label}: larger than {MAX_BYTES >> 20} MB; playbooks are a few lines each")
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
         raise ConfigError(f"{where}: YAML syntax error: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{label}: YAML error: {e}") from None
-    return _Reader(label).playbooks(root)
+    except RecursionError:
+        raise ConfigError(f"{label}: nested too deeply to be a playbook file") from None
+
+
+def parse_playbooks(text: str, label: str = FILENAME) -> dict[str, Playbook]:
+    """Every playbook of an offload.yaml's text; errors are `LABEL:LINE: message`."""
+    return _Reader(label).playbooks(_compose(text, label))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
 
 
 def load_playbooks(path: str | Path) -> dict[str, Playbook]:
     """Playbooks from an offload.yaml file, keyed by name, in file order."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read: {e}") from None
-    return parse_playbooks(text, path.name)
+    return parse_playbooks(_read(path), path.name)
 
 
 def get_playbook(repo_root: str | Path, name: str) -> Playbook:
-    """The playbook NAME from REPO_ROOT/offload.yaml."""
+    """The playbook NAME from REPO_ROOT/offload.yaml. Only that playbook is read and checked: a file of many
+    (or of aliases that repeat one many times) costs no more than the one that runs."""
     path = Path(repo_root) / FILENAME
     if not path.is_file():
         raise ConfigError(f"playbook {name!r} was asked for, but {path} does not exist",
                           hint="define playbooks under 'playbooks:' in offload.yaml at the repository root")
-    books = load_playbooks(path)
-    if name not in books:
-        raise ConfigError(f"{FILENAME} has no playbook {name!r}{_suggest(name, list(books))}; "
-                          f"available: {', '.join(books)}")
-    return books[name]
+    reader = _Reader(path.name)
+    books = reader.books(_compose(_read(path), path.name))
+    for key, value in books:
+        if key.value == name:
+            return reader.playbook(key, value)
+    names = [key.value for key, _ in books]
+    raise ConfigError(f"{FILENAME} has no playbook {name!r}{_suggest(name, names)}; available: {', '.join(names)}")

@@ -40,4 +40,5 @@ def repo_root(cwd: Path) -> Path:
     p = run_git(["rev-parse", "--show-toplevel"], cwd=cwd, check=False)
     if p.returncode != 0:
         raise UsageError(f"{cwd} is not inside a git repository; offload runs the working tree of a git repository")
-    return Path(p.stdout.decode().strip())
+    out = p.stdout[:-1] if p.stdout.endswith(b"\n") else p.stdout
+    return Path(os.fsdecode(out))  # a path may hold a newline, or bytes that are not UTF-8

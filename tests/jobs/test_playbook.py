@@ -196,3 +196,39 @@ def test_find_cycle() -> None:
 def test_parse_playbooks_label() -> None:
     with pytest.raises(ConfigError, match=r"^sub/offload.yaml:1: "):
         parse_playbooks("playbooks: {}\n", "sub/offload.yaml")
+
+
+def test_a_long_chain_of_needs_and_a_long_cycle_are_read_without_recursion(tmp_path: Path) -> None:
+    count = 1500
+    chain = "".join(f"      t{i}: {{run: 'true'{f', needs: [t{i - 1}]' if i else ''}}}\n" for i in range(count))
+    (tmp_path / "offload.yaml").write_text(f"playbooks:\n  long:\n    tasks:\n{chain}")
+    assert len(get_playbook(tmp_path, "long").tasks) == count
+    cycle = chain.replace("      t0: {run: 'true'}", f"      t0: {{run: 'true', needs: [t{count - 1}]}}")
+    (tmp_path / "offload.yaml").write_text(f"playbooks:\n  long:\n    tasks:\n{cycle}")
+    with pytest.raises(ConfigError, match="dependency cycle: t0 -> t1499 -> t1498"):
+        get_playbook(tmp_path, "long")
+
+
+def test_deeply_nested_yaml_is_one_clear_error() -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        parse_playbooks("playbooks: " + "[" * 5000 + "]" * 5000 + "\n")
+
+
+def test_only_the_playbook_that_runs_is_read(tmp_path: Path) -> None:
+    """Other playbooks are not checked, so a file whose anchor is reused many times costs one playbook."""
+    tasks = "".join(f"      t{i}: {{run: 'echo {i}'}}\n" for i in range(1000))
+    others = "".join(f"  p{i}: *big\n" for i in range(200))
+    (tmp_path / "offload.yaml").write_text(
+        f"playbooks:\n  big: &big\n    tasks:\n{tasks}{others}  small:\n    tasks:\n      one: {{run: 'true'}}\n"
+        "  broken:\n    tasks:\n      x: {run: 'true', needs: [nowhere]}\n")
+    assert [t.name for t in get_playbook(tmp_path, "small").tasks] == ["one"]
+    with pytest.raises(ConfigError, match="has no playbook 'smal'.*small"):
+        get_playbook(tmp_path, "smal")
+    with pytest.raises(ConfigError, match="needs unknown task 'nowhere'"):
+        get_playbook(tmp_path, "broken")
+
+
+def test_an_oversized_playbook_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "offload.yaml").write_text("# padding\n" * 120_000 + "playbooks:\n  a:\n    tasks:\n      t: {run: x}\n")
+    with pytest.raises(ConfigError, match="larger than 1 MB"):
+        get_playbook(tmp_path, "a")

@@ -25,7 +25,6 @@ from offload.jobs.state import (
     status_argv,
 )
 from offload.worker.layout import JobPaths
-from offload.worker.scripts import worker_script
 from tests.jobs import conftest
 from tests.jobs.conftest import WAIT, LocalWorker, pid_running, read, tmux_alive, wait_for
 from tests.workers import git, make_repo

@@ -1,0 +1,240 @@
+"""Freezing the local working tree as a git commit that lives outside the repository: what is on disk, exactly.
+
+The commit is built with a private index (a copy of the repository's) and a private object directory that
+reads the repository's own objects through alternates, so the local repository's files, index, stash, refs and
+object store are never written. What the job sees is what is on disk:
+- committed, staged, unstaged and untracked files, minus what git ignores;
+- files marked assume-unchanged or skip-worktree as they are on disk, not as committed;
+- files under a clean filter (Git LFS) with their content on disk, not the filter's output, and without running
+  the filter (which would write into the repository);
+- submodules and nested repositories with their working trees, folded in as plain directories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from offload.errors import SyncError, UsageError
+from offload.paths import cache_dir
+from offload.runtime.localgit import run_git
+
+SNAPSHOT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "offload", "GIT_AUTHOR_EMAIL": "offload@localhost",
+    "GIT_COMMITTER_NAME": "offload", "GIT_COMMITTER_EMAIL": "offload@localhost",
+}
+REMEMBERED_HAVES = 16
+MAX_NESTING = 8  # submodules of submodules ...
+# Settings of the user's repository that would make `git add` skip or change what is on disk, or write into it.
+_ADD_CONFIG = ("-c", "core.sparseCheckout=false", "-c", "core.splitIndex=false", "-c", "core.fsmonitor=false",
+               "-c", "core.untrackedCache=false", "-c", "advice.addEmbeddedRepo=false")
+
+
+@dataclass
+class Snapshot:
+    """The local working tree, frozen as a commit that lives outside the repository."""
+
+    root: Path
+    repo_id: str
+    commit: str
+    head: str | None
+    branch: str | None
+    object_env: dict[str, str] = field(repr=False, default_factory=dict)
+    state_dir: Path = field(repr=False, default=Path("."))
+
+    def remembered_haves(self, worker_key: str) -> list[str]:
+        try:
+            data = json.loads((self.state_dir / "workers.json").read_text())
+        except (OSError, ValueError):
+            return []
+        haves = data.get(worker_key, [])
+        return [h for h in haves if isinstance(h, str) and re.fullmatch(r"[0-9a-f]{40,64}", h)]
+
+    def remember(self, worker_key: str, commit: str) -> None:
+        path = self.state_dir / "workers.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        haves = [commit] + [h for h in data.get(worker_key, []) if h != commit]
+        data[worker_key] = haves[:REMEMBERED_HAVES]
+        tmp = path.with_name(f"workers.json.{os.getpid()}")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class _Repo:
+    """Where a repository's working tree, git dir and shared git dir are."""
+
+    root: Path
+    git_dir: Path
+    common_dir: Path
+
+
+def _text(out: bytes) -> str:
+    """One line of git output as a path: bytes that are not UTF-8 kept, only the final newline dropped."""
+    return os.fsdecode(out[:-1] if out.endswith(b"\n") else out)
+
+
+def _locate(cwd: Path) -> _Repo | None:
+    """The repository whose working tree holds CWD, or None outside one."""
+    flags = ["--show-toplevel", "--absolute-git-dir", "--git-common-dir"]
+    p = run_git(["rev-parse", *flags], cwd=cwd, check=False)
+    if p.returncode != 0:
+        return None
+    lines = p.stdout.split(b"\n")[:-1]
+    if len(lines) != 3:  # a path with a newline in it: ask for each on its own
+        lines = [run_git(["rev-parse", flag], cwd=cwd).stdout[:-1] for flag in flags]
+    top, git_dir, common = (os.fsdecode(line) for line in lines)
+    common_p = Path(common) if os.path.isabs(common) else Path(git_dir if common == "." else cwd / common)
+    return _Repo(Path(top), Path(git_dir), common_p.resolve())
+
+
+def _repo_id(root: Path, common_dir: Path) -> str:
+    base = re.sub(r"[^A-Za-z0-9_-]", "_", root.name)[:40] or "repo"
+    digest = hashlib.sha256(os.fsencode(common_dir.resolve())).hexdigest()[:12]
+    return f"{base}-{digest}"
+
+
+def take_snapshot(cwd: Path, *, exclude: Sequence[Path] = ()) -> Snapshot:
+    """Freeze the working tree at CWD as it is on disk (see the module's docstring). Paths in EXCLUDE (a local
+    worker's workspace inside the repository) are left out."""
+    repo = _locate(cwd)
+    if repo is None:
+        raise UsageError(f"{cwd} is not inside a git repository; offload runs the working tree of a git repository")
+    repo_id = _repo_id(repo.root, repo.common_dir)
+    state = cache_dir() / "snapshots" / repo_id
+    objects = state / "objects"
+    if not (objects / "pack").is_dir():
+        (objects / "pack").mkdir(parents=True, exist_ok=True)
+        (objects / "info").mkdir(parents=True, exist_ok=True)
+    alternates = [str(repo.common_dir / "objects")]
+    env = {"GIT_OBJECT_DIRECTORY": str(objects), "GIT_ALTERNATE_OBJECT_DIRECTORIES": ":".join(alternates)}
+    head = _text(run_git(["rev-parse", "-q", "--verify", "HEAD^{commit}"], cwd=repo.root, check=False).stdout) or None
+    branch = _text(run_git(["symbolic-ref", "-q", "--short", "HEAD"], cwd=repo.root, check=False).stdout) or None
+    skip = [p.resolve() for p in exclude]
+    tree = _freeze(repo, objects, alternates, skip, depth=0)
+    env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = ":".join(alternates)  # submodules added theirs
+    if head:
+        head_tree = _text(run_git(["rev-parse", f"{head}^{{tree}}"], cwd=repo.root, env=env).stdout)
+        if head_tree == tree:
+            return Snapshot(repo.root, repo_id, head, head, branch, env, state)
+        date = _text(run_git(["log", "-1", "--format=@%ct +0000", head], cwd=repo.root, env=env).stdout)
+        parents = ["-p", head]
+    else:
+        date, parents = "@0 +0000", []
+    commit_env = dict(env, **SNAPSHOT_IDENTITY, GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
+    msg = f"offload snapshot of {branch or head or 'an empty repository'}\n".encode("utf-8", "surrogateescape")
+    commit = _text(run_git(["commit-tree", tree, *parents], cwd=repo.root, env=commit_env, stdin=msg).stdout)
+    return Snapshot(repo.root, repo_id, commit, head, branch, env, state)
+
+
+def _freeze(repo: _Repo, objects: Path, alternates: list[str], exclude: Sequence[Path], depth: int) -> str:
+    """The tree of REPO's working tree as on disk, its new objects written to OBJECTS. ALTERNATES (which every
+    repository folded in adds its object store to) must be readable for the tree to be."""
+    env = {"GIT_OBJECT_DIRECTORY": str(objects), "GIT_ALTERNATE_OBJECT_DIRECTORIES": ":".join(alternates)}
+    with tempfile.TemporaryDirectory(prefix="offload-index-") as tmp:
+        index = Path(tmp) / "index"
+        real_index = repo.git_dir / "index"
+        if real_index.exists():
+            shutil.copyfile(real_index, index)
+        idx = dict(env, GIT_INDEX_FILE=str(index))
+        root = repo.root
+
+        def git(*args: str, stdin: bytes | None = None) -> bytes:
+            return run_git([*_ADD_CONFIG, *filters, *args], cwd=root, env=idx, stdin=stdin).stdout
+
+        filters = _filters_off(root)
+        # Files git was told to stop looking at (assume-unchanged, skip-worktree) are looked at.
+        tagged = _entries(git("ls-files", "-v", "-s", "-z"), field=0)
+        # One flag per call: given both, update-index applies only the last.
+        for flag, paths in (("--no-assume-unchanged", [p for tag, p in tagged if tag.islower()]),
+                            ("--no-skip-worktree", [p for tag, p in tagged if tag.upper() == "S"])):
+            if paths:
+                git("update-index", flag, "-z", "--stdin", stdin=b"\0".join(paths) + b"\0")
+        pathspec = [":/", *(f":(exclude,top){os.fsdecode(p.relative_to(root))}" for p in exclude
+                            if p != root and p.is_relative_to(root))]
+        git("add", "-A", "--", *pathspec)
+        listed = _entries(git("ls-files", "-v", "-s", "-z"))
+        if filters and _names_filters(root, repo.git_dir, [p for _, p in listed if p.endswith(b".gitattributes")]):
+            # An unchanged file keeps the blob in the index, which a clean filter made (an LFS pointer): read
+            # the files under a filter again, with the filters off.
+            filtered = _under_filter(root, idx, [p for _, p in listed])
+            if filtered:
+                git("add", "--renormalize", "--pathspec-from-file=-", "--pathspec-file-nul",
+                    stdin=b"\0".join(filtered) + b"\0")
+        gitlinks = [path for mode, path in listed if mode == "160000"]
+        for path in gitlinks:
+            inner = root / os.fsdecode(path)
+            nested = _locate(inner) if (inner / ".git").exists() else None
+            if nested is None or nested.root.resolve() != inner.resolve():
+                continue  # not checked out: the job sees the empty directory that is on disk
+            if depth >= MAX_NESTING:
+                raise SyncError("local", f"{inner}: repositories nested more than {MAX_NESTING} deep")
+            alternates.append(str(nested.common_dir / "objects"))
+            subtree = _freeze(nested, objects, alternates, exclude, depth + 1)
+            idx["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = ":".join(alternates)
+            git("update-index", "--force-remove", "-z", "--stdin", stdin=path + b"\0")
+            git("read-tree", f"--prefix={os.fsdecode(path)}/", subtree)
+        return _text(git("write-tree"))
+
+
+def _entries(listing: bytes, field: int = 1) -> list[tuple[str, bytes]]:
+    """(FIELD, path) of each entry of `ls-files -v -s -z` output: field 0 is the tag, 1 the mode."""
+    out = []
+    for record in listing.split(b"\0"):
+        meta, _, path = record.partition(b"\t")
+        fields = meta.split()
+        if len(fields) == 4:
+            out.append((fields[field].decode(), path))
+    return out
+
+
+def _filters_off(root: Path) -> list[str]:
+    """`-c` options that turn off every filter driver configured for ROOT (clean, smudge and process), so
+    `git add` stores files as they are and runs nothing, like git-lfs, that writes into the repository."""
+    p = run_git(["config", "-z", "--get-regexp", r"^filter\..*\.(clean|smudge|process|required)$"], cwd=root,
+                check=False)
+    names = set()
+    for record in p.stdout.split(b"\0"):
+        key = record.split(b"\n", 1)[0].decode("utf-8", "replace")
+        if key.startswith("filter.") and key.count(".") >= 2:
+            names.add(key[len("filter."):key.rindex(".")])
+    out: list[str] = []
+    for name in sorted(names):
+        out += ["-c", f"filter.{name}.clean=", "-c", f"filter.{name}.smudge=", "-c", f"filter.{name}.process=",
+                "-c", f"filter.{name}.required=false"]
+    return out
+
+
+def _names_filters(root: Path, git_dir: Path, attribute_files: list[bytes]) -> bool:
+    """Whether any attributes file (in the tree, the repository's info/attributes, core.attributesFile) sets a
+    filter: only then is it worth asking git which files are under one."""
+    candidates = [root / os.fsdecode(p) for p in attribute_files] + [git_dir / "info" / "attributes"]
+    configured = run_git(["config", "--path", "core.attributesFile"], cwd=root, check=False).stdout.strip()
+    candidates.append(Path(os.fsdecode(configured)) if configured else
+                      Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "git" / "attributes")
+    for path in candidates:
+        try:
+            if b"filter" in path.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _under_filter(root: Path, env: dict[str, str], paths: list[bytes]) -> list[bytes]:
+    """Those of PATHS that have a `filter` attribute."""
+    if not paths:
+        return []
+    stdin = b"\0".join(paths) + b"\0"
+    attrs = run_git(["check-attr", "-z", "--stdin", "filter"], cwd=root, env=env, stdin=stdin).stdout.split(b"\0")
+    return [attrs[i] for i in range(0, len(attrs) - 2, 3) if attrs[i + 2] not in (b"unspecified", b"unset")]
