@@ -174,10 +174,12 @@ class JobService:
             chosen.ensure_ready(wake=True)  # only a new job starts a stopped worker
             return chosen
 
+        # A workspace on this machine inside the repository must not be snapshotted into itself.
+        local = [Path(p.workspace) for p in self.fleet.providers if p.on_this_machine]
         with ThreadPoolExecutor(max_workers=1) as pool:
             connecting = pool.submit(ready)
             progress("snapshotting the working tree")
-            snapshot = take_snapshot(request.cwd)
+            snapshot = take_snapshot(request.cwd, exclude=local)
             provider = connecting.result()
         progress(f"syncing to {provider.name}")
         jobs = WorkerJobs(provider)
@@ -339,12 +341,14 @@ def command_text(command: Sequence[str]) -> str:
 
 
 def in_subdirectory(cwd: Path, text: str) -> str:
-    """A command typed in a subdirectory of the repository runs in the same subdirectory of the worktree."""
+    """A command typed in a subdirectory of the repository runs in the same subdirectory of the worktree, which
+    is made when the snapshot has no file there (an empty or ignored directory, such as build/)."""
     root = repo_root(cwd)
     rel = Path(os.path.relpath(cwd.resolve(), root.resolve()))
     if rel == Path(".") or rel.parts[0] == "..":
         return text
-    return f"cd -- {shlex.quote(rel.as_posix())} || exit 1\n{text}"
+    where = shlex.quote(rel.as_posix())
+    return f"mkdir -p -- {where} && cd -- {where} || exit 1\n{text}"
 
 
 def resolve_env(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:

@@ -93,6 +93,11 @@ class WorkerProvider(ABC):
         return self.record.workspace
 
     @property
+    def on_this_machine(self) -> bool:
+        """The workspace is a directory of this machine (the local and local-docker workers)."""
+        return self.kind in (ProviderType.LOCAL, ProviderType.LOCAL_DOCKER)
+
+    @property
     def key(self) -> str:
         """Stable identity of this worker for the local snapshot cache."""
         return f"{self.kind.value}:{self.record.name}:{self.record.host}:{self.record.port}:{self.workspace}"

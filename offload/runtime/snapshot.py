@@ -32,6 +32,7 @@ SNAPSHOT_IDENTITY = {
 }
 REMEMBERED_HAVES = 16
 MAX_NESTING = 8  # submodules of submodules ...
+DEFAULT_CACHE_MB = 256
 # Settings of the user's repository that would make `git add` skip or change what is on disk, or write into it.
 _ADD_CONFIG = ("-c", "core.sparseCheckout=false", "-c", "core.splitIndex=false", "-c", "core.fsmonitor=false",
                "-c", "core.untrackedCache=false", "-c", "advice.addEmbeddedRepo=false")
@@ -113,6 +114,7 @@ def take_snapshot(cwd: Path, *, exclude: Sequence[Path] = ()) -> Snapshot:
     repo_id = _repo_id(repo.root, repo.common_dir)
     state = cache_dir() / "snapshots" / repo_id
     objects = state / "objects"
+    _bound(state)
     if not (objects / "pack").is_dir():
         (objects / "pack").mkdir(parents=True, exist_ok=True)
         (objects / "info").mkdir(parents=True, exist_ok=True)
@@ -135,6 +137,30 @@ def take_snapshot(cwd: Path, *, exclude: Sequence[Path] = ()) -> Snapshot:
     msg = f"offload snapshot of {branch or head or 'an empty repository'}\n".encode("utf-8", "surrogateescape")
     commit = _text(run_git(["commit-tree", tree, *parents], cwd=repo.root, env=commit_env, stdin=msg).stdout)
     return Snapshot(repo.root, repo_id, commit, head, branch, env, state)
+
+
+def cache_limit() -> int:
+    """Bytes the snapshot objects of one repository may take on this machine: OFFLOAD_SNAPSHOT_CACHE_MB (256)."""
+    try:
+        return max(1, int(os.environ.get("OFFLOAD_SNAPSHOT_CACHE_MB", DEFAULT_CACHE_MB))) << 20
+    except ValueError:
+        return DEFAULT_CACHE_MB << 20
+
+
+def _bound(state: Path) -> None:
+    """Keep the repository's snapshot objects under the cache limit. Past it they all go, with what we remember
+    workers to have: the next sync asks the worker instead, and builds on the local repository's commits."""
+    objects = state / "objects"
+    size = 0
+    try:
+        for sub in os.scandir(objects):
+            if sub.is_dir():
+                size += sum(f.stat().st_size for f in os.scandir(sub.path) if f.is_file())
+    except FileNotFoundError:
+        return
+    if size > cache_limit():
+        shutil.rmtree(objects, ignore_errors=True)
+        (state / "workers.json").unlink(missing_ok=True)
 
 
 def _freeze(repo: _Repo, objects: Path, alternates: list[str], exclude: Sequence[Path], depth: int) -> str:

@@ -70,17 +70,23 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
     command that starts it).
     """
     stats = SyncStats()
-    pack = build_pack(snap, snap.remembered_haves(worker_key))
+
+    def worker_haves() -> list[str]:
+        listed = transport.run(["sh", "-c", worker_script("haves.sh"), "sh", paths.workspace, snap.repo_id],
+                               timeout=60)
+        stats.round_trips += 1
+        return listed.text().split() if listed.ok else []
+
+    # Nothing remembered (a first sync, or a pruned cache): ask first rather than send the whole history.
+    haves = snap.remembered_haves(worker_key) or worker_haves()
+    pack = build_pack(snap, haves)
     result = _receive(transport, paths, snap, pack, checkout)
     stats.round_trips += 1
     stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
     if result.exit_code == RC_MISSING_OBJECTS:
-        listed = transport.run(["sh", "-c", worker_script("haves.sh"), "sh", paths.workspace, snap.repo_id],
-                               timeout=60)
-        have_list = listed.text().split() if listed.ok else []
-        pack = build_pack(snap, have_list)
+        pack = build_pack(snap, worker_haves())
         result = _receive(transport, paths, snap, pack, checkout)
-        stats.round_trips += 2
+        stats.round_trips += 1
         stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
         stats.retried = True
     if result.exit_code == RC_JOB_EXISTS:

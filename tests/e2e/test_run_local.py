@@ -293,3 +293,21 @@ def test_a_reader_that_stops_early_stops_the_watching_not_the_job(repo: Path) ->
     assert followers == [], "a follow loop was left behind"
     assert offload("check", "piped", cwd=repo).returncode == 7
     assert offload("clean", "piped", cwd=repo).returncode == 0
+
+
+def test_a_command_from_an_empty_or_ignored_directory_runs_there(repo: Path) -> None:
+    (repo / ".gitignore").write_text("build/\n")
+    (repo / "build").mkdir()
+    (repo / "empty").mkdir()
+    for where in ("build", "empty"):
+        p = offload("run", "--wait", "--", "pwd", cwd=repo / where)
+        assert p.returncode == 0 and p.stdout.decode().rstrip().endswith(f"/{where}"), p.stderr
+
+
+def test_a_workspace_inside_the_repository_is_not_snapshotted_into_itself(repo: Path) -> None:
+    env = {"OFFLOAD_LOCAL_WORKSPACE": str(repo / "ows")}
+    for _ in range(3):
+        p = offload("run", "--wait", "--", "ls -A", cwd=repo, env=env)
+        assert p.returncode == 0, p.stderr
+        assert "ows" not in p.stdout.decode().split()
+    assert offload("clean", "--all", "--yes", cwd=repo, env=env).returncode == 0

@@ -57,7 +57,7 @@ def test_worktree_matches_the_working_tree_exactly(repo: Path, tmp_path: Path) -
     got = _files(Path(paths.worktree))
     assert got == expected
     assert "file2.txt" not in got and got["tool.sh"][1] and not got["run.sh"][1]
-    assert stats.round_trips == 1 and stats.pack_bytes > 0
+    assert stats.round_trips == 2 and stats.pack_bytes > 0  # a first sync asks what the worker has
     # the local status is unchanged too: staged stays staged, unstaged stays unstaged
     assert git(repo, "status", "--porcelain") == (
         " M file0.txt\nM  file1.txt\n D file2.txt\n M run.sh\n?? .gitignore\n?? tool.sh\n?? untracked.txt\n")
@@ -103,7 +103,7 @@ def test_incremental_sync_sends_only_the_change(tmp_path: Path) -> None:
     (repo / "file7.txt").write_text("content 7, edited\n")
     small = push_snapshot(t, take_snapshot(repo), JobPaths(ws, "b"), "w")
     assert full.pack_bytes > 20_000
-    assert 0 < small.pack_bytes <= 4096, small
+    assert 0 < small.pack_bytes <= 4096 and small.round_trips == 1, small
     assert (Path(ws) / "worktrees" / "b" / "file7.txt").read_text() == "content 7, edited\n"
     assert (Path(ws) / "worktrees" / "a" / "file7.txt").read_text() == "content 7\n"
 
@@ -145,3 +145,22 @@ def test_pack_header_parsing(repo: Path) -> None:
     assert pack[:4] == b"PACK" and pack_object_count(pack) >= 5
     assert pack_object_count(build_pack(snap, [snap.commit])) == 0
     assert pack_object_count(b"") == 0
+
+
+def test_the_snapshot_cache_stays_bounded_and_a_pruned_cache_still_sends_little(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFFLOAD_SNAPSHOT_CACHE_MB", "1")
+    repo = make_repo(tmp_path / "repo", files=200)
+    git(repo, "add", "-A")
+    t = LocalTransport()
+    ws = str(tmp_path / "ws")
+    push_snapshot(t, take_snapshot(repo), JobPaths(ws, "a"), "w")
+    sizes = []
+    for i in range(3):
+        (repo / "blob.bin").write_bytes(os.urandom(600_000) + bytes([i]))  # untracked, new each time
+        snap = take_snapshot(repo)
+        sizes.append(sum(f.stat().st_size for f in snap.state_dir.rglob("*") if f.is_file()))
+        stats = push_snapshot(t, snap, JobPaths(ws, f"b{i}"), "w")
+        assert stats.pack_bytes < 700_000, "only the new file travels, even from a pruned cache"
+    assert max(sizes) < 2 * (1 << 20), sizes
+    assert (Path(ws) / "worktrees" / "b2" / "blob.bin").read_bytes()[-1] == 2

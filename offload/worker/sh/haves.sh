@@ -1,5 +1,6 @@
-# haves.sh WORKSPACE REPO_ID: the commits the worker's bare repo of that repository already has, one per line.
+# haves.sh WORKSPACE REPO_ID: the commits the worker's bare repo of that repository already has, one per line:
+# the snapshots it holds and their parents (commits of the local repository, which the client has too).
 set -u
 repo_path "${1:?workspace}" "${2:?repo}"
 [ -f "$_p_repo/HEAD" ] || exit 0
-git -C "$_p_repo" for-each-ref --format='%(objectname)' refs/offload/
+git -C "$_p_repo" rev-list --no-walk --parents --glob='refs/offload/*' 2> /dev/null | tr ' ' '\n' | sort -u
