@@ -9,7 +9,7 @@ import typer
 
 from offload.cli.app import app
 from offload.cli.common import IapOpt, IdentityOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir, open_service
-from offload.errors import UsageError
+from offload.errors import OffloadError, UsageError
 
 
 @app.command(context_settings={"allow_interspersed_args": False},
@@ -68,7 +68,10 @@ def run(
                               f"(`offload logs {started.id} -f`, `offload clean {started.id}`)")
                 raise typer.Exit(141 if why else 130) from None
             if code != 0:
-                note = service.check(started.id).note
+                try:
+                    note = service.check(started.id).note
+                except OffloadError:
+                    note = None  # the job's own exit code is what matters here
                 if note:
                     progress.note(note)
             raise typer.Exit(code)

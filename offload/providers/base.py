@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from offload.errors import UsageError
+from offload.errors import UsageError, WorkerUnreachable
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.runtime.connection import ConnectOptions
 from offload.runtime.transport import ContainerTransport, Result, Sink, Transport, check
@@ -83,6 +83,7 @@ class WorkerProvider(ABC):
         self.options = options or ProviderOptions()
         self._host: Transport | None = None
         self._job: Transport | None = None
+        self._waking = False
 
     @property
     def name(self) -> str:
@@ -109,13 +110,14 @@ class WorkerProvider(ABC):
 
     def provision(self) -> None:
         """Make the worker usable for jobs: its workspace exists (and its container runs, where it has one)."""
-        self.ensure_ready()
+        self.ensure_ready(wake=True)
         argv = ["mkdir", "-p", f"{self.workspace}/repos", f"{self.workspace}/worktrees", f"{self.workspace}/jobs"]
         check(self.exec(argv, timeout=60), self.name, "creating the workspace", argv)
 
     def ensure_ready(self, *, wake: bool = False) -> None:
-        """Open the worker's transport (idempotent). Only with WAKE is a stopped worker started first: reading
-        a job's state never costs a VM's start."""
+        """Open the worker's transport (idempotent). Only with WAKE is a stopped worker (or worker container)
+        started: reading a job's state never starts anything."""
+        self._waking = self._waking or wake
         if self._job is None:
             self._host = self._open_host(wake)
             self._job = self._wrap(self._host)
@@ -138,8 +140,12 @@ class WorkerProvider(ABC):
                                owner=self.outputs.developer or None)
 
     def heal_container(self) -> None:
+        """Start or recreate the worker container, when this session may start things; else say it is down."""
         from offload.runtime.container import heal_container
 
+        if self.record.container and self._host is not None and not self._waking:
+            raise WorkerUnreachable(self.name, f"the worker container {self.record.container} of worker "
+                                    f"{self.name} is not running", hint="`offload run` starts it")
         if self.record.container and self._host is not None:
             done = heal_container(self._host, self.record.container, self.container_spec())
             if done != "running":

@@ -151,8 +151,9 @@ class GceLinuxProvider(SshProvider):
     def _wake(self, routes: list[str | None], wake: bool) -> Transport:
         if not wake:
             state = _STATE.get(self._last_status or "", (self._last_status or "stopped").lower())
-            raise WorkerUnreachable(self.name, f"worker {self.name} is {state}",
-                                    hint="`offload run` wakes it, as does `offload fleet start`")
+            hint = ("`offload run` wakes it, as does `offload fleet start`" if state == "stopped" else
+                    "try again in a minute")
+            raise WorkerUnreachable(self.name, f"worker {self.name} is {state}", hint=hint)
         self.start()
         return self._wait_for_ssh(routes)
 

@@ -33,4 +33,5 @@ class LocalDockerProvider(WorkerProvider):
         check(self.host.run(argv, timeout=120), self.name, "stopping the worker container", argv)
 
     def start(self) -> None:
+        self.ensure_ready(wake=True)
         self.heal_container()

@@ -162,6 +162,9 @@ def test_local_docker_runs_in_the_container_and_heals_it(docker_worker: DockerWo
     subprocess.run(["docker", "stop", "-t", "1", docker_worker.name], check=True, capture_output=True)
     p = offload("status", "--json", "--outputs", str(out), cwd=repo)
     assert json.loads(p.stdout)["workers"][0]["state"] == "stopped"
+    p = offload("logs", "anything", "--outputs", str(out), cwd=repo)  # reading starts nothing
+    assert p.returncode == 3 and "is not running" in stderr_line(p)
+    assert not docker_worker.running()
     p = offload("run", "--outputs", str(out), "--wait", "--", "echo", "back", cwd=repo)
     assert p.returncode == 0 and p.stdout == b"back\n", p.stderr
 

@@ -81,7 +81,7 @@ def test_a_bad_request_fails_before_any_worker_is_dialled(tmp_path: Path) -> Non
     book, meta = JobService.plan(RunRequest(cwd=repo / "src", command=argv))
     # The command as given is kept as one line of meta; the task runs it in the same subdirectory.
     assert json.loads(meta["command"]) == shlex.join(argv) and "\n" not in meta["command"]
-    assert book.tasks[0].run == f"cd -- src || exit 1\n{shlex.join(argv)}"
+    assert book.tasks[0].run == f"mkdir -p -- src && cd -- src || exit 1\n{shlex.join(argv)}"
 
 
 def test_a_command_with_control_characters_is_kept_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,7 +92,7 @@ def test_status_of_running_and_finished_jobs(worker: LocalWorker) -> None:
 def test_status_of_an_empty_workspace(tmp_path: Path) -> None:
     result = script(status_argv(str(tmp_path / "nothing here")))
     assert result.returncode == 0
-    assert result.stdout == b"offload-status\t2\n"
+    assert result.stdout == b"offload-status\t2\nspace\t-\t-\n"  # df cannot tell about a path that is not there
     assert parse_status(result.stdout.decode()) == []
 
 
@@ -107,7 +107,9 @@ def test_status_sanitizes_odd_files(tmp_path: Path) -> None:
     (job / "tasks" / "t" / "exit").write_text("1\t2\n")
     (job / "tasks" / "t" / "pid").write_text("not a pid\n")
     result = script(status_argv(str(tmp_path)))
-    assert result.stdout.decode().splitlines() == [
+    lines = result.stdout.decode().splitlines()
+    assert lines[1].startswith("space\t") and all(f.isdigit() for f in lines[1].split("\t")[1:])
+    assert lines[:1] + lines[2:] == [
         "offload-status\t2",
         "job\todd\tpending\t0\t-\t-",
         "meta\todd\trepo\t/a\tb",
@@ -409,3 +411,36 @@ def test_clean_stops_what_a_finished_task_left_running(worker: LocalWorker) -> N
     result = script(clean_argv(worker.workspace, paths.job), timeout=30)
     assert parse_clean(result.stdout.decode()) == ({paths.job: True}, [])
     wait_for(lambda: not _processes_with(f"sleep {marker}"), timeout=5, what="the server to end")
+
+
+def test_clean_never_signals_another_jobs_processes(worker: LocalWorker) -> None:
+    """A recorded pid that now names a process of another job (pid reuse) is not this job's to stop."""
+    other = worker.launch("sleep 60", linger=60)
+    other_pid = int(wait_for(lambda: worker.file(other, "main", "pid"), what="the other job's task"))
+    mine = worker.launch("true", linger=0)
+    assert worker.wait_job(mine) == "success"
+    Path(mine.task_dir("main"), "pid").write_text(f"{other_pid}\n")
+    result = script(clean_argv(worker.workspace, mine.job), timeout=30)
+    assert parse_clean(result.stdout.decode()) == ({mine.job: True}, [])
+    assert pid_running(other_pid) and status(worker, other.job)[other.job].state is State.RUNNING
+
+
+def test_a_launch_that_never_recorded_its_runner_is_failed_once_it_is_old(tmp_path: Path) -> None:
+    d = tmp_path / "jobs" / "j"
+    (d / "tasks" / "main").mkdir(parents=True)
+    (d / "tasks.list").write_text("main\n")
+    [job] = parse_status(script(status_argv(str(tmp_path))).stdout.decode())
+    assert job.state is State.PENDING  # a launch under way
+    old = time.time() - 600
+    os.utime(d, (old, old))
+    [job] = parse_status(script(status_argv(str(tmp_path))).stdout.decode())
+    assert job.state is State.FAILED
+
+
+def test_a_leftover_is_found_by_its_id(tmp_path: Path) -> None:
+    tree = tmp_path / "worktrees" / "half"
+    tree.mkdir(parents=True)
+    old = time.time() - 600
+    os.utime(tree, (old, old))
+    assert [(j.id, j.state) for j in parse_status(script(status_argv(str(tmp_path), ["half"])).stdout.decode())] \
+        == [("half", State.FAILED)]

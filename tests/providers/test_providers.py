@@ -100,5 +100,7 @@ def test_missing_container_without_an_image_is_a_clear_error(docker_worker: Dock
     record = WorkerRecord.from_dict(docker_record(docker_worker, container="offload-no-such-container"))
     outputs = StackOutputs(ProviderType.LOCAL_DOCKER, "d", (record,))
     with provider_for(outputs, record) as provider:
+        with pytest.raises(WorkerError, match="not running"):
+            provider.exec(["true"])  # a read starts nothing
         with pytest.raises(WorkerError, match="missing .* no image"):
-            provider.exec(["true"])
+            provider.provision()

@@ -10,12 +10,13 @@ sockets="${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)"
 has_git=0
 command -v git > /dev/null 2>&1 && has_git=1
 
-stop_groups() { # SIGNAL TENTHS PGID...: signal each group, then wait up to TENTHS/10 s for all of them to end
-	sig=$1 tenths=$2
-	shift 2
+stop_groups() { # SIGNAL TENTHS JOB PGID...: signal each group that holds a process of JOB, then wait up to
+	# TENTHS/10 s for all of them to end
+	sig=$1 tenths=$2 owner=$3
+	shift 3
 	left=
 	for g in "$@"; do
-		group_alive "$g" || continue
+		group_alive "$g" "$owner" || continue
 		kill "-$sig" "-$g" 2> /dev/null
 		left="$left $g"
 	done
@@ -25,7 +26,7 @@ stop_groups() { # SIGNAL TENTHS PGID...: signal each group, then wait up to TENT
 		i=$((i + 1))
 		still=
 		for g in $left; do
-			group_alive "$g" && still="$still $g"
+			group_alive "$g" "$owner" && still="$still $g"
 		done
 		left=$still
 	done
@@ -69,11 +70,11 @@ clean() { # JOB
 	if tmux -f /dev/null -L "$_p_socket" kill-server < /dev/null > /dev/null 2>&1; then found=1; fi
 	[ -S "$sockets/$_p_socket" ] && rm -f "$sockets/$_p_socket"
 	# shellcheck disable=SC2086 # lists of pids, split on purpose
-	stop_groups TERM 30 $groups
+	stop_groups TERM 30 "$1" $groups
 	# shellcheck disable=SC2086
-	stop_groups KILL 10 $groups
+	stop_groups KILL 10 "$1" $groups
 	# What left its group (setsid) but still works in the job's worktree.
-	in_dir "$_p_tree"
+	in_dir "$_p_tree" "$1"
 	if [ -n "$_in_dir" ]; then
 		found=1
 		# shellcheck disable=SC2086
@@ -85,7 +86,7 @@ clean() { # JOB
 		done
 	fi
 	for g in $groups; do
-		group_alive "$g" && survivor "$1" "$_member"
+		group_alive "$g" "$1" && survivor "$1" "$_member"
 	done
 	repo=$fallback_repo
 	if [ -f "$_p_dir/meta" ]; then
@@ -95,13 +96,11 @@ clean() { # JOB
 	fi
 	# A launch that did not finish left no meta: its worktree, or the repository holding its ref, says which.
 	if [ -z "$repo" ]; then
-		get "$_p_tree/.git"
-		case $_got in "gitdir: "*/worktrees/*) repo=${_got#gitdir: } && repo=${repo%/worktrees/*} ;; esac
+		repo_of_tree "$_p_tree"
+		repo=$_p_repo
 	fi
-	if [ -z "$repo" ] && [ "$has_git" = 1 ]; then
-		for r in "$workspace"/repos/*.git; do
-			[ -f "$r/HEAD" ] && git -C "$r" show-ref -q --verify "$_p_ref" && repo=$r && break
-		done
+	if [ -z "$repo" ] && repo_with_ref "$workspace" "$_p_ref"; then
+		repo=$_p_repo
 	fi
 	if [ "$has_git" = 1 ] && [ -n "$repo" ] && git -C "$repo" rev-parse --git-dir > /dev/null 2>&1; then
 		if [ -e "$_p_tree" ]; then

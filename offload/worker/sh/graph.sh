@@ -227,8 +227,8 @@ report() { # TASK: print a finished task once
 	_reported="$_reported$1 "
 }
 
-linger() { # [SECONDS]: keep the tmux server for attaching clients, OFFLOAD_LINGER_SECONDS (600) by default
-	_seconds=${1:-${OFFLOAD_LINGER_SECONDS:-600}}
+linger() { # keep the tmux server for attaching clients for OFFLOAD_LINGER_SECONDS (600), then end it
+	_seconds=${OFFLOAD_LINGER_SECONDS:-600}
 	is_number "$_seconds" || _seconds=600
 	[ "$_seconds" -gt 0 ] && say "tmux session stays up for ${_seconds}s without a client attached"
 	_idle=0
@@ -245,6 +245,10 @@ linger() { # [SECONDS]: keep the tmux server for attaching clients, OFFLOAD_LING
 		nap $_step
 		_idle=$((_idle + _step))
 	done
+	end_server
+}
+
+end_server() {
 	# tmux leaves its socket file behind when the server exits; remove it, then end the server.
 	_server=$(tm display-message -p -t "=$_job:" '#{pid}' 2> /dev/null)
 	_socket=$(tm display-message -p -t "=$_job:" '#{socket_path}' 2> /dev/null)
@@ -309,8 +313,9 @@ run_job() {
 	save "$_job_dir/finished" "$(date +%s)"
 	save "$_job_dir/state" "$_final"
 	if [ -n "$_broken" ]; then
+		# Nothing more can be recorded: end at once, attached clients or not.
 		say "job $_job: failed: cannot write $_broken$(space_left "$_job_dir")"
-		linger 0
+		end_server
 		exit 1
 	fi
 	say "job $_job: $_final"

@@ -59,8 +59,54 @@ job_paths() { # WORKSPACE JOB: the job's directory, worktree, ref and tmux serve
 	_p_socket=offload-$2
 }
 
+jobs_dir() { # WORKSPACE: the directory that holds every job's directory, in _p_jobs
+	_p_jobs=$1/jobs
+}
+
+repo_of_tree() { # WORKTREE: the bare repository a worktree belongs to (from its .git file), in _p_repo
+	get "$1/.git"
+	case $_got in "gitdir: "*/worktrees/*) _p_repo=${_got#gitdir: } && _p_repo=${_p_repo%/worktrees/*} ;;
+	*) _p_repo= ;;
+	esac
+}
+
+repo_with_ref() { # WORKSPACE REF: the bare repository that holds REF, in _p_repo (empty: none does)
+	_p_repo=
+	command -v git > /dev/null 2>&1 || return 1
+	for _l_r in "$1"/repos/*.git; do
+		[ -f "$_l_r/HEAD" ] && git -C "$_l_r" show-ref -q --verify "$2" && _p_repo=$_l_r && return 0
+	done
+	return 1
+}
+
 repo_path() { # WORKSPACE REPO_ID: the bare repository that receives the snapshots of one repository, in _p_repo
 	_p_repo=$1/repos/$2.git
+}
+
+young() { # PATH: it was changed less than two minutes ago (a launch under way, not a leftover)
+	[ -n "$(find "$1" -maxdepth 0 -mmin -2 2> /dev/null)" ]
+}
+
+leftover() { # WORKSPACE JOB: what a launch that did not finish left of JOB (its worktree or its ref, and no job
+	# directory). Sets _state: pending while the worktree is young, else failed. Fails when nothing is left.
+	job_paths "$1" "$2"
+	[ -e "$_p_dir" ] && return 1
+	if [ -d "$_p_tree" ]; then
+		if young "$_p_tree"; then _state=pending; else _state=failed; fi
+		return 0
+	fi
+	repo_with_ref "$1" "$_p_ref" && _state=failed
+}
+
+leftover_ids() { # WORKSPACE: the ids that may have leftovers (check each with `leftover`), one per line
+	for _l_t in "$1"/worktrees/*; do
+		[ -d "$_l_t" ] && printf '%s\n' "${_l_t##*/}"
+	done
+	command -v git > /dev/null 2>&1 || return 0
+	for _l_r in "$1"/repos/*.git; do
+		[ -f "$_l_r/HEAD" ] || continue
+		git -C "$_l_r" for-each-ref --format='%(refname:lstrip=3)' refs/offload/jobs/ 2> /dev/null
+	done
 }
 
 # ---- liveness: the one rule for "is this task still running" ---------------------------------------------------
@@ -75,7 +121,12 @@ alive() { # PID: the process exists and has not exited. kill -0 alone also succe
 	return 0
 }
 
-group_alive() { # PGID: some process of the process group lives (zombies do not count); its pid in _member
+of_job() { # PID JOB: the process belongs to JOB: every process of a job inherits OFFLOAD_JOB from its tmux server,
+	# so a pid or a directory that another job has since taken over is never mistaken for this one's
+	[ -r "/proc/$1/environ" ] && tr '\000' '\n' < "/proc/$1/environ" 2> /dev/null | grep -qxF "OFFLOAD_JOB=$2"
+}
+
+group_alive() { # PGID JOB: a process of JOB lives in the process group (zombies do not count); its pid in _member
 	_member=
 	for _l_s in /proc/[0-9]*/stat; do
 		{ IFS= read -r _l_stat < "$_l_s"; } 2> /dev/null || continue
@@ -85,14 +136,16 @@ group_alive() { # PGID: some process of the process group lives (zombies do not 
 		_l_f=${_l_f#* }
 		[ "${_l_f%% *}" = "$1" ] || continue
 		case $_l_st in Z* | X* | x*) continue ;; esac
-		_member=${_l_s#/proc/}
-		_member=${_member%/stat}
+		_l_p=${_l_s#/proc/}
+		_l_p=${_l_p%/stat}
+		of_job "$_l_p" "$2" || continue
+		_member=$_l_p
 		return 0
 	done
-	[ ! -d /proc/self ] && kill -0 "-$1" 2> /dev/null && _member=$1 # without /proc, kill -0 is all there is
+	return 1
 }
 
-in_dir() { # DIR: the pids of live processes (but this one) whose working directory is DIR or below, in _in_dir
+in_dir() { # DIR JOB: the pids of live processes of JOB whose working directory is DIR or below, in _in_dir
 	_in_dir=
 	_l_here=$PWD
 	cd -P "$1" 2> /dev/null || return 0
@@ -101,7 +154,8 @@ in_dir() { # DIR: the pids of live processes (but this one) whose working direct
 		[ "${_l_p#/proc/}" = "$$" ] && continue
 		# cd and pwd are builtins: no process per candidate, however many there are.
 		cd -P "$_l_p/cwd" 2> /dev/null || continue
-		case $PWD in "$_l_dir" | "$_l_dir"/*) alive "${_l_p#/proc/}" && _in_dir="$_in_dir ${_l_p#/proc/}" ;; esac
+		case $PWD in "$_l_dir" | "$_l_dir"/*) ;; *) continue ;; esac
+		alive "${_l_p#/proc/}" && of_job "${_l_p#/proc/}" "$2" && _in_dir="$_in_dir ${_l_p#/proc/}"
 	done
 	cd -P "$_l_here" 2> /dev/null || cd /
 }
@@ -174,8 +228,9 @@ task_state() { # TASK (after job_begin): the task's state in _state, its exit co
 
 job_state() { # (after job_begin): the job's state in _state, which follows from its tasks alone. Once every
 	# task has finished, the job has too: failed if one failed. While a task runs, it runs. While tasks wait,
-	# it runs if its runner lives, is pending if the runner is not recorded yet, and has failed if the runner
-	# is gone, since nobody will start them. A job whose tasks cannot be read is never a success.
+	# it runs if its runner lives, is pending for a moment while the launch has not recorded the runner, and has
+	# failed once the runner is gone, since nobody will start them. A job whose tasks cannot be read is never a
+	# success.
 	_l_running=0 _l_pending=0 _l_failed=0 _l_tasks=0
 	if [ -f "$_jd/tasks.list" ]; then
 		while IFS= read -r _l_t <&7; do
@@ -194,8 +249,8 @@ job_state() { # (after job_begin): the job's state in _state, which follows from
 	elif [ "$_l_pending" = 1 ] || [ "$_l_tasks" = 0 ]; then
 		if [ "$_runner" = 1 ]; then
 			_state=running
-		elif [ "$_runner" = - ] && [ "$_stale" = 0 ]; then
-			_state=pending
+		elif [ "$_runner" = - ] && [ "$_stale" = 0 ] && young "$_jd"; then
+			_state=pending # a launch under way; one that never recorded its runner has failed
 		else
 			_state=failed
 		fi

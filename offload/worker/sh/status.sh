@@ -56,33 +56,24 @@ disk_space "$workspace"
 printf 'space\t%s\t%s\n' "$_free_kb" "$_size_kb"
 if [ $# -gt 0 ]; then
 	for j in "$@"; do
-		is_id "$j" && one "$j"
+		is_id "$j" || continue
+		job_paths "$workspace" "$j"
+		if [ -d "$_p_dir" ]; then
+			one "$j"
+		elif leftover "$workspace" "$j"; then
+			printf 'job\t%s\t%s\t0\t-\t-\n' "$j" "$_state"
+		fi
 	done
 else
-	for d in "$workspace"/jobs/*; do
+	jobs_dir "$workspace"
+	for d in "$_p_jobs"/*; do
 		j=${d##*/}
 		[ -d "$d" ] && is_id "$j" && one "$j"
 	done
-	# What a launch that did not finish left: a worktree or a ref without its job. A young worktree may belong
-	# to a launch under way.
-	for t in "$workspace"/worktrees/*; do
-		j=${t##*/}
-		is_id "$j" && [ -d "$t" ] && [ ! -e "$workspace/jobs/$j" ] || continue
-		if [ -n "$(find "$t" -maxdepth 0 -mmin -1 2> /dev/null)" ]; then
-			printf 'job\t%s\tpending\t0\t-\t-\n' "$j"
-		else
-			printf 'job\t%s\tfailed\t0\t0\t-\n' "$j"
+	leftover_ids "$workspace" | sort -u | while IFS= read -r j; do
+		if is_id "$j" && leftover "$workspace" "$j"; then
+			printf 'job\t%s\t%s\t0\t-\t-\n' "$j" "$_state"
 		fi
 	done
-	if command -v git > /dev/null 2>&1; then
-		for r in "$workspace"/repos/*.git; do
-			[ -f "$r/HEAD" ] || continue
-			git -C "$r" for-each-ref --format='%(refname)' refs/offload/jobs/ 2> /dev/null | while IFS= read -r ref; do
-				j=${ref#refs/offload/jobs/}
-				is_id "$j" && [ ! -e "$workspace/jobs/$j" ] && [ ! -e "$workspace/worktrees/$j" ] || continue
-				printf 'job\t%s\tfailed\t0\t0\t-\n' "$j"
-			done
-		done
-	fi
 fi
 exit 0

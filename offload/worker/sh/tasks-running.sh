@@ -3,7 +3,8 @@
 # when there is one, since it checks their pids.
 set -u
 workspace=${1:?workspace}
-for d in "$workspace"/jobs/*; do
+jobs_dir "$workspace"
+for d in "$_p_jobs"/*; do
 	[ -f "$d/tasks.list" ] || continue
 	job_begin "$d"
 	job_state
