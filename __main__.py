@@ -45,8 +45,15 @@ def build(config: StackConfig) -> HasWorkers:
     raise AssertionError(f"unhandled provider {config.provider}")  # read_stack_config admits no other
 
 
+def with_retention(records: list[dict[str, Any]], config: StackConfig) -> list[dict[str, Any]]:
+    """Every worker record with the stack's offload:keepJobs and offload:warmWorktrees, when set."""
+    extra = {k: v for k, v in (("keep_jobs", config.keep_jobs), ("warm_worktrees", config.warm_worktrees))
+             if v is not None}
+    return [dict(r, **extra) for r in records]
+
+
 stack_config = load_stack_config()
 workers = build(stack_config)
 pulumi.export("provider", stack_config.provider.value)
 pulumi.export("developer", stack_config.developer)
-pulumi.export("workers", workers.workers)
+pulumi.export("workers", workers.workers.apply(lambda records: with_retention(records, stack_config)))

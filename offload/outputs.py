@@ -96,6 +96,8 @@ class WorkerRecord:
     machine_type: str | None = None
     hourly_cost_usd: float | None = None
     idle_stop_minutes: int | None = None
+    keep_jobs: int | None = None       # finished jobs the worker keeps (None: its default)
+    warm_worktrees: int | None = None  # idle warm worktrees it keeps per repository (None: its default)
 
     def __post_init__(self) -> None:
         where = f"workers[{self.name!r}]"
@@ -122,9 +124,11 @@ class WorkerRecord:
         if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))
                                  or not math.isfinite(cost) or cost < 0):
             raise ConfigError(f"{where}.hourly_cost_usd must be a number of dollars or null; got {cost!r}")
-        minutes = self.idle_stop_minutes
-        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 0):
-            raise ConfigError(f"{where}.idle_stop_minutes must be a whole number of minutes or null; got {minutes!r}")
+        for key_name, what in (("idle_stop_minutes", "a whole number of minutes"),
+                               ("keep_jobs", "a whole number of jobs"), ("warm_worktrees", "a whole number")):
+            v = getattr(self, key_name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ConfigError(f"{where}.{key_name} must be {what} or null; got {v!r}")
 
     @classmethod
     def from_dict(cls, data: object, index: int = 0) -> "WorkerRecord":

@@ -34,13 +34,15 @@ SUBNET_CIDR = "offload:subnetCidr"
 NAME_PREFIX = "offload:namePrefix"
 WORKSPACE = "offload:workspace"
 PROTECT_DATA_DISK = "offload:protectDataDisk"
+KEEP_JOBS = "offload:keepJobs"
+WARM_WORKTREES = "offload:warmWorktrees"
 GCP_PROJECT = "gcp:project"
 GCP_ZONE = "gcp:zone"
 GCP_REGION = "gcp:region"
 
 OFFLOAD_KEYS = (PROVIDER, DEVELOPER, WORKERS, MACHINE_TYPE, DATA_DISK_GB, IMAGE, SSH_SOURCE_RANGES,
                 IDLE_STOP_MINUTES, HOSTS, NETWORK, SUBNETWORK, SUBNET_CIDR, NAME_PREFIX, WORKSPACE,
-                PROTECT_DATA_DISK)
+                PROTECT_DATA_DISK, KEEP_JOBS, WARM_WORKTREES)
 GCP_KEYS = (GCP_PROJECT, GCP_ZONE, GCP_REGION)
 
 STACK_PROVIDERS = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION,
@@ -56,6 +58,8 @@ DEFAULT_WORKER_IMAGE = "docker.io/library/debian:bookworm"
 DEFAULT_WORKSTATION_IMAGE = "us-central1-docker.pkg.dev/cloud-workstations-images/predefined/code-oss:latest"
 MAX_WORKERS = 20
 MAX_IDLE_STOP_MINUTES = 7 * 24 * 60
+MAX_KEEP_JOBS = 10_000
+MAX_WARM_WORKTREES = 100
 WORKSTATION_DISK_SIZES = (10, 50, 100, 200, 500, 1000)
 HOST_KEYS_ACCEPTED = ("name", "host", "port", "user", "container", "workspace", "host_keys", "proxy_command")
 
@@ -95,6 +99,8 @@ class StackConfig:
     name_prefix: str = ""
     workspace: str | None = None
     protect_data_disk: bool = False
+    keep_jobs: int | None = None  # None: the worker's default
+    warm_worktrees: int | None = None
 
     @property
     def os_login_user(self) -> str:
@@ -174,6 +180,11 @@ def read_stack_config(values: Mapping[str, Any]) -> StackConfig:
                            "6-24 lowercase letters, digits or '-', starting with a letter"),
         workspace=_workspace(values.get(WORKSPACE)),
         protect_data_disk=_bool(values, PROTECT_DATA_DISK, False),
+        keep_jobs=None if _blank(values.get(KEEP_JOBS)) else _int(
+            values, KEEP_JOBS, 0, 0, MAX_KEEP_JOBS, f"a number of finished jobs to keep, from 0 to {MAX_KEEP_JOBS}"),
+        warm_worktrees=None if _blank(values.get(WARM_WORKTREES)) else _int(
+            values, WARM_WORKTREES, 0, 0, MAX_WARM_WORKTREES,
+            f"a number of idle warm worktrees to keep per repository, from 0 to {MAX_WARM_WORKTREES}"),
     )
 
 

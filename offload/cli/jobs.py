@@ -37,8 +37,9 @@ def status(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt
     rows = [[w.name, w.provider, w.state, w.machine_type,
              None if w.hourly_cost_usd is None else f"${w.hourly_cost_usd:.3f}/h",
              None if w.idle_stop_in_minutes is None else f"{w.idle_stop_in_minutes:g} min",
-             sum(1 for j in w.jobs if j.state.value == "running")] for w in report.workers]
-    print_table("workers", ["worker", "provider", "state", "machine", "cost", "idle stop in", "running"], rows)
+             sum(1 for j in w.jobs if j.state.value == "running"), _disk(w.disk)] for w in report.workers]
+    print_table("workers", ["worker", "provider", "state", "machine", "cost", "idle stop in", "running",
+                            "workspace disk"], rows)
     now = time.time()
     job_rows = [[j.id, w.name, j.state.value, _when(j.started_at), _duration(j, now), _what(j), _tasks(j)]
                 for w in report.workers for j in w.jobs]
@@ -50,6 +51,23 @@ def status(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt
         elif w.disk.full:
             print(f"offload: {w.name}: no space left in its workspace ({w.disk.free_kb} KB free)", file=sys.stderr)
     raise typer.Exit(0 if report.complete else 1)
+
+
+def _disk(disk: Any) -> str | None:
+    """'3.1 GiB free of 100 GiB' for a workspace's disk, when df could tell."""
+    if disk.free_kb is None or disk.size_kb is None:
+        return None
+
+    def size(kb: int) -> str:
+        value, unit = float(kb), "KiB"
+        for bigger in ("MiB", "GiB", "TiB"):
+            if value < 1024:
+                break
+            value, unit = value / 1024, bigger
+        return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+    used = 100 - (100 * disk.free_kb // disk.size_kb if disk.size_kb else 0)
+    return f"{size(disk.free_kb)} free of {size(disk.size_kb)} ({used}% used)"
 
 
 def _when(epoch: float | None) -> str | None:

@@ -13,7 +13,8 @@ from offload.errors import OffloadError, UsageError
 
 
 @app.command(context_settings={"allow_interspersed_args": False},
-             help="Run COMMAND (after `--`) or a playbook on a worker, in a fresh worktree of your working tree.\n\n"
+             help="Run COMMAND (after `--`) or a playbook on a worker, in a warm worktree moved to your working "
+                  "tree (or to --ref).\n\n"
                   "Prints the job id and returns at once; --wait streams the output and exits with the job's "
                   "exit code; --attach opens the job's tmux session.")
 def run(
@@ -35,6 +36,18 @@ def run(
     iap: IapOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help='Print {"id": ..., "worker": ...} instead of the id '
                                            "(not with --wait or --attach).")] = False,
+    ref: Annotated[Optional[str], typer.Option("--ref", help="Run this commit of the repository (a branch, a tag, "
+                                               "a fetched pull-request head) instead of the working tree.",
+                                               show_default=False)] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start from a clean worktree: no ignored files (build "
+                                        "outputs, caches) of earlier jobs.")] = False,
+    keep_jobs: Annotated[Optional[int], typer.Option("--keep-jobs", help="Finished jobs the worker keeps once this "
+                                                     "one ends (default: offload:keepJobs, else 20).",
+                                                     show_default=False)] = None,
+    warm_worktrees: Annotated[Optional[int], typer.Option("--warm-worktrees", help="Idle warm worktrees per "
+                                                          "repository the worker keeps (default: "
+                                                          "offload:warmWorktrees, else 4).",
+                                                          show_default=False)] = None,
 ) -> None:
     from offload.cli.ui import Progress
     from offload.jobs.service import JobService, RunRequest
@@ -47,7 +60,8 @@ def run(
         raise UsageError("--attach needs a terminal", hint="use --wait to stream the output instead")
     if playbook and command:
         raise UsageError("give either a command after `--` or --playbook, not both")
-    request = RunRequest(cwd=current_dir(), command=command or (), playbook=playbook, env=env or (), job_id=job)
+    request = RunRequest(cwd=current_dir(), command=command or (), playbook=playbook, env=env or (), job_id=job,
+                         ref=ref, fresh=fresh, keep_jobs=keep_jobs, warm_worktrees=warm_worktrees)
     JobService.plan(request)  # a bad command or playbook fails before any worker is dialled
     progress = Progress(json_mode=json_out)
 

@@ -74,6 +74,7 @@ class LocalDockerWorkers(pulumi.ComponentResource):
                 init=True,
                 must_run=True,
                 working_dir=spec.workspace,
+                envs=[f"{key}={value}" for key, value in spec.env.items()],
                 volumes=[docker.ContainerVolumeArgs(host_path=host, container_path=inside)
                          for host, inside in spec.mounts],
                 labels=[docker.ContainerLabelArgs(label=key, value=value) for key, value in spec.labels.items()],

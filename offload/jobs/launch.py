@@ -81,6 +81,8 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
     It prints `offload-launched JOB RUNNER_PID` on success and exits with a LaunchExit code otherwise.
     """
     job = validate_id(paths.job, "job id")
+    if not paths.worktree.startswith("/"):
+        raise UsageError(f"job {job} has no worktree to run in")
     validate_env(env)
     validate_meta(meta)
     q = shlex.quote

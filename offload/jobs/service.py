@@ -26,19 +26,25 @@ from offload.jobs.playbook import Playbook, get_playbook
 from offload.jobs.state import Disk, JobStatus, State, Survivor, job_order
 from offload.jobs.worker import Sink, StartedJob, WorkerJobs
 from offload.outputs import StackOutputs
-from offload.providers import WorkerProvider, repo_root, take_snapshot
+from offload.providers import WorkerProvider, repo_root, snapshot_of_ref, take_snapshot
 from offload.worker.layout import validate_id
 
 @dataclass(frozen=True)
 class RunRequest:
     """What to run: a command (one argument is shell text as typed, several are words) or a playbook of the
-    repository at CWD, with the local environment variables ENV passed by name."""
+    repository at CWD, with the local environment variables ENV passed by name. It runs on the working tree as
+    it is on disk, or on the commit REF; in a warm worktree, or with FRESH one with no ignored files left. KEEP_JOBS
+    and WARM_WORKTREES override what the worker keeps once the job ends."""
 
     cwd: Path
     command: Sequence[str] = ()
     playbook: str | None = None
     env: Sequence[str] = ()
     job_id: str | None = None
+    ref: str | None = None
+    fresh: bool = False
+    keep_jobs: int | None = None
+    warm_worktrees: int | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,13 @@ class JobService:
         The worker is picked (and woken, and connected) while the snapshot is taken.
         """
         plan, meta = self.plan(request)
+        if request.fresh:
+            meta["fresh"] = "1"
+        for key, value in (("keep_jobs", request.keep_jobs), ("warm_worktrees", request.warm_worktrees)):
+            if value is not None:
+                if value < 0:
+                    raise UsageError(f"--{key.replace('_', '-')} takes a number from 0 up; got {value}")
+                meta[key] = str(value)
         job_id = validate_id(request.job_id) if request.job_id else new_job_id()
         env = resolve_env(request.env, os.environ if environ is None else environ)
         progress = self.reach.progress
@@ -178,8 +191,12 @@ class JobService:
         local = [Path(p.workspace) for p in self.fleet.providers if p.on_this_machine]
         with ThreadPoolExecutor(max_workers=1) as pool:
             connecting = pool.submit(ready)
-            progress("snapshotting the working tree")
-            snapshot = take_snapshot(request.cwd, exclude=local)
+            if request.ref:
+                progress(f"taking {request.ref}")
+                snapshot = snapshot_of_ref(request.cwd, request.ref)
+            else:
+                progress("snapshotting the working tree")
+                snapshot = take_snapshot(request.cwd, exclude=local)
             provider = connecting.result()
         progress(f"syncing to {provider.name}")
         jobs = WorkerJobs(provider)

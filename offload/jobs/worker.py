@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence, TypeVar
 
 from offload.errors import JobNotFound, WorkerUnreachable
@@ -54,14 +54,21 @@ class WorkerJobs:
         validate_id(job_id)
         paths = self.provider.paths(job_id)
         repo = paths.repo(snapshot.repo_id)
-        info = {"repo": repo, "commit": snapshot.commit, "worktree": paths.worktree,
-                "created": f"{time.time():.3f}", "playbook": playbook.name, "branch": snapshot.branch or ""}
+        info = {"repo": repo, "commit": snapshot.commit, "worktree": "", "created": f"{time.time():.3f}",
+                "playbook": playbook.name, "branch": snapshot.branch or ""}
+        record = self.provider.record
+        for key, value in (("keep_jobs", record.keep_jobs), ("warm_worktrees", record.warm_worktrees)):
+            if value is not None:
+                info[key] = str(value)
         info.update(meta or {})
-        # Everything that can be refused is refused before the sync writes anything on the worker. Text that is
-        # not UTF-8 (an --env value, a command) travels as the bytes it was.
-        script = launch_script(paths, playbook, env=env, meta=info).encode("utf-8", "surrogateescape")
-        stats = self.provider.sync(snapshot, paths, checkout=False)
+        # Everything that can be refused is refused before the sync writes anything on the worker (the worktree
+        # is only known once leased). Text that is not UTF-8 (an --env value, a command) travels as its bytes.
+        launch_script(replace(paths, worktree="/"), playbook, env=env, meta=info).encode("utf-8", "surrogateescape")
+        stats = self.provider.sync(snapshot, paths)
+        paths = replace(paths, worktree=stats.worktree)
+        info["worktree"] = stats.worktree
         try:
+            script = launch_script(paths, playbook, env=env, meta=info).encode("utf-8", "surrogateescape")
             self.provider.launch(script, job_id)
         except BaseException:
             self._take_back(job_id, repo)
@@ -212,9 +219,11 @@ class WorkerJobs:
         return self.provider.attach(argv)
 
     def shell(self, job_id: str) -> int:
-        paths = self.provider.paths(validate_id(job_id))
+        worktree = self.job(validate_id(job_id)).meta.get("worktree")
+        if not worktree:
+            raise self._not_found(f"job {job_id} has no worktree")
         script = 'cd "$1" || exit 1; exec "$(command -v bash || echo sh)" -l'
-        return self.provider.attach(["sh", "-c", script, "sh", paths.worktree])
+        return self.provider.attach(["sh", "-c", script, "sh", worktree])
 
     def clean(self, job_id: str) -> list[Survivor]:
         """Remove the job and every process of it; returns the processes that outlived SIGKILL."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.providers.base import ProviderOptions, SshEntry, WorkerProvider, WorkerStatus
 from offload.runtime.localgit import repo_root
-from offload.runtime.sync import Snapshot, take_snapshot
+from offload.runtime.snapshot import Snapshot, snapshot_of_ref, take_snapshot
 from offload.runtime.transport import Result, check
 
 
@@ -34,4 +34,4 @@ def provider_for(outputs: StackOutputs, worker: WorkerRecord, options: ProviderO
 
 
 __all__ = ["ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus", "check",
-           "provider_for", "repo_root", "take_snapshot"]
+           "provider_for", "repo_root", "snapshot_of_ref", "take_snapshot"]

@@ -12,7 +12,7 @@ from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.runtime.connection import ConnectOptions
 from offload.runtime.transport import ContainerTransport, Result, Sink, Transport, check
 from offload.worker.container import WorkerContainer
-from offload.worker.layout import JobPaths
+from offload.worker.layout import JobPaths, WorkerLayout
 
 if TYPE_CHECKING:
     from offload.runtime.sync import Snapshot, SyncStats
@@ -111,7 +111,8 @@ class WorkerProvider(ABC):
     def provision(self) -> None:
         """Make the worker usable for jobs: its workspace exists (and its container runs, where it has one)."""
         self.ensure_ready(wake=True)
-        argv = ["mkdir", "-p", f"{self.workspace}/repos", f"{self.workspace}/worktrees", f"{self.workspace}/jobs"]
+        layout = WorkerLayout(self.workspace)
+        argv = ["mkdir", "-p", layout.repos_dir, layout.trees_dir, layout.jobs_dir]
         check(self.exec(argv, timeout=60), self.name, "creating the workspace", argv)
 
     def ensure_ready(self, *, wake: bool = False) -> None:
@@ -170,10 +171,11 @@ class WorkerProvider(ABC):
     def stream(self, argv: Sequence[str], sink: Sink) -> int:
         return self.transport.stream(argv, sink)
 
-    def sync(self, snapshot: "Snapshot", paths: JobPaths, *, checkout: bool = True) -> "SyncStats":
+    def sync(self, snapshot: "Snapshot", paths: JobPaths) -> "SyncStats":
+        """Send the snapshot and lease the job a warm worktree of its repository (`SyncStats.worktree`)."""
         from offload.runtime.sync import push_snapshot
 
-        return push_snapshot(self.transport, snapshot, paths, self.key, checkout=checkout)
+        return push_snapshot(self.transport, snapshot, paths, self.key)
 
     def launch(self, script: bytes, job: str) -> None:
         """Start a job: SCRIPT runs as `sh -s` in the job environment, so its data (secrets included) never

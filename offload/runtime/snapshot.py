@@ -163,6 +163,27 @@ def _bound(state: Path) -> None:
         (state / "workers.json").unlink(missing_ok=True)
 
 
+def snapshot_of_ref(cwd: Path, rev: str) -> Snapshot:
+    """A commit of the repository at CWD (a branch, a tag, a fetched pull-request head, FETCH_HEAD) as the
+    snapshot, instead of the working tree; nothing of the repository is read but its objects."""
+    repo = _locate(cwd)
+    if repo is None:
+        raise UsageError(f"{cwd} is not inside a git repository; offload runs commits of a git repository")
+    if not rev or rev.startswith("-") or any(ord(c) < 32 for c in rev):
+        raise UsageError(f"--ref takes a revision such as a branch, a tag or a commit; got {rev!r}")
+    p = run_git(["rev-parse", "-q", "--verify", "--end-of-options", f"{rev}^{{commit}}"], cwd=repo.root, check=False)
+    commit = _text(p.stdout)
+    if p.returncode != 0 or not commit:
+        raise UsageError(f"--ref {rev}: no such commit in {repo.root}", hint="fetch it first, e.g. `git fetch`")
+    repo_id = _repo_id(repo.root, repo.common_dir)
+    state = cache_dir() / "snapshots" / repo_id
+    (state / "objects" / "pack").mkdir(parents=True, exist_ok=True)
+    (state / "objects" / "info").mkdir(parents=True, exist_ok=True)
+    env = {"GIT_OBJECT_DIRECTORY": str(state / "objects"),
+           "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(repo.common_dir / "objects")}
+    return Snapshot(repo.root, repo_id, commit, commit, rev, env, state)
+
+
 def _freeze(repo: _Repo, objects: Path, alternates: list[str], exclude: Sequence[Path], depth: int) -> str:
     """The tree of REPO's working tree as on disk, its new objects written to OBJECTS. ALTERNATES (which every
     repository folded in adds its object store to) must be readable for the tree to be."""

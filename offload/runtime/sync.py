@@ -44,30 +44,29 @@ def pack_object_count(pack: bytes) -> int:
 
 @dataclass
 class SyncStats:
-    """What a sync cost: bytes of pack data sent and round trips made."""
+    """What a sync cost (bytes of pack data sent, round trips made), and the warm worktree it leased."""
 
     pack_bytes: int = 0
     objects: int = 0
     round_trips: int = 0
     retried: bool = False
+    worktree: str = ""
 
 
-def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes, checkout: bool) -> Result:
+def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes) -> Result:
     count = pack_object_count(pack)
     mode = "none" if count == 0 else ("unpack" if count < 100 else "index")
     argv = ["sh", "-c", worker_script("receive.sh"), "sh", paths.workspace, snap.repo_id, paths.job, snap.commit,
-            mode, "now" if checkout else "defer"]
+            mode]
     return transport.run(argv, stdin=pack if count else None, timeout=600)
 
 
-def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str, *,
-                  checkout: bool = True) -> SyncStats:
-    """Make SNAP the content of the job's fresh worktree on the worker.
+def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str) -> SyncStats:
+    """Put SNAP in the worker's repository under the job's ref, and lease the job a warm worktree of it
+    (`SyncStats.worktree`); the job's runner moves that worktree to the snapshot before the first task.
 
     Optimistic path: one round trip, assuming the worker still has what we sent it before. If it lacks a
-    base object, ask it what it has and send again. With CHECKOUT false the worktree is added without its
-    files, which the job's runner checks out before the first task (so a large tree costs the job, not the
-    command that starts it).
+    base object, ask it what it has and send again.
     """
     stats = SyncStats()
 
@@ -80,12 +79,12 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
     # Nothing remembered (a first sync, or a pruned cache): ask first rather than send the whole history.
     haves = snap.remembered_haves(worker_key) or worker_haves()
     pack = build_pack(snap, haves)
-    result = _receive(transport, paths, snap, pack, checkout)
+    result = _receive(transport, paths, snap, pack)
     stats.round_trips += 1
     stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
     if result.exit_code == RC_MISSING_OBJECTS:
         pack = build_pack(snap, worker_haves())
-        result = _receive(transport, paths, snap, pack, checkout)
+        result = _receive(transport, paths, snap, pack)
         stats.round_trips += 1
         stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
         stats.retried = True
@@ -96,5 +95,9 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
         raise SyncError(transport.worker, f"cannot place the working tree on worker {transport.worker}: "
                         f"{result.error_line()}")
     stats.objects = pack_object_count(pack)
+    stats.worktree = next((line.split("\t", 1)[1] for line in result.text().splitlines()
+                           if line.startswith("tree\t")), "")
+    if not stats.worktree:
+        raise SyncError(transport.worker, f"worker {transport.worker} leased no worktree for job {paths.job}")
     snap.remember(worker_key, snap.commit)
     return stats

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from offload.worker.layout import WorkerLayout
+
 DEFAULT_NAME = "offload-worker"
 ENTRYPOINT = "/bin/sh"
 RESTART = "always"
@@ -15,8 +17,9 @@ LABEL_WORKER = "offload.worker"
 LABEL_OWNER = "offload.owner"
 
 # The container's command: any image will do, since tmux and git are installed when missing; then it stays up
-# for `docker exec`. Fixed text: nothing of a stack reaches it.
+# for `docker exec`. Fixed text: nothing of a stack reaches it (HOME and XDG_CACHE_HOME come from its env).
 ENTRY = (
+    'mkdir -p "$HOME" "$XDG_CACHE_HOME" 2>/dev/null; '
     "if ! command -v tmux >/dev/null 2>&1 || ! command -v git >/dev/null 2>&1; then "
     "if command -v apt-get >/dev/null 2>&1; then "
     "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
@@ -47,6 +50,13 @@ class WorkerContainer:
         return [(self.workspace, self.workspace)]
 
     @property
+    def env(self) -> dict[str, str]:
+        """HOME and XDG_CACHE_HOME on the workspace: the caches of pip, npm, cargo or go outlive the container,
+        and on GCE the VM (the workspace is the data disk)."""
+        layout = WorkerLayout(self.workspace)
+        return {"HOME": layout.home, "XDG_CACHE_HOME": layout.cache}
+
+    @property
     def labels(self) -> dict[str, str]:
         labels = {LABEL_WORKER: self.name}
         if self.owner:
@@ -60,4 +70,6 @@ class WorkerContainer:
             argv += ["--label", f"{key}={value}"]
         for host, inside in self.mounts:
             argv += ["-v", f"{host}:{inside}"]
+        for key, value in self.env.items():
+            argv += ["-e", f"{key}={value}"]
         return argv + ["-w", self.workspace, "--entrypoint", ENTRYPOINT, self.image, *self.command]

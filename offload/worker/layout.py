@@ -2,12 +2,18 @@
 worker-side shell library (`sh/lib.sh`) lays out in the same way.
 
     WORKSPACE/repos/<repo>.git            bare repository that receives snapshots (shared objects)
-    WORKSPACE/worktrees/<job>/            the job's worktree (detached at its snapshot commit)
-    WORKSPACE/jobs/<job>/                 job state, never inside the worktree
-        meta                              key=value lines: repo, commit, worktree, created, playbook, command
+    WORKSPACE/trees/<repo>/<n>/           warm worktrees of that repository, n = 1, 2, ...
+    WORKSPACE/trees/<repo>/<n>.lease/job  the job that holds worktree n while it runs (mkdir is the lease)
+    WORKSPACE/trees/<repo>/<n>.used       when worktree n was last given back (epoch seconds)
+    WORKSPACE/trees/<repo>/.lock/         held for a moment while a worktree is leased, given back or pruned
+    WORKSPACE/home/, WORKSPACE/cache/     HOME and XDG_CACHE_HOME of jobs in a worker container
+    WORKSPACE/jobs/<job>/                 job state, never inside a worktree
+        meta                              key=value lines: repo, commit, worktree, created, playbook, command,
+                                          branch, fresh, keep_jobs, warm_worktrees
         boot                              the kernel's boot id when the job started (older pids are dead)
         graph.sh                          the task-graph runner (POSIX sh)
         runner.pid                        pid of the runner (tmux window 0)
+        checked-out                       the commit the worktree was moved to, once it was
         tasks.list                        task names, one per line, in declaration order
         tasks/<task>/cmd                  the task's shell command
         tasks/<task>/needs                names of tasks it needs, one per line (may be empty)
@@ -72,8 +78,26 @@ class WorkerLayout:
     def jobs_dir(self) -> str:
         return f"{self.workspace}/jobs"
 
+    @property
+    def trees_dir(self) -> str:
+        return f"{self.workspace}/trees"
+
+    @property
+    def home(self) -> str:
+        """HOME of jobs in a worker container: kept with the workspace, so caches outlive the container."""
+        return f"{self.workspace}/home"
+
+    @property
+    def cache(self) -> str:
+        """XDG_CACHE_HOME of jobs in a worker container."""
+        return f"{self.workspace}/cache"
+
     def repo(self, repo_id: str) -> str:
         return f"{self.repos_dir}/{repo_id}.git"
+
+    def pool(self, repo_id: str) -> str:
+        """The directory of the repository's warm worktrees."""
+        return f"{self.trees_dir}/{repo_id}"
 
     def job(self, job: str) -> "JobPaths":
         return JobPaths(self.workspace, job)
@@ -81,18 +105,16 @@ class WorkerLayout:
 
 @dataclass(frozen=True)
 class JobPaths:
-    """Absolute paths on the worker for one job."""
+    """Absolute paths on the worker for one job. WORKTREE is the warm worktree the job leased (known once the
+    sync has leased it)."""
 
     workspace: str
     job: str
+    worktree: str = ""
 
     @property
     def job_dir(self) -> str:
         return f"{self.workspace}/jobs/{self.job}"
-
-    @property
-    def worktree(self) -> str:
-        return f"{self.workspace}/worktrees/{self.job}"
 
     @property
     def tmux_socket(self) -> str:

@@ -21,6 +21,12 @@ def _read(name: str) -> str:
 
 
 @cache
+def library() -> str:
+    """The text of the worker library, sh/lib.sh (what every job script starts with)."""
+    return _read("lib.sh")
+
+
+@cache
 def worker_script(name: str) -> str:
     """The whole text of job script NAME: a POSIX sh shebang, lib.sh, then the script."""
     if name not in JOB_SCRIPTS:

@@ -30,7 +30,7 @@ def test_local_is_the_default_worker(repo: Path) -> None:
     lines = p.stdout.decode().splitlines()
     assert lines[0] == "not committed"
     workspace = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "local"
-    assert lines[1].startswith(str(workspace / "worktrees"))
+    assert lines[1].startswith(str(workspace / "trees"))
     assert tree_digest(repo) == before
 
 
@@ -129,7 +129,7 @@ def test_outputs_from_environment_variable(repo: Path, tmp_path: Path) -> None:
                                                         "workspace": str(tmp_path / "ws")}])
     p = offload("run", "--wait", "--", "echo", "via env", cwd=repo, env={"OFFLOAD_OUTPUTS": str(out)})
     assert p.returncode == 0 and p.stdout == b"via env\n", p.stderr
-    assert (tmp_path / "ws" / "worktrees").is_dir()
+    assert (tmp_path / "ws" / "trees").is_dir()
 
 
 def test_bad_outputs_file_is_one_clear_line(repo: Path, tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_command_runs_in_the_same_subdirectory(repo: Path) -> None:
     p = offload("run", "--wait", "--", "sh", "-c", "pwd; cat module.py", cwd=repo / "src")
     assert p.returncode == 0, p.stderr
     where, content = p.stdout.decode().splitlines()
-    assert where.endswith("/src") and "/worktrees/" in where
+    assert where.endswith("/src") and "/trees/" in where
     assert content == "VALUE = 1"
 
 
@@ -237,7 +237,7 @@ def test_a_full_workspace_fails_the_job_and_says_so(repo: Path, small_disk: Any)
     status = json.loads(offload("status", "--json", cwd=repo, env=env).stdout)["workers"][0]
     assert status["workspace"]["free_bytes"] < 64 * 1024 and status["jobs"][0]["state"] == "failed"
     assert offload("clean", "filler", cwd=repo, env=env).returncode == 0
-    assert not list(workspace.glob("jobs/*")) and not list(workspace.glob("worktrees/*"))
+    assert not list(workspace.glob("jobs/*")) and not list(workspace.glob("trees/*/*.lease"))
 
 
 def test_text_that_is_not_utf8_reaches_the_job_as_its_bytes(repo: Path) -> None:
@@ -253,7 +253,7 @@ def test_a_failed_launch_leaves_nothing_behind(repo: Path, tmp_path: Path) -> No
     (workspace / "jobs").write_text("not a directory\n")  # the launch cannot make the job's directory
     p = offload("run", "--job", "doomed", "--", "true", cwd=repo, env=env)
     assert p.returncode == 1 and "cannot create the jobs directory" in stderr_line(p)
-    assert list((workspace / "worktrees").iterdir()) == []
+    assert not list(workspace.glob("trees/*/*.lease")), "the worktree went back to the pool"
     (bare,) = list((workspace / "repos").iterdir())
     assert git(bare, "for-each-ref", "refs/offload/") == ""
 
@@ -263,19 +263,22 @@ def test_leftovers_of_an_interrupted_launch_are_listed_and_cleaned(repo: Path, t
     env = {"OFFLOAD_LOCAL_WORKSPACE": str(workspace)}
     for job in ("half", "ref-only"):
         assert offload("run", "--job", job, "--wait", "--", "true", cwd=repo, env=env).returncode == 0
-    # As if the launch had stopped after the sync: no job directory; for one, no worktree either.
+    # As if the launches had stopped after the sync: no job directory; one still holds its worktree's lease.
     for job in ("half", "ref-only"):
         subprocess.run(["rm", "-rf", str(workspace / "jobs" / job)], check=True)
-    (bare,) = list((workspace / "repos").iterdir())
-    git(bare, "worktree", "remove", "--force", str(workspace / "worktrees" / "ref-only"))
+    (pool,) = list((workspace / "trees").iterdir())
+    lease = pool / "1.lease"
+    lease.mkdir()
+    (lease / "job").write_text("half\n")
     old = time.time() - 600
-    os.utime(workspace / "worktrees" / "half", (old, old))
+    os.utime(lease, (old, old))
     jobs = json.loads(offload("status", "--json", cwd=repo, env=env).stdout)["workers"][0]["jobs"]
     assert {(j["id"], j["state"], len(j["tasks"])) for j in jobs} == {("half", "failed", 0), ("ref-only", "failed", 0)}
     p = offload("clean", "--all", "--yes", cwd=repo, env=env)
     assert p.returncode == 0, p.stderr
     assert sorted(p.stdout.decode().splitlines()) == ["cleaned half on local", "cleaned ref-only on local"]
-    assert list((workspace / "worktrees").iterdir()) == [] and git(bare, "for-each-ref", "refs/offload/") == ""
+    (bare,) = list((workspace / "repos").iterdir())
+    assert not lease.exists() and git(bare, "for-each-ref", "refs/offload/") == ""
 
 
 def test_a_workspace_with_a_control_character_is_refused(repo: Path, tmp_path: Path) -> None:

@@ -413,8 +413,8 @@ def test_the_worker_container_is_recreated_with_restart_always_and_the_workspace
     assert docker[0] == f"docker rm -f {WORKER_CONTAINER}"
     assert docker[1] == f"docker pull {IMAGE}"
     assert docker[2].startswith(f"docker run -d --name {WORKER_CONTAINER} --restart always --init "
-                                f"--label offload.worker={WORKER_CONTAINER} -v {ws}:{ws} -w {ws} "
-                                f"--entrypoint /bin/sh {IMAGE} -c ")
+                                f"--label offload.worker={WORKER_CONTAINER} -v {ws}:{ws} -e HOME={ws}/home "
+                                f"-e XDG_CACHE_HOME={ws}/cache -w {ws} --entrypoint /bin/sh {IMAGE} -c ")
     assert docker[2].endswith("exec sleep infinity")
     assert box.calls("docker-credential-gcr") == [
         "docker-credential-gcr configure-docker --registries=us-west1-docker.pkg.dev"]

@@ -271,3 +271,12 @@ def test_load_stack_config_reports_misspelt_keys() -> None:
     set_all_config({"offload:provider": "ssh", "offload:developer": DEV, "offload:host": "[]"})
     with pytest.raises(ConfigError, match="unknown config key offload:host;"):
         load_stack_config()
+
+
+def test_retention_is_the_workers_default_unless_the_stack_says() -> None:
+    config = read(GCE)
+    assert (config.keep_jobs, config.warm_worktrees) == (None, None)
+    config = read(GCE, offload__keepJobs="50", offload__warmWorktrees="0")
+    assert (config.keep_jobs, config.warm_worktrees) == (50, 0)
+    fails(GCE, "offload:keepJobs must be a number of finished jobs to keep", offload__keepJobs="-1")
+    fails(GCE, "offload:warmWorktrees must be a number of idle warm worktrees", offload__warmWorktrees="many")

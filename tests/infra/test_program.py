@@ -301,3 +301,24 @@ def test_first_network_ip_reads_typed_outputs_and_plain_dicts() -> None:
     assert first_network_ip([{"networkIp": "10.10.0.9"}]) == "10.10.0.9"
     assert first_network_ip([{"subnetwork": "s"}]) is None
     assert first_network_ip([]) is None and first_network_ip(None) is None
+
+
+def test_the_stacks_retention_reaches_every_worker_record() -> None:
+    run = run_program({"offload:provider": "ssh", "offload:developer": DEV,
+                       "offload:hosts": [{"name": "box", "host": "box.example.com", "workspace": "/srv/o"}],
+                       "offload:keepJobs": 5, "offload:warmWorktrees": 2})
+    (worker,) = run.outputs["workers"]
+    assert (worker["keep_jobs"], worker["warm_worktrees"]) == (5, 2)
+    plain = run_program({"offload:provider": "ssh", "offload:developer": DEV,
+                         "offload:hosts": [{"name": "box", "host": "box.example.com", "workspace": "/srv/o"}]})
+    assert "keep_jobs" not in plain.outputs["workers"][0]
+
+
+def test_the_local_docker_container_keeps_home_and_caches_on_the_workspace(tmp_path: Path) -> None:
+    run = run_program({"offload:provider": "local-docker", "offload:developer": DEV,
+                       "offload:image": "offload-worker:test", "offload:workspace": str(tmp_path)})
+    container = run.one("docker:index/container:Container").inputs
+    workspace = f"{tmp_path}/offload-dev-0"
+    assert sorted(container["envs"]) == [f"HOME={workspace}/home", f"XDG_CACHE_HOME={workspace}/cache"]
+    assert {(lab["label"], lab["value"]) for lab in container["labels"]} == {
+        ("offload.worker", "offload-dev-0"), ("offload.owner", DEV)}

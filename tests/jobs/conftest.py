@@ -95,18 +95,22 @@ class LocalWorker:
     sockets: list[str] = field(default_factory=list)
 
     def paths(self, job: str | None = None) -> JobPaths:
-        return JobPaths(self.workspace, job or f"j{secrets.token_hex(4)}")
+        """A job's paths; its worktree is a plain directory under the workspace (not a warm git worktree)."""
+        job = job or f"j{secrets.token_hex(4)}"
+        return JobPaths(self.workspace, job, f"{self.workspace}/plain/{job}")
 
     def launch(self, playbook: Playbook | str, *, job: str | None = None, env: dict[str, str] | None = None,
-               meta: dict[str, str] | None = None, linger: int = 0) -> JobPaths:
-        """Make the worktree (a plain directory) and start the job; OFFLOAD_LINGER_SECONDS is LINGER."""
+               meta: dict[str, str] | None = None, linger: int = 0, worktree: str | None = None) -> JobPaths:
+        """Start the job in WORKTREE (default: a plain directory made for it); OFFLOAD_LINGER_SECONDS is LINGER."""
         if isinstance(playbook, str):
             playbook = Playbook.single(playbook)
         paths = self.paths(job)
+        if worktree:
+            paths = JobPaths(paths.workspace, paths.job, worktree)
         os.makedirs(paths.worktree, exist_ok=True)
         self.sockets.append(paths.tmux_socket)
         script = launch_script(paths, playbook, env={"OFFLOAD_LINGER_SECONDS": str(linger), **(env or {})},
-                               meta=meta or {"created": "2024-01-01T00:00:00Z"})
+                               meta=meta or {"created": "2024-01-01T00:00:00Z", "worktree": paths.worktree})
         result = sh(script)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith(f"{LAUNCHED} {paths.job} "), result.stdout

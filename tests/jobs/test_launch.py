@@ -38,7 +38,7 @@ computed
 
 
 def _launch(tmp: str) -> str:
-    paths = JobPaths(f"{tmp}/{HOSTILE_DIR}", "job-1")
+    paths = JobPaths(f"{tmp}/{HOSTILE_DIR}", "job-1", f"{tmp}/{HOSTILE_DIR}/trees/r/1")
     book = Playbook("p", (Task("a", HOSTILE_COMMAND), Task("b", "true", ("a",), When.ALWAYS)))
     return launch_script(paths, book, env={"SECRET": "it's $(x)"}, meta={"repo": "/r"})
 

@@ -26,7 +26,8 @@ from offload.jobs.state import (
 )
 from offload.worker.layout import JobPaths
 from tests.jobs import conftest
-from tests.jobs.conftest import WAIT, LocalWorker, pid_running, read, tmux_alive, wait_for
+from offload.worker.scripts import library
+from tests.jobs.conftest import SH, WAIT, LocalWorker, pid_running, read, tmux_alive, wait_for
 from tests.workers import git, make_repo
 
 DEAD_PID = "999999999"  # above any pid_max: never a live process
@@ -319,6 +320,14 @@ def _refs(repo: Path) -> set[str]:
     return set(git(repo, "for-each-ref", "--format=%(refname)").split())
 
 
+def _lease(workspace: str, repo_id: str, job: str, commit: str) -> str:
+    """Lease a warm worktree as the sync does; returns its path."""
+    body = 'lease_tree "$1" "$2" "$3" "$4" && printf %s "$_p_tree"'
+    out = subprocess.run([SH, "-c", f"{library()}\n{body}", "sh", workspace, repo_id, job, commit],
+                         capture_output=True, text=True, timeout=WAIT, check=True)
+    return out.stdout
+
+
 def test_clean_removes_only_that_job(worker: LocalWorker, tmp_path: Path) -> None:
     source = make_repo(tmp_path / "src")
     repo = Path(worker.workspace) / "repos" / "r.git"
@@ -326,15 +335,19 @@ def test_clean_removes_only_that_job(worker: LocalWorker, tmp_path: Path) -> Non
     head = git(repo, "rev-parse", "HEAD").strip()
     victim = f"j{secrets.token_hex(3)}"
     neighbour = f"{victim}-x"
-    sibling = f"{victim}0"  # a job whose id starts with the victim's
+    sibling = f"{victim}0"  # a job whose id starts with the victim's, whose launch never happened
+    trees = {}
     for job in (victim, neighbour, sibling):
-        git(repo, "worktree", "add", "-q", "--detach", f"{worker.workspace}/worktrees/{job}", head)
         git(repo, "update-ref", f"refs/offload/jobs/{job}", head)
+        trees[job] = _lease(worker.workspace, "r", job, head)
+    assert len(set(trees.values())) == 3
     before = _refs(repo)
 
     meta = {"repo": str(repo)}
-    v = worker.launch("sleep 30", job=victim, meta=meta, linger=60)
-    n = worker.launch("echo n > out.txt", job=neighbour, meta=meta, linger=60)
+    v = worker.launch("sleep 30", job=victim, meta=dict(meta, worktree=trees[victim]), linger=60,
+                      worktree=trees[victim])
+    n = worker.launch("echo n > out.txt", job=neighbour, meta=dict(meta, worktree=trees[neighbour]), linger=60,
+                      worktree=trees[neighbour])
     worker.wait_task(v, "main", "running")
     task_pid = int(wait_for(lambda: worker.file(v, "main", "pid"), what="the task's pid"))
     assert worker.wait_job(n) == "success"
@@ -346,32 +359,32 @@ def test_clean_removes_only_that_job(worker: LocalWorker, tmp_path: Path) -> Non
     assert not tmux_alive(v.tmux_socket)
     assert not os.path.exists(f"{os.environ['TMUX_TMPDIR']}/tmux-{os.getuid()}/{v.tmux_socket}")
     wait_for(lambda: not pid_running(task_pid), what="the task's process to end")
-    assert not os.path.exists(v.job_dir) and not os.path.exists(v.worktree)
+    assert not os.path.exists(v.job_dir)
     assert _refs(repo) == before - {f"refs/offload/jobs/{victim}"}
-    worktrees = git(repo, "worktree", "list", "--porcelain").splitlines()
-    assert f"worktree {v.worktree}" not in worktrees and f"worktree {n.worktree}" in worktrees
-
-    # The neighbours are untouched.
+    # The worktree stays in the pool, given back; the neighbours keep theirs.
+    assert os.path.isdir(trees[victim]) and not os.path.exists(f"{trees[victim]}.lease")
+    assert not os.path.exists(f"{trees[neighbour]}.lease"), "a job gives its worktree back when it ends"
+    assert read(f"{trees[sibling]}.lease/job") == f"{sibling}\n"
     assert tmux_alive(n.tmux_socket, n.job)
-    assert read(f"{n.worktree}/out.txt") == "n\n"
-    assert os.path.isdir(n.job_dir) and os.path.isdir(f"{worker.workspace}/worktrees/{sibling}")
+    assert read(f"{trees[neighbour]}/out.txt") == "n\n"
+    assert os.path.isdir(n.job_dir)
     assert (Path(source) / "file0.txt").exists() and git(source, "status", "--porcelain") == ""
 
-    # Cleaning again finds nothing; several at once, with the repository given for a job that never launched.
-    again = script(clean_argv(worker.workspace, [victim, neighbour, sibling], repo=str(repo)))
+    # Cleaning again finds nothing; several at once, the sibling found by its lease and its ref alone.
+    again = script(clean_argv(worker.workspace, [victim, neighbour, sibling]))
     assert parse_clean(again.stdout.decode())[0] == {victim: False, neighbour: True, sibling: True}
     assert _refs(repo) == {r for r in before if not r.startswith("refs/offload/")}
     assert not tmux_alive(n.tmux_socket)
-    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1  # the bare repository itself
+    assert not list(Path(worker.workspace).glob("trees/r/*.lease"))
+    assert len(list(Path(worker.workspace).glob("trees/r/[0-9]"))) == 3  # the warm worktrees themselves stay
 
 
 def test_clean_without_git_or_meta(worker: LocalWorker) -> None:
     paths = worker.launch("true", linger=60)
     assert worker.wait_job(paths) == "success"
-    Path(paths.worktree, "file").write_text("x")
     result = script(clean_argv(worker.workspace, paths.job))
     assert parse_clean(result.stdout.decode()) == ({paths.job: True}, [])
-    assert not os.path.exists(paths.worktree) and not os.path.exists(paths.job_dir)
+    assert not os.path.exists(paths.job_dir)
     assert not tmux_alive(paths.tmux_socket)
 
 
@@ -438,9 +451,10 @@ def test_a_launch_that_never_recorded_its_runner_is_failed_once_it_is_old(tmp_pa
 
 
 def test_a_leftover_is_found_by_its_id(tmp_path: Path) -> None:
-    tree = tmp_path / "worktrees" / "half"
-    tree.mkdir(parents=True)
+    lease = tmp_path / "trees" / "r" / "1.lease"
+    lease.mkdir(parents=True)
+    (lease / "job").write_text("half\n")
     old = time.time() - 600
-    os.utime(tree, (old, old))
+    os.utime(lease, (old, old))
     assert [(j.id, j.state) for j in parse_status(script(status_argv(str(tmp_path), ["half"])).stdout.decode())] \
         == [("half", State.FAILED)]

@@ -52,7 +52,7 @@ def test_ssh_provision_makes_the_workspace_over_one_connection(sshd_worker: Sshd
     with provider_for(outputs, record, _options(tmp_path, sshd_worker.key_path)) as provider:
         provider.provision()
         assert isinstance(provider.transport, SshTransport)
-        assert provider.exec(["ls", record.workspace]).text().split() == ["jobs", "repos", "worktrees"]
+        assert provider.exec(["ls", record.workspace]).text().split() == ["jobs", "repos", "trees"]
     assert sshd_worker.accepted_count() - before == 1
 
 
@@ -82,7 +82,7 @@ def test_local_docker_provision_creates_a_missing_container(docker_worker: Docke
             assert provider.get_status().state == "missing"
             provider.provision()
             assert provider.get_status().state == "running"
-            assert provider.exec(["ls", record.workspace]).text().split() == ["jobs", "repos", "worktrees"]
+            assert provider.exec(["ls", record.workspace]).text().split() == ["cache", "home", "jobs", "repos", "trees"]
             provider.stop()
             assert provider.get_status().state == "stopped"
             provider.start()

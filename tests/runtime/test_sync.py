@@ -1,10 +1,12 @@
-"""Snapshot and sync against a local bare repository: exact state arrives, the local repo is never written."""
+"""Snapshot and sync against a local bare repository: exact state arrives in a leased warm worktree, cold or warm,
+and the local repository is never written."""
 
 from __future__ import annotations
 
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,24 @@ from offload.errors import JobExists, UsageError
 from offload.worker.layout import JobPaths
 from offload.runtime.sync import build_pack, pack_object_count, push_snapshot, take_snapshot
 from offload.runtime.transport import LocalTransport
+from offload.worker.scripts import library
 from tests.workers import git, make_repo, tree_digest
+
+LIB = library()
+
+
+def lib(body: str, *args: str) -> None:
+    """Run BODY after the worker library, as the worker would."""
+    subprocess.run(["sh", "-c", f"{LIB}\n{body}", "sh", *args], check=True, capture_output=True, timeout=60)
+
+
+def sync(t: LocalTransport, snap, paths: JobPaths, *, fresh: bool = False):  # noqa: ANN001
+    """What a job does with its worktree: the sync leases it, the runner moves it to the snapshot and, once the
+    job ends, gives it back. Returns the sync's stats, and the paths with the leased worktree."""
+    stats = push_snapshot(t, snap, paths, "w")
+    lib('move_tree "$1" "$2" "$3" && release_tree "$1" "$4"', stats.worktree, snap.commit, "1" if fresh else "0",
+        paths.job)
+    return stats, JobPaths(paths.workspace, paths.job, stats.worktree)
 
 
 def _dirty(repo: Path) -> None:
@@ -50,8 +69,7 @@ def test_worktree_matches_the_working_tree_exactly(repo: Path, tmp_path: Path) -
     _dirty(repo)
     before = tree_digest(repo)
     snap = take_snapshot(repo / "src")
-    paths = JobPaths(str(tmp_path / "ws"), "job1")
-    stats = push_snapshot(LocalTransport(), snap, paths, "w")
+    stats, paths = sync(LocalTransport(), snap, JobPaths(str(tmp_path / "ws"), "job1"))
     assert tree_digest(repo) == before, "the local repository (files, index, refs, objects) must not change"
     expected = {k: v for k, v in _files(repo).items() if not k.startswith("build/") and k != "debug.log"}
     got = _files(Path(paths.worktree))
@@ -77,8 +95,7 @@ def test_repository_without_commits(tmp_path: Path) -> None:
     before = tree_digest(repo)
     snap = take_snapshot(repo)
     assert snap.head is None
-    paths = JobPaths(str(tmp_path / "ws"), "j")
-    push_snapshot(LocalTransport(), snap, paths, "w")
+    _, paths = sync(LocalTransport(), snap, JobPaths(str(tmp_path / "ws"), "j"))
     assert (Path(paths.worktree) / "a.txt").read_text() == "a\n"
     assert tree_digest(repo) == before
 
@@ -89,48 +106,48 @@ def test_same_tree_gives_same_snapshot_and_sends_nothing(repo: Path, tmp_path: P
     second = take_snapshot(repo)
     assert first.commit == second.commit
     t = LocalTransport()
-    push_snapshot(t, first, JobPaths(str(tmp_path / "ws"), "a"), "w")
-    stats = push_snapshot(t, second, JobPaths(str(tmp_path / "ws"), "b"), "w")
+    sync(t, first, JobPaths(str(tmp_path / "ws"), "a"))
+    stats, paths = sync(t, second, JobPaths(str(tmp_path / "ws"), "b"))
     assert stats.pack_bytes == 0 and stats.objects == 0
-    assert (tmp_path / "ws" / "worktrees" / "b" / "untracked.txt").exists()
+    assert (Path(paths.worktree) / "untracked.txt").exists()
 
 
 def test_incremental_sync_sends_only_the_change(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "big", files=2000)
     t = LocalTransport()
     ws = str(tmp_path / "ws")
-    full = push_snapshot(t, take_snapshot(repo), JobPaths(ws, "a"), "w")
+    full, a = sync(t, take_snapshot(repo), JobPaths(ws, "a"))
     (repo / "file7.txt").write_text("content 7, edited\n")
-    small = push_snapshot(t, take_snapshot(repo), JobPaths(ws, "b"), "w")
+    small, b = sync(t, take_snapshot(repo), JobPaths(ws, "b"))
     assert full.pack_bytes > 20_000
     assert 0 < small.pack_bytes <= 4096 and small.round_trips == 1, small
-    assert (Path(ws) / "worktrees" / "b" / "file7.txt").read_text() == "content 7, edited\n"
-    assert (Path(ws) / "worktrees" / "a" / "file7.txt").read_text() == "content 7\n"
+    assert b.worktree == a.worktree, "the second job gets the warm worktree the first gave back"
+    assert (Path(b.worktree) / "file7.txt").read_text() == "content 7, edited\n"
 
 
 def test_worker_that_lost_its_objects_is_resent_everything(repo: Path, tmp_path: Path) -> None:
     t = LocalTransport()
     ws = tmp_path / "ws"
-    push_snapshot(t, take_snapshot(repo), JobPaths(str(ws), "a"), "w")
+    sync(t, take_snapshot(repo), JobPaths(str(ws), "a"))
     # the worker was rebuilt: its repositories are gone, but our cache still remembers what it had
     subprocess.run(["rm", "-rf", str(ws)], check=True)
     (repo / "new.txt").write_text("x\n")
-    stats = push_snapshot(t, take_snapshot(repo), JobPaths(str(ws), "b"), "w")
+    stats, b = sync(t, take_snapshot(repo), JobPaths(str(ws), "b"))
     assert stats.retried and stats.round_trips == 3
-    assert (ws / "worktrees" / "b" / "new.txt").exists() and (ws / "worktrees" / "b" / "run.sh").exists()
+    assert (Path(b.worktree) / "new.txt").exists() and (Path(b.worktree) / "run.sh").exists()
 
 
-def test_existing_worktree_is_an_error_not_an_overwrite(repo: Path, tmp_path: Path) -> None:
+def test_an_existing_job_is_an_error_not_an_overwrite(repo: Path, tmp_path: Path) -> None:
     t = LocalTransport()
     paths = JobPaths(str(tmp_path / "ws"), "same")
-    push_snapshot(t, take_snapshot(repo), paths, "w")
-    (Path(paths.worktree) / "keep.txt").write_text("mine\n")
+    stats = push_snapshot(t, take_snapshot(repo), paths, "w")  # leased, and still held
+    (Path(stats.worktree) / "keep.txt").write_text("mine\n")
     bare = Path(paths.repo(take_snapshot(repo).repo_id))
     ref = git(bare, "rev-parse", paths.ref)
     (repo / "file0.txt").write_text("a different snapshot\n")
     with pytest.raises(JobExists, match="job same already exists"):
         push_snapshot(t, take_snapshot(repo), paths, "w")
-    assert (Path(paths.worktree) / "keep.txt").read_text() == "mine\n"
+    assert (Path(stats.worktree) / "keep.txt").read_text() == "mine\n"
     assert git(bare, "rev-parse", paths.ref) == ref  # the job's ref still names its own snapshot
 
 
@@ -154,13 +171,98 @@ def test_the_snapshot_cache_stays_bounded_and_a_pruned_cache_still_sends_little(
     git(repo, "add", "-A")
     t = LocalTransport()
     ws = str(tmp_path / "ws")
-    push_snapshot(t, take_snapshot(repo), JobPaths(ws, "a"), "w")
+    sync(t, take_snapshot(repo), JobPaths(ws, "a"))
     sizes = []
     for i in range(3):
         (repo / "blob.bin").write_bytes(os.urandom(600_000) + bytes([i]))  # untracked, new each time
         snap = take_snapshot(repo)
         sizes.append(sum(f.stat().st_size for f in snap.state_dir.rglob("*") if f.is_file()))
-        stats = push_snapshot(t, snap, JobPaths(ws, f"b{i}"), "w")
+        stats, paths = sync(t, snap, JobPaths(ws, f"b{i}"))
         assert stats.pack_bytes < 700_000, "only the new file travels, even from a pruned cache"
     assert max(sizes) < 2 * (1 << 20), sizes
-    assert (Path(ws) / "worktrees" / "b2" / "blob.bin").read_bytes()[-1] == 2
+    assert (Path(paths.worktree) / "blob.bin").read_bytes()[-1] == 2
+
+
+def _expected(repo: Path) -> dict[str, tuple[bytes, bool]]:
+    """What a job must see of REPO: every file on disk but what git ignores (build/, *.log)."""
+    return {k: v for k, v in _files(repo).items() if not k.startswith("build/") and not k.endswith(".log")}
+
+
+def test_a_warm_worktree_moves_exactly_to_each_snapshot(repo: Path, tmp_path: Path) -> None:
+    t = LocalTransport()
+    ws = str(tmp_path / "ws")
+    _dirty(repo)
+    _, a = sync(t, take_snapshot(repo), JobPaths(ws, "a"))
+    tree = Path(a.worktree)
+    assert _files(tree).items() >= _expected(repo).items()
+    # What job a left: a build output git ignores, and a file it does not.
+    (tree / "build").mkdir()
+    (tree / "build" / "cache.o").write_text("compiled\n")
+    (tree / "leftover.txt").write_text("made by job a\n")
+    (tree / "file3.txt").write_text("edited by job a\n")
+    old = 1_000_000_000
+    os.utime(tree / "src" / "module.py", (old, old))
+    # Between the jobs the developer edits, deletes, adds and changes a mode.
+    (repo / "file0.txt").write_text("edited again\n")
+    (repo / "untracked.txt").unlink()
+    (repo / "file1.txt").unlink()
+    (repo / "new" / "deep").mkdir(parents=True)
+    (repo / "new" / "deep" / "added.txt").write_text("added\n")
+    (repo / "tool.sh").chmod(0o644)
+    _, b = sync(t, take_snapshot(repo), JobPaths(ws, "b"))
+    assert b.worktree == a.worktree
+    assert {k: v for k, v in _files(tree).items() if not k.startswith("build/")} == _expected(repo)
+    assert (tree / "build" / "cache.o").read_text() == "compiled\n", "ignored files are the cache: they stay"
+    assert int((tree / "src" / "module.py").stat().st_mtime) == old, "an unchanged file keeps its mtime"
+
+    _, c = sync(t, take_snapshot(repo), JobPaths(ws, "c"), fresh=True)
+    assert c.worktree == a.worktree and not (tree / "build").exists()
+    assert _files(tree) == _expected(repo)
+
+
+def _hold(ws: str, tree: str, job: str, *, runner: int | None, age: float = 0) -> None:
+    """Mark TREE as leased by JOB, as a running (RUNNER alive) or crashed job left it."""
+    lease = Path(f"{tree}.lease")
+    lease.mkdir()
+    (lease / "job").write_text(f"{job}\n")
+    jobs = Path(ws) / "jobs" / job
+    (jobs / "tasks" / "main").mkdir(parents=True)
+    (jobs / "tasks.list").write_text("main\n")
+    (jobs / "tasks" / "main" / "state").write_text("running\n")
+    (jobs / "runner.pid").write_text(f"{runner or 999999999}\n")
+    if age:
+        when = time.time() - age
+        for p in (lease, jobs):
+            os.utime(p, (when, when))
+
+
+def test_leases_are_never_shared_and_a_crashed_jobs_lease_is_recovered(repo: Path, tmp_path: Path) -> None:
+    t = LocalTransport()
+    ws = str(tmp_path / "ws")
+    first = push_snapshot(t, take_snapshot(repo), JobPaths(ws, "first"), "w")
+    second = push_snapshot(t, take_snapshot(repo), JobPaths(ws, "second"), "w")  # first still holds its tree
+    assert first.worktree != second.worktree
+    lib('release_tree "$1" first && release_tree "$2" second', first.worktree, second.worktree)
+    runner = subprocess.Popen(["sleep", "60"])
+    try:
+        _hold(ws, first.worktree, "alive", runner=runner.pid)
+        _hold(ws, second.worktree, "crashed", runner=None, age=600)
+        third = push_snapshot(t, take_snapshot(repo), JobPaths(ws, "third"), "w")
+        assert third.worktree == second.worktree, "the crashed job's lease is taken over"
+        fourth = push_snapshot(t, take_snapshot(repo), JobPaths(ws, "fourth"), "w")
+        assert fourth.worktree not in (first.worktree, second.worktree), "a running job keeps its worktree"
+    finally:
+        runner.kill()
+        runner.wait()
+
+
+def test_concurrent_leases_of_one_repository_get_different_worktrees(repo: Path, tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    snap = take_snapshot(repo)
+    push_snapshot(LocalTransport(), snap, JobPaths(ws, "warmup"), "w")  # the repository exists on the worker
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        trees = list(pool.map(lambda i: push_snapshot(LocalTransport(), snap, JobPaths(ws, f"j{i}"), "w").worktree,
+                              range(8)))
+    assert len(set(trees)) == 8

@@ -74,7 +74,7 @@ def test_no_script_defines_a_rule_of_its_own(name: str) -> None:
     redefined = [f for f in re.findall(r"^([a-z_]+)\(\) \{", own, re.M) if f in _LIB_FUNCTIONS]
     assert not redefined, f"{name} defines {redefined} again"
     # The layout and the liveness check are spelled only in the library.
-    for spelled in ("refs/offload/jobs", "/jobs/$", "/worktrees/", "offload-$", "kill -0", "/proc/$"):
+    for spelled in ("refs/offload/jobs", "/jobs/$", "/trees/", ".lease", "offload-$", "kill -0", "/proc/$"):
         assert spelled not in own, f"{name} spells {spelled!r} itself"
 
 
@@ -84,7 +84,7 @@ def test_python_spells_the_layout_only_in_the_layout_module() -> None:
         if path.name == "layout.py" and path.parent.name == "worker":
             continue
         text = path.read_text()
-        for needle in ("refs/offload/jobs", "/worktrees/", "[A-Za-z0-9][A-Za-z0-9_-]{0,62}", "offload-{job"):
+        for needle in ("refs/offload/jobs", "/trees", "[A-Za-z0-9][A-Za-z0-9_-]{0,62}", "offload-{job", ".lease"):
             if needle in text:
                 spelled.append(f"{path.relative_to(REPO)}: {needle}")
     assert not spelled, "\n".join(spelled)
@@ -100,12 +100,13 @@ def _lib(body: str, *args: str, shell: str = "dash") -> str:
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 def test_the_shell_layout_is_the_python_layout(shell: str) -> None:
     workspace, job, repo = "/srv/a b/ws", "job-1", "proj-0123abcd"
-    printed = _lib('job_paths "$1" "$2"; repo_path "$1" "$3"\n'
-                   'printf "%s\\n" "$_p_dir" "$_p_tree" "$_p_ref" "$_p_socket" "$_p_repo"',
+    printed = _lib('job_paths "$1" "$2"; repo_path "$1" "$3"; tree_pool "$1" "$3"; jobs_dir "$1"\n'
+                   'printf "%s\\n" "$_p_dir" "$_p_ref" "$_p_socket" "$_p_repo" "$_p_pool" "$_p_jobs"',
                    workspace, job, repo, shell=shell).splitlines()
     paths = JobPaths(workspace, job)
-    assert printed == [paths.job_dir, paths.worktree, job_ref(job), tmux_socket(job),
-                       WorkerLayout(workspace).repo(repo)]
+    layout = WorkerLayout(workspace)
+    assert printed == [paths.job_dir, job_ref(job), tmux_socket(job), layout.repo(repo), layout.pool(repo),
+                       layout.jobs_dir]
     assert paths.ref == job_ref(job) and paths.tmux_socket == tmux_socket(job)
 
 

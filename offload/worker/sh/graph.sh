@@ -260,19 +260,94 @@ end_server() {
 	fi
 }
 
-# `offload run` returns before a large checkout: the sync step adds the worktree without files (it has no
-# index yet), and the files appear here, before any task starts. A restarted runner simply finishes it.
+# Before the first task, the job's warm worktree moves to its snapshot (lib.sh: move_tree), once: a restarted
+# runner does not do it again.
 materialize() {
-	_index=$(cd "$_worktree" 2> /dev/null && git rev-parse --git-path index 2> /dev/null) || return 0
-	( cd "$_worktree" && [ ! -f "$_index" ] ) || return 0
-	say "checking out the working tree"
-	_out=$(umask "$_umask" && cd "$_worktree" && git reset -q --hard 2>&1) && return 0
+	[ -f "$_job_dir/checked-out" ] && return 0
+	meta_value "$_job_dir" commit
+	_commit=$_got
+	# Not a snapshot in a git worktree (a plain directory): nothing to move.
+	[ -n "$_commit" ] && [ -e "$_worktree/.git" ] || return 0
+	meta_value "$_job_dir" fresh
+	_fresh=$_got
+	say "moving the worktree to the snapshot$([ "$_fresh" = 1 ] && echo ' (fresh: ignored files go too)')"
+	if _out=$(umask "$_umask" && move_tree "$_worktree" "$_commit" "$_fresh" 2>&1); then
+		save "$_job_dir/checked-out" "$_commit"
+		return 0
+	fi
 	_out=$(printf '%s' "$_out" | tail -n 1)
 	while IFS= read -r _t <&3; do
 		[ -n "$_t" ] || continue
 		get "$_job_dir/tasks/$_t/state"
-		[ -z "$_got" ] && fail_task "$_t" "the worktree could not be checked out: $_out"
+		[ -z "$_got" ] && fail_task "$_t" "the worktree could not be moved to the snapshot: $_out"
 	done 3< "$_job_dir/tasks.list"
+}
+
+# Once the job has ended its worktree goes back to the pool, and older jobs and idle worktrees beyond what the
+# meta keeps (keep_jobs, warm_worktrees; none older than keep_days) are removed.
+finish() {
+	release_tree "$_worktree" "$_job"
+	meta_value "$_job_dir" keep_jobs
+	_keep=$_got
+	is_number "$_keep" || _keep=20
+	meta_value "$_job_dir" warm_worktrees
+	_warm=$_got
+	is_number "$_warm" || _warm=4
+	meta_value "$_job_dir" keep_days
+	_days=$_got
+	is_number "$_days" || _days=7
+	_now=$(date +%s)
+	_oldest=$((_now - _days * 86400))
+	prune_jobs
+	prune_trees
+}
+
+prune_jobs() { # the finished jobs of the workspace beyond _keep, newest kept, and any finished before _oldest
+	jobs_dir "$_workspace"
+	_list=
+	for _d in "$_p_jobs"/*; do
+		_j=${_d##*/}
+		if ! is_id "$_j" || [ "$_j" = "$_job" ]; then continue; fi
+		job_begin "$_d"
+		job_state # a finished job whose runner lingers for attach is finished all the same
+		case $_state in running | pending) continue ;; esac
+		get "$_d/finished"
+		is_number "$_got" || _got=$_now # without a record of its end, a job is kept for its count only
+		_list="$_list$_got $_j
+"
+	done
+	_n=0
+	printf '%s' "$_list" | sort -rn | while read -r _when _j; do
+		_n=$((_n + 1))
+		if [ "$_n" -gt "$_keep" ] || [ "$_when" -lt "$_oldest" ]; then
+			remove_job "$_workspace" "$_j" > /dev/null
+		fi
+	done
+}
+
+prune_trees() { # the idle warm worktrees of each repository beyond _warm, last used kept, and any idle since _oldest
+	trees_dir "$_workspace"
+	for _pool in "$_p_trees"/*; do
+		[ -d "$_pool" ] || continue
+		lock_dir "$_pool/.lock" || continue
+		_list=
+		for _t in "$_pool"/*; do
+			if ! is_number "${_t##*/}" || [ ! -d "$_t" ]; then continue; fi
+			tree_held "$_t" && continue
+			get "$_t.used"
+			is_number "$_got" || _got=$_now
+			_list="$_list$_got $_t
+"
+		done
+		_n=0
+		printf '%s' "$_list" | sort -rn | while read -r _when _t; do
+			_n=$((_n + 1))
+			if [ "$_n" -gt "$_warm" ] || [ "$_when" -lt "$_oldest" ]; then
+				remove_tree "$_t"
+			fi
+		done
+		rmdir "$_pool/.lock"
+	done
 }
 
 run_job() {
@@ -288,6 +363,7 @@ run_job() {
 	materialize
 	recover
 	_reported=' '
+	_rounds=0
 	while :; do
 		_active=0
 		while IFS= read -r _t <&3; do
@@ -302,7 +378,9 @@ run_job() {
 		done 3< "$_job_dir/tasks.list"
 		[ "$_active" = 0 ] && break
 		[ -n "$_broken" ] && break
-		nap $_poll
+		# Short naps at first, so quick tasks follow each other at once; then coarser ones, which cost less.
+		_rounds=$((_rounds + 1))
+		if [ "$_rounds" -gt 40 ]; then nap $_poll; else nap 0.05; fi
 	done
 	_final=success
 	while IFS= read -r _t <&3; do
@@ -315,10 +393,12 @@ run_job() {
 	if [ -n "$_broken" ]; then
 		# Nothing more can be recorded: end at once, attached clients or not.
 		say "job $_job: failed: cannot write $_broken$(space_left "$_job_dir")"
+		release_tree "$_worktree" "$_job"
 		end_server
 		exit 1
 	fi
 	say "job $_job: $_final"
+	finish
 	linger
 	exit 0
 }
@@ -346,7 +426,8 @@ is_id "$_job" || {
 	printf 'offload: %s is not a job directory\n' "$_job_dir" >&2
 	exit 2
 }
-job_paths "${_job_dir%/jobs/*}" "$_job"
+_workspace=${_job_dir%/jobs/*}
+job_paths "$_workspace" "$_job"
 _socket=$_p_socket
 [ -f "$_job_dir/tasks.list" ] || {
 	printf 'offload: %s is not a job directory\n' "$_job_dir" >&2

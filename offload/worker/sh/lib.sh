@@ -3,7 +3,8 @@
 # offload's worker library: the workspace layout, the id rule and when a task is alive, written once for every
 # worker-side script. offload/worker/scripts.py puts this file in front of each script that uses it, so a script
 # sent to a worker is always whole. POSIX sh: dash, bash and busybox ash run it. Every variable it sets starts
-# with '_', because the tasks of a job inherit the environment of its runner.
+# with '_', because the tasks of a job inherit the environment of its runner; a function that calls others inside a
+# loop names its own variables after itself (_lt_ for lease_tree, ...), so a callee never overwrites them.
 
 get() { # FILE: the first line of FILE in _got, empty when there is no such file
 	_got=
@@ -52,15 +53,35 @@ space_left() { # DIR: print a note when DIR's disk is full, else nothing
 
 # ---- the layout (offload/worker/layout.py describes the same tree) -------------------------------------------
 
-job_paths() { # WORKSPACE JOB: the job's directory, worktree, ref and tmux server in _p_dir _p_tree _p_ref _p_socket
+job_paths() { # WORKSPACE JOB: the job's directory, ref and tmux server in _p_dir _p_ref _p_socket
 	_p_dir=$1/jobs/$2
-	_p_tree=$1/worktrees/$2
 	_p_ref=refs/offload/jobs/$2
 	_p_socket=offload-$2
 }
 
 jobs_dir() { # WORKSPACE: the directory that holds every job's directory, in _p_jobs
 	_p_jobs=$1/jobs
+}
+
+repo_path() { # WORKSPACE REPO_ID: the bare repository that receives the snapshots of one repository, in _p_repo
+	_p_repo=$1/repos/$2.git
+}
+
+trees_dir() { # WORKSPACE: the directory that holds every repository's pool of warm worktrees, in _p_trees
+	_p_trees=$1/trees
+}
+
+tree_pool() { # WORKSPACE REPO_ID: the directory of the repository's warm worktrees (1, 2, ...), in _p_pool
+	trees_dir "$1"
+	_p_pool=$_p_trees/$2
+}
+
+meta_value() { # JOB_DIR KEY: the value of KEY in the job's meta, in _got (empty when absent)
+	_got=
+	[ -f "$1/meta" ] || return 0
+	while IFS= read -r _l_line <&5; do
+		case $_l_line in "$2="*) _got=${_l_line#"$2="} && break ;; esac
+	done 5< "$1/meta"
 }
 
 repo_of_tree() { # WORKTREE: the bare repository a worktree belongs to (from its .git file), in _p_repo
@@ -79,28 +100,38 @@ repo_with_ref() { # WORKSPACE REF: the bare repository that holds REF, in _p_rep
 	return 1
 }
 
-repo_path() { # WORKSPACE REPO_ID: the bare repository that receives the snapshots of one repository, in _p_repo
-	_p_repo=$1/repos/$2.git
-}
-
 young() { # PATH: it was changed less than two minutes ago (a launch under way, not a leftover)
 	[ -n "$(find "$1" -maxdepth 0 -mmin -2 2> /dev/null)" ]
 }
 
-leftover() { # WORKSPACE JOB: what a launch that did not finish left of JOB (its worktree or its ref, and no job
-	# directory). Sets _state: pending while the worktree is young, else failed. Fails when nothing is left.
+lease_of() { # WORKSPACE JOB: the warm worktree whose lease names JOB, in _p_tree (empty: none)
+	_p_tree=
+	trees_dir "$1"
+	for _l_l in "$_p_trees"/*/*.lease/job; do
+		get "$_l_l"
+		[ "$_got" = "$2" ] || continue
+		_p_tree=${_l_l%.lease/job}
+		return 0
+	done
+	return 1
+}
+
+leftover() { # WORKSPACE JOB: what a launch that did not finish left of JOB: a lease or a ref, and no job
+	# directory. Sets _state: pending while the lease is young, else failed. Fails when nothing is left.
 	job_paths "$1" "$2"
 	[ -e "$_p_dir" ] && return 1
-	if [ -d "$_p_tree" ]; then
-		if young "$_p_tree"; then _state=pending; else _state=failed; fi
+	if lease_of "$1" "$2"; then
+		if young "$_p_tree.lease"; then _state=pending; else _state=failed; fi
 		return 0
 	fi
 	repo_with_ref "$1" "$_p_ref" && _state=failed
 }
 
 leftover_ids() { # WORKSPACE: the ids that may have leftovers (check each with `leftover`), one per line
-	for _l_t in "$1"/worktrees/*; do
-		[ -d "$_l_t" ] && printf '%s\n' "${_l_t##*/}"
+	trees_dir "$1"
+	for _l_l in "$_p_trees"/*/*.lease/job; do
+		get "$_l_l"
+		[ -n "$_got" ] && printf '%s\n' "$_got"
 	done
 	command -v git > /dev/null 2>&1 || return 0
 	for _l_r in "$1"/repos/*.git; do
@@ -198,11 +229,11 @@ task_state() { # TASK (after job_begin): the task's state in _state, its exit co
 	# A task recorded as running is running while its process lives. Once that process is gone it has ended by
 	# its exit code, or failed without one. Before its process is recorded it is starting, as long as a runner
 	# is alive (or not recorded yet) to start it.
-	_l_td=$_jd/tasks/$1
-	get "$_l_td/exit"
+	_ts_td=$_jd/tasks/$1
+	get "$_ts_td/exit"
 	_exit=$_got
 	is_number "$_exit" || _exit=
-	get "$_l_td/state"
+	get "$_ts_td/state"
 	case $_got in
 	success | failed | skipped)
 		_state=$_got
@@ -214,7 +245,7 @@ task_state() { # TASK (after job_begin): the task's state in _state, its exit co
 		return 0
 		;;
 	esac
-	pidfile "$_l_td/pid"
+	pidfile "$_ts_td/pid"
 	if [ "$_alive" = 1 ]; then
 		_state=running
 	elif [ -n "$_exit" ]; then
@@ -231,22 +262,22 @@ job_state() { # (after job_begin): the job's state in _state, which follows from
 	# it runs if its runner lives, is pending for a moment while the launch has not recorded the runner, and has
 	# failed once the runner is gone, since nobody will start them. A job whose tasks cannot be read is never a
 	# success.
-	_l_running=0 _l_pending=0 _l_failed=0 _l_tasks=0
+	_js_running=0 _js_pending=0 _js_failed=0 _js_tasks=0
 	if [ -f "$_jd/tasks.list" ]; then
-		while IFS= read -r _l_t <&7; do
-			is_id "$_l_t" || continue
-			task_state "$_l_t"
-			_l_tasks=$((_l_tasks + 1))
+		while IFS= read -r _js_t <&7; do
+			is_id "$_js_t" || continue
+			task_state "$_js_t"
+			_js_tasks=$((_js_tasks + 1))
 			case $_state in
-			running) _l_running=1 ;;
-			pending) _l_pending=1 ;;
-			failed) _l_failed=1 ;;
+			running) _js_running=1 ;;
+			pending) _js_pending=1 ;;
+			failed) _js_failed=1 ;;
 			esac
 		done 7< "$_jd/tasks.list"
 	fi
-	if [ "$_l_running" = 1 ]; then
+	if [ "$_js_running" = 1 ]; then
 		_state=running
-	elif [ "$_l_pending" = 1 ] || [ "$_l_tasks" = 0 ]; then
+	elif [ "$_js_pending" = 1 ] || [ "$_js_tasks" = 0 ]; then
 		if [ "$_runner" = 1 ]; then
 			_state=running
 		elif [ "$_runner" = - ] && [ "$_stale" = 0 ] && young "$_jd"; then
@@ -254,9 +285,225 @@ job_state() { # (after job_begin): the job's state in _state, which follows from
 		else
 			_state=failed
 		fi
-	elif [ "$_l_failed" = 1 ]; then
+	elif [ "$_js_failed" = 1 ]; then
 		_state=failed
 	else
 		_state=success
+	fi
+}
+
+# ---- warm worktrees: a pool per repository, each worktree leased to one running job at a time -----------------
+
+lock_dir() { # DIR: take the lock DIR (mkdir is atomic), waiting up to 20 s. A lock older than a minute was left
+	# by a process that was killed while holding it, and is taken over.
+	_l_i=0
+	while ! mkdir "$1" 2> /dev/null; do
+		if [ -d "$1" ] && [ -z "$(find "$1" -maxdepth 0 -mmin -1 2> /dev/null)" ]; then
+			rmdir "$1" 2> /dev/null
+			continue
+		fi
+		[ "$_l_i" -ge 200 ] && return 1
+		sleep 0.1 2> /dev/null || sleep 1
+		_l_i=$((_l_i + 1))
+	done
+}
+
+tree_held() { # TREE: a job holds the worktree: its lease names a job whose runner lives or that is still running,
+	# or a launch under way. A lease left by a runner that died is not a hold.
+	[ -d "$1.lease" ] || return 1
+	get "$1.lease/job"
+	if ! is_id "$_got"; then
+		young "$1.lease"
+		return
+	fi
+	jobs_dir "${1%/*/*/*}" # TREE is WORKSPACE/trees/REPO/N
+	[ -d "$_p_jobs/$_got" ] || {
+		young "$1.lease"
+		return
+	}
+	job_begin "$_p_jobs/$_got"
+	[ "$_runner" = 1 ] && return 0
+	job_state
+	[ "$_state" = running ] || [ "$_state" = pending ]
+}
+
+lease_tree() { # WORKSPACE REPO_ID JOB COMMIT: lease a warm worktree of the repository to JOB, in _p_tree: the free
+	# one used last, or a new one (detached at COMMIT, no files yet). Two leases never get the same worktree.
+	tree_pool "$1" "$2"
+	repo_path "$1" "$2"
+	mkdir -p "$_p_pool" || return 1
+	lock_dir "$_p_pool/.lock" || {
+		printf 'offload: cannot lock %s\n' "$_p_pool" >&2
+		return 1
+	}
+	_lt_pick='' _lt_when=-1 _lt_last=0
+	for _lt_t in "$_p_pool"/*; do
+		_lt_n=${_lt_t##*/}
+		if ! is_number "$_lt_n" || [ ! -d "$_lt_t" ]; then continue; fi
+		[ "$_lt_n" -gt "$_lt_last" ] && _lt_last=$_lt_n
+		tree_held "$_lt_t" && continue
+		get "$_lt_t.used"
+		is_number "$_got" || _got=0
+		[ "$_got" -gt "$_lt_when" ] && _lt_pick=$_lt_t _lt_when=$_got
+	done
+	if [ -n "$_lt_pick" ]; then
+		rm -rf "$_lt_pick.lease"
+	else
+		_lt_pick=$_p_pool/$((_lt_last + 1))
+		if ! git -C "$_p_repo" worktree add -q --detach --no-checkout "$_lt_pick" "$4" > /dev/null; then
+			rmdir "$_p_pool/.lock"
+			return 1
+		fi
+	fi
+	if mkdir "$_lt_pick.lease" 2> /dev/null && put "$_lt_pick.lease/job" "$3"; then
+		_p_tree=$_lt_pick
+		rmdir "$_p_pool/.lock"
+		return 0
+	fi
+	rm -rf "$_lt_pick.lease"
+	rmdir "$_p_pool/.lock"
+	return 1
+}
+
+move_tree() { # TREE COMMIT FRESH: move a warm worktree to COMMIT, exactly. git reset rewrites only the files whose
+	# content differs (the others keep their mtimes, so make, ninja or cargo see only what changed), and git clean
+	# removes what COMMIT lacks unless git ignores it: build outputs and caches stay; with FRESH (1) they go too.
+	# git's message on failure is on stderr.
+	if [ "$3" = 1 ]; then _l_x=x; else _l_x=; fi
+	# The refresh first: a file touched but not changed is then not rewritten, so it keeps even that mtime.
+	(cd "$1" && { git update-index -q --refresh > /dev/null 2>&1 || :; } && git reset -q --hard "$2" &&
+		git clean -qffd"$_l_x")
+}
+
+remove_tree() { # TREE: take a warm worktree out of its pool for good (the caller holds the pool's lock)
+	repo_of_tree "$1"
+	[ -n "$_p_repo" ] && git -C "$_p_repo" worktree remove --force "$1" > /dev/null 2>&1
+	rm -rf "$1" "$1.used" "$1.lease"
+}
+
+release_tree() { # TREE JOB: give the worktree back to the pool, if JOB still holds it
+	[ -n "$1" ] && [ -d "$1.lease" ] || return 0
+	lock_dir "${1%/*}/.lock" || return 1
+	get "$1.lease/job"
+	if [ "$_got" = "$2" ]; then
+		rm -rf "$1.lease"
+		put "$1.used" "$(date +%s)"
+	fi
+	rmdir "${1%/*}/.lock"
+}
+
+# ---- removing a job: its processes, its lease, its refs and its directory --------------------------------------
+
+stop_groups() { # SIGNAL TENTHS JOB PGID...: signal each group that holds a process of JOB, then wait up to
+	# TENTHS/10 s for all of them to end
+	_l_sig=$1 _l_tenths=$2 _l_owner=$3
+	shift 3
+	_l_left=
+	for _l_g in "$@"; do
+		group_alive "$_l_g" "$_l_owner" || continue
+		kill "-$_l_sig" "-$_l_g" 2> /dev/null
+		_l_left="$_l_left $_l_g"
+	done
+	_l_i=0
+	while [ -n "$_l_left" ] && [ "$_l_i" -lt "$_l_tenths" ]; do
+		sleep 0.1 2> /dev/null || sleep 1
+		_l_i=$((_l_i + 1))
+		_l_still=
+		for _l_g in $_l_left; do
+			group_alive "$_l_g" "$_l_owner" && _l_still="$_l_still $_l_g"
+		done
+		_l_left=$_l_still
+	done
+}
+
+stop_pids() { # SIGNAL TENTHS PID...: the same for single processes
+	_l_sig=$1 _l_tenths=$2
+	shift 2
+	for _l_p in "$@"; do
+		kill "-$_l_sig" "$_l_p" 2> /dev/null
+	done
+	_l_i=0
+	while [ "$_l_i" -lt "$_l_tenths" ]; do
+		_l_still=
+		for _l_p in "$@"; do
+			alive "$_l_p" && _l_still=1
+		done
+		[ -n "$_l_still" ] || return 0
+		sleep 0.1 2> /dev/null || sleep 1
+		_l_i=$((_l_i + 1))
+	done
+}
+
+survivor() { # JOB PID: report a process of JOB that outlived SIGKILL
+	command_of "$2"
+	printf 'survivor\t%s\t%s\t%s\n' "$1" "$2" "$_command"
+}
+
+remove_job() { # WORKSPACE JOB [REPO]: stop every process of JOB (TERM, then KILL), end its tmux server, give its
+	# worktree back and remove its refs and directory. REPO is the bare repository to use when the job's meta
+	# names none. Prints `cleaned<TAB>JOB` or `missing<TAB>JOB`, and a `survivor` line per process left.
+	job_paths "$1" "$2"
+	_rj_found=0
+	job_begin "$_p_dir"
+	meta_value "$_p_dir" worktree
+	_rj_tree=$_got
+	[ -n "$_rj_tree" ] || { lease_of "$1" "$2" && _rj_tree=$_p_tree; }
+	# Each tmux pane (the runner, every task) leads a process group holding what its command started, background
+	# servers and nohup'd daemons included. A pane's process may have ended while its group goes on: every
+	# recorded pid counts.
+	_rj_groups=$(tmux -f /dev/null -L "$_p_socket" list-panes -a -F '#{pane_pid}' < /dev/null 2> /dev/null)
+	for _rj_f in "$_p_dir/runner.pid" "$_p_dir"/tasks/*/pid; do
+		get "$_rj_f"
+		[ "$_stale" = 0 ] && is_number "$_got" && _rj_groups="$_rj_groups $_got"
+	done
+	if tmux -f /dev/null -L "$_p_socket" kill-server < /dev/null > /dev/null 2>&1; then _rj_found=1; fi
+	_rj_sockets="${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)"
+	[ -S "$_rj_sockets/$_p_socket" ] && rm -f "$_rj_sockets/$_p_socket"
+	# shellcheck disable=SC2086 # lists of pids, split on purpose
+	stop_groups TERM 30 "$2" $_rj_groups
+	# shellcheck disable=SC2086
+	stop_groups KILL 10 "$2" $_rj_groups
+	# What left its group (setsid) but still works in the job's worktree.
+	_in_dir=
+	[ -n "$_rj_tree" ] && in_dir "$_rj_tree" "$2"
+	if [ -n "$_in_dir" ]; then
+		_rj_found=1
+		# shellcheck disable=SC2086
+		stop_pids TERM 30 $_in_dir
+		# shellcheck disable=SC2086
+		stop_pids KILL 10 $_in_dir
+		for _rj_p in $_in_dir; do
+			alive "$_rj_p" && survivor "$2" "$_rj_p"
+		done
+	fi
+	for _rj_g in $_rj_groups; do
+		group_alive "$_rj_g" "$2" && survivor "$2" "$_member"
+	done
+	if [ -n "$_rj_tree" ] && [ -d "$_rj_tree.lease" ]; then
+		get "$_rj_tree.lease/job"
+		[ "$_got" = "$2" ] && _rj_found=1
+		release_tree "$_rj_tree" "$2"
+	fi
+	meta_value "$_p_dir" repo
+	_rj_repo=${_got:-${3:-}}
+	[ -z "$_rj_repo" ] && [ -n "$_rj_tree" ] && repo_of_tree "$_rj_tree" && _rj_repo=$_p_repo
+	[ -z "$_rj_repo" ] && repo_with_ref "$1" "$_p_ref" && _rj_repo=$_p_repo
+	if [ -n "$_rj_repo" ] && command -v git > /dev/null 2>&1 && git -C "$_rj_repo" rev-parse --git-dir > /dev/null 2>&1
+	then
+		# The pattern matches the job's ref and refs below it, never the ref of a job whose id extends this one.
+		_rj_refs=$(git -C "$_rj_repo" for-each-ref --format='delete %(refname)' "$_p_ref")
+		if [ -n "$_rj_refs" ]; then
+			_rj_found=1
+			printf '%s\n' "$_rj_refs" | git -C "$_rj_repo" update-ref --stdin
+		fi
+	fi
+	if [ -e "$_p_dir" ]; then
+		_rj_found=1
+		rm -rf "$_p_dir"
+	fi
+	if [ "$_rj_found" = 1 ]; then
+		printf 'cleaned\t%s\n' "$2"
+	else
+		printf 'missing\t%s\n' "$2"
 	fi
 }

@@ -7,7 +7,8 @@ job=${2:?job}
 task=${3:?task}
 pos=${4:-0}
 follow=${5:-}
-poll=0.2
+poll=0.05
+rounds=0
 is_number "$pos" || { printf 'offload: invalid log offset %s\n' "$pos" >&2; exit 2; }
 if ! is_id "$job" || ! is_id "$task"; then
 	printf 'offload: invalid job or task %s/%s\n' "$job" "$task" >&2
@@ -41,5 +42,9 @@ while :; do
 		fi
 	fi
 	[ "$last" = 1 ] && exit 0
+	# Short naps at first, so a quick task's end is seen at once; then coarser ones, which cost less.
+	rounds=$((rounds + 1))
+	[ "$rounds" -gt 40 ] && poll=0.05
+rounds=0
 	sleep "$poll" 2> /dev/null || sleep 1
 done

@@ -1,22 +1,21 @@
-# receive.sh WORKSPACE REPO_ID JOB COMMIT MODE CHECKOUT, with a pack on stdin: put a snapshot in the repository's
-# bare repo on the worker, keep it under the job's ref and add the job's worktree at it.
-# MODE: none (nothing to read), unpack (a few objects) or index (a larger pack). CHECKOUT: now, or defer (the
-# worktree is added without files, and the job's runner checks them out before its first task).
+# receive.sh WORKSPACE REPO_ID JOB COMMIT MODE, with a pack on stdin: put a snapshot in the repository's bare repo
+# on the worker, keep it under the job's ref, and lease the job a warm worktree of that repository. Prints
+# `tree<TAB>PATH`, the worktree; its files move to the snapshot when the job's runner starts (graph.sh).
+# MODE: none (nothing to read), unpack (a few objects) or index (a larger pack).
 # Exit 3: the worker lacks objects the pack builds on (the client sends everything again); 4: the job exists
-# already (its directory, worktree or ref), and nothing was changed; 1: anything else.
+# already (its directory, ref or lease), and nothing was changed; 1: anything else.
 set -u
 workspace=${1:?workspace}
 repo_id=${2:?repo}
 job=${3:?job}
 commit=${4:?commit}
 mode=${5:?mode}
-checkout=${6:?checkout}
 is_id "$job" || { echo "offload: invalid job id $job" >&2; exit 1; }
 repo_path "$workspace" "$repo_id"
 job_paths "$workspace" "$job"
 repo=$_p_repo
 # A job id in use stays with its job: nothing of it is touched, not even by the rollback below.
-if [ -e "$_p_dir" ] || [ -e "$_p_tree" ] || [ -L "$_p_tree" ] ||
+if [ -e "$_p_dir" ] || lease_of "$workspace" "$job" ||
 	{ [ -f "$repo/HEAD" ] && git -C "$repo" show-ref -q --verify "$_p_ref"; }; then
 	echo "offload: job $job already exists on this worker" >&2
 	exit 4
@@ -33,10 +32,9 @@ index) git -C "$repo" index-pack --stdin --fix-thin > /dev/null || exit 3 ;;
 esac
 git -C "$repo" cat-file -e "$commit^{commit}" 2> /dev/null || exit 3
 git -C "$repo" update-ref "$_p_ref" "$commit" || exit 1
-mkdir -p "${_p_tree%/*}" || exit 1
-if [ "$checkout" = defer ]; then set -- --no-checkout; else set --; fi
-if ! git -C "$repo" worktree add -q --detach "$@" "$_p_tree" "$commit" > /dev/null; then
+if ! lease_tree "$workspace" "$repo_id" "$job" "$commit"; then
 	git -C "$repo" update-ref -d "$_p_ref"
-	echo "offload: cannot create worktree $_p_tree" >&2
+	echo "offload: cannot lease a worktree in $_p_pool$(space_left "$workspace")" >&2
 	exit 1
 fi
+printf 'tree\t%s\n' "$_p_tree"
