@@ -77,6 +77,12 @@ class JobNotFound(OffloadError):
     exit_code = 5
 
 
+class JobRunning(OffloadError):
+    """The job has not ended, so what only an ended job has (its result) is not there yet."""
+
+    exit_code = 7
+
+
 class CloudApiError(WorkerError):
     """A call to the cloud provider's API (wake, stop, guest attributes) failed."""
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from offload.errors import ConfigError
 from offload.outputs import IAP_RANGE, ProviderType, WorkerRecord
+from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES
 
 # The keys every stack may set (docs/config.md); the rest are optional refinements with defaults.
 PROVIDER = "offload:provider"
@@ -58,8 +59,6 @@ DEFAULT_WORKER_IMAGE = "docker.io/library/debian:bookworm"
 DEFAULT_WORKSTATION_IMAGE = "us-central1-docker.pkg.dev/cloud-workstations-images/predefined/code-oss:latest"
 MAX_WORKERS = 20
 MAX_IDLE_STOP_MINUTES = 7 * 24 * 60
-MAX_KEEP_JOBS = 10_000
-MAX_WARM_WORKTREES = 100
 WORKSTATION_DISK_SIZES = (10, 50, 100, 200, 500, 1000)
 HOST_KEYS_ACCEPTED = ("name", "host", "port", "user", "container", "workspace", "host_keys", "proxy_command")
 

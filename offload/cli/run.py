@@ -62,7 +62,7 @@ def run(
         raise UsageError("give either a command after `--` or --playbook, not both")
     request = RunRequest(cwd=current_dir(), command=command or (), playbook=playbook, env=env or (), job_id=job,
                          ref=ref, fresh=fresh, keep_jobs=keep_jobs, warm_worktrees=warm_worktrees)
-    JobService.plan(request)  # a bad command or playbook fails before any worker is dialled
+    plan, _ = JobService.plan(request)  # a bad command or playbook fails before any worker is dialled
     progress = Progress(json_mode=json_out)
 
     with open_service(stack, outputs, worker, identity, iap, progress.update) as service:
@@ -88,6 +88,12 @@ def run(
                     note = None  # the job's own exit code is what matters here
                 if note:
                     progress.note(note)
+            if plan.artifacts:
+                try:
+                    got = service.get(started.id, plan.artifacts, request.cwd, missing_ok=True)
+                    progress.note(f"{len(got.files)} artifact entries of job {started.id} in {got.dest}")
+                except OffloadError as e:
+                    progress.note(f"the artifacts of job {started.id} could not be copied: {e.line()}")
             raise typer.Exit(code)
     if json_out:
         from offload.cli.ui import print_json

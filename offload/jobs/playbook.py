@@ -25,7 +25,7 @@ _TYPE_NAMES = {
     "tag:yaml.org,2002:timestamp": "a date",
 }
 _TOP_KEYS = ("playbooks",)
-_PLAYBOOK_KEYS = ("tasks",)
+_PLAYBOOK_KEYS = ("tasks", "artifacts")
 _TASK_KEYS = ("run", "needs", "when")
 
 
@@ -60,9 +60,14 @@ class Task:
 class Playbook:
     name: str
     tasks: tuple[Task, ...] = field(default_factory=tuple)
+    artifacts: tuple[str, ...] = ()  # paths or globs in the worktree that `run --wait` brings home
 
     def __post_init__(self) -> None:
         validate_id(self.name, "playbook name")
+        for artifact in self.artifacts:
+            problem = artifact_problem(artifact)
+            if problem:
+                raise UsageError(f"playbook {self.name!r}: {problem}")
         if not self.tasks:
             raise UsageError(f"playbook {self.name!r} has no tasks")
         names = [t.name for t in self.tasks]
@@ -105,6 +110,17 @@ def command_problem(command: object) -> str | None:
         command.encode("utf-8", "surrogateescape")  # bytes that are not UTF-8 (from a command line) travel as is
     except UnicodeEncodeError:
         return "'run' is not valid text"
+    return None
+
+
+def artifact_problem(artifact: object) -> str | None:
+    """Why ARTIFACT cannot name files of the worktree, or None when it can."""
+    if not isinstance(artifact, str) or not artifact.strip():
+        return "an artifact must be a path or a glob"
+    if artifact.startswith("/") or ".." in artifact.split("/"):
+        return f"artifact {artifact!r} leaves the worktree: use a path relative to it"
+    if any(ord(c) < 32 for c in artifact):
+        return f"artifact {artifact!r} contains a control character"
     return None
 
 
@@ -216,10 +232,28 @@ class _Reader:
         cycle = find_cycle({t.name: t.needs for t in tasks})
         if cycle:
             raise self.error(lines[cycle[0]], f"task {cycle[0]!r} is in a dependency cycle: {' -> '.join(cycle)}")
+        artifacts = self.artifacts(name, body.get("artifacts"))
         try:
-            return Playbook(name, tuple(tasks))
+            return Playbook(name, tuple(tasks), artifacts)
         except UsageError as e:  # every rule was checked above; keep the line if one slips through
             raise self.error(key, e.message) from None
+
+    def artifacts(self, playbook: str, node: yaml.Node | None) -> tuple[str, ...]:
+        if node is None or _is_null(node):
+            return ()
+        items = [node] if isinstance(node, yaml.ScalarNode) else node.value if isinstance(
+            node, yaml.SequenceNode) else None
+        if items is None:
+            raise self.error(node, f"playbook {playbook!r}: 'artifacts' must be a list of paths or globs")
+        out = []
+        for item in items:
+            if not isinstance(item, yaml.ScalarNode) or item.tag != _STR:
+                raise self.error(item, f"playbook {playbook!r}: 'artifacts' must be a list of paths or globs")
+            problem = artifact_problem(item.value)
+            if problem:
+                raise self.error(item, f"playbook {playbook!r}: {problem}")
+            out.append(item.value)
+        return tuple(out)
 
     def task(self, key: yaml.ScalarNode, node: yaml.Node) -> Task:
         name = self.name(key, "task name")

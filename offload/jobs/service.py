@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shlex
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,9 @@ from offload.jobs.playbook import Playbook, get_playbook
 from offload.jobs.state import Disk, JobStatus, State, Survivor, job_order
 from offload.jobs.worker import Sink, StartedJob, WorkerJobs
 from offload.outputs import StackOutputs
-from offload.providers import WorkerProvider, repo_root, snapshot_of_ref, take_snapshot
-from offload.worker.layout import validate_id
+from offload.providers import (LocalRepository, WorkerProvider, local_repository, repo_root, results,
+                               snapshot_of_ref, take_snapshot)
+from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES, job_ref, validate_id
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -91,6 +93,45 @@ class LogChunk:
     def to_dict(self) -> dict[str, Any]:
         return {"data": self.data.decode("utf-8", "replace"), "next_offset": self.next_offset,
                 "state": self.state.value, "task": self.task}
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """A job's result, fetched into the job's ref (layout.job_ref) of the local repository."""
+
+    id: str
+    worker: str
+    result: str
+    snapshot: str
+    pack_bytes: int
+    stat: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "worker": self.worker, "ref": job_ref(self.id), "result": self.result,
+                "snapshot": self.snapshot, "pack_bytes": self.pack_bytes, "stat": self.stat}
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The working-tree files a job's changes were applied to."""
+
+    id: str
+    files: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "files": self.files}
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Files copied from a job's worktree."""
+
+    id: str
+    dest: str
+    files: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "to": self.dest, "files": self.files}
 
 
 @dataclass
@@ -171,13 +212,6 @@ class JobService:
         The worker is picked (and woken, and connected) while the snapshot is taken.
         """
         plan, meta = self.plan(request)
-        if request.fresh:
-            meta["fresh"] = "1"
-        for key, value in (("keep_jobs", request.keep_jobs), ("warm_worktrees", request.warm_worktrees)):
-            if value is not None:
-                if value < 0:
-                    raise UsageError(f"--{key.replace('_', '-')} takes a number from 0 up; got {value}")
-                meta[key] = str(value)
         job_id = validate_id(request.job_id) if request.job_id else new_job_id()
         env = resolve_env(request.env, os.environ if environ is None else environ)
         progress = self.reach.progress
@@ -209,11 +243,18 @@ class JobService:
         """The playbook REQUEST runs and the meta that describes it (checked before anything is dialled)."""
         if request.playbook and request.command:
             raise UsageError("give either a command or a playbook, not both")
+        meta: dict[str, str] = {"fresh": "1"} if request.fresh else {}
+        for key, value, most in (("keep_jobs", request.keep_jobs, MAX_KEEP_JOBS),
+                                 ("warm_worktrees", request.warm_worktrees, MAX_WARM_WORKTREES)):
+            if value is not None:
+                if not 0 <= value <= most:
+                    raise UsageError(f"--{key.replace('_', '-')} takes a number from 0 to {most}; got {value}")
+                meta[key] = str(value)
         if request.playbook:
             validate_id(request.playbook, "playbook name")
-            return get_playbook(repo_root(request.cwd), request.playbook), {}
+            return get_playbook(repo_root(request.cwd), request.playbook), meta
         text = command_text(request.command)
-        return Playbook.single(in_subdirectory(request.cwd, text)), {"command": _meta_json(text)}
+        return Playbook.single(in_subdirectory(request.cwd, text)), {**meta, "command": _meta_json(text)}
 
     # --- read ------------------------------------------------------------------------------------
 
@@ -297,6 +338,73 @@ class JobService:
             if report.job.state.finished or time.monotonic() >= deadline:
                 return report
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+    # --- results ---------------------------------------------------------------------------------
+
+    def _local(self, job_id: str, cwd: Path) -> tuple[LocalRepository, str | None]:
+        """The local repository at CWD, which must be the one the job ran, and the job's result in it (if pulled)."""
+        local = local_repository(cwd)
+        result = results.local_commit(local.root, results.result_ref(validate_id(job_id)))
+        return local, result
+
+    def pull(self, job_id: str, cwd: Path) -> Pulled:
+        """Fetch the job's result into the job's ref of the repository at CWD: only the objects it lacks
+        travel, as a thin pack against the snapshot it sent. Nothing else is written locally."""
+        local, _ = self._local(job_id, cwd)
+        jobs = self._jobs_of(job_id)
+        job = jobs.job(job_id)
+        ran = Path(job.meta.get("repo", "")).name.removesuffix(".git")
+        if ran and ran != local.repo_id:
+            raise UsageError(f"job {job_id} ran another repository ({ran}); run this from that repository")
+        # What the worker may build on: the snapshot we sent, if its objects are still in the cache, else the
+        # commit it was taken on, which the repository has.
+        snapshot, head = job.meta.get("commit", ""), job.meta.get("head", "")
+        haves = [c for c in (results.local_commit(local.root, snapshot, local.store_env),
+                             results.local_commit(local.root, head)) if c][:1]
+        result, snapshot, pack = jobs.fetch_result(job_id, haves)
+        size = results.store_result(local.root, job_id, result, snapshot, pack, bases_env=local.store_env)
+        return Pulled(job_id, jobs.worker, result, snapshot, size, results.diffstat(local.root, snapshot, result))
+
+    def _pulled(self, job_id: str, cwd: Path) -> tuple[LocalRepository, str, str]:
+        """The local repository, and the job's snapshot and result in it, pulling first when needed."""
+        local, result = self._local(job_id, cwd)
+        if result is None:
+            pulled = self.pull(job_id, cwd)
+            return local, pulled.snapshot, pulled.result
+        return local, results.snapshot_of_result(local.root, result), result
+
+    def diff(self, job_id: str, cwd: Path) -> bytes:
+        """The job's changes against its snapshot, as a git diff."""
+        local, snapshot, result = self._pulled(job_id, cwd)
+        return results.diff(local.root, snapshot, result)
+
+    def apply(self, job_id: str, cwd: Path) -> Applied:
+        """The job's changes, merged three ways into the working tree; on a conflict nothing is written."""
+        local, snapshot, result = self._pulled(job_id, cwd)
+        plan = results.plan_apply(local.root, snapshot, result)
+        return Applied(job_id, results.write_plan(local.root, plan))
+
+    def get(self, job_id: str, paths: Sequence[str], cwd: Path, to: Path | None = None, *,
+            missing_ok: bool = False) -> Fetched:
+        """Copy PATHS (files, directories or globs; ignored artifacts too) from the job's worktree into TO,
+        by default .offload/JOB/ of the repository (kept out of git through .git/info/exclude)."""
+        if not paths:
+            raise UsageError("name the paths to copy from the job's worktree")
+        jobs = self._jobs_of(job_id)
+        if to is None:
+            root = repo_root(cwd)
+            dest = root / ".offload" / job_id
+        else:
+            dest = to if to.is_absolute() else cwd / to
+        # The stream is spooled first: a refused path must leave nothing written.
+        with tempfile.TemporaryFile(prefix="offload-get-") as spool:
+            jobs.get_files(job_id, paths, spool.write, missing_ok=missing_ok)
+            if spool.tell() == 0:
+                return Fetched(job_id, str(dest), [])
+            if to is None:
+                results.exclude_locally(root, ".offload")
+            spool.seek(0)
+            return Fetched(job_id, str(dest), results.extract(spool, dest))
 
     # --- interactive -----------------------------------------------------------------------------
 

@@ -254,3 +254,14 @@ def parse_clean(text: str) -> tuple[dict[str, bool], list[Survivor]]:
             if pid.isdigit():
                 survivors.append(Survivor(job, int(pid), command))
     return found, survivors
+
+
+def result_argv(workspace: str, job: str, haves: Iterable[str] = ()) -> list[str]:
+    """The result of JOB: a `result<TAB>RESULT<TAB>SNAPSHOT` line, then a thin pack beyond HAVES (see result.sh)."""
+    return ["sh", "-c", worker_script("result.sh"), "sh", workspace, validate_id(job), *haves]
+
+
+def get_argv(workspace: str, job: str, paths: Iterable[str], *, missing_ok: bool = False) -> list[str]:
+    """A tar stream of PATHS (files, directories or globs) from JOB's worktree (see get.sh)."""
+    return ["sh", "-c", worker_script("get.sh"), "sh", workspace, validate_id(job),
+            *(["--missing-ok"] if missing_ok else []), *paths]

@@ -3,18 +3,19 @@ one connection. Every operation is one or two round trips."""
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence, TypeVar
 
-from offload.errors import JobNotFound, WorkerUnreachable
+from offload.errors import JobNotFound, JobRunning, OffloadError, UsageError, WorkerUnreachable
 from offload.jobs.playbook import Playbook
-from offload.jobs.state import (Disk, JobStatus, State, Survivor, attach_probe_argv, clean_argv, log_argv,
+from offload.jobs.state import (Disk, JobStatus, State, Survivor, attach_probe_argv, clean_argv, get_argv, log_argv,
                                 parse_clean, parse_disk, parse_log_frames, parse_status, read_logs_argv,
-                                status_argv)
+                                result_argv, status_argv)
 from offload.providers import Snapshot, WorkerProvider, check
-from offload.worker.layout import JobPaths, validate_id
+from offload.worker.layout import DEFAULT_KEEP_JOBS, DEFAULT_WARM_WORKTREES, JobPaths, validate_id
 
 RECONNECT_TIMEOUT = 300.0
 T = TypeVar("T")
@@ -54,12 +55,11 @@ class WorkerJobs:
         validate_id(job_id)
         paths = self.provider.paths(job_id)
         repo = paths.repo(snapshot.repo_id)
-        info = {"repo": repo, "commit": snapshot.commit, "worktree": "", "created": f"{time.time():.3f}",
-                "playbook": playbook.name, "branch": snapshot.branch or ""}
+        info = {"repo": repo, "commit": snapshot.commit, "head": snapshot.head or "", "worktree": "",
+                "created": f"{time.time():.3f}", "playbook": playbook.name, "branch": snapshot.branch or ""}
         record = self.provider.record
-        for key, value in (("keep_jobs", record.keep_jobs), ("warm_worktrees", record.warm_worktrees)):
-            if value is not None:
-                info[key] = str(value)
+        info["keep_jobs"] = str(DEFAULT_KEEP_JOBS if record.keep_jobs is None else record.keep_jobs)
+        info["warm_worktrees"] = str(DEFAULT_WARM_WORKTREES if record.warm_worktrees is None else record.warm_worktrees)
         info.update(meta or {})
         # Everything that can be refused is refused before the sync writes anything on the worker (the worktree
         # is only known once leased). Text that is not UTF-8 (an --env value, a command) travels as its bytes.
@@ -197,6 +197,44 @@ class WorkerJobs:
         argv = read_logs_argv(self.provider.paths(job_id), offsets)
         result = check(self.provider.exec(argv, timeout=120), self.worker, f"reading the logs of job {job_id}")
         return parse_log_frames(result.stdout)
+
+    # --- results -------------------------------------------------------------------------------------
+
+    def fetch_result(self, job_id: str, haves: Sequence[str]) -> tuple[str, str, bytes]:
+        """The job's result commit, its snapshot, and a thin pack of what the result needs beyond HAVES."""
+        out = io.BytesIO()
+        code = self.provider.stream(result_argv(self.provider.workspace, job_id, haves), out.write)
+        if code == 5:
+            raise self._not_found(f"no job {job_id}")
+        if code == 6:
+            raise JobRunning(f"job {job_id} has not ended; its result is recorded when it does",
+                             hint=f"wait with `offload logs {job_id} -f`")
+        if code == 7:
+            raise OffloadError(f"job {job_id} on worker {self.worker} has no result: it ended without one, and "
+                               "its worktree has been used by another job since")
+        data = out.getvalue()
+        header, _, pack = data.partition(b"\n")
+        fields = header.decode("utf-8", "replace").split("\t")
+        if code != 0 or len(fields) != 3 or fields[0] != "result":
+            raise OffloadError(f"cannot read the result of job {job_id} from worker {self.worker} (exit {code})")
+        return fields[1], "" if fields[2] == "-" else fields[2], pack
+
+    def get_files(self, job_id: str, paths: Sequence[str], sink: Sink, *, missing_ok: bool = False) -> None:
+        """A tar stream of PATHS from the job's worktree, to SINK; nothing reaches SINK unless all are good."""
+        errors = io.BytesIO()
+        code = self.provider.stream(get_argv(self.provider.workspace, job_id, paths, missing_ok=missing_ok),
+                                    sink, stderr=errors.write)
+        said = errors.getvalue().decode("utf-8", "replace").strip().splitlines()
+        if code == 5:
+            raise self._not_found(f"no job {job_id}")
+        if code == 8:
+            raise OffloadError(f"the files of job {job_id} are gone: another job has used its worktree since",
+                               hint=f"its result is kept: `offload pull {job_id}`")
+        if code == 9:
+            raise UsageError(said[-1].removeprefix("offload: ") if said else "a path was refused")
+        if code != 0:
+            raise OffloadError(f"cannot copy files of job {job_id} from worker {self.worker}: "
+                               f"{said[-1] if said else f'exit {code}'}")
 
     # --- interactive and cleanup -----------------------------------------------------------------
 

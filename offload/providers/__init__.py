@@ -1,15 +1,16 @@
 """Providers: one module per provider type, all implementing WorkerProvider; `provider_for` picks one.
 
 This package is what the jobs layer sees of the runtime: the providers' verbs, the snapshot of the local working
-tree that `sync` sends, and the result of a step on a worker.
+tree that `sync` sends, the result of a step on a worker, and (`results`) what a job's result does locally.
 """
 
 from __future__ import annotations
 
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.providers.base import ProviderOptions, SshEntry, WorkerProvider, WorkerStatus
+from offload.runtime import results
 from offload.runtime.localgit import repo_root
-from offload.runtime.snapshot import Snapshot, snapshot_of_ref, take_snapshot
+from offload.runtime.snapshot import LocalRepository, Snapshot, local_repository, snapshot_of_ref, take_snapshot
 from offload.runtime.transport import Result, check
 
 
@@ -33,5 +34,5 @@ def provider_for(outputs: StackOutputs, worker: WorkerRecord, options: ProviderO
     return classes[outputs.provider](worker, outputs, options)
 
 
-__all__ = ["ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus", "check",
-           "provider_for", "repo_root", "snapshot_of_ref", "take_snapshot"]
+__all__ = ["LocalRepository", "ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus",
+           "check", "local_repository", "provider_for", "repo_root", "results", "snapshot_of_ref", "take_snapshot"]

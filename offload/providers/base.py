@@ -168,8 +168,8 @@ class WorkerProvider(ABC):
     def exec(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         return self.transport.run(argv, stdin=stdin, timeout=timeout)
 
-    def stream(self, argv: Sequence[str], sink: Sink) -> int:
-        return self.transport.stream(argv, sink)
+    def stream(self, argv: Sequence[str], sink: Sink, *, stderr: Sink | None = None) -> int:
+        return self.transport.stream(argv, sink, stderr=stderr)
 
     def sync(self, snapshot: "Snapshot", paths: JobPaths) -> "SyncStats":
         """Send the snapshot and lease the job a warm worktree of its repository (`SyncStats.worktree`)."""

@@ -163,6 +163,26 @@ def _bound(state: Path) -> None:
         (state / "workers.json").unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class LocalRepository:
+    """The local repository a job's snapshot came from: its top, its id on workers, and the environment that
+    reads its snapshot cache (whose objects a job's result builds on)."""
+
+    root: Path
+    repo_id: str
+    store_env: dict[str, str]
+
+
+def local_repository(cwd: Path) -> LocalRepository:
+    repo = _locate(cwd)
+    if repo is None:
+        raise UsageError(f"{cwd} is not inside a git repository")
+    repo_id = _repo_id(repo.root, repo.common_dir)
+    objects = cache_dir() / "snapshots" / repo_id / "objects"
+    return LocalRepository(repo.root, repo_id, {"GIT_OBJECT_DIRECTORY": str(objects),
+                                                "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(repo.common_dir / "objects")})
+
+
 def snapshot_of_ref(cwd: Path, rev: str) -> Snapshot:
     """A commit of the repository at CWD (a branch, a tag, a fetched pull-request head, FETCH_HEAD) as the
     snapshot, instead of the working tree; nothing of the repository is read but its objects."""

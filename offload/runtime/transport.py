@@ -52,7 +52,8 @@ class Transport(Protocol):
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result: ...
 
-    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None) -> int: ...
+    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
+               stderr: Sink | None = None) -> int: ...
 
     def interactive(self, argv: Sequence[str]) -> int: ...
 
@@ -98,9 +99,18 @@ class LocalTransport:
             return Result(127, b"", f"{argv[0]}: command not found ({e.strerror})\n".encode())
         return Result(p.returncode, p.stdout, p.stderr)
 
-    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None) -> int:
-        p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env)
+    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
+               stderr: Sink | None = None) -> int:
+        p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env,
+                             stderr=subprocess.PIPE if stderr else None)
         assert p.stdin is not None and p.stdout is not None
+        reader = None
+        if stderr is not None:
+            err = p.stderr
+            assert err is not None
+            reader = threading.Thread(target=lambda: [stderr(chunk) for chunk in iter(lambda: err.read1(65536), b"")],
+                                      daemon=True)
+            reader.start()
         try:
             if stdin:
                 p.stdin.write(stdin)
@@ -116,6 +126,8 @@ class LocalTransport:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            if reader is not None:
+                reader.join(timeout=5)
             p.stdout.close()
 
     def interactive(self, argv: Sequence[str]) -> int:
@@ -209,11 +221,12 @@ class SshTransport:
             feeder.join(timeout=5)
         return Result(code, b"".join(out), b"".join(err))
 
-    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None) -> int:
+    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
+               stderr: Sink | None = None) -> int:
         chan = self._channel(argv)
         self._feed(chan, stdin)
         try:
-            return self._pump(chan, sink, lambda b: sys.stderr.buffer.write(b), None)
+            return self._pump(chan, sink, stderr or (lambda b: sys.stderr.buffer.write(b)), None)
         finally:
             chan.close()
 
@@ -250,8 +263,9 @@ class ContainerTransport:
             result = self.base.run(self.wrap(argv), stdin=stdin, timeout=timeout)
         return result
 
-    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None) -> int:
-        return self.base.stream(self.wrap(argv), sink, stdin=stdin)
+    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
+               stderr: Sink | None = None) -> int:
+        return self.base.stream(self.wrap(argv), sink, stdin=stdin, stderr=stderr)
 
     def interactive(self, argv: Sequence[str]) -> int:
         return self.base.interactive(self.wrap(argv, interactive=True))

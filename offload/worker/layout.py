@@ -5,7 +5,8 @@ worker-side shell library (`sh/lib.sh`) lays out in the same way.
     WORKSPACE/trees/<repo>/<n>/           warm worktrees of that repository, n = 1, 2, ...
     WORKSPACE/trees/<repo>/<n>.lease/job  the job that holds worktree n while it runs (mkdir is the lease)
     WORKSPACE/trees/<repo>/<n>.used       when worktree n was last given back (epoch seconds)
-    WORKSPACE/trees/<repo>/.lock/         held for a moment while a worktree is leased, given back or pruned
+    WORKSPACE/trees/<repo>/.lock          locked (flock) for a moment while a worktree is leased, given back or
+                                          pruned
     WORKSPACE/home/, WORKSPACE/cache/     HOME and XDG_CACHE_HOME of jobs in a worker container
     WORKSPACE/jobs/<job>/                 job state, never inside a worktree
         meta                              key=value lines: repo, commit, worktree, created, playbook, command,
@@ -36,6 +37,12 @@ import re
 from dataclasses import dataclass
 
 from offload.errors import UsageError
+
+# What a worker keeps once a job ends (graph.sh: finish), unless the stack or the run says otherwise.
+DEFAULT_KEEP_JOBS = 20        # finished jobs, newest first
+DEFAULT_WARM_WORKTREES = 4    # idle warm worktrees per repository, most recently used first
+MAX_KEEP_JOBS = 10_000
+MAX_WARM_WORKTREES = 100
 
 # Ids reach tmux, paths and refs: only inert characters. `sh/lib.sh` (is_id) applies the same rule.
 ID_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -69,10 +76,6 @@ class WorkerLayout:
     @property
     def repos_dir(self) -> str:
         return f"{self.workspace}/repos"
-
-    @property
-    def worktrees_dir(self) -> str:
-        return f"{self.workspace}/worktrees"
 
     @property
     def jobs_dir(self) -> str:

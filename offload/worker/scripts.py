@@ -12,7 +12,7 @@ from functools import cache
 from importlib import resources
 
 JOB_SCRIPTS = ("graph.sh", "status.sh", "log.sh", "read-logs.sh", "attach-probe.sh", "clean.sh", "receive.sh",
-               "haves.sh", "tasks-running.sh")
+               "haves.sh", "tasks-running.sh", "result.sh", "get.sh")
 BOOT_SCRIPTS = ("mount-data.sh", "start-worker.sh", "idle-stop.sh")
 
 

@@ -81,7 +81,7 @@ def test_clean_removes_one_job_and_nothing_else(sshd_worker: SshdWorker, repo: P
     assert p.returncode == 0, p.stderr
     assert not (ws / "jobs" / "drop").exists() and (ws / "jobs" / "keep").exists()
     refs = git(bare, "-c", "safe.directory=*", "for-each-ref", "--format=%(refname)")
-    assert refs.split() == ["refs/offload/jobs/keep"]
+    assert refs.split() == ["refs/offload/jobs/keep", "refs/offload/results/keep"]
     # One after the other, both jobs ran in the same warm worktree; it stays in the pool, given back.
     (tree,) = [p for p in (ws / "trees" / bare.name.removesuffix(".git")).iterdir() if p.name.isdigit()]
     assert (tree / "run.sh").exists() and not tree.with_name(f"{tree.name}.lease").exists()

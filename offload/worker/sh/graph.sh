@@ -283,19 +283,19 @@ materialize() {
 	done 3< "$_job_dir/tasks.list"
 }
 
-# Once the job has ended its worktree goes back to the pool, and older jobs and idle worktrees beyond what the
-# meta keeps (keep_jobs, warm_worktrees; none older than keep_days) are removed.
+# Once the job has ended its result is recorded, its worktree goes back to the pool, and older jobs and idle
+# worktrees of its repository beyond what the meta keeps (keep_jobs, warm_worktrees; none older than a week) are
+# removed.
 finish() {
+	record_result "$_worktree" "$_job" || say "could not record the job's result"
 	release_tree "$_worktree" "$_job"
 	meta_value "$_job_dir" keep_jobs
 	_keep=$_got
-	is_number "$_keep" || _keep=20
+	is_number "$_keep" || _keep=20 # the launch writes offload/worker/layout.py's defaults; these stand in
 	meta_value "$_job_dir" warm_worktrees
 	_warm=$_got
 	is_number "$_warm" || _warm=4
-	meta_value "$_job_dir" keep_days
-	_days=$_got
-	is_number "$_days" || _days=7
+	_days=7
 	_now=$(date +%s)
 	_oldest=$((_now - _days * 86400))
 	prune_jobs
@@ -325,28 +325,28 @@ prune_jobs() { # the finished jobs of the workspace beyond _keep, newest kept, a
 	done
 }
 
-prune_trees() { # the idle warm worktrees of each repository beyond _warm, last used kept, and any idle since _oldest
-	trees_dir "$_workspace"
-	for _pool in "$_p_trees"/*; do
-		[ -d "$_pool" ] || continue
-		lock_dir "$_pool/.lock" || continue
-		_list=
-		for _t in "$_pool"/*; do
-			if ! is_number "${_t##*/}" || [ ! -d "$_t" ]; then continue; fi
-			tree_held "$_t" && continue
-			get "$_t.used"
-			is_number "$_got" || _got=$_now
-			_list="$_list$_got $_t
+prune_trees() { # the idle warm worktrees of the job's repository beyond _warm, last used kept, and any idle since
+	# _oldest (other repositories are pruned by their own jobs, with their own limits)
+	_pool=${_worktree%/*}
+	[ -d "$_pool" ] && is_number "${_worktree##*/}" && locked "$_pool" prune_pool "$_pool"
+}
+
+prune_pool() { # POOL (holding its lock)
+	_list=
+	for _t in "$1"/*; do
+		if ! is_number "${_t##*/}" || [ ! -d "$_t" ]; then continue; fi
+		tree_held "$_t" && continue
+		get "$_t.used"
+		is_number "$_got" || _got=$_now
+		_list="$_list$_got $_t
 "
-		done
-		_n=0
-		printf '%s' "$_list" | sort -rn | while read -r _when _t; do
-			_n=$((_n + 1))
-			if [ "$_n" -gt "$_warm" ] || [ "$_when" -lt "$_oldest" ]; then
-				remove_tree "$_t"
-			fi
-		done
-		rmdir "$_pool/.lock"
+	done
+	_n=0
+	printf '%s' "$_list" | sort -rn | while read -r _when _t; do
+		_n=$((_n + 1))
+		if [ "$_n" -gt "$_warm" ] || [ "$_when" -lt "$_oldest" ]; then
+			remove_tree "$_t"
+		fi
 	done
 }
 
@@ -393,6 +393,7 @@ run_job() {
 	if [ -n "$_broken" ]; then
 		# Nothing more can be recorded: end at once, attached clients or not.
 		say "job $_job: failed: cannot write $_broken$(space_left "$_job_dir")"
+		record_result "$_worktree" "$_job"
 		release_tree "$_worktree" "$_job"
 		end_server
 		exit 1

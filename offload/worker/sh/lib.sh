@@ -53,9 +53,11 @@ space_left() { # DIR: print a note when DIR's disk is full, else nothing
 
 # ---- the layout (offload/worker/layout.py describes the same tree) -------------------------------------------
 
-job_paths() { # WORKSPACE JOB: the job's directory, ref and tmux server in _p_dir _p_ref _p_socket
+job_paths() { # WORKSPACE JOB: the job's directory, its snapshot's ref, its result's ref and its tmux server, in
+	# _p_dir _p_ref _p_result _p_socket
 	_p_dir=$1/jobs/$2
 	_p_ref=refs/offload/jobs/$2
+	_p_result=refs/offload/results/$2
 	_p_socket=offload-$2
 }
 
@@ -294,18 +296,34 @@ job_state() { # (after job_begin): the job's state in _state, which follows from
 
 # ---- warm worktrees: a pool per repository, each worktree leased to one running job at a time -----------------
 
-lock_dir() { # DIR: take the lock DIR (mkdir is atomic), waiting up to 20 s. A lock older than a minute was left
-	# by a process that was killed while holding it, and is taken over.
-	_l_i=0
-	while ! mkdir "$1" 2> /dev/null; do
-		if [ -d "$1" ] && [ -z "$(find "$1" -maxdepth 0 -mmin -1 2> /dev/null)" ]; then
-			rmdir "$1" 2> /dev/null
-			continue
-		fi
-		[ "$_l_i" -ge 200 ] && return 1
+locked() { # POOL COMMAND...: run COMMAND, in a subshell, while holding the pool's lock (POOL/.lock); waits up to 30
+	# s. flock's lock goes with the process that holds it, so a killed holder never leaves it stuck. Without flock,
+	# a lock directory stands in (and one that a killed holder left must be removed by hand).
+	_lk_file=$1/.lock
+	shift
+	if command -v flock > /dev/null 2>&1; then
+		(
+			flock -w 30 9 || {
+				printf 'offload: %s stays locked\n' "$_lk_file" >&2
+				exit 75
+			}
+			"$@"
+		) 9> "$_lk_file"
+		return
+	fi
+	_lk_i=0
+	while ! mkdir "$_lk_file.d" 2> /dev/null; do
+		[ "$_lk_i" -ge 300 ] && {
+			printf 'offload: %s.d stays locked; remove it if no offload job is starting\n' "$_lk_file" >&2
+			return 75
+		}
 		sleep 0.1 2> /dev/null || sleep 1
-		_l_i=$((_l_i + 1))
+		_lk_i=$((_lk_i + 1))
 	done
+	("$@")
+	_lk_rc=$?
+	rmdir "$_lk_file.d"
+	return "$_lk_rc"
 }
 
 tree_held() { # TREE: a job holds the worktree: its lease names a job whose runner lives or that is still running,
@@ -330,14 +348,16 @@ tree_held() { # TREE: a job holds the worktree: its lease names a job whose runn
 lease_tree() { # WORKSPACE REPO_ID JOB COMMIT: lease a warm worktree of the repository to JOB, in _p_tree: the free
 	# one used last, or a new one (detached at COMMIT, no files yet). Two leases never get the same worktree.
 	tree_pool "$1" "$2"
-	repo_path "$1" "$2"
 	mkdir -p "$_p_pool" || return 1
-	lock_dir "$_p_pool/.lock" || {
-		printf 'offload: cannot lock %s\n' "$_p_pool" >&2
-		return 1
-	}
+	_p_tree=$(locked "$_p_pool" pick_tree "$@") && [ -n "$_p_tree" ]
+}
+
+pick_tree() { # WORKSPACE REPO_ID JOB COMMIT (holding the pool's lock): lease a worktree to JOB and print its path
+	tree_pool "$1" "$2"
+	repo_path "$1" "$2"
+	_lt_repo=$_p_repo _lt_pool=$_p_pool
 	_lt_pick='' _lt_when=-1 _lt_last=0
-	for _lt_t in "$_p_pool"/*; do
+	for _lt_t in "$_lt_pool"/*; do
 		_lt_n=${_lt_t##*/}
 		if ! is_number "$_lt_n" || [ ! -d "$_lt_t" ]; then continue; fi
 		[ "$_lt_n" -gt "$_lt_last" ] && _lt_last=$_lt_n
@@ -347,21 +367,19 @@ lease_tree() { # WORKSPACE REPO_ID JOB COMMIT: lease a warm worktree of the repo
 		[ "$_got" -gt "$_lt_when" ] && _lt_pick=$_lt_t _lt_when=$_got
 	done
 	if [ -n "$_lt_pick" ]; then
+		# A job that ended without giving its worktree back (its runner died) keeps its result all the same.
+		get "$_lt_pick.lease/job"
+		is_id "$_got" && record_result "$_lt_pick" "$_got"
 		rm -rf "$_lt_pick.lease"
 	else
-		_lt_pick=$_p_pool/$((_lt_last + 1))
-		if ! git -C "$_p_repo" worktree add -q --detach --no-checkout "$_lt_pick" "$4" > /dev/null; then
-			rmdir "$_p_pool/.lock"
-			return 1
-		fi
+		_lt_pick=$_lt_pool/$((_lt_last + 1))
+		git -C "$_lt_repo" worktree add -q --detach --no-checkout "$_lt_pick" "$4" > /dev/null || return 1
 	fi
 	if mkdir "$_lt_pick.lease" 2> /dev/null && put "$_lt_pick.lease/job" "$3"; then
-		_p_tree=$_lt_pick
-		rmdir "$_p_pool/.lock"
+		printf '%s\n' "$_lt_pick"
 		return 0
 	fi
 	rm -rf "$_lt_pick.lease"
-	rmdir "$_p_pool/.lock"
 	return 1
 }
 
@@ -381,15 +399,69 @@ remove_tree() { # TREE: take a warm worktree out of its pool for good (the calle
 	rm -rf "$1" "$1.used" "$1.lease"
 }
 
-release_tree() { # TREE JOB: give the worktree back to the pool, if JOB still holds it
+release_tree() { # TREE JOB: give the worktree back to the pool, if JOB still holds it. Until another job leases
+	# it, TREE.last names JOB: its files are still the ones JOB left (`offload get`).
 	[ -n "$1" ] && [ -d "$1.lease" ] || return 0
-	lock_dir "${1%/*}/.lock" || return 1
+	locked "${1%/*}" give_back "$1" "$2"
+}
+
+give_back() { # TREE JOB (holding the pool's lock)
 	get "$1.lease/job"
-	if [ "$_got" = "$2" ]; then
-		rm -rf "$1.lease"
-		put "$1.used" "$(date +%s)"
+	[ "$_got" = "$2" ] || return 0
+	put "$1.last" "$2"
+	rm -rf "$1.lease"
+	put "$1.used" "$(date +%s)"
+}
+
+tree_of_job() { # WORKSPACE JOB: the worktree that still holds what JOB left, in _p_tree: leased to JOB, or given
+	# back by it and not leased since. Fails when another job has had it since (or there is none).
+	lease_of "$1" "$2" && return 0
+	job_paths "$1" "$2"
+	meta_value "$_p_dir" worktree
+	_p_tree=$_got
+	[ -n "$_p_tree" ] && [ ! -d "$_p_tree.lease" ] || return 1
+	get "$_p_tree.last"
+	[ "$_got" = "$2" ]
+}
+
+record_result() { # TREE JOB: keep what JOB left in TREE as a commit under its result ref, once: every file that
+	# is tracked or untracked but not ignored, on top of the worktree's HEAD (the snapshot, or the job's own last
+	# commit). It is recorded before the worktree can be leased again, so no later job can lose it.
+	repo_of_tree "$1"
+	_rr_repo=$_p_repo
+	job_paths "${1%/*/*/*}" "$2"
+	_rr_ref=$_p_result
+	[ -n "$_rr_repo" ] || return 1
+	git -C "$_rr_repo" show-ref -q --verify "$_rr_ref" && return 0
+	_rr_index=$1.result-index.$$
+	rm -f "$_rr_index"
+	# A private index, so the worktree's own is not changed; filters off, as for the snapshot.
+	# shellcheck disable=SC2086 # _filters_off is words by design (filters_off)
+	if _rr_head=$(git -C "$1" rev-parse -q --verify 'HEAD^{commit}') &&
+		GIT_INDEX_FILE=$_rr_index git -C "$1" read-tree "$_rr_head" &&
+		filters_off "$1" && GIT_INDEX_FILE=$_rr_index git -C "$1" $_filters_off add -A > /dev/null 2>&1 &&
+		_rr_tree=$(GIT_INDEX_FILE=$_rr_index git -C "$1" write-tree) &&
+		_rr_snapshot=$(git -C "$_rr_repo" rev-parse -q --verify "$_p_ref") &&
+		_rr_commit=$(printf 'offload: the result of job %s\n\nSnapshot: %s\n' "$2" "$_rr_snapshot" | GIT_AUTHOR_NAME=offload \
+			GIT_AUTHOR_EMAIL=offload@localhost GIT_COMMITTER_NAME=offload GIT_COMMITTER_EMAIL=offload@localhost \
+			git -C "$1" commit-tree "$_rr_tree" -p "$_rr_head") &&
+		git -C "$_rr_repo" update-ref "$_rr_ref" "$_rr_commit"; then
+		rm -f "$_rr_index"
+		return 0
 	fi
-	rmdir "${1%/*}/.lock"
+	rm -f "$_rr_index"
+	return 1
+}
+
+filters_off() { # DIR: `-c` options in _filters_off that turn off every git filter driver configured for DIR, so
+	# recording a result stores files as they are and runs nothing (git-lfs) that writes elsewhere. Only plain
+	# driver names are taken, so the options split into words safely: use them unquoted.
+	_filters_off=
+	for _ff_name in $(git -C "$1" config --name-only --get-regexp '^filter\.' 2> /dev/null | sed -n \
+		's/^filter\.\([A-Za-z0-9_-]*\)\.[a-z]*$/\1/p' | sort -u); do
+		_filters_off="$_filters_off -c filter.$_ff_name.clean= -c filter.$_ff_name.smudge="
+		_filters_off="$_filters_off -c filter.$_ff_name.process= -c filter.$_ff_name.required=false"
+	done
 }
 
 # ---- removing a job: its processes, its lease, its refs and its directory --------------------------------------
@@ -491,7 +563,7 @@ remove_job() { # WORKSPACE JOB [REPO]: stop every process of JOB (TERM, then KIL
 	if [ -n "$_rj_repo" ] && command -v git > /dev/null 2>&1 && git -C "$_rj_repo" rev-parse --git-dir > /dev/null 2>&1
 	then
 		# The pattern matches the job's ref and refs below it, never the ref of a job whose id extends this one.
-		_rj_refs=$(git -C "$_rj_repo" for-each-ref --format='delete %(refname)' "$_p_ref")
+		_rj_refs=$(git -C "$_rj_repo" for-each-ref --format='delete %(refname)' "$_p_ref" "$_p_result")
 		if [ -n "$_rj_refs" ]; then
 			_rj_found=1
 			printf '%s\n' "$_rj_refs" | git -C "$_rj_repo" update-ref --stdin

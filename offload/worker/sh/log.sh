@@ -44,7 +44,6 @@ while :; do
 	[ "$last" = 1 ] && exit 0
 	# Short naps at first, so a quick task's end is seen at once; then coarser ones, which cost less.
 	rounds=$((rounds + 1))
-	[ "$rounds" -gt 40 ] && poll=0.05
-rounds=0
+	[ "$rounds" -gt 40 ] && poll=0.2
 	sleep "$poll" 2> /dev/null || sleep 1
 done

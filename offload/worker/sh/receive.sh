@@ -13,10 +13,10 @@ mode=${5:?mode}
 is_id "$job" || { echo "offload: invalid job id $job" >&2; exit 1; }
 repo_path "$workspace" "$repo_id"
 job_paths "$workspace" "$job"
-repo=$_p_repo
+repo=$_p_repo job_dir=$_p_dir ref=$_p_ref # the library's _p_ variables are overwritten by what it calls
 # A job id in use stays with its job: nothing of it is touched, not even by the rollback below.
-if [ -e "$_p_dir" ] || lease_of "$workspace" "$job" ||
-	{ [ -f "$repo/HEAD" ] && git -C "$repo" show-ref -q --verify "$_p_ref"; }; then
+if [ -e "$job_dir" ] || lease_of "$workspace" "$job" ||
+	{ [ -f "$repo/HEAD" ] && git -C "$repo" show-ref -q --verify "$ref"; }; then
 	echo "offload: job $job already exists on this worker" >&2
 	exit 4
 fi
@@ -31,10 +31,10 @@ unpack) git -C "$repo" unpack-objects -q || exit 3 ;;
 index) git -C "$repo" index-pack --stdin --fix-thin > /dev/null || exit 3 ;;
 esac
 git -C "$repo" cat-file -e "$commit^{commit}" 2> /dev/null || exit 3
-git -C "$repo" update-ref "$_p_ref" "$commit" || exit 1
+git -C "$repo" update-ref "$ref" "$commit" || exit 1
 if ! lease_tree "$workspace" "$repo_id" "$job" "$commit"; then
-	git -C "$repo" update-ref -d "$_p_ref"
-	echo "offload: cannot lease a worktree in $_p_pool$(space_left "$workspace")" >&2
+	git -C "$repo" update-ref -d "$ref"
+	echo "offload: cannot lease a worktree for job $job$(space_left "$workspace")" >&2
 	exit 1
 fi
 printf 'tree\t%s\n' "$_p_tree"

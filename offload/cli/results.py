@@ -1,0 +1,88 @@
+"""Bringing a job's work home: pull, diff and apply its changes, and get its files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from offload.cli.app import app
+from offload.worker.layout import job_ref
+from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir,
+                                open_service)
+
+JobArg = Annotated[str, typer.Argument(help="Job id, as `offload run` printed it.", show_default=False)]
+
+
+@app.command(help=f"Fetch a job's result into the ref {job_ref('JOB')} of this repository and print its "
+                  "diffstat.\n\n"
+                  "Only the objects this repository lacks travel; nothing else is written locally.")
+def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
+         json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+    from offload.cli.ui import print_json
+
+    cwd = current_dir()
+    with open_service(stack, outputs, worker, identity, iap) as service:
+        pulled = service.pull(job, cwd)
+    if json:
+        print_json(pulled.to_dict())
+        return
+    print(f"{job_ref(pulled.id)} -> {pulled.result[:12]} ({pulled.pack_bytes} bytes received)")
+    sys.stdout.write(pulled.stat or " no changes\n")
+
+
+@app.command(help="Print a job's changes against its snapshot, as a git diff (pulls first when needed).")
+def diff(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
+         identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+    from offload.cli.ui import OutputClosed, write_out
+
+    cwd = current_dir()
+    with open_service(stack, outputs, worker, identity, iap) as service:
+        text = service.diff(job, cwd)
+    try:
+        write_out(text)
+    except OutputClosed:
+        raise typer.Exit(141) from None
+
+
+@app.command(help="Apply a job's changes to the working tree with a three-way merge (pulls first when needed).\n\n"
+                  "Your own uncommitted changes are kept; on any conflict nothing is written and the files are "
+                  "named. The index, HEAD and ignored files are never touched.")
+def apply(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
+          json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+    from offload.cli.ui import print_json
+
+    cwd = current_dir()
+    with open_service(stack, outputs, worker, identity, iap) as service:
+        applied = service.apply(job, cwd)
+    if json:
+        print_json(applied.to_dict())
+        return
+    for name in applied.files:
+        print(name)
+    if not applied.files:
+        print("nothing to apply: the working tree has the job's changes already", file=sys.stderr)
+
+
+@app.command(help="Copy files or directories from a job's worktree, ignored build outputs included, into "
+                  ".offload/JOB/ of this repository (or --to DIR).\n\n"
+                  "A path that leaves the worktree (absolute, .., or through a symlink) is refused and nothing is "
+                  "written.")
+def get(job: JobArg,
+        paths: Annotated[List[str], typer.Argument(help="Paths (or globs) relative to the job's worktree.",
+                                                   show_default=False)],
+        to: Annotated[Optional[Path], typer.Option("--to", help="Where to put them (default: .offload/JOB/).",
+                                                   show_default=False)] = None,
+        stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, json: JsonOpt = False,
+        identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+    from offload.cli.ui import print_json
+
+    cwd = current_dir()
+    with open_service(stack, outputs, worker, identity, iap) as service:
+        fetched = service.get(job, paths, cwd, to)
+    if json:
+        print_json(fetched.to_dict())
+        return
+    print(f"{len(fetched.files)} entries into {fetched.dest}")

@@ -1,0 +1,199 @@
+"""Results come home: pull, diff and apply a job's changes, and get its files, over real sshd and container
+workers (and the local one), writing locally only what each command may write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.helpers import offload, stderr_line
+from tests.workers import git, make_repo, sshd_record, tree_digest, write_outputs
+
+JOB_EDITS = ("printf 'content 0, edited by the job\\n' > file0.txt; rm file1.txt; echo made > made.txt; "
+             "mkdir -p deep/er; echo deeper > deep/er/x.txt; chmod +x file2.txt; chmod -x run.sh; "
+             "mkdir -p build; echo artifact > build/report.txt")
+
+
+@pytest.fixture(params=["local", "sshd", "container", "gce"])
+def worker(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Where the jobs run: the built-in local worker, an sshd host, an sshd host's worker container, or a GCE
+    instance (that container behind the Compute API fake). Returns the arguments and environment every command
+    takes, and the workspace."""
+    if request.param == "local":
+        return {"args": [], "env": {}, "workspace": None}
+    if request.param == "gce":
+        vm: Any = request.getfixturevalue("ssh_docker_worker")
+        compute = request.getfixturevalue("compute_fake")
+        compute.add("offload-dev-0", status="RUNNING", host_keys={"ssh-ed25519": vm.ssh.host_key.split()[1]})
+        record = sshd_record(vm, name="offload-dev-0", instance="offload-dev-0", project="p", zone="us-west1-a",
+                             host_keys=[], image=vm.container.image)
+        out = write_outputs(tmp_path / "o.json", "gce-cos", [record])
+        return {"args": ["--outputs", str(out)], "env": {"OFFLOAD_SSH_KEY": str(vm.ssh.key_path)},
+                "workspace": str(vm.workspace)}
+    w: Any = request.getfixturevalue("sshd_worker" if request.param == "sshd" else "ssh_docker_worker")
+    ssh = w if request.param == "sshd" else w.ssh
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(w)])
+    return {"args": ["--outputs", str(out)], "env": {"OFFLOAD_SSH_KEY": str(ssh.key_path)},
+            "workspace": str(w.workspace)}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    r = make_repo(tmp_path / "repo")
+    (r / ".gitignore").write_text("build/\n")
+    git(r, "add", ".gitignore")
+    git(r, "commit", "-q", "-m", "ignore build outputs")
+    return r
+
+
+def cmd(worker: dict[str, Any], repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    verb, rest = args[0], args[1:]
+    return offload(verb, *worker["args"], *rest, cwd=repo, env=worker["env"])
+
+
+def ran(worker: dict[str, Any], repo: Path, job: str, command: str) -> None:
+    p = cmd(worker, repo, "run", "--job", job, "--wait", "--", command)
+    assert p.returncode == 0, p.stderr
+
+
+def _local_state(repo: Path) -> dict[str, str]:
+    """Everything pull must leave alone: the working tree, the index, HEAD and every ref but the job's."""
+    refs = [line for line in git(repo, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+            if not line.startswith("refs/offload/jobs/")]
+    files = {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}
+    return {"refs": "\n".join(refs), "head": git(repo, "rev-parse", "HEAD"),
+            "index": hashlib.sha256((repo / ".git" / "index").read_bytes()).hexdigest(), "files": json.dumps(files)}
+
+
+def _files_digest(repo: Path) -> str:
+    """The working tree, byte for byte (what apply must leave alone when it refuses)."""
+    h = hashlib.sha256()
+    for p in sorted(repo.rglob("*")):
+        if ".git" in p.relative_to(repo).parts:
+            continue
+        st = p.lstat()
+        h.update(f"{p.relative_to(repo)}\0{st.st_mode:o}\0".encode())
+        if p.is_file() and not p.is_symlink():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _modes(root: Path) -> dict[str, tuple[bytes, bool]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), bool(p.stat().st_mode & stat.S_IXUSR))
+            for p in sorted(root.rglob("*")) if p.is_file() and ".git" not in p.parts and "build" not in p.parts
+            and ".offload" not in p.parts}
+
+
+def test_pull_then_apply_brings_every_change_back_exactly(worker: dict[str, Any], repo: Path,
+                                                          tmp_path: Path) -> None:
+    ran(worker, repo, "edits", JOB_EDITS)
+    before = _local_state(repo)
+    p = cmd(worker, repo, "pull", "edits")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.decode()
+    assert out.startswith("refs/offload/jobs/edits -> ") and "6 files changed" in out
+    assert _local_state(repo) == before, "pull writes nothing but objects and refs/offload/jobs/JOB"
+    assert git(repo, "fsck", "--connectivity-only", "--no-dangling").strip() == ""
+    diff = cmd(worker, repo, "diff", "edits").stdout.decode()
+    assert "+content 0, edited by the job" in diff and "deleted file mode 100644" in diff
+    assert "old mode 100755\nnew mode 100644" in diff and "build/report.txt" not in diff
+    # What the worktree held, applied onto a clean checkout, is the job's tree exactly.
+    expected = tmp_path / "expected"
+    git(repo, "worktree", "add", "-q", "--detach", str(expected), "refs/offload/jobs/edits")
+    applied = cmd(worker, repo, "apply", "edits")
+    assert applied.returncode == 0, applied.stderr
+    assert sorted(applied.stdout.decode().split()) == ["deep/er/x.txt", "file0.txt", "file1.txt", "file2.txt",
+                                                       "made.txt", "run.sh"]
+    assert _modes(repo) == _modes(expected)
+    assert git(repo, "rev-parse", "HEAD") == before["head"], "apply never moves HEAD"
+
+
+def test_apply_keeps_local_work_and_refuses_a_conflict_untouched(worker: dict[str, Any], repo: Path) -> None:
+    ran(worker, repo, "fix", "printf 'content 0\\nfixed by the job\\n' > file0.txt; echo job > file2.txt")
+    (repo / "file1.txt").write_text("my own work in progress\n")
+    (repo / "notes.txt").write_text("untracked notes\n")
+    p = cmd(worker, repo, "apply", "fix")
+    assert p.returncode == 0, p.stderr
+    assert (repo / "file0.txt").read_text() == "content 0\nfixed by the job\n"
+    assert (repo / "file1.txt").read_text() == "my own work in progress\n"
+    assert (repo / "notes.txt").read_text() == "untracked notes\n"
+    # A second job changes a line that is also changed locally: refused, every local file as it was.
+    ran(worker, repo, "clash", "echo 'the job says this' > file1.txt")
+    (repo / "file1.txt").write_text("and I say that\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "local.o").write_text("an ignored local file\n")
+    before = _files_digest(repo)
+    p = cmd(worker, repo, "apply", "clash")
+    assert p.returncode == 1
+    assert stderr_line(p).startswith("offload: the job's changes conflict with local changes in file1.txt;")
+    assert _files_digest(repo) == before
+
+
+def test_a_job_that_commits_keeps_its_commits(worker: dict[str, Any], repo: Path) -> None:
+    ran(worker, repo, "commits", "echo one > one.txt && git add one.txt && git -c user.name=job "
+                                 "-c user.email=job@example.com commit -q -m 'the job commits' && echo two > two.txt")
+    assert cmd(worker, repo, "pull", "commits").returncode == 0
+    log = git(repo, "log", "--format=%s", "refs/offload/jobs/commits").splitlines()
+    assert log[:2] == ["offload: the result of job commits", "the job commits"]
+    assert cmd(worker, repo, "apply", "commits").returncode == 0
+    assert (repo / "one.txt").read_text() == "one\n" and (repo / "two.txt").read_text() == "two\n"
+
+
+def test_the_result_outlives_the_worktree_being_used_again(worker: dict[str, Any], repo: Path) -> None:
+    ran(worker, repo, "first", "echo first > first.txt")
+    ran(worker, repo, "second", "rm -f first.txt; echo second > second.txt")  # the same warm worktree
+    assert cmd(worker, repo, "pull", "first").returncode == 0
+    names = git(repo, "ls-tree", "-r", "--name-only", "refs/offload/jobs/first").split()
+    assert "first.txt" in names and "second.txt" not in names
+    gone = cmd(worker, repo, "get", "first", "first.txt")
+    assert gone.returncode == 1 and "another job has used its worktree since" in stderr_line(gone)
+
+
+def test_get_copies_ignored_artifacts_and_refuses_what_leaves_the_worktree(worker: dict[str, Any], repo: Path,
+                                                                            tmp_path: Path) -> None:
+    ran(worker, repo, "art", "mkdir -p build/sub; echo report > build/report.txt; echo deep > build/sub/d.txt; "
+                             "ln -s /etc/passwd build/escape; ln -s /etc escapedir")
+    p = cmd(worker, repo, "get", "art", "build/report.txt", "build/sub")
+    assert p.returncode == 0, p.stderr
+    dest = repo / ".offload" / "art"
+    assert (dest / "build" / "report.txt").read_text() == "report\n"
+    assert (dest / "build" / "sub" / "d.txt").read_text() == "deep\n"
+    assert "/.offload/" in (repo / ".git" / "info" / "exclude").read_text().splitlines()
+    assert git(repo, "status", "--porcelain", "--untracked-files=all").strip() == ""
+    before = tree_digest(repo)
+    for bad in ("../file0.txt", "/etc/passwd", "build/escape", "escapedir/hostname", "nothing-here"):
+        refused = cmd(worker, repo, "get", "art", bad, "--to", str(tmp_path / "elsewhere"))
+        assert refused.returncode == 2, (bad, refused.stderr)
+        assert bad.split("/")[0] in stderr_line(refused)
+        assert not (tmp_path / "elsewhere").exists()
+    assert tree_digest(repo) == before
+
+
+def test_clean_removes_the_result(worker: dict[str, Any], repo: Path) -> None:
+    ran(worker, repo, "done", "echo x > x.txt")
+    assert cmd(worker, repo, "clean", "done").returncode == 0
+    p = cmd(worker, repo, "pull", "done")
+    assert p.returncode == 5, p.stderr
+    if worker["workspace"]:
+        refs = subprocess.run(["sh", "-c", f"git -c safe.directory='*' -C {worker['workspace']}/repos/*.git "
+                                           "for-each-ref refs/offload/"], capture_output=True, text=True).stdout
+        assert "done" not in refs
+
+
+def test_a_playbook_brings_its_artifacts_home(worker: dict[str, Any], repo: Path) -> None:
+    (repo / "offload.yaml").write_text("playbooks:\n  report:\n    artifacts: ['build/*.txt', 'missing/*']\n"
+                                       "    tasks:\n      make: {run: 'mkdir -p build; echo a > build/a.txt; "
+                                       "echo b > build/b.txt; echo c > build/c.log'}\n")
+    p = cmd(worker, repo, "run", "--job", "pb", "--playbook", "report", "--wait")
+    assert p.returncode == 0, p.stderr
+    got = sorted(str(f.relative_to(repo / ".offload" / "pb")) for f in (repo / ".offload" / "pb").rglob("*.*"))
+    assert got == ["build/a.txt", "build/b.txt"]
+    assert "artifact entries of job pb" in p.stderr.decode()
