@@ -49,7 +49,8 @@ def diff(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker
 
 @app.command(help="Apply a job's changes to the working tree with a three-way merge (pulls first when needed).\n\n"
                   "Your own uncommitted changes are kept; on any conflict nothing is written and the files are "
-                  "named. The index, HEAD and ignored files are never touched.")
+                  "named. The index, HEAD and files this repository ignores (by any rule of this machine) are never "
+                  "touched.")
 def apply(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
           json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
     from offload.cli.ui import print_json
@@ -62,7 +63,12 @@ def apply(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worke
         return
     for name in applied.files:
         print(name)
-    if not applied.files:
+    if applied.skipped:
+        shown = ", ".join(applied.skipped[:8]) + (f" and {len(applied.skipped) - 8} more"
+                                                  if len(applied.skipped) > 8 else "")
+        print(f"offload: left out what this repository ignores here: {shown} (copy it with `offload get {job}`)",
+              file=sys.stderr)
+    if not applied.files and not applied.skipped:
         print("nothing to apply: the working tree has the job's changes already", file=sys.stderr)
 
 

@@ -113,13 +113,15 @@ class Pulled:
 
 @dataclass(frozen=True)
 class Applied:
-    """The working-tree files a job's changes were applied to."""
+    """The working-tree files a job's changes were applied to, and those left out because they are ignored
+    here."""
 
     id: str
     files: list[str]
+    skipped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "files": self.files}
+        return {"id": self.id, "files": self.files, "skipped": self.skipped}
 
 
 @dataclass(frozen=True)
@@ -381,8 +383,8 @@ class JobService:
     def apply(self, job_id: str, cwd: Path) -> Applied:
         """The job's changes, merged three ways into the working tree; on a conflict nothing is written."""
         local, snapshot, result = self._pulled(job_id, cwd)
-        plan = results.plan_apply(local.root, snapshot, result)
-        return Applied(job_id, results.write_plan(local.root, plan))
+        plan, skipped = results.plan_apply(local.root, snapshot, result)
+        return Applied(job_id, results.write_plan(local.root, plan), skipped)
 
     def get(self, job_id: str, paths: Sequence[str], cwd: Path, to: Path | None = None, *,
             missing_ok: bool = False) -> Fetched:

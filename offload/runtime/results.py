@@ -151,12 +151,29 @@ def _merge_text(ours: bytes, base: bytes, theirs: bytes) -> bytes | None:
         return p.stdout if p.returncode == 0 else None
 
 
-def plan_apply(root: Path, snapshot: str, result: str) -> dict[str, _Side]:
-    """What every path the job changed becomes in the working tree; ApplyConflict (naming the paths) when a
-    change meets local work it cannot merge with."""
+def ignored_here(root: Path, paths: list[str]) -> list[str]:
+    """The PATHS this working tree ignores (a tracked file never is). Ignore rules of this machine only
+    (.git/info/exclude, core.excludesFile) do not reach the worker, so a job may have made such a file."""
+    if not paths:
+        return []
+    listed = b"".join(os.fsencode(p) + b"\0" for p in paths)
+    p = run_git(["check-ignore", "-z", "--stdin"], cwd=root, stdin=listed, check=False)
+    if p.returncode not in (0, 1):  # 1: none is ignored
+        raise SyncError("local", f"git check-ignore failed: {p.stderr.decode('utf-8', 'replace').strip()}")
+    return [os.fsdecode(x) for x in p.stdout.split(b"\0") if x]
+
+
+def plan_apply(root: Path, snapshot: str, result: str) -> tuple[dict[str, _Side], list[str]]:
+    """What every path the job changed becomes in the working tree, and the changed paths left out because
+    they are ignored here; ApplyConflict (naming the paths) when a change meets local work it cannot merge
+    with."""
     plan: dict[str, _Side] = {}
     conflicts: list[str] = []
-    for rel in _changed_paths(root, snapshot, result):
+    changed = _changed_paths(root, snapshot, result)
+    skipped = ignored_here(root, changed)
+    for rel in changed:
+        if rel in skipped:
+            continue
         base, theirs = _tree_side(root, snapshot, rel), _tree_side(root, result, rel)
         ours = _disk_side(root / rel)
         if ours == theirs:
@@ -177,7 +194,7 @@ def plan_apply(root: Path, snapshot: str, result: str) -> dict[str, _Side]:
         shown = ", ".join(conflicts[:8]) + (f" and {len(conflicts) - 8} more" if len(conflicts) > 8 else "")
         raise ApplyConflict(f"the job's changes conflict with local changes in {shown}; nothing was applied",
                             hint="commit or stash your changes, or see them with `offload diff`")
-    return plan
+    return plan, skipped
 
 
 def write_plan(root: Path, plan: dict[str, _Side]) -> list[str]:

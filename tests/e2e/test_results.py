@@ -197,3 +197,23 @@ def test_a_playbook_brings_its_artifacts_home(worker: dict[str, Any], repo: Path
     got = sorted(str(f.relative_to(repo / ".offload" / "pb")) for f in (repo / ".offload" / "pb").rglob("*.*"))
     assert got == ["build/a.txt", "build/b.txt"]
     assert "artifact entries of job pb" in p.stderr.decode()
+
+
+def test_apply_leaves_out_what_only_this_machine_ignores(worker: dict[str, Any], repo: Path) -> None:
+    """.git/info/exclude never reaches the worker: a job may make such a file, and apply must not touch it."""
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("scratch.txt\nlocal-only/\n")
+    (repo / "scratch.txt").write_text("my scratch notes\n")
+    ran(worker, repo, "noisy", "echo job > scratch.txt; mkdir -p local-only; echo job > local-only/x; "
+                               "echo fixed >> file0.txt")
+    before = (repo / "scratch.txt").read_bytes()
+    p = cmd(worker, repo, "apply", "--json", "noisy")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"id": "noisy", "files": ["file0.txt"],
+                                    "skipped": ["local-only/x", "scratch.txt"]}
+    assert (repo / "scratch.txt").read_bytes() == before
+    assert not (repo / "local-only").exists()
+    assert (repo / "file0.txt").read_text().endswith("fixed\n")
+    p = cmd(worker, repo, "apply", "noisy")
+    assert p.returncode == 0 and "left out what this repository ignores here: local-only/x, scratch.txt" in \
+        p.stderr.decode(), p.stderr

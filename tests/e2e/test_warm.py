@@ -128,12 +128,14 @@ def test_jobs_in_a_worker_container_keep_their_caches_on_the_workspace(docker_wo
 def test_finished_jobs_and_idle_worktrees_are_pruned(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
     out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
     env = {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path)}
-    started = [offload("run", "--outputs", str(out), "--job", f"c{i}", "--keep-jobs", "2", "--warm-worktrees", "1",
-                       "--", "sleep 2", cwd=repo, env=env) for i in range(3)]
-    assert all(p.returncode == 0 for p in started)  # three at once: three worktrees
     ws = Path(sshd_worker.workspace)
+    hold = f"until [ -e {ws}/go ]; do sleep 0.05; done"
+    started = [offload("run", "--outputs", str(out), "--job", f"c{i}", "--keep-jobs", "2", "--warm-worktrees", "1",
+                       "--", hold, cwd=repo, env=env) for i in range(3)]
+    assert all(p.returncode == 0 for p in started)  # three at once: three worktrees
     (pool,) = list((ws / "trees").iterdir())
     assert len([t for t in pool.iterdir() if t.name.isdigit()]) == 3
+    (ws / "go").touch()
     for i in range(3, 5):
         assert offload("run", "--outputs", str(out), "--job", f"s{i}", "--keep-jobs", "2", "--warm-worktrees", "1",
                        "--wait", "--", "true", cwd=repo, env=env).returncode == 0
@@ -147,5 +149,11 @@ def test_finished_jobs_and_idle_worktrees_are_pruned(sshd_worker: SshdWorker, re
         time.sleep(0.5)
     assert ids[-1] == "s4" and len(ids) == 3, "the last job and the two finished before it are kept"
     assert len(trees) == 1, "one idle warm worktree is kept"
+    kept = trees[0].name
+    assert {p.name for p in pool.iterdir()} <= {kept, f"{kept}.used", f"{kept}.last", ".lock"}, \
+        "a pruned worktree leaves nothing behind"
+    for job in ids[:-1]:
+        p = offload("get", "--outputs", str(out), job, "file0.txt", cwd=repo, env=env)
+        assert p.returncode == 1 and "are gone" in p.stderr.decode(), p.stderr
     disk = jobs["workers"][0]["workspace"]
     assert disk["free_bytes"] > 0 and disk["size_bytes"] >= disk["free_bytes"]

@@ -396,7 +396,7 @@ move_tree() { # TREE COMMIT FRESH: move a warm worktree to COMMIT, exactly. git 
 remove_tree() { # TREE: take a warm worktree out of its pool for good (the caller holds the pool's lock)
 	repo_of_tree "$1"
 	[ -n "$_p_repo" ] && git -C "$_p_repo" worktree remove --force "$1" > /dev/null 2>&1
-	rm -rf "$1" "$1.used" "$1.lease"
+	rm -rf "$1" "$1.used" "$1.lease" "$1.last"
 }
 
 release_tree() { # TREE JOB: give the worktree back to the pool, if JOB still holds it. Until another job leases
@@ -419,7 +419,7 @@ tree_of_job() { # WORKSPACE JOB: the worktree that still holds what JOB left, in
 	job_paths "$1" "$2"
 	meta_value "$_p_dir" worktree
 	_p_tree=$_got
-	[ -n "$_p_tree" ] && [ ! -d "$_p_tree.lease" ] || return 1
+	[ -n "$_p_tree" ] && [ -d "$_p_tree" ] && [ ! -d "$_p_tree.lease" ] || return 1
 	get "$_p_tree.last"
 	[ "$_got" = "$2" ]
 }
