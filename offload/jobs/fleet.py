@@ -88,6 +88,19 @@ class Fleet:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def named(self, name: str) -> WorkerProvider:
+        """The worker called NAME; a config error naming the workers there are when there is none."""
+        for p in self.providers:
+            if p.name == name:
+                return p
+        self.outputs.worker(name)  # raises, naming this stack's workers
+        raise UsageError(f"worker {name} is not one this session uses; it uses "
+                         f"{', '.join(p.name for p in self.providers)}")
+
+    def revive(self, *, probe: bool = False) -> None:
+        """Drop every connection that has died (with PROBE: that does not answer a round trip), concurrently."""
+        self.each(lambda p: p.revive(probe=probe))
+
     def pick(self) -> WorkerProvider:
         """The running worker with the fewest running jobs; a stopped one only when none is running."""
         if len(self.providers) == 1:

@@ -36,7 +36,8 @@ class RunRequest:
     """What to run: a command (one argument is shell text as typed, several are words) or a playbook of the
     repository at CWD, with the local environment variables ENV passed by name. It runs on the working tree as
     it is on disk, or on the commit REF; in a warm worktree, or with FRESH one with no ignored files left. KEEP_JOBS
-    and WARM_WORKTREES override what the worker keeps once the job ends."""
+    and WARM_WORKTREES override what the worker keeps once the job ends. WORKER names the worker to run on
+    (default: picked)."""
 
     cwd: Path
     command: Sequence[str] = ()
@@ -47,6 +48,7 @@ class RunRequest:
     fresh: bool = False
     keep_jobs: int | None = None
     warm_worktrees: int | None = None
+    worker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,16 +85,19 @@ class JobReport:
 
 @dataclass(frozen=True)
 class LogChunk:
-    """Log bytes from an offset, where to continue, and the state of the task they belong to."""
+    """Log bytes from an offset, where to continue, and the state of the task they belong to (taken before the
+    bytes were read: a finished state means nothing more will be written). MORE: the read stopped at its limit
+    and more bytes are already there."""
 
     data: bytes
     next_offset: int
     state: State
     task: str
+    more: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"data": self.data.decode("utf-8", "replace"), "next_offset": self.next_offset,
-                "state": self.state.value, "task": self.task}
+                "state": self.state.value, "task": self.task, "more": self.more}
 
 
 @dataclass(frozen=True)
@@ -219,7 +224,7 @@ class JobService:
         progress = self.reach.progress
 
         def ready() -> WorkerProvider:
-            chosen = self.fleet.pick()
+            chosen = self.fleet.named(request.worker) if request.worker else self.fleet.pick()
             chosen.ensure_ready(wake=True)  # only a new job starts a stopped worker
             return chosen
 
@@ -311,16 +316,24 @@ class JobService:
                               hint="see `offload status`")
         raise UsageError(f"job {job_id} has tasks {', '.join(t.name for t in job.tasks)}; pick one with --task")
 
-    def logs(self, job_id: str, task: str | None = None, offset: int = 0) -> LogChunk:
-        """The task's log from byte OFFSET to its current end; poll again from `next_offset`."""
+    def logs(self, job_id: str, task: str | None = None, offset: int = 0, limit: int | None = None) -> LogChunk:
+        """The task's log from byte OFFSET to its current end (at most LIMIT bytes, cut where a UTF-8 character
+        begins); poll again from `next_offset`. Once the state is finished and `more` is false, the log is whole."""
         if offset < 0:
             raise UsageError(f"a log offset is a number of bytes from the start; got {offset}")
+        if limit is not None and limit < 1:
+            raise UsageError(f"a log read takes at least 1 byte; got a limit of {limit}")
         name = self.task_of(job_id, task)
         jobs = self._jobs_of(job_id)
-        data = jobs.read_log(job_id, name, offset)
+        # The state first: when it says finished, the bytes read after it are all there will be.
         job = jobs.job(job_id)
         state = next((t.state for t in job.tasks if t.name == name), job.state)
-        return LogChunk(data, offset + len(data), state, name)
+        data = jobs.read_log(job_id, name, offset, None if limit is None else limit + 1)
+        more = limit is not None and len(data) > limit
+        if more:
+            assert limit is not None
+            data = utf8_prefix(data, limit)
+        return LogChunk(data, offset + len(data), state, name, more)
 
     def follow(self, job_id: str, task: str | None, sink: Sink, *,
                on_reconnect: Callable[[str], None] = quiet) -> int:
@@ -444,6 +457,15 @@ class JobService:
         report.errors += _errors(results)
         self._where.clear()
         return report
+
+
+def utf8_prefix(data: bytes, limit: int) -> bytes:
+    """DATA cut to at most LIMIT bytes, not inside a UTF-8 character (unless that would leave nothing)."""
+    cut = limit
+    # Back off over continuation bytes (10xxxxxx) to the start of the character the cut would split.
+    while cut > max(0, limit - 3) and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return data[:cut] if cut > 0 else data[:limit]
 
 
 def _errors(outcomes: Sequence[Outcome[Any]]) -> list[tuple[str, str]]:

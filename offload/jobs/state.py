@@ -186,16 +186,21 @@ def _state(token: str) -> State:
         return State.PENDING
 
 
-def log_argv(paths: JobPaths, task: str, offset: int = 0, *, follow: bool = False) -> list[str]:
-    """Print a task's log from byte OFFSET; with FOLLOW, keep following it until the task has finished.
+def log_argv(paths: JobPaths, task: str, offset: int = 0, *, follow: bool = False,
+             limit: int | None = None) -> list[str]:
+    """Print a task's log from byte OFFSET; with FOLLOW, keep following it until the task has finished; with
+    LIMIT (and no FOLLOW), print at most LIMIT bytes.
 
     Every byte from OFFSET on is printed exactly once. Exit 2: a bad offset or name; 3: no such task.
     """
     validate_id(task, "task name")
     if offset < 0:
         raise ValueError("offset must be >= 0")
-    return ["sh", "-c", worker_script("log.sh"), "sh", paths.workspace, paths.job, task, str(offset),
-            *(["follow"] if follow else [])]
+    if limit is not None and (follow or limit < 1):
+        raise ValueError("a limit is at least 1 byte, and only for a read that does not follow")
+    mode = "follow" if follow else "once"
+    return ["sh", "-c", worker_script("log.sh"), "sh", paths.workspace, paths.job, task, str(offset), mode,
+            *([str(limit)] if limit is not None else [])]
 
 
 def read_logs_argv(paths: JobPaths, offsets: dict[str, int]) -> list[str]:

@@ -103,8 +103,9 @@ class WorkerJobs:
 
     # --- output ----------------------------------------------------------------------------------
 
-    def read_log(self, job_id: str, task: str, offset: int = 0) -> bytes:
-        result = self.provider.exec(log_argv(self.provider.paths(job_id), task, offset), timeout=120)
+    def read_log(self, job_id: str, task: str, offset: int = 0, limit: int | None = None) -> bytes:
+        """The task's log from byte OFFSET on (at most LIMIT bytes)."""
+        result = self.provider.exec(log_argv(self.provider.paths(job_id), task, offset, limit=limit), timeout=120)
         if not result.ok:
             raise self._not_found(f"no log for task {task} of job {job_id}")
         return result.stdout

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from offload.errors import UsageError, WorkerUnreachable
+from offload.errors import OffloadError, UsageError, WorkerUnreachable
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.runtime.connection import ConnectOptions
 from offload.runtime.transport import ContainerTransport, Result, Sink, Transport, check
@@ -206,10 +206,34 @@ class WorkerProvider(ABC):
         none is known yet: the first connection will trust its key on first use)."""
         return []
 
+    @property
+    def connected(self) -> bool:
+        """A transport is open (it may still have died since)."""
+        return self._host is not None
+
+    def revive(self, *, probe: bool = False) -> bool:
+        """Drop the transport when it has died, so that the next step opens a new one. With PROBE, a connection
+        that looks alive must also answer a round trip within the connect timeout (a network can die silently).
+        Returns whether the transport was kept."""
+        if self._host is None:
+            return False
+        ok = self._host.alive()
+        if ok and probe:
+            try:
+                ok = self._host.run(["true"], timeout=self.options.connect.connect_timeout).ok
+            except OffloadError:
+                ok = False
+        if not ok:
+            self.close()
+        return ok
+
     def close(self) -> None:
-        if self._host is not None:
-            self._host.close()
-        self._host = self._job = None
+        host, self._host, self._job = self._host, None, None
+        if host is not None:
+            try:
+                host.close()
+            except OSError:  # closing a connection that already broke
+                pass
 
     def __enter__(self) -> "WorkerProvider":
         return self

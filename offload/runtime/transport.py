@@ -57,6 +57,8 @@ class Transport(Protocol):
 
     def interactive(self, argv: Sequence[str]) -> int: ...
 
+    def alive(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -132,6 +134,9 @@ class LocalTransport:
 
     def interactive(self, argv: Sequence[str]) -> int:
         return subprocess.call(list(argv), env=self.env)
+
+    def alive(self) -> bool:
+        return True
 
     def close(self) -> None:
         pass
@@ -234,6 +239,11 @@ class SshTransport:
         result = self.connection.run(shlex.join(argv), pty=True, warn=True, hide=False)
         return result.exited
 
+    def alive(self) -> bool:
+        """The SSH transport is up as far as this side knows (a silently dead network needs a round trip)."""
+        transport = self.connection.transport
+        return transport is not None and transport.is_active()
+
     def close(self) -> None:
         self.connection.close()
 
@@ -269,6 +279,9 @@ class ContainerTransport:
 
     def interactive(self, argv: Sequence[str]) -> int:
         return self.base.interactive(self.wrap(argv, interactive=True))
+
+    def alive(self) -> bool:
+        return self.base.alive()
 
     def close(self) -> None:
         self.base.close()

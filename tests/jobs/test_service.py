@@ -43,7 +43,10 @@ def test_a_session_runs_reads_lists_and_cleans_over_one_connection(sshd_worker: 
         rest = service.logs(first.id, offset=4)
         assert (rest.data, rest.next_offset) == (b"two\n", 8)
         assert service.logs(first.id, offset=8).to_dict() == {"data": "", "next_offset": 8, "state": "failed",
-                                                                "task": "main"}
+                                                                "task": "main", "more": False}
+        cut = service.logs(first.id, offset=1, limit=4)
+        assert (cut.data, cut.next_offset, cut.more) == (b"ne\nt", 5, True)
+        assert service.logs(first.id, offset=5, limit=3).more is False
 
         second = service.submit(RunRequest(cwd=repo, command=["echo", "a b"]))
         assert service.wait_for(second.id, 30).job.state is State.SUCCESS
@@ -95,3 +98,12 @@ def test_a_command_with_control_characters_is_kept_exactly(tmp_path: Path, monke
         assert service.wait_for(job.id, 30).job.command == command
         assert service.logs(job.id).data == b"x\ty\n"
         service.clean(job.id)
+
+
+def test_a_limited_log_read_never_splits_a_character() -> None:
+    from offload.jobs.service import utf8_prefix
+
+    data = "aé€😀".encode()  # 1 + 2 + 3 + 4 bytes
+    assert [utf8_prefix(data, n).decode() for n in range(1, 10)] == [
+        "a", "a", "aé", "aé", "aé", "aé€", "aé€", "aé€", "aé€"]
+    assert utf8_prefix(b"\x80\x80\x80\x80\x80", 2) == b"\x80\x80", "bytes that are no UTF-8 are cut where asked"

@@ -286,15 +286,23 @@ def test_log_once_and_errors(tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stdout == b"3456789"
     beyond = script(log_argv(paths, "t", 99))
     assert beyond.returncode == 0 and beyond.stdout == b""
+    limited = script(log_argv(paths, "t", 3, limit=4))
+    assert limited.returncode == 0 and limited.stdout == b"3456"
+    assert script(log_argv(paths, "t", 8, limit=4)).stdout == b"89"
     argv = log_argv(paths, "t", 0)
-    bad = script(argv[:-1] + ["-1"])
+    assert argv[-2:] == ["0", "once"]
+    bad = script(argv[:-2] + ["-1", "once"])
     assert bad.returncode == 2
-    hostile = script(argv[:-2] + ["../../etc", "0"])
+    hostile = script(argv[:-3] + ["../../etc", "0", "once"])
     assert hostile.returncode == 2
+    assert script(argv + ["x"]).returncode == 2, "a limit is a number"
+    assert script(argv[:-1] + ["follow", "3"]).returncode == 2, "a followed log takes no limit"
     missing = script(log_argv(paths, "nope", 0))
     assert missing.returncode == 3
     with pytest.raises(ValueError):
         log_argv(paths, "t", -1)
+    with pytest.raises(ValueError):
+        log_argv(paths, "t", 0, follow=True, limit=3)
 
 
 def test_follow_a_real_task(worker: LocalWorker) -> None:

@@ -1,15 +1,22 @@
-# log.sh WORKSPACE JOB TASK OFFSET [follow]: print the task's log from byte OFFSET on, each byte exactly once.
-# With `follow`, keep printing what is appended until the task has finished (or nobody is left who could finish
-# it) and the log is drained. Exit 2: a bad offset or task name; 3: no such task.
+# log.sh WORKSPACE JOB TASK OFFSET [follow|once [LIMIT]]: print the task's log from byte OFFSET on, each byte
+# exactly once. With `follow`, keep printing what is appended until the task has finished (or nobody is left who
+# could finish it) and the log is drained; with `once LIMIT`, print at most LIMIT bytes.
+# Exit 2: a bad offset, limit or task name; 3: no such task.
 set -u
 workspace=${1:?workspace}
 job=${2:?job}
 task=${3:?task}
 pos=${4:-0}
 follow=${5:-}
+limit=${6:-}
+[ "$follow" = follow ] || follow=
 poll=0.05
 rounds=0
 is_number "$pos" || { printf 'offload: invalid log offset %s\n' "$pos" >&2; exit 2; }
+if [ -n "$limit" ] && { ! is_number "$limit" || [ -n "$follow" ]; }; then
+	printf 'offload: invalid log limit %s\n' "$limit" >&2
+	exit 2
+fi
 if ! is_id "$job" || ! is_id "$task"; then
 	printf 'offload: invalid job or task %s/%s\n' "$job" "$task" >&2
 	exit 2
@@ -35,6 +42,9 @@ while :; do
 	if [ -f "$log" ]; then
 		size=$(wc -c < "$log")
 		size=${size##* }
+		if is_number "$size" && [ -n "$limit" ] && [ "$size" -gt "$((pos + limit))" ]; then
+			size=$((pos + limit))
+		fi
 		if is_number "$size" && [ "$size" -gt "$pos" ]; then
 			# Exactly the bytes up to SIZE: the log may grow while this runs, and the client counts bytes.
 			tail -c +"$((pos + 1))" "$log" | head -c "$((size - pos))" || exit 1
