@@ -46,3 +46,9 @@ class Bench:
         if p.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} failed: {p.stderr.decode().strip()}")
         return time.perf_counter() - start
+
+
+
+def stop_agent(env: dict[str, str]) -> None:
+    """Stop the connection agent the benchmark's commands started (it would exit when idle anyway)."""
+    subprocess.run([sys.executable, "-m", "offload", "agent", "stop"], env=env, capture_output=True, check=False)

@@ -2,8 +2,11 @@
 """How much a warm `offload run` costs against a real sshd worker, next to baselines taken in the same run.
 
 Prints:
-  - SSH connections per warm `offload run` (sshd's "Accepted publickey" lines; the target is 1);
-  - warm `offload run` wall time / one plain `ssh host true` to the same worker (target <= 3);
+  - for a worker reached through a ProxyCommand relay (a process per connection and a hop, as an IAP tunnel is):
+    a warm `offload run` with the connection agent and without it (OFFLOAD_PERSIST=0), the SSH logins each took
+    (sshd's "Accepted publickey" lines; targets: 0 with the agent, 1 without), and their wall time against one
+    plain `ssh host true` through the same proxy command (target with the agent: <= 1.0);
+  - the same without a proxy, next to a direct `ssh host true`;
   - bytes offload sends for an incremental sync after a one-line change in a 5,000-file repository
     (target <= 4 KiB), next to what `rsync -az` sends for the same change.
 
@@ -19,8 +22,10 @@ import statistics
 import subprocess
 import sys
 
-from bench_common import Bench  # noqa: E402  (also puts the project on sys.path)
-from tests.workers import make_repo, sshd_record, start_sshd, write_outputs  # noqa: E402
+from pathlib import Path
+
+from bench_common import Bench, stop_agent  # noqa: E402  (also puts the project on sys.path)
+from tests.workers import make_repo, proxy_relay, sshd_record, start_sshd, write_outputs  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
 FILES = 5000
@@ -31,24 +36,39 @@ def main() -> None:
     base, env, private = bench.base, bench.env, bench.key.private
     worker = start_sshd(base=base / "sshd", user=bench.user, client_key=bench.key)
     outputs = write_outputs(base / "outputs.json", "ssh", [sshd_record(worker)])
+    relay = proxy_relay(base, python="/usr/bin/python3")
+    proxied = write_outputs(base / "proxied.json", "ssh", [sshd_record(worker, proxy_command=relay)])
     try:
         repo = make_repo(base / "repo", files=FILES)
         known = base / "known_hosts"
         known.write_text(f"[{worker.host}]:{worker.port} {worker.host_key}\n")
-        offload = [sys.executable, "-m", "offload", "run", "--outputs", str(outputs), "--", "true"]
         ssh = ["ssh", "-i", str(private), "-p", str(worker.port), "-o", f"UserKnownHostsFile={known}",
                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-F", "/dev/null",
                f"{worker.user}@{worker.host}", "true"]
+        ssh_proxied = ssh[:1] + ["-o", f"ProxyCommand={relay}"] + ssh[1:]
+        no_agent = dict(env, OFFLOAD_PERSIST="0")
 
-        bench.timed(offload, cwd=repo)          # cold: first sync of the whole repository
-        bench.timed(ssh)
-        counts, run_times, ssh_times = [], [], []
-        for _ in range(ROUNDS):                    # interleaved, so machine noise hits both alike
-            before = worker.accepted_count()
-            run_times.append(bench.timed(offload, cwd=repo))
-            counts.append(worker.accepted_count() - before)
-            ssh_times.append(bench.timed(ssh))
-        run_med, ssh_med = statistics.median(run_times), statistics.median(ssh_times)
+        def run(out: Path) -> list[str]:
+            return [sys.executable, "-m", "offload", "run", "--outputs", str(out), "--", "true"]
+
+        cases = {  # name: (argv, env)
+            "ssh true, through the proxy": (ssh_proxied, env),
+            "offload run, through the proxy, agent": (run(proxied), env),
+            "offload run, through the proxy, no agent": (run(proxied), no_agent),
+            "ssh true, direct": (ssh, env),
+            "offload run, direct, agent": (run(outputs), env),
+            "offload run, direct, no agent": (run(outputs), no_agent),
+        }
+        for argv, e in cases.values():      # cold: the first sync of the whole repository, the agent's first dial
+            bench.timed(argv, env=e, cwd=repo)
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        logins: dict[str, list[int]] = {name: [] for name in cases}
+        for _ in range(ROUNDS):                # interleaved, so machine noise hits all of them alike
+            for name, (argv, e) in cases.items():
+                before = worker.accepted_count()
+                times[name].append(bench.timed(argv, env=e, cwd=repo))
+                logins[name].append(worker.accepted_count() - before)
+        med = {name: statistics.median(t) for name, t in times.items()}
 
         # incremental sync: offload's pack payload vs rsync -az for the same one-line change
         os.environ.update({k: env[k] for k in ("HOME", "OFFLOAD_CONFIG_DIR", "OFFLOAD_CACHE_DIR")})
@@ -78,10 +98,12 @@ def main() -> None:
         out = subprocess.run(rsync, check=True, capture_output=True, text=True, env=env).stdout
         sent = int(re.search(r"Total bytes sent: ([\d,.]+)", out).group(1).replace(",", "").replace(".", ""))
 
-        print(f"repository: {FILES} files; rounds: {ROUNDS} (medians)")
-        print(f"SSH connections per warm offload run: {statistics.mode(counts)} (all rounds: {sorted(set(counts))})")
-        print(f"warm offload run: {run_med * 1000:.0f} ms; plain ssh true: {ssh_med * 1000:.0f} ms; "
-              f"ratio {run_med / ssh_med:.2f} (target <= 3)")
+        print(f"repository: {FILES} files; rounds: {ROUNDS} (medians); ratios against `ssh host true` the same way")
+        for name in cases:
+            base_name = "ssh true, through the proxy" if "proxy" in name else "ssh true, direct"
+            print(f"  {name:<42} {med[name] * 1000:6.0f} ms  ratio {med[name] / med[base_name]:5.2f}  "
+                  f"logins {statistics.mode(logins[name])} (all rounds: {sorted(set(logins[name]))})")
+        print("targets: warm offload run through the proxy with the agent <= 1.0x and 0 logins")
         print(f"incremental sync after a one-line change: offload {stats.pack_bytes} bytes of pack in "
               f"{stats.round_trips} round trip(s) (target <= 4096); rsync -az sent {sent} bytes; "
               f"ratio rsync/offload {sent / max(stats.pack_bytes, 1):.0f}x")
@@ -89,6 +111,7 @@ def main() -> None:
         # `clean --all` ends every job's tmux server on the worker; then the worker itself goes.
         subprocess.run([sys.executable, "-m", "offload", "clean", "--all", "--yes", "--outputs", str(outputs)],
                        cwd=base, env=env, capture_output=True, check=False)
+        stop_agent(env)
         worker.stop()
         shutil.rmtree(base, ignore_errors=True)
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""`offload status` over a fleet of 16 workers against the same command over one, measured in one run.
+"""`offload status` over a fleet of 16 workers against the same command over one, measured in one run, with
+the connection agent (warm: it holds every worker's connection) and without it (OFFLOAD_PERSIST=0: a login per
+worker per command).
 
-Each worker is a real sshd on loopback with its own host key and a few finished jobs. The target is that 16
-workers answer in about the time of one (ratio <= 1.5), because workers are queried concurrently.
+Each worker is a real sshd on loopback with its own host key and a few finished jobs. Targets: with the agent,
+16 workers answer in at most 1.2x the time of one; without it, in at most 1.5x (workers are queried
+concurrently).
 
 Run as root on a machine with openssh-server, git and tmux: `python3 benchmarks/bench_status_fanout.py`.
 """
@@ -17,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import Bench  # noqa: E402  (also puts the project on sys.path)
+from bench_common import Bench, stop_agent  # noqa: E402  (also puts the project on sys.path)
 from tests.workers import make_repo, sshd_record, start_sshd, write_outputs  # noqa: E402
 
 WORKERS = int(os.environ.get("BENCH_WORKERS", "16"))
@@ -35,6 +38,7 @@ def main() -> None:
     base, env, private = bench.base, bench.env, bench.key.private
     workers = []
     fleet = one = None
+    agent = dict(env)
     try:
         for i in range(WORKERS):
             workers.append(start_sshd(base=base / f"sshd{i}", user=bench.user, client_key=bench.key))
@@ -49,8 +53,11 @@ def main() -> None:
                                       "true"], cwd=repo, env=env, check=True, capture_output=True)
         status_one = cli + ["status", "--json", "--outputs", str(one)]
         status_all = cli + ["status", "--json", "--outputs", str(fleet)]
-        bench.timed(status_one, cwd=base)
-        bench.timed(status_all, cwd=base)
+        env = dict(env, OFFLOAD_PERSIST="0")
+        bench.env = env
+        for e in (env, agent):
+            bench.timed(status_one, env=e, cwd=base)
+            bench.timed(status_all, env=e, cwd=base)
         sequential = dict(env, OFFLOAD_PARALLEL="1")
         known = base / "known_hosts"
         known.write_text("".join(f"[{w.host}]:{w.port} {w.host_key}\n" for w in workers))
@@ -66,7 +73,8 @@ def main() -> None:
                 p.wait()
             return time.perf_counter() - start
 
-        t_one, t_all, t_seq, s_one, s_all = [], [], [], [], []
+        t_one, t_all, t_seq, s_one, s_all, a_one, a_all = [], [], [], [], [], [], []
+        logins = {"agent": 0, "no agent": 0}
         server_cpu = 0.0
         for _ in range(ROUNDS):   # interleaved, so machine noise hits all of them alike
             t_one.append(bench.timed(status_one, cwd=base))
@@ -75,15 +83,24 @@ def main() -> None:
             time.sleep(0.2)  # let every listener reap its finished login
             server_cpu += sum(sshd_cpu(w.pid) for w in workers) - before
             t_seq.append(bench.timed(status_all, env=sequential, cwd=base))
+            before = sum(w.accepted_count() for w in workers)
+            a_one.append(bench.timed(status_one, env=agent, cwd=base))
+            a_all.append(bench.timed(status_all, env=agent, cwd=base))
+            logins["agent"] += sum(w.accepted_count() for w in workers) - before
             s_one.append(plain_ssh(1))
             s_all.append(plain_ssh(WORKERS))
         m1, mn, ms = statistics.median(t_one), statistics.median(t_all), statistics.median(t_seq)
         p1, pn = statistics.median(s_one), statistics.median(s_all)
-        print(f"offload status --json, medians of {ROUNDS} rounds "
+        print(f"offload status --json without the agent, medians of {ROUNDS} rounds "
               f"(every sshd shares this machine's {os.cpu_count()} cores with the client):")
         print(f"  1 worker:                  {m1 * 1000:.0f} ms")
         print(f"  {WORKERS} workers, concurrently: {mn * 1000:.0f} ms  ratio {mn / m1:.2f} (target <= 1.5)")
         print(f"  {WORKERS} workers, one by one:   {ms * 1000:.0f} ms  ratio {ms / m1:.2f}")
+        a1, an = statistics.median(a_one), statistics.median(a_all)
+        print(f"with the connection agent (warm), medians of {ROUNDS} rounds:")
+        print(f"  1 worker:                  {a1 * 1000:.0f} ms")
+        print(f"  {WORKERS} workers, concurrently: {an * 1000:.0f} ms  ratio {an / a1:.2f} (target <= 1.2); "
+              f"{an / mn:.2f}x the time without the agent; new logins in all rounds: {logins['agent']}")
         per_login = server_cpu / (ROUNDS * WORKERS)
         cores = os.cpu_count() or 1
         floor = (m1 + (WORKERS - 1) * per_login / cores) / m1
@@ -95,6 +112,7 @@ def main() -> None:
         if fleet is not None:
             subprocess.run([sys.executable, "-m", "offload", "clean", "--all", "--yes", "--outputs", str(fleet)],
                            env=env, cwd=base, capture_output=True)
+        stop_agent(agent)
         for w in workers:
             w.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -44,6 +44,11 @@ class WorkerUnreachable(WorkerError):
     exit_code = 3
 
 
+class AgentGone(WorkerUnreachable):
+    """The connection agent went away in the middle of a step: a command that can resume (following a log)
+    reconnects without a word."""
+
+
 class HostKeyMismatch(WorkerError):
     """The worker presented a host key other than the pinned or remembered one."""
 

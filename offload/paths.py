@@ -1,9 +1,16 @@
-"""Where offload keeps its own state on the developer's machine (never inside a repository)."""
+"""Where offload keeps its own state on the developer's machine (never inside a repository), and how long its
+background processes (the connection agent, the warm command server) stay once idle."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+
+from offload.errors import UsageError
+
+DEFAULT_PERSIST = 600.0
+_MAX_SOCKET_PATH = 100  # a Unix socket's path holds 108 bytes
 
 
 def config_dir() -> Path:
@@ -27,3 +34,47 @@ def cache_dir() -> Path:
 def known_hosts_path() -> Path:
     """The offload-managed known_hosts file: pinned, guest-attribute and first-use host keys."""
     return config_dir() / "known_hosts"
+
+
+def agent_dir() -> Path:
+    """Where the background processes keep their sockets, pid files and logs: $XDG_RUNTIME_DIR/offload, else
+    offload's cache directory (under /tmp when that path is too long for a socket)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) / "offload" if runtime else cache_dir() / "agent"
+    if len(os.fsencode(str(base / "agent.sock"))) > _MAX_SOCKET_PATH:
+        digest = hashlib.sha256(os.fsencode(str(base))).hexdigest()[:12]
+        base = Path("/tmp") / f"offload-{os.getuid()}-{digest}"
+    return base
+
+
+def persist_seconds() -> float:
+    """OFFLOAD_PERSIST: idle seconds before the background processes exit and idle connections close (default
+    600; 0: none run). A malformed value is a usage error."""
+    raw = os.environ.get("OFFLOAD_PERSIST", "").strip()
+    if not raw:
+        return DEFAULT_PERSIST
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise UsageError(f"OFFLOAD_PERSIST is a number of seconds; got {raw!r}",
+                         hint="0 turns the connection agent off")
+    return seconds
+
+
+def private_dir(path: Path) -> bool:
+    """PATH exists (made now if need be) as a directory of this user that nobody else may enter."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if st.st_uid != os.getuid() or not os.path.isdir(path) or os.path.islink(path):
+        return False
+    if st.st_mode & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except OSError:
+            return False
+    return True

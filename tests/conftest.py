@@ -41,6 +41,7 @@ from tests.workers import (
     proc_alive,
     remove_stale_containers,
     run,
+    stop_agents,
     stop_stale_sshd,
     tmux_dir_prefix,
 )
@@ -179,6 +180,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     try:
         yield home
     finally:
+        stop_agents(home)
         cleanup_user_processes(os.getuid(), homes_under=[str(home)], under=[str(home)], sockets_under=[tmux_dir],
                                tmux_only=True)
         shutil.rmtree(tmux_dir, ignore_errors=True)

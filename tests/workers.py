@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -547,6 +548,43 @@ def cleanup_user_processes(uid: int, *, ssh_server: tuple[str, int] | None = Non
                 doomed.append(pid)
     kill_pids([p for p in doomed if proc_alive(p)])
     return doomed
+
+
+RELAY = """\
+import socket, sys, threading
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def up():
+    while chunk := sys.stdin.buffer.raw.read(65536):
+        s.sendall(chunk)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while chunk := s.recv(65536):
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+"""
+
+
+def proxy_relay(directory: Path, python: str = sys.executable) -> str:
+    """A ProxyCommand (%h and %p left for the client to expand) that relays stdin and stdout to the worker, as an
+    IAP tunnel does: a process of its own per connection, and a hop in between. The script goes in DIRECTORY."""
+    script = directory / "relay.py"
+    script.write_text(RELAY)
+    return f"{python} -S {script} %h %p"
+
+
+def stop_agents(directory: Path) -> list[int]:
+    """Stop the connection agents a test started: every agent process serving a directory under DIRECTORY, found
+    by its command line and stopped by PID."""
+    root = str(directory)
+    doomed = []
+    for pid in all_pids():
+        argv = proc_cmdline(pid)
+        if "offload.runtime.agent" in argv and len(argv) > argv.index("offload.runtime.agent") + 1:
+            served = argv[argv.index("offload.runtime.agent") + 1]
+            if served == root or served.startswith(root + "/"):
+                doomed.append(pid)
+    return kill_pids(doomed, signal.SIGTERM)
 
 
 def _unix_socket_paths(pid: int) -> list[str]:

@@ -22,13 +22,13 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field, ValidationError
 
-from offload.errors import OffloadError, UsageError, WorkerUnreachable
+from offload.errors import OffloadError, WorkerUnreachable
+from offload.jobs.connections import persist_seconds
 from offload.jobs.service import JobReport, JobService, RunRequest
 from offload.worker.layout import job_ref
 
 T = TypeVar("T")
 
-DEFAULT_PERSIST = 600.0      # seconds an idle connection stays open
 PROBE_AFTER = 15.0           # a connection unused this long must answer a round trip before it is used
 LOG_LIMIT = 64 * 1024        # bytes a `logs` call returns unless asked otherwise
 MAX_LOG_LIMIT = 1024 * 1024
@@ -40,20 +40,6 @@ Use it for anything slow or heavy: test suites, builds, benchmarks, long agent l
 Start with `run` (give `wait_seconds` for short jobs); poll long ones with `check` and read their output with
 `logs` from `next_offset`. The job's changes come home with `diff` (to look) and `apply` (a three-way merge into
 the working tree); build outputs with `get`. `clean` removes a job and everything it left on the worker."""
-
-
-def persist_seconds() -> float:
-    """OFFLOAD_PERSIST: how long an idle connection stays open (default 600 s; 0 closes it after every call)."""
-    raw = os.environ.get("OFFLOAD_PERSIST", "")
-    if not raw:
-        return DEFAULT_PERSIST
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise UsageError(f"OFFLOAD_PERSIST is a number of seconds; got {raw!r}")
-    return seconds
 
 
 class Refused(ToolError):

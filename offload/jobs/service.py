@@ -459,6 +459,14 @@ class JobService:
         return report
 
 
+def preload() -> None:
+    """Load every module a job command may need, for a process that serves many commands (the warm server)."""
+    import offload.jobs.launch  # noqa: F401
+    from offload.providers import preload as preload_providers
+
+    preload_providers()
+
+
 def utf8_prefix(data: bytes, limit: int) -> bytes:
     """DATA cut to at most LIMIT bytes, not inside a UTF-8 character (unless that would leave nothing)."""
     cut = limit

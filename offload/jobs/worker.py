@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence, TypeVar
 
-from offload.errors import JobNotFound, JobRunning, OffloadError, UsageError, WorkerUnreachable
+from offload.errors import AgentGone, JobNotFound, JobRunning, OffloadError, UsageError, WorkerUnreachable
 from offload.jobs.playbook import Playbook
 from offload.jobs.state import (Disk, JobStatus, State, Survivor, attach_probe_argv, clean_argv, get_argv, log_argv,
                                 parse_clean, parse_disk, parse_log_frames, parse_status, read_logs_argv,
@@ -139,7 +139,8 @@ class WorkerJobs:
                 deadline = deadline or time.monotonic() + RECONNECT_TIMEOUT
                 if time.monotonic() > deadline:
                     raise
-                on_reconnect(f"{e.message}; reconnecting")
+                if not isinstance(e, AgentGone):  # the worker did not go anywhere: say nothing
+                    on_reconnect(f"{e.message}; reconnecting")
                 self._reconnect(deadline)
 
     def _reconnect(self, deadline: float) -> None:

@@ -1,13 +1,15 @@
 """Providers: one module per provider type, all implementing WorkerProvider; `provider_for` picks one.
 
 This package is what the jobs layer sees of the runtime: the providers' verbs, the snapshot of the local working
-tree that `sync` sends, the result of a step on a worker, and (`results`) what a job's result does locally.
+tree that `sync` sends, the result of a step on a worker, (`results`) what a job's result does locally, and
+(`connection_agent`) the process that keeps workers' connections open between commands.
 """
 
 from __future__ import annotations
 
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.providers.base import ProviderOptions, SshEntry, WorkerProvider, WorkerStatus
+from offload.runtime import agent as connection_agent
 from offload.runtime import results
 from offload.runtime.localgit import repo_root
 from offload.runtime.snapshot import LocalRepository, Snapshot, local_repository, snapshot_of_ref, take_snapshot
@@ -34,5 +36,15 @@ def provider_for(outputs: StackOutputs, worker: WorkerRecord, options: ProviderO
     return classes[outputs.provider](worker, outputs, options)
 
 
-__all__ = ["LocalRepository", "ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus",
-           "check", "local_repository", "provider_for", "repo_root", "results", "snapshot_of_ref", "take_snapshot"]
+def preload() -> None:
+    """Load every provider type and what their steps use, for a process that serves many commands."""
+    import offload.providers.gce  # noqa: F401
+    import offload.providers.local  # noqa: F401
+    import offload.providers.local_docker  # noqa: F401
+    import offload.providers.ssh  # noqa: F401
+    import offload.providers.workstation  # noqa: F401
+    import offload.runtime.sync  # noqa: F401
+
+
+__all__ = ["LocalRepository", "connection_agent", "ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus",
+           "check", "local_repository", "preload", "provider_for", "repo_root", "results", "snapshot_of_ref", "take_snapshot"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from offload.outputs import ProviderType
 from offload.providers.base import SshEntry, WorkerProvider
+from offload.runtime import agent
+from offload.runtime.agent import DialSpec
 from offload.runtime.connection import open_connection
 from offload.runtime.hostkeys import host_id
 from offload.runtime.transport import SshTransport, Transport
@@ -14,10 +16,19 @@ class SshProvider(WorkerProvider):
 
     def _connect(self, *, extra_keys: list[str] | None = None, proxy_command: str | None = None,
                  timeout: float | None = None) -> Transport:
+        """The worker's transport: the one the connection agent holds (it dials when it holds none), else a
+        connection of this process's own."""
         self.options.progress(f"connecting to {self.name}")
-        conn = open_connection(self.record, self.options.connect, extra_keys=extra_keys,
-                               proxy_command=proxy_command, timeout=timeout)
-        return SshTransport(self.name, conn)
+
+        def direct() -> Transport:
+            conn = open_connection(self.record, self.options.connect, extra_keys=extra_keys,
+                                   proxy_command=proxy_command, timeout=timeout)
+            return SshTransport(self.name, conn)
+
+        spec = DialSpec.of(self.record, self.options.connect, extra_keys=extra_keys, proxy_command=proxy_command,
+                           timeout=timeout)
+        held = agent.connect(spec, self.options.connect.notice, direct)
+        return held if held is not None else direct()
 
     def _open_host(self, wake: bool) -> Transport:
         return self._connect()

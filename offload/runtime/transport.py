@@ -227,11 +227,11 @@ class SshTransport:
         return Result(code, b"".join(out), b"".join(err))
 
     def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
-               stderr: Sink | None = None) -> int:
+               stderr: Sink | None = None, timeout: float | None = None) -> int:
         chan = self._channel(argv)
         self._feed(chan, stdin)
         try:
-            return self._pump(chan, sink, stderr or (lambda b: sys.stderr.buffer.write(b)), None)
+            return self._pump(chan, sink, stderr or (lambda b: sys.stderr.buffer.write(b)), timeout)
         finally:
             chan.close()
 

@@ -39,14 +39,19 @@ def test_wait_streams_output_and_returns_the_exit_code(sshd_worker: SshdWorker, 
     assert tree_digest(repo) == before
 
 
-def test_one_connection_per_run(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("persist", ["600", "0"])
+def test_one_connection_per_run(sshd_worker: SshdWorker, repo: Path, tmp_path: Path, persist: str) -> None:
+    """With the connection agent a warm run opens no connection at all; without it (OFFLOAD_PERSIST=0), one."""
     out = _outputs(tmp_path, sshd_worker)
-    offload("run", "--outputs", str(out), "--", "true", cwd=repo, key=sshd_worker.key_path)   # cold
+    env = {"OFFLOAD_PERSIST": persist}
+    before = sshd_worker.accepted_count()
+    offload("run", "--outputs", str(out), "--", "true", cwd=repo, key=sshd_worker.key_path, env=env)   # cold
+    assert sshd_worker.accepted_count() - before == 1
     for args in (["--", "echo", "hi"], ["--wait", "--", "echo", "hi"]):
         before = sshd_worker.accepted_count()
-        p = offload("run", "--outputs", str(out), *args, cwd=repo, key=sshd_worker.key_path)
+        p = offload("run", "--outputs", str(out), *args, cwd=repo, key=sshd_worker.key_path, env=env)
         assert p.returncode == 0, p.stderr
-        assert sshd_worker.accepted_count() - before == 1, args
+        assert sshd_worker.accepted_count() - before == (0 if persist != "0" else 1), args
 
 
 def test_without_wait_prints_the_job_id_and_the_job_goes_on(sshd_worker: SshdWorker, repo: Path,

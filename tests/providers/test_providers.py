@@ -45,7 +45,9 @@ def _options(tmp_path: Path, key: Path) -> ProviderOptions:
     return ProviderOptions(connect=ConnectOptions(identity=key, known_hosts=KnownHosts(tmp_path / "kh")))
 
 
-def test_ssh_provision_makes_the_workspace_over_one_connection(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+def test_ssh_provision_makes_the_workspace_over_one_connection(sshd_worker: SshdWorker, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFFLOAD_PERSIST", "0")  # the provider's own connection, not the agent's
     record = WorkerRecord.from_dict(sshd_record(sshd_worker, workspace=f"{sshd_worker.workspace}/fresh"))
     outputs = StackOutputs(ProviderType.SSH, "d", (record,))
     before = sshd_worker.accepted_count()

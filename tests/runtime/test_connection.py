@@ -14,7 +14,7 @@ from offload.outputs import WorkerRecord
 from offload.runtime.connection import DEFAULT_CONNECT_TIMEOUT, ConnectOptions, open_connection, telling_line
 from offload.runtime.hostkeys import KnownHosts, host_id
 from offload.runtime.transport import SshTransport
-from tests.workers import SshdWorker, sshd_record
+from tests.workers import SshdWorker, proxy_relay, sshd_record
 
 
 def _record(worker: SshdWorker, **overrides) -> WorkerRecord:
@@ -117,25 +117,11 @@ def test_wrong_identity_is_a_login_error(sshd_worker: SshdWorker, tmp_path: Path
         open_connection(_record(sshd_worker), opts)
 
 
-RELAY = """\
-import socket, sys, threading
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-def up():
-    while chunk := sys.stdin.buffer.raw.read(65536):
-        s.sendall(chunk)
-    s.shutdown(socket.SHUT_WR)
-threading.Thread(target=up, daemon=True).start()
-while chunk := s.recv(65536):
-    sys.stdout.buffer.write(chunk)
-    sys.stdout.flush()
-"""
 
 
 def test_proxy_command_is_honoured(sshd_worker: SshdWorker, tmp_path: Path) -> None:
-    # A ProxyCommand that relays stdin/stdout to the worker, as an IAP tunnel does; %p is expanded.
-    relay = tmp_path / "relay.py"
-    relay.write_text(RELAY)
-    record = _record(sshd_worker, proxy_command=f"{sys.executable} {relay} %p")
+    # A ProxyCommand that relays stdin/stdout to the worker, as an IAP tunnel does; %h and %p are expanded.
+    record = _record(sshd_worker, proxy_command=proxy_relay(tmp_path))
     conn = open_connection(record, _opts(sshd_worker, tmp_path))
     try:
         assert SshTransport("w", conn).run(["echo", "via proxy"]).stdout == b"via proxy\n"

@@ -1,0 +1,227 @@
+"""The connection agent against a real sshd worker: started by the first command, reused by the next ones (no
+new login), gone after OFFLOAD_PERSIST idle seconds; its socket private and its peers checked; a stale socket, a
+killed agent and a changed host key; and nothing of it with OFFLOAD_PERSIST=0. Every test counts sshd logins."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.helpers import all_cmdlines, offload, spawn, stderr_line
+from tests.workers import (SshdWorker, kill_pids, make_repo, proc_alive, sshd_record, wait_for,
+                           write_outputs)
+
+
+@pytest.fixture
+def setup(sshd_worker: SshdWorker, tmp_path: Path) -> dict[str, Any]:
+    out = write_outputs(tmp_path / "outputs.json", "ssh", [sshd_record(sshd_worker)])
+    return {"ssh": sshd_worker, "out": out, "repo": make_repo(tmp_path / "repo"),
+            "env": {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path)}}
+
+
+def cmd(s: dict[str, Any], *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    full = dict(s["env"], **(env or {}))
+    outputs = ["--outputs", str(s["out"])] if args[0] not in ("agent",) else []
+    return offload(*args[:1], *outputs, *args[1:], cwd=s["repo"], env=full)
+
+
+def agent_state(s: dict[str, Any]) -> dict[str, Any]:
+    p = offload("agent", "status", "--json", cwd=s["repo"], env=s["env"])
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_the_first_command_starts_the_agent_and_the_next_ones_open_no_connection(setup: dict[str, Any]) -> None:
+    ssh: SshdWorker = setup["ssh"]
+    before = ssh.accepted_count()
+    assert agent_state(setup)["running"] is False
+    p = cmd(setup, "run", "--job", "a1", "--wait", "--", "echo one")
+    assert (p.returncode, p.stdout) == (0, b"one\n"), p.stderr
+    state = agent_state(setup)
+    assert state["running"] is True and proc_alive(state["pid"])
+    sock = Path(state["socket"])
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600 and stat.S_ISSOCK(sock.stat().st_mode)
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    assert [c["worker"] for c in state["connections"]] == [f"ssh-{ssh.port}"]
+    assert ssh.accepted_count() - before == 1
+
+    for args in (("check", "a1"), ("logs", "a1"), ("status",), ("run", "--wait", "--", "echo two"), ("pull", "a1"),
+                 ("clean", "a1")):
+        p = cmd(setup, *args)
+        assert p.returncode == 0, (args, p.stderr)
+    assert ssh.accepted_count() - before == 1, "warm commands open no connection"
+    again = agent_state(setup)
+    assert again["pid"] == state["pid"]
+    (held,) = again["connections"]
+    assert held["alive"] is True and held["steps"] > 5
+    assert len(ssh.session_pids()) == 2, "one connection (its privileged and user sshd processes)"
+
+
+def test_the_agent_exits_when_idle_and_the_next_command_starts_another(setup: dict[str, Any]) -> None:
+    ssh: SshdWorker = setup["ssh"]
+    env = {"OFFLOAD_PERSIST": "1.5"}
+    before = ssh.accepted_count()
+    assert cmd(setup, "status", env=env).returncode == 0
+    first = agent_state(setup)
+    assert first["running"] and first["persist_seconds"] == 1.5
+    wait_for(lambda: not proc_alive(first["pid"]), timeout=20, what="the idle agent to exit")
+    assert not Path(first["socket"]).exists(), "an agent that exits takes its socket with it"
+    wait_for(lambda: not ssh.session_pids(), timeout=10, what="its connection to close")
+    assert cmd(setup, "status", env=env).returncode == 0
+    assert agent_state(setup)["pid"] != first["pid"]
+    assert ssh.accepted_count() - before == 2
+
+
+def test_the_agent_answers_only_its_own_user(setup: dict[str, Any]) -> None:
+    """Even with the directory and socket opened up, another user's connection is closed unanswered."""
+    assert cmd(setup, "status").returncode == 0
+    state = agent_state(setup)
+    sock = Path(state["socket"])
+    dirs = [d for d in (sock.parent, *sock.parents) if d != Path("/")]
+    modes = {d: stat.S_IMODE(d.stat().st_mode) for d in dirs}
+    try:
+        for d in dirs:
+            os.chmod(d, modes[d] | 0o011)
+        os.chmod(sock, 0o666)
+        probe = ("import socket, sys\n"
+                 "s = socket.socket(socket.AF_UNIX)\n"
+                 "s.connect(sys.argv[1])\n"
+                 "s.sendall(b'{\"op\": \"status\"}\\n')\n"
+                 "s.settimeout(5)\n"
+                 "try:\n    print(repr(s.recv(100)))\n"
+                 "except ConnectionResetError:\n    print(repr(b''))\n")
+        p = subprocess.run(["/usr/bin/python3", "-c", probe, str(sock)], user=setup["ssh"].user, capture_output=True,
+                           text=True, timeout=30, cwd="/")
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == "b''", "the agent hung up on another user"
+    finally:
+        os.chmod(sock, 0o600)
+        for d, mode in modes.items():
+            os.chmod(d, mode)
+    assert agent_state(setup)["running"], "and it serves its own user still"
+
+
+def test_a_stale_socket_is_replaced_without_a_word(setup: dict[str, Any]) -> None:
+    ssh: SshdWorker = setup["ssh"]
+    before = ssh.accepted_count()
+    assert cmd(setup, "status").returncode == 0
+    state = agent_state(setup)
+    kill_pids([state["pid"]])  # SIGKILL: the socket file stays behind
+    assert Path(state["socket"]).exists()
+    p = cmd(setup, "run", "--wait", "--", "echo after")
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"after\n", b"")
+    assert agent_state(setup)["pid"] != state["pid"]
+    assert ssh.accepted_count() - before == 2
+
+
+def test_a_killed_agent_in_the_middle_of_a_command(setup: dict[str, Any]) -> None:
+    ssh: SshdWorker = setup["ssh"]
+    assert cmd(setup, "status").returncode == 0
+    state = agent_state(setup)
+    proc = spawn("run", "--outputs", str(setup["out"]), "--job", "mid", "--wait", "--",
+                 "echo begin; sleep 2; echo end", cwd=setup["repo"], env=setup["env"])
+    try:
+        job_dir = Path(ssh.workspace) / "jobs" / "mid"
+        wait_for(lambda: (job_dir / "tasks" / "main" / "log").exists(), timeout=30, what="the job to start")
+        time.sleep(0.3)
+        kill_pids([state["pid"]])
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out == b"begin\nend\n", "the output goes on from where it was, nothing twice, nothing lost"
+    assert err == b"", "without a word"
+
+
+def test_a_changed_host_key_is_refused_while_the_agent_is_warm(setup: dict[str, Any], tmp_path: Path) -> None:
+    ssh: SshdWorker = setup["ssh"]
+    # Trusted on first use: the agent holds a connection made with the key known_hosts remembers.
+    tofu = dict(setup, out=write_outputs(tmp_path / "tofu.json", "ssh", [sshd_record(ssh, host_keys=[])]))
+    assert cmd(tofu, "status").returncode == 0
+    assert agent_state(tofu)["connections"]
+    ssh.rotate_host_key()
+    p = cmd(tofu, "run", "--wait", "--", "true")
+    assert p.returncode == 4, p.stderr
+    assert "host key" in stderr_line(p) and "changed" in stderr_line(p)
+    # Pinned keys: the outputs name the old key.
+    p = cmd(setup, "status", "--json")
+    assert json.loads(p.stdout)["workers"][0]["state"] == "unreachable"
+    assert "host key" in json.loads(p.stdout)["workers"][0]["error"]
+
+
+def test_known_hosts_changed_under_a_warm_connection_is_refused(setup: dict[str, Any], tmp_path: Path) -> None:
+    """The agent checks the key of a connection it holds against the trust of each request."""
+    ssh: SshdWorker = setup["ssh"]
+    tofu = dict(setup, out=write_outputs(tmp_path / "tofu.json", "ssh", [sshd_record(ssh, host_keys=[])]))
+    assert cmd(tofu, "status").returncode == 0
+    known = Path(os.environ["OFFLOAD_CONFIG_DIR"]) / "known_hosts"
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE9pOv8ZbVm7V0b1lHn2wVJkG1mL5C0jz3I9q9b6g4kQ"
+    known.write_text(f"[{ssh.host}]:{ssh.port} {other}\n")
+    p = cmd(tofu, "run", "--wait", "--", "true")
+    assert p.returncode == 4 and "host key" in stderr_line(p), p.stderr
+
+
+def test_persist_zero_means_no_agent(setup: dict[str, Any]) -> None:
+    ssh: SshdWorker = setup["ssh"]
+    env = {"OFFLOAD_PERSIST": "0"}
+    before = ssh.accepted_count()
+    for args in (("run", "--job", "z", "--wait", "--", "echo zero"), ("check", "z"), ("status",)):
+        assert cmd(setup, *args, env=env).returncode == 0
+    assert ssh.accepted_count() - before == 3, "one connection per command"
+    assert agent_state(setup)["running"] is False
+    assert not [c for c in all_cmdlines() if b"offload.runtime.agent" in c and
+                os.environ["OFFLOAD_CACHE_DIR"].encode() in c]
+
+
+def test_agent_stop_closes_its_connections(setup: dict[str, Any]) -> None:
+    ssh: SshdWorker = setup["ssh"]
+    assert cmd(setup, "status").returncode == 0
+    pid = agent_state(setup)["pid"]
+    assert ssh.session_pids()
+    p = offload("agent", "stop", cwd=setup["repo"], env=setup["env"])
+    assert p.returncode == 0 and p.stdout.decode() == f"stopped agent {pid}; its connections are closed\n"
+    assert not proc_alive(pid)
+    wait_for(lambda: not ssh.session_pids(), timeout=10, what="the agent's connection to close")
+    assert offload("agent", "stop", cwd=setup["repo"], env=setup["env"]).stdout == b"no agent was running\n"
+    human = offload("agent", "status", cwd=setup["repo"], env=setup["env"]).stdout.decode()
+    assert human.startswith("no agent is running")
+
+
+def test_secrets_pass_through_the_socket_only(setup: dict[str, Any]) -> None:
+    secret = "s3cret-" + os.urandom(6).hex()
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    check = f'sleep 1; test "$(printf %s "$TOKEN" | sha256sum | cut -c1-64)" = {digest}'
+    p = cmd(setup, "run", "--env", "TOKEN", "--job", "sec", "--", check, env={"TOKEN": secret})
+    assert p.returncode == 0, p.stderr
+    assert not [c for c in all_cmdlines() if secret.encode() in c], "a secret in an argv"
+    agent_dir = Path(agent_state(setup)["socket"]).parent
+    for f in agent_dir.iterdir():
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+    assert cmd(setup, "run", "--wait", "--", "true").returncode == 0
+    assert cmd(setup, "check", "sec").returncode == 0
+
+
+def test_a_warm_command_loads_no_ssh_library(setup: dict[str, Any]) -> None:
+    assert cmd(setup, "run", "--job", "imp", "--wait", "--", "true").returncode == 0
+    full = dict(os.environ, **setup["env"])
+    for args in (["check", "imp"], ["run", "--wait", "--", "true"]):
+        p = subprocess.run([sys.executable, "-X", "importtime", "-m", "offload", args[0], "--outputs",
+                            str(setup["out"]), *args[1:]], cwd=setup["repo"], env=full, capture_output=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+        loaded = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.decode().splitlines()
+                  if line.startswith("import time:")}
+        assert "offload" in loaded
+        assert not loaded & {"paramiko", "fabric", "invoke", "cryptography"}, args
