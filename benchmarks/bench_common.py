@@ -37,6 +37,8 @@ class Bench:
                    GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.com",
                    GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.com")
         env.pop("SSH_AUTH_SOCK", None)
+        # An installed offload has its bytecode; without it every command would compile its modules first.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         return cls(base, env, ensure_worker_user(), ClientKey(private, private.with_name("id_ed25519.pub")))
 
     def timed(self, argv: list[str], *, env: dict[str, str] | None = None, **kw) -> float:
@@ -48,7 +50,7 @@ class Bench:
         return time.perf_counter() - start
 
 
-
 def stop_agent(env: dict[str, str]) -> None:
-    """Stop the connection agent the benchmark's commands started (it would exit when idle anyway)."""
+    """Stop the connection agent and the warm command server the benchmark's commands started (they would exit
+    when idle anyway)."""
     subprocess.run([sys.executable, "-m", "offload", "agent", "stop"], env=env, capture_output=True, check=False)

@@ -3,7 +3,8 @@
 
 Prints:
   - for a worker reached through a ProxyCommand relay (a process per connection and a hop, as an IAP tunnel is):
-    a warm `offload run` with the connection agent and without it (OFFLOAD_PERSIST=0), the SSH logins each took
+    a warm `offload run` with the connection agent and the warm command server, and without them
+    (OFFLOAD_PERSIST=0), the SSH logins each took
     (sshd's "Accepted publickey" lines; targets: 0 with the agent, 1 without), and their wall time against one
     plain `ssh host true` through the same proxy command (target with the agent: <= 1.0);
   - the same without a proxy, next to a direct `ssh host true`;
@@ -53,11 +54,11 @@ def main() -> None:
 
         cases = {  # name: (argv, env)
             "ssh true, through the proxy": (ssh_proxied, env),
-            "offload run, through the proxy, agent": (run(proxied), env),
-            "offload run, through the proxy, no agent": (run(proxied), no_agent),
+            "offload run, through the proxy, agent+warm": (run(proxied), env),
+            "offload run, through the proxy, neither": (run(proxied), no_agent),
             "ssh true, direct": (ssh, env),
-            "offload run, direct, agent": (run(outputs), env),
-            "offload run, direct, no agent": (run(outputs), no_agent),
+            "offload run, direct, agent+warm": (run(outputs), env),
+            "offload run, direct, neither": (run(outputs), no_agent),
         }
         for argv, e in cases.values():      # cold: the first sync of the whole repository, the agent's first dial
             bench.timed(argv, env=e, cwd=repo)

@@ -1,5 +1,5 @@
-"""`python -m offload` runs the CLI."""
+"""`python -m offload` runs the CLI, through a warm server when one answers (see `offload.cli.warm`)."""
 
-from offload.cli.app import main
+from offload.cli.warm import main
 
 main()

@@ -574,16 +574,17 @@ def proxy_relay(directory: Path, python: str = sys.executable) -> str:
 
 
 def stop_agents(directory: Path) -> list[int]:
-    """Stop the connection agents a test started: every agent process serving a directory under DIRECTORY, found
-    by its command line and stopped by PID."""
+    """Stop the connection agents and warm command servers a test started: every such process serving a directory
+    under DIRECTORY, found by its command line and stopped by PID."""
     root = str(directory)
     doomed = []
     for pid in all_pids():
         argv = proc_cmdline(pid)
-        if "offload.runtime.agent" in argv and len(argv) > argv.index("offload.runtime.agent") + 1:
-            served = argv[argv.index("offload.runtime.agent") + 1]
-            if served == root or served.startswith(root + "/"):
-                doomed.append(pid)
+        for module in ("offload.runtime.agent", "offload.cli.warm"):
+            if module in argv and len(argv) > argv.index(module) + 1:
+                served = argv[argv.index(module) + 1]
+                if served == root or served.startswith(root + "/"):
+                    doomed.append(pid)
     return kill_pids(doomed, signal.SIGTERM)
 
 

@@ -23,7 +23,10 @@ def status(json: JsonOpt = False) -> None:
     from offload.cli.ui import print_json
     from offload.jobs.connections import agent_status
 
+    from offload.cli.warm import server_pid
+
     state = agent_status()
+    state["warm_server_pid"] = server_pid()
     if json:
         print_json(state)
         return
@@ -31,6 +34,8 @@ def status(json: JsonOpt = False) -> None:
         print(f"no agent is running (its socket would be {state['socket']})")
         return
     print(f"agent {state['pid']} on {state['socket']}; it exits after {state['persist_seconds']:g} s idle")
+    if state["warm_server_pid"]:
+        print(f"warm command server {state['warm_server_pid']}")
     for c in state["connections"]:
         where = f"{c['user'] + '@' if c['user'] else ''}{c['host']}:{c['port']}"
         print(f"  {c['worker']:<20} {where:<32} {'open' if c['alive'] else 'closed':<6} "
@@ -41,8 +46,10 @@ def status(json: JsonOpt = False) -> None:
 
 @agent_app.command()
 def stop() -> None:
-    """Stop the agent; its connections close. The next command starts a new one."""
+    """Stop the agent (its connections close) and the warm command server. The next command starts new ones."""
+    from offload.cli.warm import stop_server
     from offload.jobs.connections import stop_agent
 
+    stop_server()  # the warm command server goes too: commands it is running go on
     pid = stop_agent()
     print(f"stopped agent {pid}; its connections are closed" if pid else "no agent was running")

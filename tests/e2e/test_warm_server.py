@@ -1,0 +1,173 @@
+"""Warm commands: after the first, a job command runs in a child forked from a warm server that has offload
+loaded, with the user's own stdin, stdout and stderr; exit codes, signals and a vanished user pass through, and
+a server whose code is older than the command's is not used."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.helpers import offload, spawn
+from tests.workers import (SshdWorker, children_map, kill_pids, make_repo, proc_alive, proc_cmdline, sshd_record,
+                           wait_for, write_outputs)
+
+import offload.cli.warm as warm
+
+
+@pytest.fixture
+def setup(sshd_worker: SshdWorker, tmp_path: Path) -> dict[str, Any]:
+    out = write_outputs(tmp_path / "outputs.json", "ssh", [sshd_record(sshd_worker)])
+    return {"ssh": sshd_worker, "out": out, "repo": make_repo(tmp_path / "repo"),
+            "env": {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path)}}
+
+
+def cmd(s: dict[str, Any], *args: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+    return offload(args[0], "--outputs", str(s["out"]), *args[1:], cwd=s["repo"], env=s["env"], **kw)
+
+
+def server(s: dict[str, Any]) -> int:
+    """The warm server's pid, once the first command has started it."""
+    pidfile = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.PIDFILE
+
+    def running() -> int | None:
+        try:
+            pid = int(pidfile.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if proc_alive(pid) and (pidfile.parent / warm.SOCKET).exists() else None
+
+    if running() is None:
+        assert cmd(s, "status").returncode == 0
+    return wait_for(running, timeout=30, what="the warm server")
+
+
+def test_a_warm_command_runs_in_a_child_of_the_server_with_the_users_own_streams(setup: dict[str, Any]) -> None:
+    pid = server(setup)
+    assert cmd(setup, "run", "--job", "w1", "--", "echo begin; sleep 30").returncode == 0
+    follower = spawn("logs", "--outputs", str(setup["out"]), "-f", "w1", cwd=setup["repo"], env=setup["env"])
+    try:
+        kids = wait_for(lambda: children_map().get(pid), timeout=20, what="a child of the warm server")
+        assert len(kids) == 1 and proc_cmdline(kids[0]) == proc_cmdline(pid), "forked, not started anew"
+        assert os.readlink(f"/proc/{kids[0]}/fd/1") == os.readlink(f"/proc/{follower.pid}/fd/1"), \
+            "the child writes to the user's own stdout"
+        assert os.readlink(f"/proc/{kids[0]}/cwd") == str(setup["repo"])
+        assert b"begin\n" == follower.stdout.read(6)
+        # Ctrl-C reaches the command through the user's process.
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=20) == 130
+        wait_for(lambda: not proc_alive(kids[0]), timeout=20, what="the child to end with its user")
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert cmd(setup, "clean", "w1").returncode == 0
+
+
+def test_exit_codes_output_and_errors_are_the_commands_own(setup: dict[str, Any]) -> None:
+    server(setup)
+    p = cmd(setup, "run", "--job", "w2", "--wait", "--", "echo out; echo err >&2; exit 3")
+    assert (p.returncode, p.stdout) == (3, b"out\nerr\n"), p.stderr  # the job's terminal: one stream
+    p = cmd(setup, "check", "no-such-job")
+    assert p.returncode == 5 and p.stdout == b""
+    assert p.stderr.decode().startswith("offload: no job no-such-job"), p.stderr
+    p = cmd(setup, "status", "--json")
+    assert p.returncode == 0 and "w2" in [j["id"] for j in json.loads(p.stdout)["workers"][0]["jobs"]]
+    env = dict(os.environ, **setup["env"])
+    piped = subprocess.run(f"{sys.executable} -m offload run --outputs {setup['out']} --wait -- 'seq 1 100000' "
+                           "| head -1", shell=True, cwd=setup["repo"], env=env, capture_output=True, timeout=60)
+    assert piped.stdout == b"1\n", piped.stderr
+    assert piped.stderr.startswith(b"offload: stopped watching: the output was closed; job "), piped.stderr
+
+
+def test_a_user_process_killed_outright_takes_its_command_along(setup: dict[str, Any]) -> None:
+    pid = server(setup)
+    assert cmd(setup, "run", "--job", "w3", "--", "sleep 30").returncode == 0
+    follower = spawn("logs", "--outputs", str(setup["out"]), "-f", "w3", cwd=setup["repo"], env=setup["env"])
+    try:
+        (child,) = wait_for(lambda: children_map().get(pid), timeout=20, what="a child of the warm server")
+        kill_pids([follower.pid])
+        follower.wait()
+        wait_for(lambda: not proc_alive(child), timeout=20, what="the orphaned command to end")
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert cmd(setup, "clean", "w3").returncode == 0
+
+
+def test_a_server_older_than_the_code_is_not_used(setup: dict[str, Any]) -> None:
+    pid = server(setup)
+    source = Path(warm.__file__)
+    before = source.stat()
+    try:
+        os.utime(source, ns=(before.st_atime_ns, time.time_ns()))
+        p = cmd(setup, "status")
+        assert p.returncode == 0, p.stderr
+        wait_for(lambda: not proc_alive(pid), timeout=20, what="the stale server to go")
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert server(setup) != pid, "the next command starts a server with the code as it is"
+
+
+def test_no_server_when_persist_is_zero_and_agent_stop_stops_it(setup: dict[str, Any]) -> None:
+    zero = dict(setup, env=dict(setup["env"], OFFLOAD_PERSIST="0"))
+    for _ in range(2):
+        assert cmd(zero, "status").returncode == 0
+    time.sleep(1)
+    assert not (Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.PIDFILE).exists()
+    pid = server(setup)
+    p = offload("agent", "stop", cwd=setup["repo"], env=setup["env"])
+    assert p.returncode == 0
+    wait_for(lambda: not proc_alive(pid), timeout=20, what="the warm server to stop")
+
+
+def test_interactive_commands_start_the_usual_way() -> None:
+    assert warm.eligible(["run", "--wait", "--", "make"])
+    assert warm.eligible(["run", "--", "make", "--attach"]), "words after -- are the job's"
+    assert not warm.eligible(["run", "--attach", "--", "make"])
+    assert not warm.eligible(["run", "-a", "--", "make"])
+    assert not any(warm.eligible([c, "job"]) for c in ("attach", "shell", "mcp", "agent", "fleet", "init"))
+    assert not warm.eligible([])
+
+
+def test_the_server_answers_only_its_own_user(setup: dict[str, Any]) -> None:
+    """Its socket is 0600 in a 0700 directory; even opened up, another user's command is refused unrun."""
+    pid = server(setup)
+    sock = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.SOCKET
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    dirs = [d for d in (sock.parent, *sock.parents) if d != Path("/")]
+    modes = {d: stat.S_IMODE(d.stat().st_mode) for d in dirs}
+    probe = ("import array, json, socket, struct, sys\n"
+             "s = socket.socket(socket.AF_UNIX)\n"
+             "s.connect(sys.argv[1])\n"
+             "s.settimeout(5)\n"
+             "req = json.dumps({'argv': ['status'], 'cwd': '/', 'env': {}, 'umask': 18, 'stamp': sys.argv[2]}).encode()\n"
+             "try:\n"
+             "    s.sendmsg([struct.pack('>cI', b'q', len(req)) + req],\n"
+             "              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [0, 1, 2]))])\n"
+             "    print(repr(s.recv(100)))\n"
+             "except (ConnectionResetError, BrokenPipeError):\n"
+             "    print(repr(b''))\n")
+    try:
+        for d in dirs:
+            os.chmod(d, modes[d] | 0o011)
+        os.chmod(sock, 0o666)
+        p = subprocess.run(["/usr/bin/python3", "-c", probe, str(sock), warm.code_stamp()], user=setup["ssh"].user,
+                           capture_output=True, text=True, timeout=30, cwd="/")
+    finally:
+        os.chmod(sock, 0o600)
+        for d, mode in modes.items():
+            os.chmod(d, mode)
+    assert (p.returncode, p.stdout.strip()) == (0, "b''"), p.stderr
+    assert not children_map().get(pid), "nothing ran for another user"
+    assert cmd(setup, "status").returncode == 0 and proc_alive(pid)
