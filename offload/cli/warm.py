@@ -222,9 +222,10 @@ def serve(directory: Path, persist: float) -> int:
         return 0  # another server runs, or is starting
     _lock_fd = lock.fileno()
     stamp = code_stamp()
-    from offload.cli import app  # noqa: F401  (every command's module, loaded once for all children)
+    from offload.cli.app import command  # every command's module, loaded once for all children
     from offload.jobs.service import preload
 
+    command()
     preload()
     path = directory / SOCKET
     try:
