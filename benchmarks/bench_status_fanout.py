@@ -33,6 +33,19 @@ def sshd_cpu(listener: int) -> float:
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds a process and its descendants used, those still alive and those already reaped (with the
+    agent, each worker's connection stays open, so its steps' shells are reaped by a process still alive)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(tree_cpu(int(k)) for k in kids)
+
+
 def main() -> None:
     bench = Bench.create("offload-bench-fanout-")
     base, env, private = bench.base, bench.env, bench.key.private
@@ -75,7 +88,7 @@ def main() -> None:
 
         t_one, t_all, t_seq, s_one, s_all, a_one, a_all = [], [], [], [], [], [], []
         logins = {"agent": 0, "no agent": 0}
-        server_cpu = 0.0
+        server_cpu = step_cpu = 0.0
         for _ in range(ROUNDS):   # interleaved, so machine noise hits all of them alike
             t_one.append(bench.timed(status_one, cwd=base))
             before = sum(sshd_cpu(w.pid) for w in workers)
@@ -85,7 +98,10 @@ def main() -> None:
             t_seq.append(bench.timed(status_all, env=sequential, cwd=base))
             before = sum(w.accepted_count() for w in workers)
             a_one.append(bench.timed(status_one, env=agent, cwd=base))
+            cpu_before = sum(tree_cpu(w.pid) for w in workers)
             a_all.append(bench.timed(status_all, env=agent, cwd=base))
+            time.sleep(0.2)
+            step_cpu += sum(tree_cpu(w.pid) for w in workers) - cpu_before
             logins["agent"] += sum(w.accepted_count() for w in workers) - before
             s_one.append(plain_ssh(1))
             s_all.append(plain_ssh(WORKERS))
@@ -106,6 +122,11 @@ def main() -> None:
         floor = (m1 + (WORKERS - 1) * per_login / cores) / m1
         print(f"sshd's own CPU per login here: {per_login * 1000:.1f} ms, so with the servers on these {cores} "
               f"cores no client can do better than ratio {floor:.2f}")
+        per_step = step_cpu / (ROUNDS * WORKERS)
+        floor_agent = (a1 + (WORKERS - 1) * per_step / cores) / a1
+        print(f"with the agent, the worker's own CPU per status (its sshd channel and the shell that reads the "
+              f"jobs): {per_step * 1000:.1f} ms, so on these {cores} cores no client can do better than ratio "
+              f"{floor_agent:.2f}")
         print(f"baseline, OpenSSH `ssh host true`: 1 host {p1 * 1000:.0f} ms; {WORKERS} hosts in parallel "
               f"{pn * 1000:.0f} ms, ratio {pn / p1:.2f} (what this machine allows for {WORKERS} logins at once)")
     finally:

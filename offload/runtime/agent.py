@@ -605,13 +605,18 @@ def _same_inode(path: Path, inode: int) -> bool:
 
 
 def _read_line(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    """The request's header line, and not a byte past it (the input frames follow). Looks ahead rather than
+    reading a byte at a time: a step's header carries its script, tens of kilobytes."""
     buf = bytearray()
-    while not buf.endswith(b"\n"):
-        chunk = sock.recv(1)
-        if not chunk or len(buf) > limit:
+    while True:
+        ahead = sock.recv(_CHUNK, socket.MSG_PEEK)
+        end = ahead.find(b"\n")
+        chunk = _recv_exact(sock, len(ahead) if end < 0 else end + 1) if ahead else None
+        if chunk is None or len(buf) > limit:
             raise ValueError("no request")
         buf += chunk
-    return bytes(buf)
+        if end >= 0:
+            return bytes(buf)
 
 
 def _read_input(sock: socket.socket) -> bytes:

@@ -206,7 +206,12 @@ class SshTransport:
                 raise RemoteCommandError(self.worker, f"a step on worker {self.worker} timed out after "
                                          f"{timeout:.0f}s")
             if not got:
-                select.select([chan], [], [], 0.5)
+                if chan.eof_received:
+                    # Only the exit status is still to come; the channel's pipe stays readable after EOF, so
+                    # select would return at once, again and again.
+                    chan.status_event.wait(0.5)
+                else:
+                    select.select([chan], [], [], 0.5)
         code = chan.recv_exit_status()
         if code == -1:
             # The remote side ended without an exit status: killed, or its session torn down.
