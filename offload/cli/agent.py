@@ -30,12 +30,11 @@ def status(json: JsonOpt = False) -> None:
     if json:
         print_json(state)
         return
+    warm = f"warm command server {state['warm_server_pid']}" if state["warm_server_pid"] else "no warm command server"
     if not state["running"]:
-        print(f"no agent is running (its socket would be {state['socket']})")
+        print(f"no agent is running (its socket would be {state['socket']}); {warm}")
         return
-    print(f"agent {state['pid']} on {state['socket']}; it exits after {state['persist_seconds']:g} s idle")
-    if state["warm_server_pid"]:
-        print(f"warm command server {state['warm_server_pid']}")
+    print(f"agent {state['pid']} on {state['socket']}; it exits after {state['persist_seconds']:g} s idle; {warm}")
     for c in state["connections"]:
         where = f"{c['user'] + '@' if c['user'] else ''}{c['host']}:{c['port']}"
         print(f"  {c['worker']:<20} {where:<32} {'open' if c['alive'] else 'closed':<6} "

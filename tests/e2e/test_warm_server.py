@@ -125,6 +125,8 @@ def test_no_server_when_persist_is_zero_and_agent_stop_stops_it(setup: dict[str,
     time.sleep(1)
     assert not (Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.PIDFILE).exists()
     pid = server(setup)
+    state = json.loads(offload("agent", "status", "--json", cwd=setup["repo"], env=setup["env"]).stdout)
+    assert state["warm_server_pid"] == pid
     p = offload("agent", "stop", cwd=setup["repo"], env=setup["env"])
     assert p.returncode == 0
     wait_for(lambda: not proc_alive(pid), timeout=20, what="the warm server to stop")
