@@ -135,8 +135,9 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
         f"runner=$(SHELL=/bin/sh tmux -f /dev/null -L {q(paths.tmux_socket)} new-session -d -s {q(job)} "
         f"-n offload -x 200 -y 50 -P -F '#{{pane_pid}}' {q(runner)} </dev/null) "
         f"|| abort {LaunchExit.TMUX_FAILED} {q(f'tmux could not start the session of job {job}')}",
-        # The runner records itself too; a launch that cannot (a full disk) takes the job back entirely.
-        f"case $runner in ''|*[!0-9]*) ;; *) {{ printf '%s\\n' \"$runner\" > {job_dir}/runner.pid.tmp "
+        # The runner records itself too; a launch that cannot (a full disk) takes the job back entirely. The job's
+        # files stay private: the umask is the worker's again by now.
+        f"case $runner in ''|*[!0-9]*) ;; *) {{ (umask 077 && printf '%s\\n' \"$runner\" > {job_dir}/runner.pid.tmp) "
         f"&& mv -f {job_dir}/runner.pid.tmp {job_dir}/runner.pid; }} 2>/dev/null || "
         f"{{ tmux -f /dev/null -L {q(paths.tmux_socket)} kill-server </dev/null >/dev/null 2>&1; "
         f"abort 1 {q(f'cannot write the state of job {job}')}\"$(df -Pk {job_dir} 2>/dev/null | "
