@@ -10,7 +10,8 @@ else start the usual way.
 
 The server lives beside the agent's socket (see `offload.paths.agent_dir`), answers only its own user, and exits
 after OFFLOAD_PERSIST idle seconds (0: no server); a command that finds none runs the usual way and starts one
-for the next. A server whose offload code is older than the command's own is not used.
+for the next. A server whose offload code differs from the command's own is not used: it exits when it is the
+same installation (its code changed since it started), and serves on when the command came from another one.
 
 This module is what the `offload` executable imports first: it loads nothing heavy unless it has to.
 """
@@ -82,7 +83,7 @@ def code_stamp() -> str:
                 stack.append(Path(entry.path))
             elif entry.name.endswith((".py", ".sh")):
                 newest = max(newest, entry.stat().st_mtime_ns)
-    return f"{root}:{newest}"
+    return f"{sys.executable}|{root}:{newest}"
 
 
 def _send(sock: socket.socket, kind: bytes, payload: bytes = b"") -> None:
@@ -296,9 +297,12 @@ def _take(client: socket.socket, server: socket.socket, stamp: str) -> bool:
     except (OSError, ValueError):
         return False
     try:
-        if len(fds) != 3 or request.get("stamp") != stamp:
+        theirs = str(request.get("stamp"))
+        if len(fds) != 3 or theirs != stamp:
             _send(client, b"!")
-            return request.get("stamp") != stamp
+            # The same installation with other code: this server is stale and goes. Another installation (another
+            # Python or checkout) just runs its commands itself.
+            return theirs.rsplit(":", 1)[0] == stamp.rsplit(":", 1)[0] and theirs != stamp
         pid = os.fork()
         if pid == 0:
             try:

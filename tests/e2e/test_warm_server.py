@@ -4,10 +4,13 @@ a server whose code is older than the command's is not used."""
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -173,3 +176,18 @@ def test_the_server_answers_only_its_own_user(setup: dict[str, Any]) -> None:
     assert (p.returncode, p.stdout.strip()) == (0, "b''"), p.stderr
     assert not children_map().get(pid), "nothing ran for another user"
     assert cmd(setup, "status").returncode == 0 and proc_alive(pid)
+
+
+def test_a_command_of_another_installation_runs_itself_and_leaves_the_server(setup: dict[str, Any]) -> None:
+    pid = server(setup)
+    sock_path = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.SOCKET
+    other = "/opt/other/bin/python|/opt/other/offload:1"
+    request = json.dumps({"argv": ["status"], "cwd": "/", "env": {}, "umask": 0o22, "stamp": other}).encode()
+    with socket.socket(socket.AF_UNIX) as s, open(os.devnull, "wb") as null:
+        s.connect(str(sock_path))
+        s.sendmsg([struct.pack(">cI", b"q", len(request)) + request],
+                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [null.fileno()] * 3))])
+        s.settimeout(10)
+        assert s.recv(5)[:1] == b"!", "refused: nothing ran"
+    time.sleep(0.5)
+    assert proc_alive(pid) and not children_map().get(pid), "the server serves on"
