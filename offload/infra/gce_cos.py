@@ -33,6 +33,9 @@ class GceCosWorkers(GceWorkers):
 
     args: GceCosArgs
 
+    def worker_image(self) -> str | None:
+        return self.args.image
+
     def boot_metadata(self) -> dict[str, str]:
         args = self.args
         return {"user-data": cos_user_data(image=args.image, idle_stop_minutes=args.idle_stop_minutes,
