@@ -308,3 +308,17 @@ class GceCosProvider(GceLinuxProvider):
     """Container-Optimized OS: SSH to the host, jobs wrapped in `docker exec` into the worker container."""
 
     kind = ProviderType.GCE_COS
+    # The systemd unit that owns the worker container on a COS worker (offload/infra/cloudinit.py).
+    WORKER_UNIT = "offload-worker.service"
+
+    def heal_container(self) -> None:
+        """Restart the worker container's unit, which pulls with root's registry credentials and runs it on the
+        mounted disk; a host without that unit (older boot config) is healed as any container host."""
+        from offload.runtime.container import heal_by_unit
+
+        if not (self.record.container and self._host is not None and self._waking):
+            return super().heal_container()
+        done = heal_by_unit(self._host, self.record.container, self.WORKER_UNIT)
+        if done is None:
+            return super().heal_container()
+        self.options.progress(f"worker container {self.record.container} was {done}")

@@ -36,3 +36,26 @@ def heal_container(host: Transport, container: str, spec: WorkerContainer | None
     argv = ["docker", "unpause" if state == "paused" else "start", container]
     check(host.run(argv, timeout=120), host.worker, f"starting container {container}", argv)
     return "started"
+
+
+def heal_by_unit(host: Transport, container: str, unit: str, *, timeout: float = 300.0,
+                 poll: float = 1.0) -> str | None:
+    """Where a systemd UNIT owns CONTAINER (COS workers), restart the unit and wait until the container runs:
+    the unit starts it after the data disk is mounted, as root with the registry credentials, and a container
+    made by hand would race it. None when the host has no such unit."""
+    import time
+
+    if not host.run(["systemctl", "cat", unit], timeout=30).ok:
+        return None
+    argv = ["sudo", "-n", "systemctl", "restart", unit]
+    check(host.run(argv, timeout=120), host.worker, f"restarting {unit}", argv)
+    deadline = time.monotonic() + timeout
+    while True:
+        state = container_state(host, container)
+        if state == "running":
+            return "restarted"
+        if time.monotonic() >= deadline:
+            raise WorkerError(host.worker, f"worker container {container} is still {state} on worker {host.worker} "
+                              f"after restarting {unit}",
+                              hint=f"see `journalctl -u {unit}` on the worker (`offload ssh-config` to log in)")
+        time.sleep(poll)
