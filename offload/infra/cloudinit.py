@@ -41,6 +41,8 @@ COS_HOST_KEYS_DIR = f"{COS_DATA_MOUNT}/.offload-host-keys"
 IMAGE_ATTRIBUTE = "offload-image"
 IDLE_GUEST_ATTRIBUTE = "offload/minutes-until-stop"
 LINUX_PACKAGES = ("git", "tmux", "rsync", "ca-certificates")
+APT_ATTEMPTS = 20
+APT_RETRY_SECONDS = 15
 
 _UNIT_VALUE = re.compile(r"^[A-Za-z0-9._/:@+-]+$")
 
@@ -229,8 +231,13 @@ def render_startup_script(spec: BootSpec) -> str:
         checks = " || ".join(f"! command -v {shlex.quote(p)} >/dev/null 2>&1"
                              for p in spec.packages if p in ("git", "tmux", "rsync"))
         install = shlex.join(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *spec.packages])
+        # The first boot may come before Cloud NAT can carry traffic: try again for a few minutes.
         lines += [f"if {checks}; then",
-                  f"  apt-get update -qq && {install} || echo 'offload: package install failed' >&2",
+                  f"  for attempt in $(seq 1 {APT_ATTEMPTS}); do",
+                  f"    if apt-get update -qq && {install}; then break; fi",
+                  "    echo \"offload: package install failed (attempt $attempt)\" >&2",
+                  f"    sleep {APT_RETRY_SECONDS}",
+                  "  done",
                   "fi"]
     for f in spec.files:
         marker = "OFFLOAD_EOF"

@@ -656,3 +656,24 @@ def test_the_units_pass_systemd_analyze_verify(tmp_path: Path, kind: str) -> Non
                 if "offload" in line and "Command /etc/offload" not in line]
     assert result.returncode == 0 or not problems, result.stderr
     assert not problems, result.stderr
+
+
+def test_the_debian_package_install_is_retried_until_the_network_carries_it(box: Box) -> None:
+    script = cloudinit.linux_metadata(idle_stop_minutes=0, owner="dev_example_com")["startup-script"]
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("if ! command -v"))
+    end = lines.index("fi", start)
+    packages = "\n".join(["set -euo pipefail", *lines[start:end + 1]]) + "\n"
+    failures = box.root / "failures"
+    failures.write_text("2")
+    # apt-get update fails twice (no NAT yet), then works; tmux and git are missing until it has.
+    box.stub("apt-get", f'n=$(cat {failures}); if [ "$1" = update ] && [ "$n" -gt 0 ]; then '
+                        f'echo $((n - 1)) > {failures}; exit 100; fi')
+    box.stub("sleep")
+    for tool in ("seq", "cat"):
+        (box.bin / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    result = box.run(packages, {"PATH": str(box.bin)})
+    assert result.returncode == 0, result.stderr
+    assert [c.split()[1] for c in box.calls("apt-get")] == ["update", "update", "update", "install"]
+    assert len(box.calls("sleep")) == 2
+    assert "attempt 2" in result.stderr
