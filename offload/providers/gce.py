@@ -69,6 +69,8 @@ class GceLinuxProvider(SshProvider):
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (the base class's signature)
         super().__init__(*args, **kwargs)
         r, developer = self.record, self.outputs.developer
+        # The name the stack guessed, which its boot put in the docker group (gce-cos).
+        self.guessed_user = r.user
         if developer and r.project:
             name = remembered_login(developer, r.project)
             if name and name != r.user:
@@ -311,6 +313,13 @@ class GceCosProvider(GceLinuxProvider):
     # The systemd unit that owns the worker container on a COS worker (offload/infra/cloudinit.py).
     WORKER_UNIT = "offload-worker.service"
 
+    def docker_command(self) -> list[str]:
+        """The boot lists the stack's guess of the OS Login name in the docker group. A login under another name
+        (OS Login chose it) is not a member, but is an OS Login admin with sudo: its docker client runs that way."""
+        if self.guessed_user and self.record.user and self.record.user != self.guessed_user:
+            return ["sudo", "-n", "docker"]
+        return ["docker"]
+
     def heal_container(self) -> None:
         """Restart the worker container's unit, which pulls with root's registry credentials and runs it on the
         mounted disk; a host without that unit (older boot config) is healed as any container host."""
@@ -318,7 +327,7 @@ class GceCosProvider(GceLinuxProvider):
 
         if not (self.record.container and self._host is not None and self._waking):
             return super().heal_container()
-        done = heal_by_unit(self._host, self.record.container, self.WORKER_UNIT)
+        done = heal_by_unit(self._host, self.record.container, self.WORKER_UNIT, docker=self.docker_command())
         if done is None:
             return super().heal_container()
         self.options.progress(f"worker container {self.record.container} was {done}")

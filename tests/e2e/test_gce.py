@@ -193,13 +193,16 @@ def test_the_first_login_registers_the_key_with_os_login_and_uses_the_profiles_n
     worker, inst, _, repo = gce
     ssh = worker.ssh
     # The outputs can only guess the name; OS Login gave this developer another (an external account's ext_).
+    # On the host (gce-linux): a COS login under a name the boot did not put in the docker group runs docker
+    # through sudo, which this test host's user may not.
     record = sshd_record(worker, name="offload-dev-0", instance="offload-dev-0", project="p", zone="us-west1-a",
-                         user="ext_guess_is_wrong", image=worker.container.image)
-    out = write_outputs(tmp_path / "guess.json", "gce-cos", [record], developer="dev@partner.example")
+                         user="ext_guess_is_wrong", container=None, workspace=f"{ssh.workspace}/host")
+    out = write_outputs(tmp_path / "guess.json", "gce-linux", [record], developer="dev@partner.example")
     user = oslogin_fake.add("dev@partner.example", ssh.user)
     p = offload("run", "--outputs", str(out), "--wait", "--", "id", "-un", cwd=repo, key=ssh.key_path,
                 env={"OFFLOAD_PERSIST": "0"})
     assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().strip() == ssh.user
     # The key offered is the one registered, with the project, so OS Login makes the POSIX account.
     (imported,) = oslogin_fake.calls("POST")
     assert imported.query["projectId"] == "p"

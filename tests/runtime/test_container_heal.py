@@ -59,3 +59,33 @@ def test_a_container_that_never_comes_back_is_one_clear_error(host: tuple[LocalT
     with pytest.raises(WorkerError) as info:
         heal_by_unit(transport, "offload-worker", "offload-worker.service", timeout=0.05, poll=0.01)
     assert "still exited" in info.value.line() and "journalctl -u offload-worker.service" in info.value.line()
+
+
+def test_a_login_outside_the_docker_group_runs_docker_through_sudo(host: tuple[LocalTransport, Path, Path]) -> None:
+    from offload.runtime.transport import ContainerTransport
+
+    transport, bin_dir, log = host
+    _stub(bin_dir, "sudo", '[ "$1" = -n ] && shift; exec "$@"', log)
+    _stub(bin_dir, "docker", "echo inside", log)
+    wrapped = ContainerTransport(transport, "offload-worker", docker=["sudo", "-n", "docker"])
+    assert wrapped.run(["true"]).stdout == b"inside\n"
+    assert log.read_text().splitlines() == ["sudo -n docker exec -i offload-worker true",
+                                            "docker exec -i offload-worker true"]
+
+
+def test_the_cos_provider_uses_sudo_only_for_a_name_the_boot_did_not_put_in_the_docker_group(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from offload.outputs import StackOutputs
+    from offload.providers.gce import GceCosProvider, remember_login
+
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path / "cache"))
+    record = {"name": "w0", "host": "10.0.0.2", "user": "dev_partner_example", "container": "offload-worker",
+              "workspace": "/mnt/disks/data/offload", "instance": "w0", "project": "p", "zone": "us-west1-a"}
+    outputs = StackOutputs.from_dict({"provider": "gce-cos", "developer": "dev@partner.example",
+                                      "workers": [record]})
+    assert GceCosProvider(outputs.workers[0], outputs).docker_command() == ["docker"]
+    # OS Login gave this developer another name, remembered from an earlier login.
+    remember_login("dev@partner.example", "p", "ext_dev_partner_example")
+    provider = GceCosProvider(outputs.workers[0], outputs)
+    assert provider.record.user == "ext_dev_partner_example"
+    assert provider.docker_command() == ["sudo", "-n", "docker"]
