@@ -677,3 +677,16 @@ def test_the_debian_package_install_is_retried_until_the_network_carries_it(box:
     assert [c.split()[1] for c in box.calls("apt-get")] == ["update", "update", "update", "install"]
     assert len(box.calls("sleep")) == 2
     assert "attempt 2" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_the_boot_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    scripts = {p: c for p, c in files_of(cos_doc(owner="dev@example.com")).items()
+               if p.endswith(".sh") and c.startswith("#!/bin/bash")}
+    assert {"/etc/offload/host-keys.sh", "/etc/offload/watch-image.sh", "/etc/offload/start-worker.sh"} <= set(scripts)
+    for name, content in scripts.items():
+        path = tmp_path / name.replace("/", "_")
+        path.write_text(content)
+        result = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True,
+                                timeout=TIMEOUT)
+        assert result.returncode == 0, f"{name}: {result.stdout}"
