@@ -8,6 +8,7 @@ Values may be native (a list, an int) or strings as Pulumi hands them over (stru
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import json
 import re
@@ -37,13 +38,14 @@ WORKSPACE = "offload:workspace"
 PROTECT_DATA_DISK = "offload:protectDataDisk"
 KEEP_JOBS = "offload:keepJobs"
 WARM_WORKTREES = "offload:warmWorktrees"
+RUNNING_TIMEOUT_MINUTES = "offload:runningTimeoutMinutes"
 GCP_PROJECT = "gcp:project"
 GCP_ZONE = "gcp:zone"
 GCP_REGION = "gcp:region"
 
 OFFLOAD_KEYS = (PROVIDER, DEVELOPER, WORKERS, MACHINE_TYPE, DATA_DISK_GB, IMAGE, SSH_SOURCE_RANGES,
                 IDLE_STOP_MINUTES, HOSTS, NETWORK, SUBNETWORK, SUBNET_CIDR, NAME_PREFIX, WORKSPACE,
-                PROTECT_DATA_DISK, KEEP_JOBS, WARM_WORKTREES)
+                PROTECT_DATA_DISK, KEEP_JOBS, WARM_WORKTREES, RUNNING_TIMEOUT_MINUTES)
 GCP_KEYS = (GCP_PROJECT, GCP_ZONE, GCP_REGION)
 
 STACK_PROVIDERS = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION,
@@ -59,6 +61,12 @@ DEFAULT_WORKER_IMAGE = "docker.io/library/debian:bookworm"
 DEFAULT_WORKSTATION_IMAGE = "us-central1-docker.pkg.dev/cloud-workstations-images/predefined/code-oss:latest"
 MAX_WORKERS = 20
 MAX_IDLE_STOP_MINUTES = 7 * 24 * 60
+# Cloud Workstations stops a workstation this long after it started, busy or not; 0 means never.
+MAX_RUNNING_TIMEOUT_MINUTES = 30 * 24 * 60
+# What OS Login keeps of a generated POSIX name; the login profile has the final word (the runtime reads it).
+OS_LOGIN_NAME_MAX = 32
+# Beyond the IAP range, only addresses that can route to a worker without a public IP: RFC 1918 and RFC 6598.
+PRIVATE_SOURCE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 WORKSTATION_DISK_SIZES = (10, 50, 100, 200, 500, 1000)
 HOST_KEYS_ACCEPTED = ("name", "host", "port", "user", "container", "workspace", "host_keys", "proxy_command")
 
@@ -97,9 +105,10 @@ class StackConfig:
     subnet_cidr: str = DEFAULT_SUBNET_CIDR
     name_prefix: str = ""
     workspace: str | None = None
-    protect_data_disk: bool = False
+    protect_data_disk: bool = True
     keep_jobs: int | None = None  # None: the worker's default
     warm_worktrees: int | None = None
+    running_timeout_minutes: int = 0
 
     @property
     def os_login_user(self) -> str:
@@ -107,8 +116,15 @@ class StackConfig:
 
 
 def os_login_user(email: str) -> str:
-    """The POSIX name OS Login gives a user account: the email with every non-alphanumeric turned into '_'."""
-    return re.sub(r"[^a-z0-9]", "_", email.lower())
+    """The POSIX name OS Login usually gives a user account: the email with every non-alphanumeric turned into
+    '_', cut to 32 characters. Only a guess: external accounts get an `ext_` prefix and admins may set names, so
+    the runtime reads the real one from the login profile before it logs in."""
+    return re.sub(r"[^a-z0-9]", "_", email.lower())[:OS_LOGIN_NAME_MAX]
+
+
+def email_hash(email: str, length: int = 6) -> str:
+    """A short, stable hash of the full email: two developers whose emails differ never share a name."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:length]
 
 
 def check_shape(workers: int, idle_stop_minutes: int) -> None:
@@ -127,10 +143,11 @@ def worker_labels(developer: str) -> dict[str, str]:
 
 
 def default_name_prefix(email: str) -> str:
-    """`offload-<local part>`: short enough for every derived GCE name and the service-account id."""
+    """`offload-<local part>-<hash>`: the hash of the whole email keeps `john-doe@a` and `john.doe@b` apart, and
+    24 characters leave room for every derived name (`-sa` ids of 6-30, instances and disks of 63)."""
     local = email.split("@", 1)[0].lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", local).strip("-")[:16].strip("-") or "dev"
-    return f"offload-{slug}"
+    slug = re.sub(r"[^a-z0-9]+", "-", local).strip("-")[:9].strip("-") or "dev"
+    return f"offload-{slug}-{email_hash(email)}"
 
 
 def args_from(cls: type[T], config: StackConfig) -> T:
@@ -178,12 +195,16 @@ def read_stack_config(values: Mapping[str, Any]) -> StackConfig:
         name_prefix=_match(values, NAME_PREFIX, default_name_prefix(developer), _NAME_PREFIX,
                            "6-24 lowercase letters, digits or '-', starting with a letter"),
         workspace=_workspace(values.get(WORKSPACE)),
-        protect_data_disk=_bool(values, PROTECT_DATA_DISK, False),
+        protect_data_disk=_bool(values, PROTECT_DATA_DISK, True),
         keep_jobs=None if _blank(values.get(KEEP_JOBS)) else _int(
             values, KEEP_JOBS, 0, 0, MAX_KEEP_JOBS, f"a number of finished jobs to keep, from 0 to {MAX_KEEP_JOBS}"),
         warm_worktrees=None if _blank(values.get(WARM_WORKTREES)) else _int(
             values, WARM_WORKTREES, 0, 0, MAX_WARM_WORKTREES,
             f"a number of idle warm worktrees to keep per repository, from 0 to {MAX_WARM_WORKTREES}"),
+        running_timeout_minutes=_int(
+            values, RUNNING_TIMEOUT_MINUTES, 0, 0, MAX_RUNNING_TIMEOUT_MINUTES,
+            f"the minutes a workstation may run before Cloud Workstations stops it, from 0 (never) to "
+            f"{MAX_RUNNING_TIMEOUT_MINUTES}"),
     )
 
 
@@ -349,9 +370,9 @@ def parse_ssh_source_ranges(value: Any) -> tuple[str, ...]:
         if net is None:
             raise ConfigError(f"{where} must be an IPv4 CIDR range such as 10.8.0.0/16 (no host bits set); "
                               f"got {item!r}")
-        if net.prefixlen < 8:
-            raise ConfigError(f"{where} must be a range of /8 or narrower: SSH is never opened to the internet; "
-                              f"got {item!r}")
+        if not any(net.subnet_of(ipaddress.IPv4Network(p)) for p in (IAP_RANGE, *PRIVATE_SOURCE_RANGES)):
+            raise ConfigError(f"{where} must be a private range (inside {', '.join(PRIVATE_SOURCE_RANGES)}): "
+                              f"workers have no public IP and are reached through IAP; got {item!r}")
         if str(net) not in ranges:
             ranges.append(str(net))
     return tuple(ranges)

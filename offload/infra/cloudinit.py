@@ -7,6 +7,11 @@ container's `docker run` line is rendered from the one container spec, with thos
 
 COS keeps /etc on a tmpfs and applies its user-data again at every boot, so units are re-created and started
 (not enabled) each boot; the Debian startup script also runs at every boot. Every step is idempotent.
+
+On COS the worker container follows the COS pattern: a systemd unit runs `docker run --rm` in the foreground
+with Restart=always, ordered after the data disk's mount (Docker's own `--restart always` would start it at
+boot before the mount, binding the empty directory). The image is read from an instance metadata attribute
+as the unit starts, and a watcher restarts the unit when `pulumi up` changes it: no reboot needed.
 """
 
 from __future__ import annotations
@@ -30,8 +35,14 @@ SCRIPT_DIR = "/etc/offload"
 UNIT_DIR = "/etc/systemd/system"
 # Persistent on COS (unlike /etc): holds docker's registry credential config.
 COS_STATE_DIR = "/var/lib/offload"
+# On the data disk, outside the workspace (which the worker container sees): the SSH host keys kept across boots.
+COS_HOST_KEYS_DIR = f"{COS_DATA_MOUNT}/.offload-host-keys"
+# The instance metadata attribute that names the worker image; changing it restarts the worker container.
+IMAGE_ATTRIBUTE = "offload-image"
 IDLE_GUEST_ATTRIBUTE = "offload/minutes-until-stop"
 LINUX_PACKAGES = ("git", "tmux", "rsync", "ca-certificates")
+APT_ATTEMPTS = 20
+APT_RETRY_SECONDS = 15
 
 _UNIT_VALUE = re.compile(r"^[A-Za-z0-9._/:@+-]+$")
 
@@ -105,12 +116,13 @@ def _idle_files(workspace: str, idle_stop_minutes: int, container: str | None) -
 
 
 def _docker_run_line(with_owner: bool) -> str:
-    """The container spec's `docker run`, as shell text that takes its values from start-worker.sh's variables."""
+    """The container spec's foreground `docker run`, as shell text that takes its values from start-worker.sh's
+    variables."""
     variables = {"@NAME@": "name", "@IMAGE@": "image", "@WORKSPACE@": "workspace", "@OWNER@": "owner"}
     spec = WorkerContainer(name="@NAME@", image="@IMAGE@", workspace="@WORKSPACE@",
                            owner="@OWNER@" if with_owner else None)
     words = []
-    for word in spec.run_argv():
+    for word in spec.run_argv(foreground=True):
         quoted = shlex.quote(word)
         for marker, variable in variables.items():
             # Inside a single-quoted word, close the quotes around the variable; elsewhere just double-quote it.
@@ -121,30 +133,51 @@ def _docker_run_line(with_owner: bool) -> str:
 
 def cos_boot(*, image: str, idle_stop_minutes: int, docker_user: str | None, owner: str | None = None,
              workspace: str = COS_WORKSPACE, container: str = WORKER_CONTAINER) -> BootSpec:
-    """COS: mount the data disk, run the worker container on it, stop when idle."""
+    """COS: mount the data disk, keep the host keys on it, run the worker container on it, stop when idle."""
     env = {"HOME": COS_STATE_DIR, "OFFLOAD_IMAGE": image, "OFFLOAD_CONTAINER": container,
-           "OFFLOAD_WORKSPACE": workspace}
+           "OFFLOAD_WORKSPACE": workspace, "OFFLOAD_IMAGE_ATTRIBUTE": IMAGE_ATTRIBUTE}
     if docker_user:
         env["OFFLOAD_DOCKER_USER"] = docker_user
     if owner:
         env["OFFLOAD_OWNER"] = owner
     worker_unit = _unit(
         "offload: the worker container",
-        f"Type=oneshot\nRemainAfterExit=yes\n{_env(**env)}\n"
-        f"ExecStart=/bin/bash {SCRIPT_DIR}/start-worker.sh\nTimeoutStartSec=20min",
+        # Restart=always also retries a first boot whose pull failed before NAT or the image grant was ready.
+        f"Type=simple\n{_env(**env)}\n"
+        f"ExecStart=/bin/bash {SCRIPT_DIR}/start-worker.sh\n"
+        f"ExecStop=/usr/bin/docker stop -t 30 {container}\n"
+        "Restart=always\nRestartSec=10\nTimeoutStartSec=20min\nTimeoutStopSec=60",
         unit_extra=("Requires=offload-data.service docker.service\n"
                     "After=offload-data.service docker.service network-online.target\n"
-                    "Wants=network-online.target"))
+                    "Wants=network-online.target\nStartLimitIntervalSec=0"))
+    watch_unit = _unit(
+        "offload: restart the worker container when the stack changes its image",
+        f"Type=simple\n{_env(OFFLOAD_IMAGE_ATTRIBUTE=IMAGE_ATTRIBUTE, OFFLOAD_WORKER_UNIT='offload-worker.service')}"
+        f"\nExecStart=/bin/bash {SCRIPT_DIR}/watch-image.sh\nRestart=always\nRestartSec=10",
+        unit_extra="After=offload-worker.service network-online.target\nStartLimitIntervalSec=0")
+    host_keys_unit = _unit(
+        "offload: the same SSH host keys at every boot, kept on the data disk",
+        f"Type=oneshot\nRemainAfterExit=yes\n{_env(OFFLOAD_HOST_KEYS_DIR=COS_HOST_KEYS_DIR)}\n"
+        f"ExecStart=/bin/bash {SCRIPT_DIR}/host-keys.sh",
+        # After the guest agent, which makes new keys for what it takes for a new instance.
+        unit_extra=("Requires=offload-data.service\n"
+                    "After=offload-data.service google-guest-agent.service sshd.service"))
     start = boot_script("start-worker.sh").replace("@DOCKER_RUN@", _docker_run_line(bool(owner)))
     files = [*_data_files(COS_DATA_MOUNT, workspace, None),
+             BootFile(f"{SCRIPT_DIR}/host-keys.sh", boot_script("host-keys.sh"), "0755"),
+             BootFile(f"{UNIT_DIR}/offload-host-keys.service", host_keys_unit),
              BootFile(f"{SCRIPT_DIR}/start-worker.sh", start, "0755"),
-             BootFile(f"{UNIT_DIR}/offload-worker.service", worker_unit)]
+             BootFile(f"{UNIT_DIR}/offload-worker.service", worker_unit),
+             BootFile(f"{SCRIPT_DIR}/watch-image.sh", boot_script("watch-image.sh"), "0755"),
+             BootFile(f"{UNIT_DIR}/offload-image-watch.service", watch_unit)]
     # The idle timer starts first: a worker whose disk or image fails still stops itself.
     commands: list[tuple[str, ...]] = [("systemctl", "daemon-reload")]
     if idle_stop_minutes > 0:
         files += _idle_files(workspace, idle_stop_minutes, container)
         commands.append(("systemctl", "start", "offload-idle.timer"))
-    commands.append(("systemctl", "start", "offload-worker.service"))
+    commands += [("systemctl", "start", "offload-host-keys.service"),
+                 ("systemctl", "start", "--no-block", "offload-worker.service"),
+                 ("systemctl", "start", "offload-image-watch.service")]
     return BootSpec(tuple(files), tuple(commands))
 
 
@@ -198,8 +231,13 @@ def render_startup_script(spec: BootSpec) -> str:
         checks = " || ".join(f"! command -v {shlex.quote(p)} >/dev/null 2>&1"
                              for p in spec.packages if p in ("git", "tmux", "rsync"))
         install = shlex.join(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *spec.packages])
+        # The first boot may come before Cloud NAT can carry traffic: try again for a few minutes.
         lines += [f"if {checks}; then",
-                  f"  apt-get update -qq && {install} || echo 'offload: package install failed' >&2",
+                  f"  for attempt in $(seq 1 {APT_ATTEMPTS}); do",
+                  f"    if apt-get update -qq && {install}; then break; fi",
+                  "    echo \"offload: package install failed (attempt $attempt)\" >&2",
+                  f"    sleep {APT_RETRY_SECONDS}",
+                  "  done",
                   "fi"]
     for f in spec.files:
         marker = "OFFLOAD_EOF"

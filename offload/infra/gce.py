@@ -22,14 +22,23 @@ from offload.stackconfig import (DEFAULT_DATA_DISK_GB, DEFAULT_IDLE_STOP_MINUTES
                                   DEFAULT_SUBNET_CIDR, StackConfig, args_from, check_shape, os_login_user,
                                   parse_ssh_source_ranges, worker_labels)
 from offload.infra.network import Network, NetworkArgs
+from offload.infra.project import GCE_APIS, ProjectServices, depends_on_of
 from offload.outputs import IAP_RANGE, WorkerRecord
 from offload.pricing import hourly_cost
 
-WORKER_SA_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/artifactregistry.reader")
+# Project-wide, but only about the account itself writing its own logs and metrics. Image pulls are granted on
+# the image's repository alone (see registry_repository).
+WORKER_SA_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
+REGISTRY_READER_ROLE = "roles/artifactregistry.reader"
 # Narrow scopes on top of the narrow roles: never cloud-platform. devstorage.read_only covers image pulls.
 WORKER_SCOPES = ("https://www.googleapis.com/auth/logging.write",
                  "https://www.googleapis.com/auth/monitoring.write",
                  "https://www.googleapis.com/auth/devstorage.read_only")
+# Public images Google publishes; nobody outside Google can grant on these repositories, and nobody needs to.
+PUBLIC_REGISTRY_PROJECTS = ("cloud-workstations-images",)
+_ARTIFACT_REGISTRY = re.compile(r"^(?P<location>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[^/]+)/(?P<repo>[^/@:]+)/")
+_GCR = re.compile(r"^(?P<host>(?:(?P<multi>us|eu|asia)\.)?gcr\.io)/(?P<project>[^/]+)/")
+_GCR_LOCATIONS = {"us": "us", "eu": "europe", "asia": "asia", None: "us"}
 _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 
 
@@ -48,7 +57,7 @@ class GceWorkersArgs:
     subnet_cidr: str = DEFAULT_SUBNET_CIDR
     network: str | None = None
     subnetwork: str | None = None
-    protect_data_disk: bool = False
+    protect_data_disk: bool = True
 
     def __post_init__(self) -> None:
         if not _ZONE.match(self.zone):
@@ -71,28 +80,64 @@ class GceWorkersArgs:
         return worker_labels(self.developer)
 
 
+def registry_repository(image: str | None) -> tuple[str, str, str] | None:
+    """(project, location, repository) of IMAGE's Artifact Registry repository (gcr.io included, which
+    Artifact Registry serves now); None for other registries and Google's public images."""
+    if not image:
+        return None
+    if m := _ARTIFACT_REGISTRY.match(image):
+        found = (m["project"], m["location"], m["repo"])
+    elif m := _GCR.match(image):
+        found = (m["project"], _GCR_LOCATIONS[m["multi"]], m["host"])
+    else:
+        return None
+    return None if found[0] in PUBLIC_REGISTRY_PROJECTS else found
+
+
 class WorkerServiceAccount(pulumi.ComponentResource):
-    """A dedicated identity for workers: write logs and metrics, pull images; nothing else."""
+    """A dedicated identity for workers: write logs and metrics, pull its own image; nothing else.
+
+    `bindings` are its grants: a worker that boots before them cannot pull its image, so instances wait on them.
+    """
 
     email: pulumi.Output[str]
     resource_id: pulumi.Output[str]
+    bindings: list[pulumi.Resource]
 
-    def __init__(self, name: str, project: str, developer: str,
+    def __init__(self, name: str, project: str, developer: str, image: str | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("offload:infra:WorkerServiceAccount", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = pulumi.ResourceOptions(parent=self, depends_on=depends_on_of(opts))
         account = gcp.serviceaccount.Account(
-            f"{name}-account", project=project, account_id=name[:30].rstrip("-"),
-            display_name=f"offload workers of {developer}",
+            f"{name}-account", project=project, account_id=service_account_id(name),
+            display_name=f"offload workers of {developer}"[:100],
             description="Runs offload workers: logs, metrics and image pulls only", opts=child)
         # An account's email is fixed by its id and project; deriving it keeps previews and tests exact.
         self.email = pulumi.Output.format("{0}@{1}.iam.gserviceaccount.com", account.account_id, project)
         self.resource_id = pulumi.Output.format("projects/{0}/serviceAccounts/{1}", project, self.email)
         member = self.email.apply(lambda email: f"serviceAccount:{email}")
+        self.bindings = []
         for role in WORKER_SA_ROLES:
             suffix = role.removeprefix("roles/").replace(".", "-").lower()
-            gcp.projects.IAMMember(f"{name}-{suffix}", project=project, role=role, member=member, opts=child)
-        self.register_outputs({"email": self.email, "roles": list(WORKER_SA_ROLES)})
+            self.bindings.append(gcp.projects.IAMMember(f"{name}-{suffix}", project=project, role=role,
+                                                        member=member, opts=child))
+        repository = registry_repository(image)
+        if repository:
+            # The deployer needs to set IAM on that repository, which may live in another project.
+            repo_project, location, repo = repository
+            self.bindings.append(gcp.artifactregistry.RepositoryIamMember(
+                f"{name}-image-reader", project=repo_project, location=location, repository=repo,
+                role=REGISTRY_READER_ROLE, member=member, opts=child))
+        self.register_outputs({"email": self.email, "roles": list(WORKER_SA_ROLES),
+                               "image_repository": "/".join(repository) if repository else None})
+
+
+def service_account_id(name: str) -> str:
+    """A service-account id from a component name: 6-30 characters, a letter first, no trailing '-'."""
+    text = re.sub(r"[^a-z0-9-]", "-", name.lower())[:30].rstrip("-")
+    if len(text) < 6 or not text[0].isalpha():
+        raise ConfigError(f"cannot make a service-account id (6-30 characters) from {name!r}; set offload:namePrefix")
+    return text
 
 
 def first_network_ip(interfaces: Any) -> str | None:
@@ -116,14 +161,19 @@ class GceWorkers(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GceWorkersArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(self.TYPE, name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         self.args = args
-        ssh_tag = f"{name}-ssh"
+        apis = ProjectServices(f"{name}-apis", args.project, GCE_APIS, opts=pulumi.ResourceOptions(parent=self))
+        # Everything below calls an API that a fresh project has only once these are enabled.
+        child = pulumi.ResourceOptions(parent=self, depends_on=apis.resources)
+        account = WorkerServiceAccount(f"{name}-sa", args.project, args.developer, self.worker_image(),
+                                       opts=child)
         network = Network(f"{name}-network", NetworkArgs(
             project=args.project, region=args.region, ssh_source_ranges=args.ssh_source_ranges,
             subnet_cidr=args.subnet_cidr, existing_network=args.network, existing_subnetwork=args.subnetwork,
-            ssh_target_tag=ssh_tag), opts=child)
-        account = WorkerServiceAccount(f"{name}-sa", args.project, args.developer, opts=child)
+            ssh_target_service_account=account.email), opts=child)
+        # A worker's first boot pulls its image and packages: through NAT, as the service account. Starting
+        # before either is in place fails that boot, so instances wait for them.
+        boot_needs = [*apis.resources, *network.ready, *account.bindings]
         metadata = {
             "enable-oslogin": "TRUE",
             "enable-guest-attributes": "TRUE",
@@ -138,7 +188,8 @@ class GceWorkers(pulumi.ComponentResource):
             disk = gcp.compute.Disk(
                 f"{worker}-data", name=f"{worker}-data", project=args.project, zone=args.zone,
                 type="pd-balanced", size=args.data_disk_gb, labels=args.labels,
-                opts=pulumi.ResourceOptions(parent=self, protect=args.protect_data_disk))
+                opts=pulumi.ResourceOptions(parent=self, protect=args.protect_data_disk,
+                                            depends_on=apis.resources))
             instance = gcp.compute.Instance(
                 worker,
                 name=worker,
@@ -159,20 +210,24 @@ class GceWorkers(pulumi.ComponentResource):
                     enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True),
                 metadata=metadata,
                 labels=args.labels,
-                tags=[ssh_tag],
                 allow_stopping_for_update=True,
                 deletion_protection=False,
                 # The name is fixed (it is the worker's identity), so a replacement must delete first.
-                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=boot_needs))
             instances.append(instance)
             records.append(instance.network_interfaces.apply(
                 lambda nics, worker=worker: self.record(worker, first_network_ip(nics)).to_dict()))
         DeveloperAccess(f"{name}-access", DeveloperAccessArgs(
             developer=args.developer, project=args.project, zone=args.zone,
-            instances=[inst.name for inst in instances], service_account=account.resource_id), opts=child)
+            instances=[inst.name for inst in instances], service_account=account.resource_id,
+            name_prefix=name), opts=child)
         self.workers = pulumi.Output.all(*records)
         self.register_outputs({"workers": self.workers, "service_account": account.email,
                                "network": network.network_id})
+
+    def worker_image(self) -> str | None:
+        """The container image the workers pull, if any: its repository is all they may read."""
+        return None
 
     def boot_metadata(self) -> dict[str, str]:
         """The instance metadata that makes this kind of worker: user-data or a startup script."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from offload.errors import ConfigError
-from offload.infra.cloudinit import COS_WORKSPACE, WORKER_CONTAINER, cos_user_data
+from offload.infra.cloudinit import COS_WORKSPACE, IMAGE_ATTRIBUTE, WORKER_CONTAINER, cos_user_data
 from offload.stackconfig import DEFAULT_WORKER_IMAGE, os_login_user
 from offload.infra.gce import GceWorkers, GceWorkersArgs
 
@@ -33,10 +33,15 @@ class GceCosWorkers(GceWorkers):
 
     args: GceCosArgs
 
+    def worker_image(self) -> str | None:
+        return self.args.image
+
     def boot_metadata(self) -> dict[str, str]:
         args = self.args
         return {"user-data": cos_user_data(image=args.image, idle_stop_minutes=args.idle_stop_minutes,
                                            docker_user=os_login_user(args.developer), owner=args.developer),
+                # Read by the worker unit as it starts; changing it restarts the container, without a reboot.
+                IMAGE_ATTRIBUTE: args.image,
                 "google-logging-enabled": "true"}
 
     def record_fields(self) -> dict[str, Any]:

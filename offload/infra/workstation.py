@@ -14,10 +14,12 @@ from pulumi_gcp import workstations as ws
 from offload.errors import ConfigError
 from offload.infra.access import WorkstationAccess, WorkstationAccessArgs
 from offload.stackconfig import (DEFAULT_DATA_DISK_GB, DEFAULT_IDLE_STOP_MINUTES, DEFAULT_MACHINE_TYPE,
-                                  DEFAULT_SUBNET_CIDR, DEFAULT_WORKSTATION_IMAGE, WORKSTATION_DISK_SIZES,
+                                  DEFAULT_SUBNET_CIDR, DEFAULT_WORKSTATION_IMAGE, MAX_RUNNING_TIMEOUT_MINUTES,
+                                  WORKSTATION_DISK_SIZES,
                                   StackConfig, args_from, check_shape, worker_labels)
 from offload.infra.gce import WORKER_SCOPES, WorkerServiceAccount
 from offload.infra.network import Network, NetworkArgs
+from offload.infra.project import WORKSTATION_APIS, ProjectServices
 from offload.outputs import WorkerRecord
 from offload.pricing import hourly_cost
 
@@ -42,10 +44,16 @@ class WorkstationArgs:
     subnet_cidr: str = DEFAULT_SUBNET_CIDR
     network: str | None = None
     subnetwork: str | None = None
-    protect_data_disk: bool = False
+    protect_data_disk: bool = True
+    # Cloud Workstations stops a workstation this long after it started, busy or not (its own default is 12
+    # hours, which kills long jobs); 0 means never.
+    running_timeout_minutes: int = 0
 
     def __post_init__(self) -> None:
         check_shape(self.workers, self.idle_stop_minutes)
+        if not 0 <= self.running_timeout_minutes <= MAX_RUNNING_TIMEOUT_MINUTES:
+            raise ConfigError(f"running_timeout_minutes must be from 0 (never) to {MAX_RUNNING_TIMEOUT_MINUTES}; "
+                              f"got {self.running_timeout_minutes}")
         if self.data_disk_gb not in WORKSTATION_DISK_SIZES:
             raise ConfigError(f"data_disk_gb must be one of {', '.join(map(str, WORKSTATION_DISK_SIZES))}; "
                               f"got {self.data_disk_gb}")
@@ -68,11 +76,13 @@ class WorkstationWorkers(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: WorkstationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("offload:infra:WorkstationWorkers", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        apis = ProjectServices(f"{name}-apis", args.project, WORKSTATION_APIS,
+                               opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self, depends_on=apis.resources)
         network = Network(f"{name}-network", NetworkArgs(
             project=args.project, region=args.region, subnet_cidr=args.subnet_cidr,
-            existing_network=args.network, existing_subnetwork=args.subnetwork, ssh_target_tag=None), opts=child)
-        account = WorkerServiceAccount(f"{name}-sa", args.project, args.developer, opts=child)
+            existing_network=args.network, existing_subnetwork=args.subnetwork), opts=child)
+        account = WorkerServiceAccount(f"{name}-sa", args.project, args.developer, args.image, opts=child)
         cluster_id, config_id = f"{name}-cluster", f"{name}-config"
         cluster = ws.WorkstationCluster(
             cluster_id, workstation_cluster_id=cluster_id, project=args.project, location=args.region,
@@ -82,6 +92,7 @@ class WorkstationWorkers(pulumi.ComponentResource):
             project=args.project, location=args.region, labels=args.labels,
             # 0 minutes means never stop, which Cloud Workstations spells "0s".
             idle_timeout=f"{args.idle_stop_minutes * 60}s",
+            running_timeout=f"{args.running_timeout_minutes * 60}s",
             host=ws.WorkstationConfigHostArgs(
                 gce_instance=ws.WorkstationConfigHostGceInstanceArgs(
                     machine_type=args.machine_type,
@@ -97,7 +108,8 @@ class WorkstationWorkers(pulumi.ComponentResource):
                 gce_pd=ws.WorkstationConfigPersistentDirectoryGcePdArgs(
                     size_gb=args.data_disk_gb, disk_type="pd-balanced", fs_type="ext4",
                     reclaim_policy="RETAIN" if args.protect_data_disk else "DELETE"))],
-            opts=child)
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*apis.resources, *network.ready,
+                                                                 *account.bindings]))
         names: list[pulumi.Output[str]] = []
         records: list[dict[str, Any]] = []
         for i in range(args.workers):
@@ -115,8 +127,8 @@ class WorkstationWorkers(pulumi.ComponentResource):
                 idle_stop_minutes=args.idle_stop_minutes).to_dict())
         WorkstationAccess(f"{name}-access", WorkstationAccessArgs(
             developer=args.developer, project=args.project, region=args.region,
-            cluster=cluster.workstation_cluster_id, config=config.workstation_config_id, workstations=names),
-            opts=child)
+            cluster=cluster.workstation_cluster_id, config=config.workstation_config_id, workstations=names,
+            service_account=account.resource_id), opts=child)
         # The records are known up front; waiting on the workstations keeps them from appearing before those.
         self.workers = pulumi.Output.all(*names).apply(lambda _: records)
         self.register_outputs({"workers": self.workers, "cluster": cluster.workstation_cluster_id,

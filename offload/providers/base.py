@@ -129,8 +129,13 @@ class WorkerProvider(ABC):
 
     def _wrap(self, host: Transport) -> Transport:
         if self.record.container:
-            return ContainerTransport(host, self.record.container, heal=self.heal_container)
+            return ContainerTransport(host, self.record.container, heal=self.heal_container,
+                                      docker=self.docker_command())
         return host
+
+    def docker_command(self) -> list[str]:
+        """How this worker's login runs the host's docker client."""
+        return ["docker"]
 
     def container_spec(self) -> WorkerContainer | None:
         """The spec to recreate the worker container from, when the outputs name its image."""
@@ -148,7 +153,7 @@ class WorkerProvider(ABC):
             raise WorkerUnreachable(self.name, f"the worker container {self.record.container} of worker "
                                     f"{self.name} is not running", hint="`offload run` starts it")
         if self.record.container and self._host is not None:
-            done = heal_container(self._host, self.record.container, self.container_spec())
+            done = heal_container(self._host, self.record.container, self.container_spec(), self.docker_command())
             if done != "running":
                 self.options.progress(f"worker container {self.record.container} was {done}")
 

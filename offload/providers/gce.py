@@ -2,20 +2,30 @@
 
 The direct internal address is tried first; an IAP tunnel is the fallback, or the choice with --iap.
 Host keys come from the instance's guest attributes (an authenticated API), not from first use.
+The login name is OS Login's: when a login is refused, the developer's key is registered with their OS Login
+profile and the profile's POSIX name is used (and remembered, so later logins need no API call).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import time
+from pathlib import Path
 
 from offload.errors import CloudApiError, ConfigError, HostKeyMismatch, WorkerUnreachable
 from offload.outputs import ProviderType
+from offload.paths import cache_dir
 from offload.providers.base import WorkerStatus
 from offload.providers.ssh import SshProvider
 from offload.runtime.hostkeys import host_id
 from offload.runtime.transport import Transport
 
 WAKE_TIMEOUT = 300.0
+# A key just imported to OS Login takes a few seconds to reach the instance.
+LOGIN_PROPAGATION_TIMEOUT = 30.0
+REFUSED = "refused the SSH login"
 IAP = "iap"
 DIRECT_TIMEOUT = 5.0
 _STOPPED = {"TERMINATED", "STOPPED", "SUSPENDED"}
@@ -24,8 +34,85 @@ _STATE = {"RUNNING": "running", "TERMINATED": "stopped", "STOPPED": "stopped", "
           "REPAIRING": "starting"}
 
 
+def _login_cache() -> Path:
+    return cache_dir() / "oslogin.json"
+
+
+def remembered_login(email: str, project: str) -> str | None:
+    """The OS Login name last read for EMAIL in PROJECT, if this machine registered a key for it."""
+    try:
+        data = json.loads(_login_cache().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = data.get(f"{email} {project}") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def remember_login(email: str, project: str, username: str) -> None:
+    path = _login_cache()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data = data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        data = {}
+    data[f"{email} {project}"] = username
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class GceLinuxProvider(SshProvider):
     kind = ProviderType.GCE_LINUX
+    _os_login_done = False
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (the base class's signature)
+        super().__init__(*args, **kwargs)
+        r, developer = self.record, self.outputs.developer
+        # The name the stack guessed, which its boot put in the docker group (gce-cos).
+        self.guessed_user = r.user
+        if developer and r.project:
+            name = remembered_login(developer, r.project)
+            if name and name != r.user:
+                self.record = dataclasses.replace(r, user=name)
+
+    def register_os_login(self) -> str:
+        """Register the keys this machine logs in with on the developer's OS Login profile, and log in as the
+        name the profile gives (the guess in the outputs may differ). Returns that name."""
+        from offload.providers.oslogin_api import OsLoginApi
+        from offload.runtime.identity import public_keys
+
+        r, developer = self.record, self.outputs.developer
+        if not developer or not r.project:
+            raise ConfigError(f"worker {self.name} has no developer or project in its stack outputs, so its OS "
+                              "Login name cannot be looked up")
+        self.options.progress(f"registering your SSH key with OS Login for {developer}")
+        profile = OsLoginApi(developer, r.project).import_keys(public_keys(self.options.connect.identity))
+        if not profile.username:
+            raise CloudApiError(self.name, f"OS Login has no POSIX account for {developer} in project {r.project}",
+                                hint="ask an admin to check that OS Login is enabled for your account")
+        remember_login(developer, r.project, profile.username)
+        self.record = dataclasses.replace(r, user=profile.username)
+        self._os_login_done = True
+        return profile.username
+
+    def _dial_login(self, keys: list[str], routes: list[str | None], *, fallback: bool = False) -> Transport:
+        """_dial, and when the login is refused (an unknown key, or a name OS Login does not give), register
+        with OS Login once and dial again while the key propagates."""
+        try:
+            return self._dial(keys, routes, fallback=fallback)
+        except WorkerUnreachable as e:
+            if REFUSED not in e.message or self._os_login_done or not self.outputs.developer:
+                raise
+        self.register_os_login()
+        deadline = time.monotonic() + LOGIN_PROPAGATION_TIMEOUT
+        while True:
+            try:
+                return self._dial(keys, routes)
+            except WorkerUnreachable as e:
+                if REFUSED not in e.message or time.monotonic() >= deadline:
+                    raise
+                time.sleep(1)
 
     def _api(self):
         from offload.providers.gce_api import ComputeApi
@@ -104,7 +191,7 @@ class GceLinuxProvider(SshProvider):
             try:
                 return self._dial_checked(keys, route, timeout)
             except WorkerUnreachable as e:
-                if "refused the SSH login" in e.message:
+                if REFUSED in e.message:
                     raise
                 last = e
                 if i + 1 < len(routes):
@@ -133,9 +220,9 @@ class GceLinuxProvider(SshProvider):
             return self._wake(routes, wake)
         try:
             # Optimistic: a warm worker answers on the first route, without any API call.
-            return self._dial(keys, routes[:1], fallback=len(routes) > 1)
+            return self._dial_login(keys, routes[:1], fallback=len(routes) > 1)
         except WorkerUnreachable as first:
-            if "refused the SSH login" in first.message:
+            if REFUSED in first.message:
                 raise
             status = self._instance_status()
             if status == "MISSING":
@@ -144,7 +231,7 @@ class GceLinuxProvider(SshProvider):
             if status == "RUNNING":
                 if len(routes) == 1:
                     raise
-                return self._dial(keys, routes[1:])
+                return self._dial_login(keys, routes[1:])
             self._last_status = status
         return self._wake(routes, wake)
 
@@ -162,8 +249,9 @@ class GceLinuxProvider(SshProvider):
         last: WorkerUnreachable | None = None
         while time.monotonic() < deadline:
             try:
-                return self._dial(self._trusted_keys(refresh=True), routes)
+                return self._dial_login(self._trusted_keys(refresh=True), routes)
             except WorkerUnreachable as e:
+                # A booting instance may refuse logins until OS Login's user lookup is up: keep trying.
                 last = e
                 time.sleep(1)
         raise WorkerUnreachable(self.name, f"worker {self.name} started but SSH did not answer within "
@@ -222,3 +310,24 @@ class GceCosProvider(GceLinuxProvider):
     """Container-Optimized OS: SSH to the host, jobs wrapped in `docker exec` into the worker container."""
 
     kind = ProviderType.GCE_COS
+    # The systemd unit that owns the worker container on a COS worker (offload/infra/cloudinit.py).
+    WORKER_UNIT = "offload-worker.service"
+
+    def docker_command(self) -> list[str]:
+        """The boot lists the stack's guess of the OS Login name in the docker group. A login under another name
+        (OS Login chose it) is not a member, but is an OS Login admin with sudo: its docker client runs that way."""
+        if self.guessed_user and self.record.user and self.record.user != self.guessed_user:
+            return ["sudo", "-n", "docker"]
+        return ["docker"]
+
+    def heal_container(self) -> None:
+        """Restart the worker container's unit, which pulls with root's registry credentials and runs it on the
+        mounted disk; a host without that unit (older boot config) is healed as any container host."""
+        from offload.runtime.container import heal_by_unit
+
+        if not (self.record.container and self._host is not None and self._waking):
+            return super().heal_container()
+        done = heal_by_unit(self._host, self.record.container, self.WORKER_UNIT, docker=self.docker_command())
+        if done is None:
+            return super().heal_container()
+        self.options.progress(f"worker container {self.record.container} was {done}")

@@ -256,15 +256,18 @@ class SshTransport:
 class ContainerTransport:
     """Commands run inside a container on the base transport's host, through `docker exec`."""
 
-    def __init__(self, base: Transport, container: str, *, heal: Callable[[], None] | None = None) -> None:
+    def __init__(self, base: Transport, container: str, *, heal: Callable[[], None] | None = None,
+                 docker: Sequence[str] = ("docker",)) -> None:
         self.base = base
         self.worker = base.worker
         self.container = container
         self._heal = heal
+        # How the host's docker client is invoked: ("sudo", "-n", "docker") for a login outside the docker group.
+        self.docker = list(docker)
 
     def wrap(self, argv: Sequence[str], *, interactive: bool = False) -> list[str]:
         flags = ["-it"] if interactive else ["-i"]
-        return ["docker", "exec", *flags, self.container, *argv]
+        return [*self.docker, "exec", *flags, self.container, *argv]
 
     def _container_down(self, result: Result) -> bool:
         err = result.stderr.decode("utf-8", "replace")

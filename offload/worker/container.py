@@ -63,9 +63,13 @@ class WorkerContainer:
             labels[LABEL_OWNER] = self.owner
         return labels
 
-    def run_argv(self) -> list[str]:
-        """`docker run` for this container, detached."""
-        argv = ["docker", "run", "-d", "--name", self.name, "--restart", RESTART, "--init"]
+    def run_argv(self, *, foreground: bool = False) -> list[str]:
+        """`docker run` for this container: detached with Docker's own restart policy, or, in FOREGROUND, for a
+        supervisor (a systemd unit) that restarts it and removes it when it ends (`--rm`)."""
+        lifecycle = ["--rm"] if foreground else ["-d"]
+        argv = ["docker", "run", *lifecycle, "--name", self.name]
+        argv += [] if foreground else ["--restart", RESTART]
+        argv += ["--init"]
         for key, value in self.labels.items():
             argv += ["--label", f"{key}={value}"]
         for host, inside in self.mounts:

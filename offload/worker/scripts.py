@@ -13,7 +13,7 @@ from importlib import resources
 
 JOB_SCRIPTS = ("graph.sh", "status.sh", "log.sh", "read-logs.sh", "attach-probe.sh", "clean.sh", "receive.sh",
                "haves.sh", "tasks-running.sh", "result.sh", "get.sh")
-BOOT_SCRIPTS = ("mount-data.sh", "start-worker.sh", "idle-stop.sh")
+BOOT_SCRIPTS = ("mount-data.sh", "start-worker.sh", "idle-stop.sh", "watch-image.sh", "host-keys.sh")
 
 
 def _read(name: str) -> str:

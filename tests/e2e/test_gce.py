@@ -12,6 +12,7 @@ import pytest
 from offload.runtime.hostkeys import KnownHosts, host_id
 from tests.e2e.helpers import container_hostname, offload, stderr_line
 from tests.fakes.compute_api import ComputeFake
+from tests.fakes.oslogin_api import OsLoginFake
 from tests.workers import SshDockerWorker, make_repo, path_without, sshd_record, write_outputs
 
 
@@ -185,3 +186,54 @@ def test_reading_never_wakes_a_stopped_worker(compute_fake: ComputeFake, tmp_pat
         assert states == {"offload-dev-0": "stopped", "offload-dev-1": "stopped"}
     else:
         assert "offload-dev-0 is stopped" in p.stderr.decode(), p.stderr
+
+
+def test_the_first_login_registers_the_key_with_os_login_and_uses_the_profiles_name(
+        gce, compute_fake: ComputeFake, oslogin_fake: OsLoginFake, tmp_path: Path) -> None:
+    worker, inst, _, repo = gce
+    ssh = worker.ssh
+    # The outputs can only guess the name; OS Login gave this developer another (an external account's ext_).
+    # On the host (gce-linux): a COS login under a name the boot did not put in the docker group runs docker
+    # through sudo, which this test host's user may not.
+    record = sshd_record(worker, name="offload-dev-0", instance="offload-dev-0", project="p", zone="us-west1-a",
+                         user="ext_guess_is_wrong", container=None, workspace=f"{ssh.workspace}/host")
+    out = write_outputs(tmp_path / "guess.json", "gce-linux", [record], developer="dev@partner.example")
+    user = oslogin_fake.add("dev@partner.example", ssh.user)
+    p = offload("run", "--outputs", str(out), "--wait", "--", "id", "-un", cwd=repo, key=ssh.key_path,
+                env={"OFFLOAD_PERSIST": "0"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().strip() == ssh.user
+    # The key offered is the one registered, with the project, so OS Login makes the POSIX account.
+    (imported,) = oslogin_fake.calls("POST")
+    assert imported.query["projectId"] == "p"
+    assert imported.body["key"] == " ".join(ssh_public_key(ssh.key_path).split()[:2])
+    assert list(user.keys.values()) == [imported.body["key"]]
+    # The next command logs in as the remembered name at once: no OS Login call, no refused login.
+    oslogin_fake.requests.clear()
+    p = offload("run", "--outputs", str(out), "--wait", "--", "echo", "again", cwd=repo, key=ssh.key_path,
+                env={"OFFLOAD_PERSIST": "0"})
+    assert p.returncode == 0 and p.stdout == b"again\n", p.stderr
+    assert oslogin_fake.requests == []
+
+
+def test_a_refused_os_login_lookup_is_one_line_that_says_what_to_do(
+        gce, compute_fake: ComputeFake, oslogin_fake: OsLoginFake, tmp_path: Path) -> None:
+    worker, inst, _, repo = gce
+    record = sshd_record(worker, name="offload-dev-0", instance="offload-dev-0", project="p", zone="us-west1-a",
+                         user="nobody_here")
+    out = write_outputs(tmp_path / "o.json", "gce-cos", [record], developer="someone@example.com")
+    p = offload("run", "--outputs", str(out), "--wait", "--", "true", cwd=repo, key=worker.ssh.key_path,
+                env={"OFFLOAD_PERSIST": "0"})
+    assert p.returncode != 0
+    line = stderr_line(p)
+    assert "OS Login profile of someone@example.com" in line and "gcloud auth application-default login" in line
+
+
+def ssh_public_key(private: Path) -> str:
+    pub = Path(f"{private}.pub")
+    if pub.is_file():
+        return pub.read_text()
+    import paramiko
+
+    key = paramiko.PKey.from_path(private)
+    return f"{key.get_name()} {key.get_base64()}"

@@ -40,6 +40,8 @@ class Declared:
     parent: str = ""
     protect: bool = False
     delete_before_replace: bool = False
+    # URNs of the resources this one waits for (its depends_on, as the engine received them).
+    dependencies: list[str] = field(default_factory=list)
 
     @property
     def parent_type(self) -> str:
@@ -101,6 +103,7 @@ class RecordingMonitor(MockMonitor):
                 declared.parent = request.parent
                 declared.protect = bool(request.protect)
                 declared.delete_before_replace = bool(request.deleteBeforeReplace)
+                declared.dependencies = list(request.dependencies)
                 break
         return response
 
@@ -124,6 +127,10 @@ class Run:
     @property
     def types(self) -> set[str]:
         return {d.typ for d in self.declared}
+
+    def waits_for(self, resource: Declared) -> set[str]:
+        """The types and names of what RESOURCE depends on, as 'type::name' strings."""
+        return {"::".join(urn.split("::")[-2:]).rsplit("$", 1)[-1] for urn in resource.dependencies}
 
 
 def pulumi_config(values: Mapping[str, Any]) -> dict[str, str]:

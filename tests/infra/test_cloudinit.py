@@ -82,17 +82,30 @@ def test_cos_user_data_has_the_keys_it_relies_on() -> None:
     files = files_of(doc)
     assert set(files) == {
         "/etc/offload/mount-data.sh", "/etc/offload/start-worker.sh", "/etc/offload/idle-stop.sh",
-        "/etc/offload/tasks-running.sh", "/etc/systemd/system/offload-data.service", "/etc/systemd/system/offload-worker.service",
+        "/etc/offload/tasks-running.sh", "/etc/offload/host-keys.sh", "/etc/offload/watch-image.sh",
+        "/etc/systemd/system/offload-data.service", "/etc/systemd/system/offload-worker.service",
+        "/etc/systemd/system/offload-host-keys.service", "/etc/systemd/system/offload-image-watch.service",
         "/etc/systemd/system/offload-idle.service", "/etc/systemd/system/offload-idle.timer"}
     for entry in doc["write_files"]:
         assert entry["owner"] == "root:root" and entry["permissions"] in ("0644", "0755")
     assert doc["runcmd"] == [["systemctl", "daemon-reload"], ["systemctl", "start", "offload-idle.timer"],
-                             ["systemctl", "start", "offload-worker.service"]]
+                             ["systemctl", "start", "offload-host-keys.service"],
+                             ["systemctl", "start", "--no-block", "offload-worker.service"],
+                             ["systemctl", "start", "offload-image-watch.service"]]
     worker_unit = files["/etc/systemd/system/offload-worker.service"]
     assert f"Environment=OFFLOAD_IMAGE={IMAGE}" in worker_unit
     assert f"Environment=OFFLOAD_CONTAINER={WORKER_CONTAINER}" in worker_unit
     assert f"Environment=OFFLOAD_WORKSPACE={COS_WORKSPACE}" in worker_unit
+    assert "Environment=OFFLOAD_IMAGE_ATTRIBUTE=offload-image" in worker_unit
     assert "Requires=offload-data.service docker.service" in worker_unit
+    # The COS pattern: systemd keeps the foreground container up, after the mount; a failed first pull retries.
+    assert "After=offload-data.service docker.service" in worker_unit
+    assert "Type=simple" in worker_unit and "Restart=always" in worker_unit
+    assert "StartLimitIntervalSec=0" in worker_unit
+    assert "RemainAfterExit" not in worker_unit
+    keys_unit = files["/etc/systemd/system/offload-host-keys.service"]
+    assert "Requires=offload-data.service" in keys_unit and "After=offload-data.service" in keys_unit
+    assert "Environment=OFFLOAD_HOST_KEYS_DIR=/mnt/disks/data/.offload-host-keys" in keys_unit
     data_unit = files["/etc/systemd/system/offload-data.service"]
     assert "Environment=OFFLOAD_DATA_MOUNT=/mnt/disks/data" in data_unit
     assert "Environment=OFFLOAD_DATA_DEVICE=offload-data" in data_unit
@@ -121,7 +134,7 @@ def test_embedded_scripts_parse(tmp_path: Path) -> None:
     scripts = {p: c for p, c in files_of(cos_doc()).items() if p.endswith(".sh")}
     scripts["startup-script"] = cloudinit.linux_metadata(idle_stop_minutes=30, owner="dev_example_com")[
         "startup-script"]
-    assert len(scripts) == 5
+    assert len(scripts) == 7
     for name, content in scripts.items():
         path = tmp_path / name.replace("/", "_")
         path.write_text(content)
@@ -403,7 +416,7 @@ def start_env(box: Box, image: str, group_line: str) -> dict[str, str]:
             "OFFLOAD_GROUP_FILE": str(group)}
 
 
-def test_the_worker_container_is_recreated_with_restart_always_and_the_workspace_at_the_same_path(
+def test_the_worker_container_runs_in_the_foreground_for_its_unit_with_the_workspace_at_the_same_path(
         box: Box) -> None:
     env = start_env(box, IMAGE, "docker:x:412:")
     result = box.run(START_SCRIPT, env)
@@ -412,7 +425,7 @@ def test_the_worker_container_is_recreated_with_restart_always_and_the_workspace
     docker = box.calls("docker")
     assert docker[0] == f"docker rm -f {WORKER_CONTAINER}"
     assert docker[1] == f"docker pull {IMAGE}"
-    assert docker[2].startswith(f"docker run -d --name {WORKER_CONTAINER} --restart always --init "
+    assert docker[2].startswith(f"docker run --rm --name {WORKER_CONTAINER} --init "
                                 f"--label offload.worker={WORKER_CONTAINER} -v {ws}:{ws} -e HOME={ws}/home "
                                 f"-e XDG_CACHE_HOME={ws}/cache -w {ws} --entrypoint /bin/sh {IMAGE} -c ")
     assert docker[2].endswith("exec sleep infinity")
@@ -456,7 +469,7 @@ def test_the_docker_run_line_is_the_container_spec(box: Box) -> None:
     assert result.returncode == 0, result.stderr
     spec = worker_container.WorkerContainer(name=WORKER_CONTAINER, image=IMAGE, workspace=env["OFFLOAD_WORKSPACE"],
                                             owner="dev@example.com")
-    assert box.calls("docker")[2] == " ".join(spec.run_argv())
+    assert box.calls("docker")[2] == " ".join(spec.run_argv(foreground=True))
     assert "--label offload.owner=dev@example.com" in box.calls("docker")[2]
     assert "Environment=OFFLOAD_OWNER=dev@example.com" in files_of(doc)["/etc/systemd/system/offload-worker.service"]
 
@@ -492,3 +505,188 @@ def test_idle_stop_with_the_container_down_is_idle(box: Box) -> None:
     idle_since(box, 6)
     box.run(IDLE_SCRIPT, env)
     assert box.calls("poweroff") == ["poweroff "]
+
+
+def test_a_failed_pull_without_a_local_copy_fails_the_start_so_systemd_retries(box: Box) -> None:
+    env = start_env(box, IMAGE, "docker:x:412:")
+    box.stub("docker", 'case $1 in pull) exit 1 ;; image) exit 1 ;; esac')
+    result = box.run(START_SCRIPT, env)
+    assert result.returncode == 1
+    assert "systemd retries" in result.stderr
+    assert not any(c.startswith("docker run") for c in box.calls("docker"))
+
+
+def test_a_failed_pull_with_a_local_copy_runs_that_copy(box: Box) -> None:
+    env = start_env(box, IMAGE, "docker:x:412:")
+    box.stub("docker", 'case $1 in pull) exit 1 ;; esac')
+    result = box.run(START_SCRIPT, env)
+    assert result.returncode == 0, result.stderr
+    assert box.calls("docker")[-1].startswith("docker run --rm")
+
+
+def test_the_image_comes_from_instance_metadata_when_the_stack_changed_it(box: Box) -> None:
+    env = start_env(box, IMAGE, "docker:x:412:")
+    newer = "us-west1-docker.pkg.dev/p-offload/workers/offload-worker@sha256:" + "b" * 64
+    box.stub("curl", f"printf '%s' {newer!r}")
+    result = box.run(START_SCRIPT, {**env, "OFFLOAD_IMAGE_ATTRIBUTE": "offload-image"})
+    assert result.returncode == 0, result.stderr
+    (call,) = box.calls("curl")
+    assert call.endswith("/instance/attributes/offload-image")
+    assert box.calls("docker")[1] == f"docker pull {newer}"
+    assert f" {newer} -c " in box.calls("docker")[2]
+
+
+@pytest.mark.parametrize("answer", ["", "evil image; rm -rf /", "$(reboot)"])
+def test_a_blank_or_odd_metadata_image_keeps_the_units_image(box: Box, answer: str) -> None:
+    env = start_env(box, IMAGE, "docker:x:412:")
+    box.stub("curl", f"printf '%s' {answer!r}")
+    result = box.run(START_SCRIPT, {**env, "OFFLOAD_IMAGE_ATTRIBUTE": "offload-image"})
+    assert result.returncode == 0, result.stderr
+    assert box.calls("docker")[1] == f"docker pull {IMAGE}"
+
+
+WATCH_SCRIPT = files_of(cos_doc())["/etc/offload/watch-image.sh"]
+# A metadata server: each call answers the next line of ANSWERS (failing when none is left), and writes an
+# ETag naming that answer to the file given with -D.
+CURL_METADATA = r"""line=$(head -n1 ANSWERS)
+[ -n "$line" ] || exit 22
+sed -i 1d ANSWERS
+take=
+for a in "$@"; do
+  if [ -n "$take" ]; then printf 'ETag: e%s\r\n' "$line" > "$a"; take=; fi
+  [ "$a" = -D ] && take=1
+done
+printf '%s' "$line"
+"""
+
+
+def test_the_image_watch_restarts_the_worker_only_when_the_image_changes(box: Box) -> None:
+    # The metadata server: the current image, then (waiting for changes) the same one, a new one, then it fails.
+    answers = box.root / "answers"
+    answers.write_text("img:1\nimg:1\nimg:2\n")
+    body = CURL_METADATA.replace("ANSWERS", str(answers))
+    box.stub("curl", body)
+    box.stub("systemctl")
+    result = box.run(WATCH_SCRIPT, {"OFFLOAD_IMAGE_ATTRIBUTE": "offload-image", "OFFLOAD_STATE_DIR": str(box.state)})
+    assert result.returncode == 1
+    assert box.calls("systemctl") == ["systemctl restart offload-worker.service"]
+    waits = box.calls("curl")[1:]
+    assert all("wait_for_change=true" in c for c in waits)
+    # Each wait starts from the last answer's ETag, so no change is missed between two requests.
+    assert "last_etag=eimg:1" in waits[1] and "last_etag=eimg:2" in waits[2]
+
+
+HOST_KEYS_SCRIPT = files_of(cos_doc())["/etc/offload/host-keys.sh"]
+
+
+def _host_key(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "host", "-f", str(path)], check=True,
+                   timeout=TIMEOUT)
+    return " ".join(Path(f"{path}.pub").read_text().split()[:2])
+
+
+def _boot_with_keys(box: Box, etc: Path) -> subprocess.CompletedProcess[str]:
+    return box.run(HOST_KEYS_SCRIPT, {"OFFLOAD_HOST_KEYS_DIR": str(box.root / "disk" / ".offload-host-keys"),
+                                      "OFFLOAD_SSH_DIR": str(etc), "OFFLOAD_METADATA_URL": "http://md/v1"})
+
+
+def test_host_keys_are_kept_on_the_data_disk_and_come_back_at_every_boot(box: Box) -> None:
+    box.stub("curl")
+    box.stub("systemctl")
+    etc = box.root / "etc-ssh"
+    etc.mkdir()
+    first_key = _host_key(etc / "ssh_host_ed25519_key")
+    result = _boot_with_keys(box, etc)
+    assert result.returncode == 0, result.stderr
+    kept = box.root / "disk" / ".offload-host-keys"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o700
+    assert (kept / "ssh_host_ed25519_key").read_bytes() == (etc / "ssh_host_ed25519_key").read_bytes()
+    assert box.calls("systemctl") == [], "the keys sshd has are the kept ones: nothing to restart"
+    assert box.calls("curl")[-1].endswith(f"--data {first_key} http://md/v1/instance/guest-attributes/hostkeys/ssh-ed25519")
+
+    # The next boot: /etc is a fresh tmpfs, and the guest agent made new keys for what it takes for a new instance.
+    for path in etc.iterdir():
+        path.unlink()
+    second_key = _host_key(etc / "ssh_host_ed25519_key")
+    assert second_key != first_key
+    result = _boot_with_keys(box, etc)
+    assert result.returncode == 0, result.stderr
+    assert " ".join((etc / "ssh_host_ed25519_key.pub").read_text().split()[:2]) == first_key
+    assert stat.S_IMODE((etc / "ssh_host_ed25519_key").stat().st_mode) == 0o600
+    assert box.calls("systemctl") == ["systemctl try-restart sshd.service"]
+    # What is published is what sshd now presents: the kept key, replacing the agent's.
+    assert box.calls("curl")[-1].split("--data ", 1)[1].startswith(f"{first_key} ")
+
+
+def test_a_boot_before_sshd_has_keys_saves_nothing_and_publishes_nothing(box: Box) -> None:
+    box.stub("curl")
+    box.stub("systemctl")
+    etc = box.root / "etc-ssh"
+    etc.mkdir()
+    result = _boot_with_keys(box, etc)
+    assert result.returncode == 0, result.stderr
+    assert box.calls("curl") == [] and box.calls("systemctl") == []
+    assert list((box.root / "disk" / ".offload-host-keys").iterdir()) == []
+
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("kind", ["cos", "linux"])
+def test_the_units_pass_systemd_analyze_verify(tmp_path: Path, kind: str) -> None:
+    doc = cos_doc() if kind == "cos" else None
+    files = files_of(doc) if doc else {
+        f.path: f.content for f in cloudinit.linux_boot(idle_stop_minutes=30, owner="dev_example_com").files}
+    units = tmp_path / "units"
+    units.mkdir()
+    # The units they depend on, as the image has them; verify checks that they exist.
+    for unit in ("docker.service", "google-guest-agent.service", "sshd.service"):
+        (units / unit).write_text(f"[Unit]\nDescription=stand-in for {unit}\n\n[Service]\nExecStart=/bin/true\n")
+    written = []
+    for path, content in files.items():
+        if path.startswith("/etc/systemd/system/"):
+            target = units / Path(path).name
+            target.write_text(content)
+            written.append(str(target))
+    assert written
+    result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", *written], capture_output=True, text=True,
+                            timeout=TIMEOUT, env={**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"})
+    problems = [line for line in result.stderr.splitlines()
+                if "offload" in line and "Command /etc/offload" not in line]
+    assert result.returncode == 0 or not problems, result.stderr
+    assert not problems, result.stderr
+
+
+def test_the_debian_package_install_is_retried_until_the_network_carries_it(box: Box) -> None:
+    script = cloudinit.linux_metadata(idle_stop_minutes=0, owner="dev_example_com")["startup-script"]
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("if ! command -v"))
+    end = lines.index("fi", start)
+    packages = "\n".join(["set -euo pipefail", *lines[start:end + 1]]) + "\n"
+    failures = box.root / "failures"
+    failures.write_text("2")
+    # apt-get update fails twice (no NAT yet), then works; tmux and git are missing until it has.
+    box.stub("apt-get", f'n=$(cat {failures}); if [ "$1" = update ] && [ "$n" -gt 0 ]; then '
+                        f'echo $((n - 1)) > {failures}; exit 100; fi')
+    box.stub("sleep")
+    for tool in ("seq", "cat"):
+        (box.bin / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    result = box.run(packages, {"PATH": str(box.bin)})
+    assert result.returncode == 0, result.stderr
+    assert [c.split()[1] for c in box.calls("apt-get")] == ["update", "update", "update", "install"]
+    assert len(box.calls("sleep")) == 2
+    assert "attempt 2" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_the_boot_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    scripts = {p: c for p, c in files_of(cos_doc(owner="dev@example.com")).items()
+               if p.endswith(".sh") and c.startswith("#!/bin/bash")}
+    assert {"/etc/offload/host-keys.sh", "/etc/offload/watch-image.sh", "/etc/offload/start-worker.sh"} <= set(scripts)
+    for name, content in scripts.items():
+        path = tmp_path / name.replace("/", "_")
+        path.write_text(content)
+        result = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True,
+                                timeout=TIMEOUT)
+        assert result.returncode == 0, f"{name}: {result.stdout}"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from offload.errors import ConfigError
 from offload.stackconfig import (DEFAULT_WORKER_IMAGE, DEFAULT_WORKSTATION_IMAGE, default_name_prefix,
-                                  load_stack_config, os_login_user, read_stack_config)
-from offload.outputs import IAP_RANGE, ProviderType
+                                  email_hash, load_stack_config, os_login_user, read_stack_config)
+from offload.outputs import IAP_RANGE, ProviderType, WorkerRecord
 
 DEV = "dev@example.com"
 GCE = {"offload:provider": "gce-cos", "offload:developer": DEV, "gcp:project": "p-offload",
@@ -48,17 +49,21 @@ def test_a_minimal_gce_stack_takes_secure_defaults() -> None:
     assert config.ssh_source_ranges == (IAP_RANGE,)
     assert config.idle_stop_minutes == 30
     assert (config.project, config.zone, config.region) == ("p-offload", "us-west1-a", "us-west1")
-    assert config.name_prefix == "offload-dev"
+    assert config.name_prefix == f"offload-dev-{email_hash(DEV)}"
     assert config.os_login_user == "dev_example_com"
-    assert config.network is None and config.protect_data_disk is False
+    # Workspaces survive `pulumi destroy` and a shrinking fleet unless the stack says otherwise.
+    assert config.network is None and config.protect_data_disk is True
+    assert config.running_timeout_minutes == 0
 
 
 def test_values_arrive_as_strings_from_pulumi() -> None:
     config = read(GCE, offload__workers="3", offload__dataDiskGb="250", offload__idleStopMinutes="0",
-                  offload__sshSourceRanges=json.dumps(["10.8.0.0/16"]), offload__protectDataDisk="true")
+                  offload__sshSourceRanges=json.dumps(["10.8.0.0/16"]), offload__protectDataDisk="false",
+                  offload__runningTimeoutMinutes="720")
     assert (config.workers, config.data_disk_gb, config.idle_stop_minutes) == (3, 250, 0)
     assert config.ssh_source_ranges == (IAP_RANGE, "10.8.0.0/16")
-    assert config.protect_data_disk is True
+    assert config.protect_data_disk is False
+    assert config.running_timeout_minutes == 720
 
 
 def test_ssh_source_ranges_accept_a_list_or_comma_separated_text_and_keep_iap_first() -> None:
@@ -72,13 +77,34 @@ def test_developer_is_normalised_and_names_things() -> None:
     config = read(GCE, offload__developer="Jane.Doe+ci@Example.COM")
     assert config.developer == "jane.doe+ci@example.com"
     assert config.os_login_user == "jane_doe_ci_example_com"
-    assert config.name_prefix == "offload-jane-doe-ci"
+    assert config.name_prefix == f"offload-jane-doe-{email_hash('jane.doe+ci@example.com')}"
 
 
 def test_name_helpers() -> None:
     assert os_login_user("dev@example.com") == "dev_example_com"
-    assert default_name_prefix("a.very.long.local.part.indeed@example.com") == "offload-a-very-long-loca"
-    assert default_name_prefix("___@example.com") == "offload-dev"
+    long_local = "a.very.long.local.part.indeed@example.com"
+    assert default_name_prefix(long_local) == f"offload-a-very-lo-{email_hash(long_local)}"
+    assert default_name_prefix("___@example.com") == f"offload-dev-{email_hash('___@example.com')}"
+
+
+@pytest.mark.parametrize("first,second", [("john-doe@example.com", "john.doe@other.com"),
+                                          ("christopher.alexander@example.com",
+                                           "christopher.alexandra@example.com")])
+def test_emails_that_slug_alike_get_different_names(first: str, second: str) -> None:
+    a, b = read(GCE, offload__developer=first), read(GCE, offload__developer=second)
+    assert a.name_prefix != b.name_prefix
+    for config in (a, b):
+        assert len(config.name_prefix) <= 24
+        assert re.fullmatch(r"[a-z][-a-z0-9]*[a-z0-9]", config.name_prefix)
+
+
+def test_a_long_email_gives_names_and_a_login_within_gcp_limits() -> None:
+    email = "christopher_alexander_longname_smith@subdomain.corp.example.co.uk"
+    config = read(GCE, offload__developer=email)
+    assert len(config.name_prefix) <= 24
+    # The guess OS Login would make is cut where OS Login cuts it, and is a valid worker login.
+    assert config.os_login_user == "christopher_alexander_longname_s"
+    WorkerRecord(name=f"{config.name_prefix}-0", host="10.0.0.2", workspace="/w", user=config.os_login_user)
 
 
 def test_workstation_takes_its_region_from_the_zone_or_region_and_its_own_image() -> None:
@@ -141,9 +167,23 @@ def test_bad_ssh_source_range(value: Any) -> None:
     assert "10.8.0.0/16" in message
 
 
-@pytest.mark.parametrize("value", ["0.0.0.0/0", "0.0.0.0/1", "10.0.0.0/7"])
-def test_ssh_is_never_opened_wide(value: str) -> None:
-    fails(GCE, "offload:sshSourceRanges[0] must be a range of /8 or narrower", offload__sshSourceRanges=[value])
+@pytest.mark.parametrize("value", ["0.0.0.0/0", "0.0.0.0/1", "10.0.0.0/7", "8.0.0.0/8", "203.0.113.0/24",
+                                   "35.235.0.0/16", "172.32.0.0/16", "1.2.3.4/32"])
+def test_ssh_is_never_opened_to_public_ranges(value: str) -> None:
+    message = fails(GCE, "offload:sshSourceRanges[0] must be a private range", offload__sshSourceRanges=[value])
+    assert "10.0.0.0/8" in message and "no public IP" in message
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/8", "172.16.4.0/22", "192.168.1.7/32", "100.64.0.0/10",
+                                   "35.235.240.0/24"])
+def test_private_ranges_and_the_iap_range_are_accepted(value: str) -> None:
+    assert read(GCE, offload__sshSourceRanges=[value]).ssh_source_ranges[-1] == value
+
+
+@pytest.mark.parametrize("value", [-1, 43201, "12h"])
+def test_bad_running_timeout(value: Any) -> None:
+    fails(GCE, "offload:runningTimeoutMinutes must be the minutes a workstation may run",
+          offload__runningTimeoutMinutes=value)
 
 
 def test_ssh_source_ranges_must_be_a_list() -> None:

@@ -28,7 +28,8 @@ GOOD_INSTANCE: dict[str, Any] = {
     "bootDisk": {"autoDelete": True},
 }
 GOOD_FIREWALL: dict[str, Any] = {"direction": "INGRESS", "allows": [{"protocol": "tcp", "ports": ["22"]}],
-                                 "sourceRanges": [rules.IAP_RANGE], "targetTags": ["offload-dev-ssh"]}
+                                 "sourceRanges": [rules.IAP_RANGE],
+                                 "targetServiceAccounts": ["offload-dev-sa@p.iam.gserviceaccount.com"]}
 
 
 def violations(resource_type: str, props: dict[str, Any], config: dict[str, Any] | None = None,
@@ -160,14 +161,36 @@ def test_the_pack_declares_one_policy_per_rule() -> None:
     assert all(isinstance(p, ResourceValidationPolicy) and p.description for p in policies)
     main = (REPO / "policy" / "__main__.py").read_text()
     assert "PolicyPack(" in main and PolicyPack  # the entry point builds the pack from these policies
-    assert (REPO / "policy" / "PulumiPolicy.yaml").read_text().count("runtime: python") == 1
+
+
+
+def test_the_pack_brings_its_own_virtualenv() -> None:
+    import yaml
+
+    project = yaml.safe_load((REPO / "policy" / "PulumiPolicy.yaml").read_text())
+    # `pulumi preview --policy-pack policy` makes this virtualenv from requirements.txt; without it the pack
+    # would need pulumi-policy in whatever python is first on PATH.
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": "venv"}}
+    assert "pulumi-policy" in (REPO / "policy" / "requirements.txt").read_text()
+    assert "policy/venv/" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def policy_config(path: Path) -> dict[str, Any]:
+    """The policy config of example stack PATH, as `--policy-pack-config policy/config/<stack>.json` passes it."""
+    import json
+
+    stack = path.name.split(".")[1]
+    return json.loads((REPO / "policy" / "config" / f"{stack}.json").read_text())
 
 
 @pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
-def test_every_example_stack_passes_the_pack(path: Path) -> None:
+def test_every_example_stack_passes_the_pack_with_its_config_file(path: Path) -> None:
     config = stack_config(path)
     run = run_program(config)
-    allowed = {"allowedSshSourceRanges": [rules.IAP_RANGE, *config.get("offload:sshSourceRanges", [])]}
+    pack_config = policy_config(path)
+    assert set(pack_config) <= set(rules.RULES)
+    allowed = pack_config["offload-ssh-only-from-allowed-ranges"]
+    assert allowed["allowedSshSourceRanges"] == [rules.IAP_RANGE, *config.get("offload:sshSourceRanges", [])]
     for declared in run.declared:
         assert violations(declared.typ, declared.inputs, allowed) == [], declared.name
 

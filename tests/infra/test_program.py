@@ -8,14 +8,19 @@ from typing import Any
 
 import pytest
 
-from offload.stackconfig import STACK_PROVIDERS
+from offload.stackconfig import STACK_PROVIDERS, default_name_prefix
 from offload.outputs import IAP_RANGE, StackOutputs
 from tests.infra.conftest import STACK_FILES, stack_file
 from tests.infra.mocks import ACCOUNT, DISK, FIREWALL, INSTANCE, Run, run_program, stack_config
 
 DEV = "dev@example.com"
+W = default_name_prefix(DEV)  # offload-dev-<hash>
 GCE_MINIMAL = {"offload:developer": DEV, "gcp:project": "p-offload", "gcp:zone": "us-west1-a"}
 DEFAULT_COMPUTE_SA = "-compute@developer.gserviceaccount.com"
+PROJECT_IAM = "gcp:projects/iAMMember:IAMMember"
+REPO_IAM = "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+SERVICE = "gcp:projects/service:Service"
 IAM_TYPES = ("gcp:iap/tunnelInstanceIAMMember:TunnelInstanceIAMMember",
              "gcp:compute/instanceIAMMember:InstanceIAMMember",
              "gcp:serviceaccount/iAMMember:IAMMember",
@@ -67,9 +72,9 @@ def test_every_example_stack_builds_and_exports_the_contract(path: Path) -> None
 def test_gce_cos_worker_record_matches_the_contract(cos: Run) -> None:
     (worker,) = cos.outputs["workers"]
     assert worker == {
-        "name": "offload-dev-0", "host": "10.10.0.2", "port": 22, "user": "dev_example_com",
+        "name": f"{W}-0", "host": "10.10.0.2", "port": 22, "user": "dev_example_com",
         "container": "offload-worker", "workspace": "/mnt/disks/data/offload",
-        "instance": "offload-dev-0", "project": "p-offload", "zone": "us-west1-a",
+        "instance": f"{W}-0", "project": "p-offload", "zone": "us-west1-a",
         "host_keys": [], "proxy_command": None,
         "image": "docker.io/library/debian:bookworm", "machine_type": "e2-standard-4",
         "hourly_cost_usd": worker["hourly_cost_usd"], "idle_stop_minutes": 30,
@@ -83,7 +88,7 @@ def test_gce_linux_runs_jobs_on_the_host(linux: Run) -> None:
     assert worker["container"] is None
     assert worker["workspace"] == "/var/lib/offload"
     assert worker["user"] == "dev_example_com"
-    assert worker["instance"] == "offload-dev-0" and worker["zone"] == "us-west1-a"
+    assert worker["instance"] == f"{W}-0" and worker["zone"] == "us-west1-a"
     metadata = linux.one(INSTANCE).inputs["metadata"]
     assert "apt-get" in metadata["startup-script"] and "tmux" in metadata["startup-script"]
     assert linux.one(INSTANCE).inputs["bootDisk"]["initializeParams"]["image"] == "debian-cloud/debian-12"
@@ -119,10 +124,28 @@ def test_gce_instance_runs_as_a_dedicated_narrow_service_account(gce_run: Run) -
     assert service_account["email"] == email
     assert not service_account["email"].endswith(DEFAULT_COMPUTE_SA)
     assert not any("cloud-platform" in s for s in service_account["scopes"])
-    grants = gce_run.of_type("gcp:projects/iAMMember:IAMMember")
-    assert {g.inputs["role"] for g in grants} == {"roles/logging.logWriter", "roles/monitoring.metricWriter",
-                                                 "roles/artifactregistry.reader"}
+    grants = [g for g in gce_run.of_type(PROJECT_IAM) if g.inputs["member"].startswith("serviceAccount:")]
+    assert {g.inputs["role"] for g in grants} == {"roles/logging.logWriter", "roles/monitoring.metricWriter"}
     assert {g.inputs["member"] for g in grants} == {f"serviceAccount:{email}"}
+    # An image on Docker Hub needs no registry grant at all.
+    assert REPO_IAM not in gce_run.types
+
+
+@pytest.mark.parametrize("image,repository", [
+    ("us-west1-docker.pkg.dev/team-images/workers/offload@sha256:" + "a" * 64, ("team-images", "us-west1", "workers")),
+    ("europe-docker.pkg.dev/img-proj/base/worker:1.2", ("img-proj", "europe", "base")),
+    ("eu.gcr.io/legacy-proj/worker:3", ("legacy-proj", "europe", "eu.gcr.io")),
+])
+def test_image_pulls_are_granted_on_the_images_repository_only(image: str, repository: tuple[str, ...]) -> None:
+    run = run_program(gce("gce-cos", **{"offload:image": image}))
+    (grant,) = run.of_type(REPO_IAM)
+    email = f"{run.one(ACCOUNT).inputs['accountId']}@p-offload.iam.gserviceaccount.com"
+    assert (grant.inputs["project"], grant.inputs["location"], grant.inputs["repository"]) == repository
+    assert grant.inputs["role"] == "roles/artifactregistry.reader"
+    assert grant.inputs["member"] == f"serviceAccount:{email}"
+    assert "roles/artifactregistry.reader" not in {g.inputs["role"] for g in run.of_type(PROJECT_IAM)}
+    # The instance boots only once it may pull.
+    assert f"{REPO_IAM}::{grant.name}" in run.waits_for(run.one(INSTANCE))
 
 
 def test_gce_data_disk_is_separate_and_outlives_the_instance(gce_run: Run) -> None:
@@ -130,18 +153,19 @@ def test_gce_data_disk_is_separate_and_outlives_the_instance(gce_run: Run) -> No
     instance = gce_run.one(INSTANCE)
     assert disk.inputs["type"] == "pd-balanced" and disk.inputs["size"] == 100
     (attached,) = instance.inputs["attachedDisks"]
-    assert attached["source"] == disk.inputs["name"] == "offload-dev-0-data"
+    assert attached["source"] == disk.inputs["name"] == f"{W}-0-data"
     assert attached["deviceName"] == "offload-data"
     assert attached.get("autoDelete") in (None, False)
     assert instance.inputs["bootDisk"]["autoDelete"] is True
-    assert not disk.protect
+    # Protected by default: `pulumi destroy` or fewer workers must not take a workspace with them.
+    assert disk.protect
     # The instance's name is fixed, so a replacement deletes the old one first; the disk is untouched.
     assert instance.delete_before_replace and not disk.delete_before_replace
 
 
-def test_protect_data_disk_protects_it() -> None:
-    run = run_program(gce("gce-cos", **{"offload:protectDataDisk": True}))
-    assert run.one(DISK).protect
+def test_protect_data_disk_false_leaves_it_unprotected() -> None:
+    run = run_program(gce("gce-cos", **{"offload:protectDataDisk": False}))
+    assert not run.one(DISK).protect
 
 
 def test_gce_private_network_with_nat_and_private_google_access(gce_run: Run) -> None:
@@ -158,7 +182,10 @@ def test_firewall_admits_ssh_from_the_iap_range_only(gce_run: Run) -> None:
     assert firewall["sourceRanges"] == [IAP_RANGE]
     assert firewall["allows"] == [{"protocol": "tcp", "ports": ["22"]}]
     assert firewall["direction"] == "INGRESS"
-    assert firewall["targetTags"] == gce_run.one(INSTANCE).inputs["tags"]
+    # Aimed at the workers' service account, not a network tag anyone who may edit an instance can add.
+    assert firewall["targetServiceAccounts"] == [gce_run.one(INSTANCE).inputs["serviceAccount"]["email"]]
+    assert not firewall.get("targetTags") and not gce_run.one(INSTANCE).inputs.get("tags")
+    assert firewall["project"] == "p-offload"
 
 
 def test_ssh_source_ranges_are_added_to_the_iap_range() -> None:
@@ -173,14 +200,24 @@ def test_iam_grants_are_instance_scoped_and_name_only_the_developer(gce_run: Run
     grants = [d for d in gce_run.declared if d.typ in IAM_TYPES]
     developer_grants = [g for g in grants if g.inputs["member"] != worker_sa]
     assert {g.inputs["member"] for g in developer_grants} == {f"user:{DEV}"}
-    for grant in developer_grants:
-        assert grant.typ != "gcp:projects/iAMMember:IAMMember", "no project-wide grant to the developer"
+    roles = custom_roles(gce_run)
+    worker_role = f"projects/p-offload/roles/{W.replace('-', '_')}_worker"
+    fleet_role = f"projects/p-offload/roles/{W.replace('-', '_')}_fleet"
+    # The only project-level grant is the custom role of what exists only at project level.
+    (project_grant,) = [g for g in developer_grants if g.typ == PROJECT_IAM]
+    assert project_grant.inputs["role"] == fleet_role
+    assert roles[fleet_role] == {"compute.instances.list", "compute.zoneOperations.get"}
     on_instance = {(g.typ, g.inputs["role"]) for g in developer_grants
                    if g.inputs.get("instanceName", g.inputs.get("instance")) == instance["name"]}
     assert on_instance == {(IAM_TYPES[0], "roles/iap.tunnelResourceAccessor"),
-                           (IAM_TYPES[1], "roles/compute.osAdminLogin")}
+                           (IAM_TYPES[1], "roles/compute.osAdminLogin"),
+                           (IAM_TYPES[1], worker_role)}
+    # gcloud's tunnel looks the instance up first; waking, stopping and host keys need the rest.
+    assert roles[worker_role] >= {"compute.instances.get", "compute.instances.start", "compute.instances.stop",
+                                  "compute.instances.getGuestAttributes"}
+    assert all(p.startswith("compute.instances.") for p in roles[worker_role])
     for grant in developer_grants:
-        if grant.typ != "gcp:serviceaccount/iAMMember:IAMMember":
+        if grant.typ not in ("gcp:serviceaccount/iAMMember:IAMMember", PROJECT_IAM):
             assert grant.inputs["zone"] == "us-west1-a" and grant.inputs["project"] == "p-offload"
             assert grant.inputs.get("instanceName", grant.inputs.get("instance")) == instance["name"]
     (sa_user,) = gce_run.of_type("gcp:serviceaccount/iAMMember:IAMMember")
@@ -188,10 +225,42 @@ def test_iam_grants_are_instance_scoped_and_name_only_the_developer(gce_run: Run
     assert sa_user.inputs["serviceAccountId"].endswith(worker_sa.removeprefix("serviceAccount:"))
 
 
+def custom_roles(run: Run) -> dict[str, set[str]]:
+    return {f"projects/{r.inputs['project']}/roles/{r.inputs['roleId']}": set(r.inputs["permissions"])
+            for r in run.of_type(CUSTOM_ROLE)}
+
+
+@pytest.mark.parametrize("provider,apis", [
+    ("gce-cos", {"compute", "iam", "cloudresourcemanager", "iap", "oslogin"}),
+    ("gce-linux", {"compute", "iam", "cloudresourcemanager", "iap", "oslogin"}),
+    ("workstation", {"compute", "iam", "cloudresourcemanager", "iap", "oslogin", "workstations"}),
+])
+def test_the_apis_are_enabled_and_everything_waits_for_them(provider: str, apis: set[str]) -> None:
+    run = run_program(gce(provider))
+    services = run.of_type(SERVICE)
+    assert {s.inputs["service"] for s in services} == {f"{api}.googleapis.com" for api in apis}
+    for service in services:
+        # Other stacks in the project use them too: destroying this one leaves them on.
+        assert service.inputs["disableOnDestroy"] is False and service.inputs["project"] == "p-offload"
+    enabled = {f"{SERVICE}::{s.name}" for s in services}
+    for declared in run.declared:
+        if declared.custom and declared.typ != SERVICE:
+            assert enabled <= run.waits_for(declared), f"{declared.typ} {declared.name} does not wait for the APIs"
+
+
+def test_instances_wait_for_nat_the_firewall_and_the_service_accounts_grants(gce_run: Run) -> None:
+    waits = gce_run.waits_for(gce_run.one(INSTANCE))
+    assert f"gcp:compute/routerNat:RouterNat::{gce_run.one('gcp:compute/routerNat:RouterNat').name}" in waits
+    assert f"{FIREWALL}::{gce_run.one(FIREWALL).name}" in waits
+    for grant in gce_run.of_type(PROJECT_IAM):
+        if grant.inputs["member"].startswith("serviceAccount:"):
+            assert f"{PROJECT_IAM}::{grant.name}" in waits
+
+
 def test_every_worker_gets_its_own_disk_instance_and_grants() -> None:
     run = run_program(gce("gce-linux", **{"offload:workers": 3}))
     names = [w["name"] for w in run.outputs["workers"]]
-    assert names == ["offload-dev-0", "offload-dev-1", "offload-dev-2"]
+    assert names == [f"{W}-0", f"{W}-1", f"{W}-2"]
     assert len({w["host"] for w in run.outputs["workers"]}) == 3
     assert len(run.of_type(DISK)) == 3 and len(run.of_type(INSTANCE)) == 3
     tunnels = run.of_type("gcp:iap/tunnelInstanceIAMMember:TunnelInstanceIAMMember")
@@ -208,13 +277,21 @@ def test_an_existing_network_is_used_instead_of_a_new_one() -> None:
     assert run.one(INSTANCE).inputs["networkInterfaces"] == [{"subnetwork": subnetwork}]
     firewall = run.one(FIREWALL).inputs
     assert firewall["network"] == network and firewall["sourceRanges"] == [IAP_RANGE]
+    # A Shared VPC's rules live in its host project: GCE refuses a rule that references another project's network.
+    assert firewall["project"] == "host"
+    assert run.one(INSTANCE).inputs["project"] == "p-offload"
+
+
+def test_an_existing_network_in_the_stacks_own_project_keeps_its_firewall_there() -> None:
+    run = run_program(gce("gce-linux", **{"offload:network": "team-net", "offload:subnetwork": "team-subnet"}))
+    assert run.one(FIREWALL).inputs["project"] == "p-offload"
 
 
 def test_gce_outputs_are_complete_when_mocks_only_echo_inputs() -> None:
     run = run_program(gce("gce-cos"), echo_only=True)
     (worker,) = run.outputs["workers"]
     # No address yet: the zonal DNS name reaches the same instance.
-    assert worker["host"] == "offload-dev-0.us-west1-a.c.p-offload.internal"
+    assert worker["host"] == f"{W}-0.us-west1-a.c.p-offload.internal"
     email = run.one(INSTANCE).inputs["serviceAccount"]["email"]
     assert email == f"{run.one(ACCOUNT).inputs['accountId']}@p-offload.iam.gserviceaccount.com"
 
@@ -239,17 +316,17 @@ def test_workstation_is_private_and_reached_through_its_tunnel() -> None:
     assert config["container"]["image"].endswith("/predefined/code-oss:latest")
     (grant,) = run.of_type("gcp:workstations/workstationIamMember:WorkstationIamMember")
     assert grant.inputs["member"] == f"user:{DEV}" and grant.inputs["role"] == "roles/workstations.user"
-    assert grant.inputs["workstationId"] == workstation["workstationId"] == "offload-dev-0"
+    assert grant.inputs["workstationId"] == workstation["workstationId"] == f"{W}-0"
     assert FIREWALL not in run.types
     (worker,) = run.outputs["workers"]
-    assert worker["name"] == worker["host"] == "offload-dev-0" and worker["port"] == 22
+    assert worker["name"] == worker["host"] == f"{W}-0" and worker["port"] == 22
     assert worker["user"] == "user" and worker["container"] is None
     assert worker["workspace"] == "/home/user/offload"
     # The outputs say which workstation it is; how to reach it is the runtime's business.
     assert worker["proxy_command"] is None
-    assert worker["instance"] == "offload-dev-0" and worker["project"] == "p-offload" and worker["zone"] is None
+    assert worker["instance"] == f"{W}-0" and worker["project"] == "p-offload" and worker["zone"] is None
     assert (worker["region"], worker["workstation_cluster"], worker["workstation_config"]) == (
-        "us-central1", "offload-dev-cluster", "offload-dev-config")
+        "us-central1", f"{W}-cluster", f"{W}-config")
 
 
 def test_local_docker_runs_a_long_lived_container_with_the_workspace_at_the_same_path(tmp_path: Path) -> None:
@@ -258,13 +335,13 @@ def test_local_docker_runs_a_long_lived_container_with_the_workspace_at_the_same
     image = run.one("docker:index/remoteImage:RemoteImage").inputs
     assert image == {"name": "offload-worker:test", "keepLocally": True}
     container = run.one("docker:index/container:Container").inputs
-    workspace = f"{tmp_path}/offload-dev-0"
-    assert container["name"] == "offload-dev-0" and container["image"] == "offload-worker:test"
+    workspace = f"{tmp_path}/{W}-0"
+    assert container["name"] == f"{W}-0" and container["image"] == "offload-worker:test"
     assert container["restart"] == "always" and container["mustRun"] is True
     assert container["volumes"] == [{"hostPath": workspace, "containerPath": workspace}]
     assert container["command"][-1].endswith("exec sleep infinity")
     (worker,) = run.outputs["workers"]
-    assert worker["host"] == "localhost" and worker["container"] == "offload-dev-0"
+    assert worker["host"] == "localhost" and worker["container"] == f"{W}-0"
     assert worker["workspace"] == workspace and worker["image"] == "offload-worker:test"
 
 
@@ -273,7 +350,7 @@ def test_local_docker_workspaces_default_under_the_offload_cache(monkeypatch: py
     monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path / "cache"))
     run = run_program({"offload:provider": "local-docker", "offload:developer": DEV, "offload:workers": 2})
     assert [w["workspace"] for w in run.outputs["workers"]] == [
-        f"{tmp_path}/cache/workers/offload-dev-0", f"{tmp_path}/cache/workers/offload-dev-1"]
+        f"{tmp_path}/cache/workers/{W}-0", f"{tmp_path}/cache/workers/{W}-1"]
 
 
 def test_ssh_exports_the_hosts_as_given_and_creates_nothing() -> None:
@@ -318,7 +395,82 @@ def test_the_local_docker_container_keeps_home_and_caches_on_the_workspace(tmp_p
     run = run_program({"offload:provider": "local-docker", "offload:developer": DEV,
                        "offload:image": "offload-worker:test", "offload:workspace": str(tmp_path)})
     container = run.one("docker:index/container:Container").inputs
-    workspace = f"{tmp_path}/offload-dev-0"
+    workspace = f"{tmp_path}/{W}-0"
     assert sorted(container["envs"]) == [f"HOME={workspace}/home", f"XDG_CACHE_HOME={workspace}/cache"]
     assert {(lab["label"], lab["value"]) for lab in container["labels"]} == {
-        ("offload.worker", "offload-dev-0"), ("offload.owner", DEV)}
+        ("offload.worker", f"{W}-0"), ("offload.owner", DEV)}
+
+
+def gce_names(run: Run) -> set[str]:
+    """Every name the stack gives a GCP resource explicitly (autonamed resources get a random suffix)."""
+    names = {d.inputs["name"] for d in run.declared if d.custom and isinstance(d.inputs.get("name"), str)}
+    names |= {d.inputs["accountId"] for d in run.of_type(ACCOUNT)}
+    names |= {d.inputs["roleId"] for d in run.of_type(CUSTOM_ROLE)}
+    return names
+
+
+@pytest.mark.parametrize("first,second", [("john-doe@example.com", "john.doe@other.com"),
+                                          ("christopher.alexander@example.com",
+                                           "christopher.alexandra@example.com")])
+@pytest.mark.parametrize("provider", ["gce-cos", "workstation"])
+def test_two_developers_whose_emails_slug_alike_share_no_name(provider: str, first: str, second: str) -> None:
+    a = run_program(gce(provider, **{"offload:developer": first}))
+    b = run_program(gce(provider, **{"offload:developer": second}))
+    assert gce_names(a) and not gce_names(a) & gce_names(b)
+    assert not {w["name"] for w in a.outputs["workers"]} & {w["name"] for w in b.outputs["workers"]}
+
+
+LONG_EMAIL = "christopher_alexander_longname_smith@subdomain.corp.example.co.uk"
+
+
+@pytest.mark.parametrize("provider", ["gce-cos", "gce-linux", "workstation"])
+def test_a_long_email_builds_names_within_gcp_limits(provider: str) -> None:
+    run = run_program(gce(provider, **{"offload:developer": LONG_EMAIL, "offload:workers": 3}))
+    for declared in run.declared:
+        if declared.typ in (INSTANCE, DISK):
+            assert len(declared.inputs["name"]) <= 63
+        for key in ("workstationId", "workstationClusterId", "workstationConfigId"):
+            if key in declared.inputs:
+                assert len(declared.inputs[key]) <= 63
+    for account in run.of_type(ACCOUNT):
+        assert 6 <= len(account.inputs["accountId"]) <= 30
+        assert len(account.inputs["displayName"]) <= 100
+    for role in run.of_type(CUSTOM_ROLE):
+        assert 3 <= len(role.inputs["roleId"]) <= 64 and len(role.inputs["title"]) <= 100
+    outputs = StackOutputs.from_dict(run.outputs)
+    assert len(outputs.workers) == 3
+    if provider != "workstation":
+        # OS Login's guess is cut to 32; the runtime reads the real name from the login profile.
+        assert {w.user for w in outputs.workers} == {"christopher_alexander_longname_s"}
+
+
+def test_workstation_settings_keep_long_jobs_and_homes_and_let_the_developer_act_as_its_account() -> None:
+    run = run_program(gce("workstation"))
+    config = run.one("gcp:workstations/workstationConfig:WorkstationConfig").inputs
+    assert config["runningTimeout"] == "0s"
+    (home,) = config["persistentDirectories"]
+    assert home["gcePd"]["reclaimPolicy"] == "RETAIN"
+    account = run.one(ACCOUNT).inputs
+    email = f"{account['accountId']}@p-offload.iam.gserviceaccount.com"
+    assert config["host"]["gceInstance"]["serviceAccount"] == email
+    (act_as,) = run.of_type("gcp:serviceaccount/iAMMember:IAMMember")
+    assert act_as.inputs == {"serviceAccountId": f"projects/p-offload/serviceAccounts/{email}",
+                             "role": "roles/iam.serviceAccountUser", "member": f"user:{DEV}"}
+    # A Google-published image needs no registry grant (and nobody outside Google could make one).
+    assert REPO_IAM not in run.types
+
+
+def test_workstation_running_timeout_and_home_reclaim_follow_the_stack() -> None:
+    run = run_program(gce("workstation", **{"offload:runningTimeoutMinutes": 720,
+                                            "offload:protectDataDisk": False}))
+    config = run.one("gcp:workstations/workstationConfig:WorkstationConfig").inputs
+    assert config["runningTimeout"] == "43200s"
+    assert config["persistentDirectories"][0]["gcePd"]["reclaimPolicy"] == "DELETE"
+
+
+@pytest.mark.parametrize("ranges", [["8.0.0.0/8"], ["203.0.113.0/24"], ["10.8.0.0/16", "0.0.0.0/0"]])
+def test_public_source_ranges_fail_the_program_naming_the_key(ranges: list[str]) -> None:
+    from offload.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"offload:sshSourceRanges\[\d\] must be a private range"):
+        run_program(gce("gce-cos", **{"offload:sshSourceRanges": ranges}))

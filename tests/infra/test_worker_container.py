@@ -1,5 +1,6 @@
 """The COS worker's start script against a real Docker engine: the container it makes is the one the runtime
-expects (running, restart always, workspace at the same path inside and out), and a second boot replaces it."""
+expects (running in the foreground of its unit, removed when it ends, workspace at the same path inside and
+out), and the next start (systemd's restart, or a changed image) replaces it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -47,13 +49,33 @@ def test_start_worker_makes_the_container_the_runtime_expects(docker_engine: obj
     env = {"PATH": f"{shim}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
            "OFFLOAD_IMAGE": worker_image, "OFFLOAD_CONTAINER": name, "OFFLOAD_WORKSPACE": str(workspace),
            "OFFLOAD_DOCKER_USER": "", "DOCKER_HOST": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")}
+    runs: list[subprocess.Popen[str]] = []
+
+    def start() -> subprocess.Popen[str]:
+        # As its systemd unit runs it: in the foreground, for as long as the container lives.
+        proc = subprocess.Popen(["bash", str(start_script)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        runs.append(proc)
+        return proc
+
+    def running_container(proc: subprocess.Popen[str], not_id: str = "") -> dict:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1]
+            found = docker("inspect", name, check=False)
+            if found.returncode == 0:
+                info = json.loads(found.stdout)[0]
+                if info["State"]["Running"] and info["Id"] != not_id:
+                    return info
+            time.sleep(0.2)
+        raise AssertionError(f"container {name} did not start")
+
     try:
-        first = subprocess.run(["bash", str(start_script)], env=env, capture_output=True, text=True,
-                               timeout=TIMEOUT)
-        assert first.returncode == 0, first.stderr
-        info = json.loads(docker("inspect", name).stdout)[0]
-        assert info["State"]["Running"] is True
-        assert info["HostConfig"]["RestartPolicy"]["Name"] == "always"
+        first = start()
+        info = running_container(first)
+        # systemd restarts it; Docker's own restart policy would start it at boot before the disk is mounted.
+        assert info["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
+        assert info["HostConfig"]["AutoRemove"] is True
         assert info["HostConfig"]["Init"] is True
         assert info["Config"]["WorkingDir"] == str(workspace)
         assert [(m["Source"], m["Destination"]) for m in info["Mounts"]] == [(str(workspace), str(workspace))]
@@ -63,11 +85,21 @@ def test_start_worker_makes_the_container_the_runtime_expects(docker_engine: obj
         docker("exec", name, "sh", "-c", f"echo from-container > {workspace}/probe")
         assert (workspace / "probe").read_text() == "from-container\n"
 
-        second = subprocess.run(["bash", str(start_script)], env=env, capture_output=True, text=True,
-                                timeout=TIMEOUT)
-        assert second.returncode == 0, second.stderr
-        again = json.loads(docker("inspect", name).stdout)[0]
-        assert again["Id"] != info["Id"] and again["State"]["Running"] is True
+        second = start()
+        again = running_container(second, not_id=info["Id"])
+        # The first run's container was replaced, so its unit's process ended with it.
+        first.wait(timeout=TIMEOUT)
         assert docker("exec", name, "cat", f"{workspace}/probe").stdout == "from-container\n"
+        # Stopping the unit (ExecStop) ends the foreground run, and --rm leaves nothing behind.
+        docker("stop", "-t", "5", name)
+        second.wait(timeout=TIMEOUT)
+        deadline = time.monotonic() + 30
+        while docker("inspect", name, check=False).returncode == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert docker("inspect", name, check=False).returncode != 0, again["Id"]
     finally:
         docker("rm", "-f", name, check=False)
+        for proc in runs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=TIMEOUT)
