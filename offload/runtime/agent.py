@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offload import errors
+import offload.errors as errors
 from offload.errors import OffloadError
 from offload.paths import agent_dir, persist_seconds, private_dir
 from offload.runtime.transport import Result, Sink, Transport
