@@ -12,12 +12,20 @@ from offload.stackconfig import read_stack_config
 from tests.cli.conftest import RunCli
 
 
+REPO = Path(__file__).resolve().parents[2]
+UP_NEXT = "next: install the Pulumi CLI (https://www.pulumi.com/docs/install/), then: "
+
+
 @pytest.fixture(autouse=True)
 def _outside_any_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # `git config user.email` would read the checkout's own .git/config when run from it.
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
+    # tmp_path is the stack directory the tests pass as --dir: an offload Pulumi project. There is no pulumi
+    # CLI on PATH here (the machine has none; a test that wants one puts one there).
+    (tmp_path / "Pulumi.yaml").write_text((REPO / "Pulumi.yaml").read_text())
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
 
 
 @pytest.fixture
@@ -44,10 +52,10 @@ def test_flags_write_a_commented_stack_file(cli: RunCli, tmp_path: Path) -> None
     assert (r.exit_code, r.stderr) == (0, "")
     path = tmp_path / "stacks" / "Pulumi.dev.yaml"
     assert r.stdout == (f"wrote {path} for developer dev@example.com\n"
-                        "next: offload fleet up --stack dev (or pulumi up --stack dev)\n")
+                        f"{UP_NEXT}OFFLOAD_PROJECT_DIR={tmp_path} offload fleet up --stack dev\n")
     assert path.read_text() == """\
 # The offload stack 'dev' of dev@example.com, written by `offload init`.
-# next: offload fleet up --stack dev (or pulumi up --stack dev)
+# Deploy it with `offload fleet up --stack dev`; then `offload run --stack dev -- COMMAND`.
 config:
   # Where the workers live: gce-cos, gce-linux, workstation, local-docker or ssh.
   offload:provider: gce-cos
@@ -151,12 +159,12 @@ def test_interactive_asks_only_where_the_workers_live(cli: RunCli, tmp_path: Pat
         "gcp:project": "detected-proj-1", "gcp:zone": "us-central1-f"}
 
 
-def test_ssh_hosts(cli: RunCli, tmp_path: Path) -> None:
+def test_ssh_hosts_unchecked(cli: RunCli, tmp_path: Path) -> None:
     r = cli("init", "--provider", "ssh", "--developer", "dev@example.com", "--host", "dev@build-box.example.com:2222",
-            "--host", "ci@10.0.0.5", "--stack", "hosts", "--dir", str(tmp_path))
+            "--host", "ci@10.0.0.5", "--stack", "hosts", "--dir", str(tmp_path), "--no-check")
     assert r.exit_code == 0, r.stderr
     path = tmp_path / "stacks" / "Pulumi.hosts.yaml"
-    assert "it creates nothing in the cloud" in r.stdout
+    assert r.stdout.splitlines()[-1] == f"next: OFFLOAD_PROJECT_DIR={tmp_path} offload run --stack hosts -- COMMAND"
     config = _config(path)
     assert config["offload:hosts"] == [
         {"name": "build-box", "host": "build-box.example.com", "port": 2222, "user": "dev",

@@ -1,0 +1,41 @@
+"""A new worker's first contact: the host key it presents, then a login that makes and checks its workspace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from offload.errors import RemoteCommandError
+from offload.jobs.fleet import Reach
+from offload.outputs import StackOutputs, WorkerRecord
+from offload.providers import provider_for
+
+# What every job needs on the worker, and the argv that shows it is there.
+REQUIRED_TOOLS = (("git", ("git", "--version")), ("tmux", ("tmux", "-V")))
+
+
+@dataclass(frozen=True)
+class WorkerCheck:
+    """What the first login found: the worker's name and the tools jobs need that it lacks."""
+
+    name: str
+    missing: tuple[str, ...] = ()
+
+
+def host_key(outputs: StackOutputs, record: WorkerRecord, reach: Reach) -> str:
+    """The host key RECORD's worker presents ('type base64'), read without logging in."""
+    with provider_for(outputs, record, reach.options()) as provider:
+        return provider.scan_host_key()
+
+
+def check_worker(outputs: StackOutputs, record: WorkerRecord, reach: Reach) -> WorkerCheck:
+    """Log in (with the record's pinned keys only), make the workspace and check it is writable, and look for
+    the tools jobs need. A refused login, a changed key or an unwritable workspace raises its one-line error."""
+    with provider_for(outputs, record, reach.options()) as provider:
+        provider.provision()
+        probe = ["test", "-w", record.workspace]
+        if not provider.exec(probe, timeout=60).ok:
+            raise RemoteCommandError(record.name, f"the workspace {record.workspace} on worker {record.name} is not "
+                                     f"writable by {record.user or 'the login user'}", command=" ".join(probe),
+                                     hint="pass --workspace with a directory that user may write")
+        missing = tuple(tool for tool, argv in REQUIRED_TOOLS if not provider.exec(list(argv), timeout=60).ok)
+    return WorkerCheck(record.name, missing)
