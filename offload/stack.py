@@ -165,7 +165,7 @@ def select_stack(stack: str, *, create: bool = False, what: str | None = None,
     if shutil.which("pulumi") is None:
         config = stack_config(stack, where) if where.stack_file(stack).is_file() else None
         if config is not None and config.provider in STATIC_PROVIDERS:
-            hint = (f"a {config.provider.value} stack creates nothing and needs no Pulumi: "
+            hint = (f"provider {config.provider.value} creates nothing and needs no Pulumi: "
                     f"`offload run --stack {stack} -- COMMAND` reads its file")
         raise PulumiUnavailable(f"{what}: the pulumi CLI is not installed", hint=hint)
     where.check()

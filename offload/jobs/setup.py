@@ -31,7 +31,12 @@ def check_worker(outputs: StackOutputs, record: WorkerRecord, reach: Reach) -> W
     """Log in (with the record's pinned keys only), make the workspace and check it is writable, and look for
     the tools jobs need. A refused login, a changed key or an unwritable workspace raises its one-line error."""
     with provider_for(outputs, record, reach.options()) as provider:
-        provider.provision()
+        try:
+            provider.provision()
+        except RemoteCommandError as e:
+            raise RemoteCommandError(record.name, e.message, command=e.command, exit_code=e.remote_exit_code,
+                                     stderr=e.stderr, hint=f"pass --workspace with a directory "
+                                     f"{record.user or 'the login user'} may create") from None
         probe = ["test", "-w", record.workspace]
         if not provider.exec(probe, timeout=60).ok:
             raise RemoteCommandError(record.name, f"the workspace {record.workspace} on worker {record.name} is not "
