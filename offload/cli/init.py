@@ -68,8 +68,8 @@ def init(
                                                       "per --host, in order; default: from the host).",
                                                       show_default=False)] = None,
     workspace: Annotated[Optional[str], typer.Option("--workspace", help="For provider ssh: the directory on "
-                                                     "the hosts for offload's work (default: ~USER/offload).",
-                                                     show_default=False)] = None,
+                                                     "the hosts for offload's work (default: offload in the "
+                                                     "login's home there).", show_default=False)] = None,
     identity: IdentityOpt = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="For provider ssh: write the stack file without "
                                            "contacting the hosts (no key is pinned: the first connection "
@@ -142,7 +142,7 @@ def init(
         raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
 
     if kind is ProviderType.SSH and not no_check:
-        values["offload:hosts"] = _set_up_hosts(values, identity, mode, yes)
+        values["offload:hosts"] = _set_up_hosts(values, identity, mode, yes, in_home=workspace is None)
     where.ensure()
     path.parent.mkdir(parents=True, exist_ok=True)
     step = next_step(stack_name, kind, stack_dir=None if _looked_up(where) else where.root, identity=identity)
@@ -153,11 +153,13 @@ def init(
     typer.echo(step)
 
 
-def _set_up_hosts(values: dict[str, Any], identity: Path | None, mode: "Mode", yes: bool) -> list[dict[str, Any]]:
+def _set_up_hosts(values: dict[str, Any], identity: Path | None, mode: "Mode", yes: bool, *,
+                  in_home: bool) -> list[dict[str, Any]]:
     """For each host: show the key it presents and pin it once confirmed, then log in with only that key, make
-    the workspace and check it. Returns the entries with their host_keys; raises before anything is written."""
+    the workspace (with IN_HOME, `offload` in the login's home there) and check it. Returns the entries with
+    their host_keys; raises before anything is written."""
     from offload.jobs.fleet import Reach
-    from offload.jobs.setup import check_worker, host_key
+    from offload.jobs.setup import check_worker, home_workspace, host_key
 
     reach = Reach(identity=identity)
     entries = []
@@ -178,8 +180,13 @@ def _set_up_hosts(values: dict[str, Any], identity: Path | None, mode: "Mode", y
         typer.echo(f"pinned host key {shown} for worker {record.name} ({where})")
         entry = {**entry, "host_keys": [key]}
         pinned = WorkerRecord.from_dict(entry)
+        if in_home:
+            found = home_workspace(StackOutputs(ProviderType.SSH, outputs.developer, (pinned,)), pinned, reach)
+            if found is not None and found != pinned.workspace:
+                entry["workspace"] = found
+                pinned = WorkerRecord.from_dict(entry)
         result = check_worker(StackOutputs(ProviderType.SSH, outputs.developer, (pinned,)), pinned, reach)
-        typer.echo(f"logged in to {record.name} as {record.user}; workspace {record.workspace} is ready")
+        typer.echo(f"logged in to {record.name} as {record.user}; workspace {pinned.workspace} is ready")
         if result.missing:
             print(f"offload: worker {record.name} lacks {' and '.join(result.missing)}, which jobs need "
                   "(install them there before `offload run`)", file=sys.stderr)

@@ -27,6 +27,18 @@ def host_key(outputs: StackOutputs, record: WorkerRecord, reach: Reach) -> str:
         return provider.scan_host_key()
 
 
+def home_workspace(outputs: StackOutputs, record: WorkerRecord, reach: Reach) -> str | None:
+    """`offload` in the login user's home on the worker (log in with the record's pinned keys only), or None
+    when the home is not a usable absolute path."""
+    with provider_for(outputs, record, reach.options()) as provider:
+        # Fixed shell text: nothing of ours is interpolated into it.
+        result = provider.exec(["sh", "-c", 'printf "%s" "$HOME"'], timeout=60)
+    home = result.text().rstrip("/") if result.ok else ""
+    if not home.startswith("/") or any(ord(c) < 32 or ord(c) == 127 for c in home) or "/../" in f"{home}/":
+        return None
+    return f"{home}/offload"
+
+
 def check_worker(outputs: StackOutputs, record: WorkerRecord, reach: Reach) -> WorkerCheck:
     """Log in (with the record's pinned keys only), make the workspace and check it is writable, and look for
     the tools jobs need. A refused login, a changed key or an unwritable workspace raises its one-line error."""

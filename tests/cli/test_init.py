@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from offload.cli import init as init_cmd
 from offload.outputs import fingerprint
 from offload.stackconfig import read_stack_config
 from tests.cli.conftest import RunCli
-from tests.workers import SshdWorker, free_port, generate_keypair
+from tests.conftest import StartSshd
+from tests.workers import SshdWorker, WorkerUser, free_port, generate_keypair, make_traversable
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -319,3 +321,21 @@ def test_a_workspace_the_user_cannot_make_fails(cli: RunCli, tmp_path: Path, ssh
     assert r.exit_code == 1
     assert r.stderr.startswith("offload: creating the workspace failed on worker ssh-0: mkdir")
     assert not (tmp_path / "stacks").exists()
+
+
+def test_the_default_workspace_is_in_the_logins_home(cli: RunCli, tmp_path: Path, start_sshd: StartSshd,
+                                                     worker_user: WorkerUser, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The login's home, wherever it is: here a fresh one the worker's sshd hands its logins.
+    home = tmp_path / "home-elsewhere"
+    home.mkdir()
+    make_traversable(tmp_path)
+    os.chown(home, worker_user.uid, worker_user.gid)
+    worker = start_sshd(extra_config=(f"SetEnv HOME={home}",), isolate_tmux=False)
+    monkeypatch.setenv("OFFLOAD_SSH_KEY", str(worker.key_path))
+    r = cli("init", "--provider", "ssh", "--host", f"{worker.user}@{worker.host}:{worker.port}", "--stack", "box",
+            "--dir", str(tmp_path), "--yes")
+    assert r.exit_code == 0, r.stderr
+    assert f"logged in to ssh-0 as {worker.user}; workspace {home}/offload is ready" in r.stdout
+    [entry] = _config(tmp_path / "stacks" / "Pulumi.box.yaml")["offload:hosts"]
+    assert entry["workspace"] == f"{home}/offload"
+    assert sorted(p.name for p in (home / "offload").iterdir()) == ["jobs", "repos", "trees"]
