@@ -326,7 +326,7 @@ def render_stack_file(name: str, kind: ProviderType, values: dict[str, Any]) -> 
     """The stack file's YAML, with a comment on each key."""
     developer = values.get("offload:developer")
     lines = [f"# The offload stack {name!r}" + (f" of {developer}" if developer else "") + ", written by `offload init`.",
-             f"# {_use_line(name, kind)}",
+             *(f"# {line}" for line in _use_lines(name, kind)),
              "config:",
              "  # Where the workers live: gce-cos, gce-linux, workstation, local-docker or ssh.",
              f"  offload:provider: {_scalar(kind.value)}"]
@@ -371,12 +371,12 @@ def _scalar(value: Any) -> str:
     return json.dumps(text)
 
 
-def _use_line(name: str, kind: ProviderType) -> str:
+def _use_lines(name: str, kind: ProviderType) -> list[str]:
     """How the stack is used, for the stack file's header."""
     if kind is ProviderType.SSH:
-        return (f"It creates nothing and needs no Pulumi: `offload run --stack {name} -- COMMAND` reads this file "
-                "(`offload outputs --stack {name}` shows what it reads).").replace("{name}", name)
-    return f"Deploy it with `offload fleet up --stack {name}`; then `offload run --stack {name} -- COMMAND`."
+        return [f"It creates nothing and needs no Pulumi: `offload run --stack {name} -- COMMAND` reads this file",
+                f"(`offload outputs --stack {name}` prints what it reads)."]
+    return [f"Deploy it with `offload fleet up --stack {name}`; then `offload run --stack {name} -- COMMAND`."]
 
 
 def next_step(name: str, kind: ProviderType, *, stack_dir: Path | None = None, identity: Path | None = None) -> str:

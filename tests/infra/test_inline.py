@@ -122,3 +122,12 @@ def test_fleet_up_needs_the_stack_file(tmp_path: Path, monkeypatch: pytest.Monke
         select_stack("dev", create=True, what="cannot deploy stack 'dev'")
     assert caught.value.line() == (f"cannot deploy stack 'dev': there is no stack file {config}/stacks/Pulumi.dev.yaml "
                                    "(create it with `offload init --stack dev`)")
+
+
+def test_stacks_that_create_nothing_need_no_developer() -> None:
+    config = read_stack_config({"offload:provider": "local", "offload:workspace": "/srv/w"})
+    assert static_outputs(config).to_dict()["developer"] == ""
+    assert run_program({"offload:provider": "local", "offload:workspace": "/srv/w"}).outputs == \
+        static_outputs(config).to_dict()
+    with pytest.raises(Exception, match="offload:developer is required"):
+        read_stack_config({"offload:provider": "local-docker"})
