@@ -261,9 +261,10 @@ def _ssh_args(worker: SshdWorker, tmp_path: Path, *extra: str) -> list[str]:
 def test_interactive_asks_the_name_and_pins_the_key_once_confirmed(
         cli: RunCli, tmp_path: Path, sshd_worker: SshdWorker, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(init_cmd, "stdin_is_tty", lambda: True)
-    monkeypatch.setenv("OFFLOAD_SSH_KEY", str(sshd_worker.key_path))
-    r = cli(*_ssh_args(sshd_worker, tmp_path), input="builder\ny\n")
+    monkeypatch.setenv("OFFLOAD_PROJECT_DIR", str(tmp_path))
+    r = cli(*_ssh_args(sshd_worker, tmp_path, "--identity", str(sshd_worker.key_path)), input="builder\ny\n")
     assert r.exit_code == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == f"next: offload run --stack box --identity {sshd_worker.key_path} -- COMMAND"
     shown = f"ssh-ed25519 {fingerprint(sshd_worker.host_key)}"
     assert f"Worker name for {sshd_worker.host} [ssh-0]:" in r.stdout
     assert f"{sshd_worker.host}:{sshd_worker.port} presents host key {shown}" in r.stdout
