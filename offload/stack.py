@@ -59,14 +59,13 @@ class StackDir:
     def check(self) -> None:
         """Refuse a directory that is not an offload Pulumi project (no Pulumi.yaml, or another project's)."""
         settings = self._settings()
+        hint = (f"use {default_stack_dir()}, the default, or a directory whose Pulumi.yaml is the offload "
+                "project, such as a checkout of offload")
         if settings is None:
-            raise ConfigError(f"{self.root} is not an offload stack directory: it has no Pulumi.yaml",
-                              hint=f"leave out --dir to use {default_stack_dir()}, or pass a directory whose "
-                                   "Pulumi.yaml is the offload project")
+            raise ConfigError(f"{self.root} is not an offload stack directory: it has no Pulumi.yaml", hint=hint)
         if settings.get("name") != PROJECT:
             raise ConfigError(f"{self.root} is not an offload stack directory: its Pulumi.yaml is project "
-                              f"{settings.get('name')!r}, not {PROJECT!r}",
-                              hint=f"leave out --dir to use {default_stack_dir()}")
+                              f"{settings.get('name')!r}, not {PROJECT!r}", hint=hint)
 
     def ensure(self) -> None:
         """Make ROOT a stack directory when it has no project file yet; refuse another project's."""
@@ -168,7 +167,8 @@ def select_stack(stack: str, *, create: bool = False, what: str | None = None,
             hint = (f"provider {config.provider.value} creates nothing and needs no Pulumi: "
                     f"`offload run --stack {stack} -- COMMAND` reads its file")
         raise PulumiUnavailable(f"{what}: the pulumi CLI is not installed", hint=hint)
-    where.check()
+    # offload's own config directory becomes a stack directory when it is first used as one.
+    where.ensure() if where.root.absolute() == default_stack_dir().absolute() else where.check()
     if create and not where.stack_file(stack).is_file():
         raise ConfigError(f"{what}: there is no stack file {where.stack_file(stack)}",
                           hint=f"create it with `offload init --stack {stack}`")

@@ -219,14 +219,16 @@ def test_the_default_directory_is_offloads_config_directory(cli: RunCli, isolate
     assert sorted(p.name for p in (REPO / "stacks").iterdir()) == before
 
 
-def test_refuses_a_directory_that_is_not_an_offload_project(cli: RunCli, tmp_path: Path) -> None:
+def test_refuses_a_directory_that_is_not_an_offload_project(cli: RunCli, tmp_path: Path,
+                                                           isolated_home: Path) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
     args = ["init", "--provider", "local-docker", "--developer", "dev@example.com", "--stack", "s"]
     r = cli(*args, "--dir", str(bare))
     assert (r.exit_code, r.stdout) == (2, "")
-    assert r.stderr.startswith(f"offload: {bare} is not an offload stack directory: it has no Pulumi.yaml (leave out "
-                               "--dir to use ")
+    assert r.stderr == (f"offload: {bare} is not an offload stack directory: it has no Pulumi.yaml (use "
+                        f"{isolated_home}/.config/offload, the default, or a directory whose Pulumi.yaml is the "
+                        "offload project, such as a checkout of offload)\n")
     other = tmp_path / "other"
     other.mkdir()
     (other / "Pulumi.yaml").write_text("name: website\nruntime: nodejs\n")

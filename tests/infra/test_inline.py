@@ -13,7 +13,7 @@ import pytest
 
 from offload.infra.program import program
 from offload.outputs import SCHEMA_PATH, StackOutputs
-from offload.stack import StackDir, read_stack_file, stack_outputs
+from offload.stack import PROJECT_FILE, StackDir, read_stack_file, stack_outputs
 from offload.stackconfig import read_stack_config, static_outputs
 from tests.infra.conftest import STACK_FILES, stack_file
 from tests.infra.mocks import REPO, run_program, stack_config
@@ -99,8 +99,8 @@ def test_fleet_hands_the_automation_api_the_packaged_program(tmp_path: Path, mon
     _fake_pulumi_on_path(tmp_path, monkeypatch)
     config = isolated_home / ".config" / "offload"
     (config / "stacks").mkdir(parents=True)
-    shutil.copy(REPO / "Pulumi.yaml", config)
     shutil.copy(stack_file("gce-cos"), config / "stacks" / "Pulumi.dev.yaml")
+    # offload's config directory needs no project file of the user's: it gets offload's own.
     seen: list[dict[str, Any]] = []
     monkeypatch.setattr(auto, "create_or_select_stack" if create else "select_stack",
                         lambda **kwargs: seen.append(kwargs) or "the stack")
@@ -108,6 +108,7 @@ def test_fleet_hands_the_automation_api_the_packaged_program(tmp_path: Path, mon
     [call] = seen
     assert (call["stack_name"], call["project_name"], call["program"]) == ("dev", "offload", program)
     assert call["opts"].work_dir == str(config)
+    assert (config / "Pulumi.yaml").read_text() == PROJECT_FILE
 
 
 def test_fleet_up_needs_the_stack_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path) -> None:
