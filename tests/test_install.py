@@ -24,7 +24,7 @@ from offload.outputs import SCHEMA_PATH
 from tests.workers import SshdWorker, make_repo
 
 REPO = Path(__file__).resolve().parent.parent
-PIP_CACHE = "/var/cache/offload/pip"
+PIP_CACHE = "/var/cache/offload/pip"  # as .ci/run sets it, when PIP_CACHE_DIR is not set
 INSTALL_TIMEOUT = 300
 
 
@@ -56,7 +56,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
             shutil.copy2(REPO / name, source / name)
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=INSTALL_TIMEOUT)
-    env = {**os.environ, "PIP_CACHE_DIR": PIP_CACHE, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env = {**os.environ, "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR") or PIP_CACHE,
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     full = os.environ.get("OFFLOAD_TEST_FULL_INSTALL") == "1"
     result = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *([] if full else ["--no-deps"]),
                              str(source)], env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
