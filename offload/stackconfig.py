@@ -250,6 +250,11 @@ def _provider(value: Any) -> ProviderType:
     return provider
 
 
+def is_email(text: str) -> bool:
+    """TEXT is an email address `offload:developer` accepts (after lowercasing)."""
+    return bool(_EMAIL.match(text.strip().lower()))
+
+
 def _developer(value: Any) -> str:
     if _blank(value):
         raise ConfigError(f"{DEVELOPER} is required: the developer's email, such as dev@example.com; it names the "

@@ -22,6 +22,7 @@ from offload.cli.app import app
 from offload.cli.common import IdentityOpt
 from offload.errors import ConfigError, UsageError
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord, fingerprint
+from offload.stackconfig import is_email
 
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _HOST_SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)(?::(?P<port>\d{1,5}))?$")
@@ -104,8 +105,9 @@ def init(
     # IAM is granted to the Google account, which may differ from the email git commits with.
     email_default = (found.account or found.email) if cloud else (found.email or found.account)
     if kind is ProviderType.SSH:
-        # Hosts you already have are not named or granted by email: it is only recorded, when known.
-        email = developer or email_default or ""
+        # Hosts you already have are not named or granted by email: it is only recorded, when known (a detected
+        # one that is no email address, such as git's `me@laptop`, is left out rather than refused).
+        email = developer or (email_default if email_default and is_email(email_default) else "")
     else:
         email = developer or email_default or ask.text("Your email (names and labels your workers)", "--developer")
     email = email.strip().lower()

@@ -342,3 +342,15 @@ def test_the_default_workspace_is_in_the_logins_home(cli: RunCli, tmp_path: Path
     [entry] = _config(tmp_path / "stacks" / "Pulumi.box.yaml")["offload:hosts"]
     assert entry["workspace"] == f"{home}/offload"
     assert sorted(p.name for p in (home / "offload").iterdir()) == ["jobs", "repos", "trees"]
+
+
+def test_an_ssh_stack_leaves_out_a_detected_address_that_is_no_email(cli: RunCli, tmp_path: Path,
+                                                                     isolated_home: Path) -> None:
+    (isolated_home / ".gitconfig").write_text("[user]\n\temail = me@laptop\n")
+    r = cli("init", "--provider", "ssh", "--host", "dev@10.0.0.5", "--stack", "s", "--dir", str(tmp_path), "--no-check")
+    assert r.exit_code == 0, r.stderr
+    assert "offload:developer" not in _config(tmp_path / "stacks" / "Pulumi.s.yaml")
+    r = cli("init", "--provider", "ssh", "--host", "dev@10.0.0.5", "--stack", "t", "--dir", str(tmp_path), "--no-check",
+            "--developer", "me@laptop")
+    assert (r.exit_code, r.stderr) == (2, "offload: offload:developer must be an email address such as "
+                                          "dev@example.com; got 'me@laptop'\n")
