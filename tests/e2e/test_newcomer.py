@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,19 @@ def test_a_changed_key_after_init_is_refused(sshd_worker: SshdWorker, tmp_path: 
                   env={**no_pulumi, "OFFLOAD_PERSIST": "0"})
     assert run.returncode == 4
     assert fingerprint(new_key) in stderr_line(run)
+
+
+def test_after_init_real_ssh_reaches_the_worker_through_ssh_config(sshd_worker: SshdWorker, tmp_path: Path,
+                                                                   no_pulumi: dict[str, str]) -> None:
+    repo = make_repo(tmp_path / "repo")
+    spec = f"{sshd_worker.user}@{sshd_worker.host}:{sshd_worker.port}"
+    init = offload("init", "--provider", "ssh", "--host", spec, "--workspace", sshd_worker.workspace, "--name",
+                   "devbox", "--stack", "box", "--yes", cwd=repo, key=sshd_worker.key_path, env=no_pulumi)
+    assert init.returncode == 0, init.stderr.decode()
+    entries = offload("ssh-config", "--stack", "box", cwd=repo, key=sshd_worker.key_path, env=no_pulumi)
+    assert entries.returncode == 0, entries.stderr.decode()
+    config = tmp_path / "ssh_config"
+    config.write_bytes(entries.stdout)
+    ssh = subprocess.run(["ssh", "-F", str(config), "-o", "IdentityAgent=none", "-o", "BatchMode=yes", "devbox",
+                          "echo", "reached"], capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert (ssh.returncode, ssh.stdout) == (0, b"reached\n"), ssh.stderr.decode()
