@@ -167,8 +167,10 @@ def select_stack(stack: str, *, create: bool = False, what: str | None = None,
             hint = (f"provider {config.provider.value} creates nothing and needs no Pulumi: "
                     f"`offload run --stack {stack} -- COMMAND` reads its file")
         raise PulumiUnavailable(f"{what}: the pulumi CLI is not installed", hint=hint)
-    # offload's own config directory becomes a stack directory when it is first used as one.
-    where.ensure() if where.root.absolute() == default_stack_dir().absolute() else where.check()
+    if where.root.absolute() == default_stack_dir().absolute():
+        where.ensure()  # offload's own config directory becomes a stack directory when it is first used as one
+    else:
+        where.check()
     if create and not where.stack_file(stack).is_file():
         raise ConfigError(f"{what}: there is no stack file {where.stack_file(stack)}",
                           hint=f"create it with `offload init --stack {stack}`")
