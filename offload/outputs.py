@@ -19,6 +19,8 @@ from typing import Any
 from offload.errors import ConfigError
 
 IAP_RANGE = "35.235.240.0/20"
+# The contract as a JSON Schema (docs/outputs.md explains each field; `offload outputs --schema` prints it).
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "stack-outputs.schema.json"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -71,6 +73,15 @@ def validate_host_key(value: object, key: str) -> str:
         raise ConfigError(f"{key} must be a public key line '<type> <base64>' with type one of "
                           f"{', '.join(_KEY_TYPES)}; got {value[:40]!r}")
     return f"{parts[0]} {parts[1]}"
+
+
+def fingerprint(key_line: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a 'type base64' public key line, as `ssh-keygen -lf` shows it."""
+    import base64
+    import hashlib
+
+    blob = base64.b64decode(key_line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 @dataclass(frozen=True)
@@ -198,6 +209,9 @@ class StackOutputs:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
+            if _is_stack_file(text):
+                raise ConfigError(f"outputs file {p} is a stack file, not stack outputs",
+                                  hint=_stack_file_hint(p)) from None
             raise ConfigError(f"outputs file {p} is not valid JSON: line {e.lineno}: {e.msg}") from None
         return cls.from_dict(data)
 
@@ -210,6 +224,26 @@ class StackOutputs:
             if w.name == name:
                 return w
         raise ConfigError(f"no worker named {name!r}; this stack has {', '.join(w.name for w in self.workers)}")
+
+
+def _is_stack_file(text: str) -> bool:
+    """TEXT is a Pulumi stack file (YAML with a `config` mapping), which users pass as outputs by mistake."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("config"), dict)
+
+
+def _stack_file_hint(path: Path) -> str:
+    from offload.paths import config_dir
+
+    m = re.fullmatch(r"Pulumi\.(.+)\.ya?ml", path.name)
+    stack = m[1] if m else "NAME"
+    where = Path(os.environ["OFFLOAD_PROJECT_DIR"]) if os.environ.get("OFFLOAD_PROJECT_DIR") else config_dir()
+    return f"pass --stack {stack} instead; stack files are read from {where / 'stacks'}"
 
 
 def local_outputs(workspace: str | None = None) -> StackOutputs:

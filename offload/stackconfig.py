@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from offload.errors import ConfigError
-from offload.outputs import IAP_RANGE, ProviderType, WorkerRecord
+from offload.outputs import IAP_RANGE, ProviderType, StackOutputs, WorkerRecord, local_outputs
 from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES
 
 # The keys every stack may set (docs/config.md); the rest are optional refinements with defaults.
@@ -51,6 +51,8 @@ GCP_KEYS = (GCP_PROJECT, GCP_ZONE, GCP_REGION)
 STACK_PROVIDERS = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION,
                    ProviderType.LOCAL_DOCKER, ProviderType.SSH, ProviderType.LOCAL)
 CLOUD_PROVIDERS = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION)
+# Provider types that create nothing: their outputs follow from the stack config alone, without Pulumi.
+STATIC_PROVIDERS = (ProviderType.SSH, ProviderType.LOCAL)
 
 DEFAULT_MACHINE_TYPE = "e2-standard-4"
 DEFAULT_DATA_DISK_GB = 100
@@ -162,7 +164,9 @@ def read_stack_config(values: Mapping[str, Any]) -> StackConfig:
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]}; offload reads {', '.join(OFFLOAD_KEYS)}")
     provider = _provider(values.get(PROVIDER))
-    developer = _developer(values.get(DEVELOPER))
+    # Hosts you already have are not named, labelled or granted by email, so their stacks may leave it out.
+    developer = "" if provider in STATIC_PROVIDERS and _blank(values.get(DEVELOPER)) \
+        else _developer(values.get(DEVELOPER))
     cloud = provider in CLOUD_PROVIDERS
     project = _project(values.get(GCP_PROJECT), provider) if cloud else _opt_str(values, GCP_PROJECT)
     zone, region = _location(values, provider)
@@ -208,6 +212,30 @@ def read_stack_config(values: Mapping[str, Any]) -> StackConfig:
     )
 
 
+def with_retention(records: list[dict[str, Any]], config: StackConfig) -> list[dict[str, Any]]:
+    """Every worker record with the stack's offload:keepJobs and offload:warmWorktrees, when set."""
+    extra = {k: v for k, v in (("keep_jobs", config.keep_jobs), ("warm_worktrees", config.warm_worktrees))
+             if v is not None}
+    return [dict(r, **extra) for r in records]
+
+
+def static_workers(config: StackConfig) -> tuple[WorkerRecord, ...]:
+    """The workers of a stack whose provider type creates nothing: its hosts, or this machine."""
+    if config.provider is ProviderType.SSH:
+        return config.hosts
+    if config.provider is ProviderType.LOCAL:
+        return local_outputs(config.workspace).workers
+    raise ConfigError(f"provider {config.provider.value} creates its workers with Pulumi; its outputs come from "
+                      "the deployed stack")
+
+
+def static_outputs(config: StackConfig) -> StackOutputs:
+    """The stack outputs of an `ssh` or `local` stack, built as the Pulumi program builds them (no Pulumi)."""
+    records = with_retention([w.to_dict() for w in static_workers(config)], config)
+    return StackOutputs.from_dict({"provider": config.provider.value, "developer": config.developer,
+                                   "workers": records})
+
+
 def load_stack_config() -> StackConfig:
     """Read the current stack's config through pulumi.Config and validate it."""
     import pulumi
@@ -241,6 +269,11 @@ def _provider(value: Any) -> ProviderType:
     except ValueError:
         raise ConfigError(f"{PROVIDER} must be one of {accepted}; got {text!r}") from None
     return provider
+
+
+def is_email(text: str) -> bool:
+    """TEXT is an email address `offload:developer` accepts (after lowercasing)."""
+    return bool(_EMAIL.match(text.strip().lower()))
 
 
 def _developer(value: Any) -> str:

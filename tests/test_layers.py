@@ -22,7 +22,8 @@ ALLOWED = {
     "offload.worker": {"offload.errors", "offload.worker"},
     "offload.outputs": {"offload.errors", "offload.paths"},
     "offload.stackconfig": LEAVES | {"offload.outputs", "offload.stackconfig"},
-    "offload.stack": LEAVES | {"offload.stack"},
+    # The Automation API runs the packaged program inline, and ssh and local stacks need only their config.
+    "offload.stack": LEAVES | {"offload.outputs", "offload.stackconfig", "offload.infra", "offload.stack"},
     "offload.runtime": LEAVES | {"offload.outputs", "offload.runtime"},
     "offload.providers": LEAVES | {"offload.outputs", "offload.runtime", "offload.providers"},
     "offload.jobs": LEAVES | {"offload.outputs", "offload.providers", "offload.jobs"},

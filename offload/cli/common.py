@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from offload.jobs.fleet import Fleet
     from offload.jobs.service import JobService
 
-StackOpt = Annotated[Optional[str], typer.Option("--stack", help="Pulumi stack whose outputs name the workers "
-                                                 "(env OFFLOAD_STACK).", show_default=False)]
+StackOpt = Annotated[Optional[str], typer.Option("--stack", help="Stack whose outputs name the workers: its file "
+                                                 "in ~/.config/offload/stacks (env OFFLOAD_STACK).",
+                                                 show_default=False)]
 OutputsOpt = Annotated[Optional[Path], typer.Option("--outputs", help="Stack outputs JSON file "
                                                     "(env OFFLOAD_OUTPUTS).", show_default=False)]
 WorkerOpt = Annotated[Optional[str], typer.Option("--worker", "-w", help="Worker name (default: picked for you).",

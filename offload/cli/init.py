@@ -1,4 +1,5 @@
-"""`offload init`: write a developer's stack file from a few high-level answers and what gcloud and git know."""
+"""`offload init`: write a developer's stack file from a few high-level answers and what gcloud and git know; for
+SSH hosts, pin each host's key after the user confirms it and try the login and the workspace first."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from offload.cli.app import app
+from offload.cli.common import IdentityOpt
 from offload.errors import ConfigError, UsageError
-from offload.outputs import ProviderType
+from offload.outputs import ProviderType, StackOutputs, WorkerRecord, fingerprint
+from offload.stackconfig import is_email
 
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _HOST_SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)(?::(?P<port>\d{1,5}))?$")
@@ -45,7 +48,9 @@ class Detected:
     sources: tuple[str, ...] = ()
 
 
-@app.command("init", epilog="Exit codes: 0 ok, 2 a missing or invalid answer, or the stack file already exists.")
+@app.command("init", epilog="Exit codes: 0 ok, 1 declined, 2 a missing or invalid answer, a directory that is not "
+                             "a stack directory, or the stack file already exists; 3 a host cannot be reached or "
+                             "refused the login.")
 def init(
     provider: Annotated[Optional[ProviderType], typer.Option("--provider", help="Where your workers live.",
                                                              case_sensitive=False, show_default=False)] = None,
@@ -60,19 +65,30 @@ def init(
                                                  show_default=False)] = None,
     host: Annotated[Optional[list[str]], typer.Option("--host", help="For provider ssh: USER@HOST[:PORT]; "
                                                       "repeat for several hosts.", show_default=False)] = None,
+    name: Annotated[Optional[list[str]], typer.Option("--name", help="For provider ssh: the worker's name (one "
+                                                      "per --host, in order; default: from the host).",
+                                                      show_default=False)] = None,
     workspace: Annotated[Optional[str], typer.Option("--workspace", help="For provider ssh: the directory on "
-                                                     "the hosts for offload's work (default: ~USER/offload).",
-                                                     show_default=False)] = None,
-    project_dir: Annotated[Optional[Path], typer.Option("--dir", help="The offload Pulumi project (default: "
-                                                        "OFFLOAD_PROJECT_DIR or the offload checkout).",
+                                                     "the hosts for offload's work (default: offload in the "
+                                                     "login's home there).", show_default=False)] = None,
+    identity: IdentityOpt = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="For provider ssh: write the stack file without "
+                                           "contacting the hosts (no key is pinned: the first connection "
+                                           "trusts the key it sees, with a notice).")] = False,
+    project_dir: Annotated[Optional[Path], typer.Option("--dir", help="The stack directory: an offload Pulumi "
+                                                        "project (its Pulumi.yaml) whose stacks/ gets the file "
+                                                        "(default: OFFLOAD_PROJECT_DIR, else ~/.config/offload).",
                                                         show_default=False)] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Ask nothing: use flags and detected defaults.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Ask nothing: use flags and detected defaults, and pin "
+                                      "the host keys the hosts present.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing stack file.")] = False,
 ) -> None:
-    """Create your stack file, stacks/Pulumi.<stack>.yaml, asking only where your workers should live.
+    """Create your stack file, Pulumi.<stack>.yaml, asking only where your workers should live.
 
     Project, zone and account come from your gcloud configuration and your email from git, as defaults.
-    Without a terminal (or with --yes) it asks nothing and names the flag it is missing.
+    For SSH hosts it shows each host's key fingerprint and pins the key once you confirm it (--yes accepts),
+    then logs in and makes the workspace. Without a terminal (or with --yes) it asks nothing and names the
+    flag it is missing.
     """
     mode = Mode.BATCH if yes or not stdin_is_tty() else Mode.INTERACTIVE
     found = detect(os.environ)
@@ -83,38 +99,119 @@ def init(
         typer.echo("provider local is built in: it needs no stack file and no `pulumi up`; "
                    "next: offload run -- COMMAND")
         return
+    if name and kind is not ProviderType.SSH:
+        raise UsageError("--name is for provider ssh (the other provider types name their workers)")
     cloud = kind in _CLOUD
     # IAM is granted to the Google account, which may differ from the email git commits with.
     email_default = (found.account or found.email) if cloud else (found.email or found.account)
-    email = (developer or email_default or ask.text("Your email (names and labels your workers)", "--developer"))
+    if kind is ProviderType.SSH:
+        # Hosts you already have are not named or granted by email: it is only recorded, when known (a detected
+        # one that is no email address, such as git's `me@laptop`, is left out rather than refused).
+        email = developer or (email_default if email_default and is_email(email_default) else "")
+    else:
+        email = developer or email_default or ask.text("Your email (names and labels your workers)", "--developer")
     email = email.strip().lower()
-    values: dict[str, Any] = {"offload:provider": kind.value, "offload:developer": email}
+    values: dict[str, Any] = {"offload:provider": kind.value}
+    if email:
+        values["offload:developer"] = email
     if cloud:
         values["gcp:project"] = project or ask.text("Google Cloud project", "--project", default=found.project)
         values["gcp:zone"] = zone or ask.text("Zone", "--zone", default=found.zone)
     if kind is ProviderType.SSH:
         specs = host or [ask.text("Host (USER@HOST[:PORT])", "--host")]
+        if name and len(name) != len(specs):
+            raise UsageError(f"--name is given {len(name)} times for {len(specs)} --host; give one per host, "
+                             "in the same order")
         entries = [parse_host(spec, i, workspace) for i, spec in enumerate(specs)]
         names = [e["name"] for e in entries]
         for i, e in enumerate(entries):
             if names.count(e["name"]) > 1:
                 e["name"] = f"{e['name']}-{i}"
+            if name:
+                e["name"] = name[i]
+            elif mode is Mode.INTERACTIVE:
+                e["name"] = ask.text(f"Worker name for {e['host']}", "--name", default=e["name"])
         values["offload:hosts"] = entries
 
-    name = stack or default_stack_name(email)
-    if not _STACK.match(name):
-        raise UsageError(f"--stack must be letters, digits, '.', '_' or '-'; got {name!r}")
+    stack_name = stack or default_stack_name(email or (values["offload:hosts"][0]["name"] if kind is ProviderType.SSH
+                                                       else ""))
+    if not _STACK.match(stack_name):
+        raise UsageError(f"--stack must be letters, digits, '.', '_' or '-'; got {stack_name!r}")
     _validate(values)
-    root = project_dir if project_dir is not None else _default_project_dir()
-    path = root / "stacks" / f"Pulumi.{name}.yaml"
+    where = _stack_dir(project_dir)
+    path = where.stack_file(stack_name)
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
+
+    if kind is ProviderType.SSH and not no_check:
+        values["offload:hosts"] = _set_up_hosts(values, identity, mode, yes, in_home=workspace is None)
+    where.ensure()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_stack_file(name, kind, values))
+    step = next_step(stack_name, kind, stack_dir=None if _looked_up(where) else where.root, identity=identity)
+    path.write_text(render_stack_file(stack_name, kind, values))
     if found.sources:
         typer.echo(f"detected: {', '.join(found.sources)}")
-    typer.echo(f"wrote {path} for developer {email}")
-    typer.echo(next_step(name, kind))
+    typer.echo(f"wrote {path}" + (f" for developer {email}" if email else ""))
+    typer.echo(step)
+
+
+def _set_up_hosts(values: dict[str, Any], identity: Path | None, mode: "Mode", yes: bool, *,
+                  in_home: bool) -> list[dict[str, Any]]:
+    """For each host: show the key it presents and pin it once confirmed, then log in with only that key, make
+    the workspace (with IN_HOME, `offload` in the login's home there) and check it. Returns the entries with
+    their host_keys; raises before anything is written."""
+    from offload.jobs.fleet import Reach
+    from offload.jobs.setup import check_worker, home_workspace, host_key
+
+    reach = Reach(identity=identity)
+    entries = []
+    for entry in values["offload:hosts"]:
+        record = WorkerRecord.from_dict(entry)
+        outputs = StackOutputs(ProviderType.SSH, values.get("offload:developer", ""), (record,))
+        key = host_key(outputs, record, reach)
+        shown = f"{key.split()[0]} {fingerprint(key)}"
+        where = f"{record.host}:{record.port}"
+        if mode is Mode.INTERACTIVE:
+            typer.echo(f"{where} presents host key {shown}")
+            typer.echo("  Compare it with what the host itself shows (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` "
+                       "there, or your provider's console).")
+            typer.confirm(f"Pin this key for worker {record.name}?", default=False, abort=True)
+        elif not yes:
+            raise UsageError(f"{where} presents host key {shown}; init pins a key only once you confirm it",
+                             hint="run init on a terminal, or pass --yes to pin this key")
+        typer.echo(f"pinned host key {shown} for worker {record.name} ({where})")
+        entry = {**entry, "host_keys": [key]}
+        pinned = WorkerRecord.from_dict(entry)
+        if in_home:
+            found = home_workspace(StackOutputs(ProviderType.SSH, outputs.developer, (pinned,)), pinned, reach)
+            if found is not None and found != pinned.workspace:
+                entry["workspace"] = found
+                pinned = WorkerRecord.from_dict(entry)
+        result = check_worker(StackOutputs(ProviderType.SSH, outputs.developer, (pinned,)), pinned, reach)
+        typer.echo(f"logged in to {record.name} as {record.user}; workspace {pinned.workspace} is ready")
+        if result.missing:
+            print(f"offload: worker {record.name} lacks {' and '.join(result.missing)}, which jobs need "
+                  "(install them there before `offload run`)", file=sys.stderr)
+        entries.append(entry)
+    return entries
+
+
+def _stack_dir(given: Path | None) -> Any:
+    """The stack directory init writes to: --dir, else OFFLOAD_PROJECT_DIR, each of which must already be an
+    offload Pulumi project; else offload's config directory, which is made into one when the file is written."""
+    from offload.stack import StackDir, default_stack_dir, stack_dir
+
+    where = StackDir(given) if given is not None else stack_dir()
+    if where.root.absolute() != default_stack_dir().absolute() or where.project_file.exists():
+        where.check()
+    return where
+
+
+def _looked_up(where: Any) -> bool:
+    """Commands given only --stack look in WHERE (it is the stack directory they resolve)."""
+    from offload.stack import stack_dir
+
+    return where.root.absolute() == stack_dir().root.absolute()
 
 
 def stdin_is_tty() -> bool:
@@ -227,33 +324,36 @@ def _validate(values: dict[str, Any]) -> None:
     read_stack_config(values)
 
 
-def _default_project_dir() -> Path:
-    from offload.stack import project_dir
-
-    return project_dir()
-
-
 def render_stack_file(name: str, kind: ProviderType, values: dict[str, Any]) -> str:
     """The stack file's YAML, with a comment on each key."""
-    lines = [f"# The offload stack {name!r} of {values['offload:developer']}, written by `offload init`.",
-             f"# {next_step(name, kind)}",
+    developer = values.get("offload:developer")
+    lines = [f"# The offload stack {name!r}" + (f" of {developer}" if developer else "") + ", written by `offload init`.",
+             *(f"# {line}" for line in _use_lines(name, kind)),
              "config:",
              "  # Where the workers live: gce-cos, gce-linux, workstation, local-docker or ssh.",
-             f"  offload:provider: {_scalar(kind.value)}",
-             "  # Your email: it names your workers, labels them and decides who is granted access to them.",
-             f"  offload:developer: {_scalar(values['offload:developer'])}"]
+             f"  offload:provider: {_scalar(kind.value)}"]
+    if developer:
+        lines += ["  # Your email: it names your workers, labels them and decides who is granted access to them.",
+                  f"  offload:developer: {_scalar(developer)}"]
     if "gcp:project" in values:
         lines += ["  # The Google Cloud project and zone of your workers.",
                   f"  gcp:project: {_scalar(values['gcp:project'])}",
                   f"  gcp:zone: {_scalar(values['gcp:zone'])}"]
     if "offload:hosts" in values:
-        lines += ["  # Your hosts. Pin each one's public keys under host_keys (from a trusted copy of its",
-                  "  # /etc/ssh/ssh_host_*_key.pub) so the first connection is verified too.",
+        pinned = all(e.get("host_keys") for e in values["offload:hosts"])
+        lines += ["  # Your hosts. host_keys pins each one's public host keys: any other key is refused."
+                  if pinned else
+                  "  # Your hosts. Pin each one's public host keys under host_keys (from a trusted copy of its",
+                  *([] if pinned else ["  # /etc/ssh/ssh_host_*_key.pub) so that the first connection is verified too."]),
                   "  offload:hosts:"]
         for entry in values["offload:hosts"]:
-            first, *rest = entry.items()
-            lines.append(f"    - {first[0]}: {_scalar(first[1])}")
-            lines += [f"      {k}: {_scalar(v)}" for k, v in rest]
+            for i, (k, v) in enumerate(entry.items()):
+                lead = "    - " if i == 0 else "      "
+                if isinstance(v, list):
+                    lines.append(f"{lead}{k}:")
+                    lines += [f"        - {_scalar(item)}" for item in v]
+                else:
+                    lines.append(f"{lead}{k}: {_scalar(v)}")
     if kind in _CLOUD or kind is ProviderType.LOCAL_DOCKER:
         lines += ["  # Optional: offload:workers, offload:machineType, offload:dataDiskGb, offload:image,",
                   "  # offload:idleStopMinutes; each has a default (every key: docs/config.md in offload)."]
@@ -273,8 +373,27 @@ def _scalar(value: Any) -> str:
     return json.dumps(text)
 
 
-def next_step(name: str, kind: ProviderType) -> str:
+def _use_lines(name: str, kind: ProviderType) -> list[str]:
+    """How the stack is used, for the stack file's header."""
     if kind is ProviderType.SSH:
-        return (f"next: offload fleet up --stack {name} (or pulumi up --stack {name}); it creates nothing in the "
-                f"cloud, it checks your hosts and exports them for `offload run --stack {name}`")
-    return f"next: offload fleet up --stack {name} (or pulumi up --stack {name})"
+        return [f"It creates nothing and needs no Pulumi: `offload run --stack {name} -- COMMAND` reads this file",
+                f"(`offload outputs --stack {name}` prints what it reads)."]
+    return [f"Deploy it with `offload fleet up --stack {name}`; then `offload run --stack {name} -- COMMAND`."]
+
+
+def next_step(name: str, kind: ProviderType, *, stack_dir: Path | None = None, identity: Path | None = None) -> str:
+    """The `next:` line: a command that works on this machine as it is now.
+
+    An ssh stack needs no Pulumi: its next step is a run. The others need `fleet up`, which needs the pulumi CLI.
+    STACK_DIR is where the file went when the other commands would not look there by themselves.
+    """
+    import shlex
+
+    env = f"OFFLOAD_PROJECT_DIR={shlex.quote(str(stack_dir))} " if stack_dir is not None else ""
+    if kind is ProviderType.SSH:
+        key = f" --identity {shlex.quote(str(identity))}" if identity is not None else ""
+        return f"next: {env}offload run --stack {name}{key} -- COMMAND"
+    up = f"{env}offload fleet up --stack {name}"
+    if shutil.which("pulumi") is None:
+        return f"next: install the Pulumi CLI (https://www.pulumi.com/docs/install/), then: {up}"
+    return f"next: {up}"

@@ -7,19 +7,19 @@ from typing import Any
 
 import pulumi
 
-from offload.outputs import local_outputs
-from offload.stackconfig import StackConfig
+from offload.outputs import WorkerRecord
+from offload.stackconfig import StackConfig, static_workers
 
 
 @dataclass(frozen=True)
 class LocalWorkerArgs:
-    """Where the local worker keeps repositories, worktrees and jobs (default: offload's cache directory)."""
+    """The local worker's record, as `static_workers` builds it for `offload run --stack` too."""
 
-    workspace: str | None = None
+    records: tuple[WorkerRecord, ...]
 
     @classmethod
     def from_config(cls, config: StackConfig) -> "LocalWorkerArgs":
-        return cls(workspace=config.workspace)
+        return cls(records=static_workers(config))
 
 
 class LocalWorker(pulumi.ComponentResource):
@@ -29,6 +29,5 @@ class LocalWorker(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: LocalWorkerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("offload:infra:LocalWorker", name, None, opts)
-        record = local_outputs(args.workspace).workers[0]
-        self.workers = pulumi.Output.from_input([record.to_dict()])
+        self.workers = pulumi.Output.from_input([r.to_dict() for r in args.records])
         self.register_outputs({"workers": self.workers})

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 
 from offload.errors import ConfigError
-from offload.stackconfig import StackConfig
+from offload.stackconfig import StackConfig, static_workers
 from offload.outputs import WorkerRecord
 
 
@@ -27,7 +27,7 @@ class SshHostsArgs:
 
     @classmethod
     def from_config(cls, config: StackConfig) -> "SshHostsArgs":
-        return cls(hosts=config.hosts)
+        return cls(hosts=static_workers(config))
 
 
 class SshHosts(pulumi.ComponentResource):

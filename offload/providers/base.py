@@ -206,6 +206,10 @@ class WorkerProvider(ABC):
         """How plain ssh reaches this worker; None for a worker reached without SSH."""
         return None
 
+    def scan_host_key(self) -> str:
+        """The host key the worker presents, read without logging in (for the user to confirm and pin)."""
+        raise UsageError(f"worker {self.name} ({self.kind.value}) is not reached over SSH; it has no host key")
+
     def trust_host_keys(self) -> list[str]:
         """Make offload's known_hosts hold the keys this worker is trusted with, and return them ([] when
         none is known yet: the first connection will trust its key on first use)."""

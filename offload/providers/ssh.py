@@ -6,7 +6,7 @@ from offload.outputs import ProviderType
 from offload.providers.base import SshEntry, WorkerProvider
 from offload.runtime import agent
 from offload.runtime.agent import DialSpec
-from offload.runtime.connection import open_connection
+from offload.runtime.connection import open_connection, scan_host_key
 from offload.runtime.hostkeys import host_id
 from offload.runtime.transport import SshTransport, Transport
 
@@ -42,6 +42,9 @@ class SshProvider(WorkerProvider):
         return SshEntry(name=r.name, host=r.host, port=r.port, user=r.user,
                         known_hosts=self.options.connect.known_hosts.path, proxy_command=self.ssh_proxy_command(),
                         container=r.container)
+
+    def scan_host_key(self) -> str:
+        return scan_host_key(self.record, self.options.connect)
 
     def trust_host_keys(self) -> list[str]:
         known = self.options.connect.known_hosts

@@ -175,6 +175,39 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     return conn
 
 
+def scan_host_key(worker: WorkerRecord, opts: ConnectOptions) -> str:
+    """The host key WORKER presents ('type base64'), read in the key exchange without logging in: what a new
+    worker's setup shows for the user to confirm before it is pinned. Nothing is trusted or remembered here."""
+    import logging
+
+    import paramiko
+
+    if os.environ.get("OFFLOAD_DEBUG") != "1":
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    timeout = opts.connect_timeout
+    where = f"{worker.host}:{worker.port}"
+    gateway = expand_proxy_command(worker.proxy_command or opts.proxy_command, worker)
+    try:
+        sock = ProxyPipe(gateway) if gateway else socket.create_connection((worker.host, worker.port), timeout=timeout)
+    except paramiko.ssh_exception.ProxyCommandFailure as e:
+        raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
+                                f"{e.error}") from None
+    except OSError as e:
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {e.strerror or e}",
+                                hint="is the host up and its sshd listening on that port?") from None
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = timeout
+    try:
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise WorkerUnreachable(worker.name, f"cannot read the host key of {where}: {e or type(e).__name__}",
+                                hint="is an SSH server listening on that port?") from None
+    finally:
+        transport.close()
+    return f"{key.get_name()} {key.get_base64()}"
+
+
 class ProxyPipe:
     """A ProxyCommand as the socket paramiko reads and writes, that fails at once, with the command's own
     error, when the command exits (paramiko's own spins until its timeout and reports a banner error)."""

@@ -166,8 +166,18 @@ def test_pulumi_commands_without_the_pulumi_cli(cli: RunCli, verb: str, monkeypa
                         "(install the Pulumi CLI: https://www.pulumi.com/docs/install/)\n")
 
 
-def test_a_named_stack_without_the_pulumi_cli(cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_named_stack_without_the_pulumi_cli(cli: RunCli, monkeypatch: pytest.MonkeyPatch,
+                                              isolated_home: Path) -> None:
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    stacks = isolated_home / ".config" / "offload" / "stacks"
+    r = cli("fleet", "list", "--stack", "dev")
+    assert (r.exit_code, r.stderr) == (2, f"offload: cannot read stack 'dev': there is no stack file "
+                                          f"{stacks}/Pulumi.dev.yaml (create it with `offload init --stack dev`, "
+                                          "or pass --outputs FILE)\n")
+    # A cloud stack's outputs come from its deployment, which only Pulumi can read.
+    stacks.mkdir(parents=True)
+    (stacks / "Pulumi.dev.yaml").write_text("config:\n  offload:provider: gce-cos\n  offload:developer: d@example.com\n"
+                                            "  gcp:project: p-1\n  gcp:zone: us-west1-a\n")
     r = cli("fleet", "list", "--stack", "dev")
     assert (r.exit_code, r.stderr) == (6, "offload: cannot read stack 'dev': the pulumi CLI is not installed "
                                           "(install the Pulumi CLI (https://www.pulumi.com/docs/install/) or pass "

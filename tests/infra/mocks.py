@@ -143,8 +143,9 @@ def stack_config(stack_file: Path) -> dict[str, Any]:
 
 
 def run_program(config: Mapping[str, Any], *, stack: str = "test", preview: bool = False,
-                echo_only: bool = False) -> Run:
-    """Run __main__.py with CONFIG under fresh mocks; returns the resolved exports and declared resources."""
+                echo_only: bool = False, inline: Callable[[], None] | None = None) -> Run:
+    """Run __main__.py (or INLINE, a program function as the Automation API runs it) with CONFIG under fresh
+    mocks; returns the resolved exports and declared resources."""
     set_all_config(pulumi_config(config))
     settings.set_root_resource(None)  # type: ignore[arg-type]
     mocks = Mocks(echo_only=echo_only)
@@ -154,7 +155,10 @@ def run_program(config: Mapping[str, Any], *, stack: str = "test", preview: bool
 
     @pulumi.runtime.test
     def program() -> pulumi.Output[Any]:
-        runpy.run_path(str(PROGRAM), run_name="__main__")
+        if inline is not None:
+            inline()
+        else:
+            runpy.run_path(str(PROGRAM), run_name="__main__")
         root = settings.get_root_resource()
         return pulumi.Output.all(**root.outputs).apply(outputs.update)  # type: ignore[union-attr]
 

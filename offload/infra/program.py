@@ -1,0 +1,58 @@
+"""The Pulumi program: read the stack config, build the workers for `offload:provider`, export the contract.
+
+`program` is what `pulumi up` runs from a checkout (through `__main__.py`) and what `offload fleet` hands the
+Automation API as its inline program, so an installed package needs no checkout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pulumi
+
+from offload.outputs import ProviderType
+from offload.stackconfig import StackConfig, load_stack_config, with_retention
+
+
+class HasWorkers(Protocol):
+    workers: pulumi.Output[list[dict[str, Any]]]
+
+
+def build(config: StackConfig) -> HasWorkers:
+    """The component for the stack's provider type; each exposes `.workers` (a list of WorkerRecord dicts)."""
+    name = config.name_prefix
+    match config.provider:
+        case ProviderType.GCE_COS:
+            from offload.infra.gce_cos import GceCosArgs, GceCosWorkers
+
+            return GceCosWorkers(name, GceCosArgs.from_config(config))
+        case ProviderType.GCE_LINUX:
+            from offload.infra.gce_linux import GceLinuxArgs, GceLinuxWorkers
+
+            return GceLinuxWorkers(name, GceLinuxArgs.from_config(config))
+        case ProviderType.WORKSTATION:
+            from offload.infra.workstation import WorkstationArgs, WorkstationWorkers
+
+            return WorkstationWorkers(name, WorkstationArgs.from_config(config))
+        case ProviderType.LOCAL_DOCKER:
+            from offload.infra.local_docker import LocalDockerArgs, LocalDockerWorkers
+
+            return LocalDockerWorkers(name, LocalDockerArgs.from_config(config))
+        case ProviderType.SSH:
+            from offload.infra.ssh_hosts import SshHosts, SshHostsArgs
+
+            return SshHosts(name, SshHostsArgs.from_config(config))
+        case ProviderType.LOCAL:
+            from offload.infra.local import LocalWorker, LocalWorkerArgs
+
+            return LocalWorker(name, LocalWorkerArgs.from_config(config))
+    raise AssertionError(f"unhandled provider {config.provider}")  # read_stack_config admits no other
+
+
+def program() -> None:
+    """The whole program: one stack's config in, its workers declared, the stack outputs exported."""
+    stack_config = load_stack_config()
+    workers = build(stack_config)
+    pulumi.export("provider", stack_config.provider.value)
+    pulumi.export("developer", stack_config.developer)
+    pulumi.export("workers", workers.workers.apply(lambda records: with_retention(records, stack_config)))
