@@ -12,7 +12,7 @@ from offload.errors import CloudApiError, ConfigError, HostKeyMismatch, WorkerUn
 from offload.outputs import ProviderType
 from offload.providers.base import WorkerStatus
 from offload.providers.ssh import SshProvider
-from offload.runtime.hostkeys import host_id
+from offload.runtime import sshconf
 from offload.runtime.transport import Transport
 
 WAKE_TIMEOUT = 300.0
@@ -47,7 +47,7 @@ class GceLinuxProvider(SshProvider):
         if self.record.host_keys:
             return []
         known = self.options.connect.known_hosts
-        name = host_id(self.record.host, self.record.port)
+        name = sshconf.known_name(self.record)
         remembered = known.lookup(name)
         if remembered and not refresh:
             return remembered
@@ -66,7 +66,7 @@ class GceLinuxProvider(SshProvider):
         """Pinned keys into the managed known_hosts; without them, the keys the instance publishes (once none
         is known). A CloudApiError when none is known and the API cannot tell."""
         known = self.options.connect.known_hosts
-        name = host_id(self.record.host, self.record.port)
+        name = sshconf.known_name(self.record)
         if self.record.host_keys or known.lookup(name):
             return super().trust_host_keys()
         for key in self.published_host_keys():
@@ -104,8 +104,6 @@ class GceLinuxProvider(SshProvider):
             try:
                 return self._dial_checked(keys, route, timeout)
             except WorkerUnreachable as e:
-                if "refused the SSH login" in e.message:
-                    raise
                 last = e
                 if i + 1 < len(routes):
                     self.options.progress(f"{self.name} is not reachable directly; trying an IAP tunnel")
@@ -135,8 +133,6 @@ class GceLinuxProvider(SshProvider):
             # Optimistic: a warm worker answers on the first route, without any API call.
             return self._dial(keys, routes[:1], fallback=len(routes) > 1)
         except WorkerUnreachable as first:
-            if "refused the SSH login" in first.message:
-                raise
             status = self._instance_status()
             if status == "MISSING":
                 raise WorkerUnreachable(self.name, f"instance {self.record.instance} of worker {self.name} does "
