@@ -22,20 +22,19 @@ app = typer.Typer(
 # `run --wait` exits with the job's exit code, so offload's own failures move out of the codes a job uses, as
 # `docker run` keeps 125 and up for its own: WAIT_FAILURE_BASE plus the code offload exits with otherwise.
 WAIT_FAILURE_BASE = 200
-_waiting = False
+_waiting: bool | None = None  # None until `run` has parsed its options
 
 
-def waiting_for_job() -> None:
-    """From here on this invocation exits with a job's exit code: offload's own failures take WAIT_FAILURE_BASE."""
+def waiting_for_job(wait: bool) -> None:
+    """Whether this invocation exits with a job's exit code, so that offload's own failures take WAIT_FAILURE_BASE."""
     global _waiting
-    _waiting = True
+    _waiting = wait
 
 
 def _own(code: int, args: list[str]) -> int:
     """The exit code of a failure of offload itself (not of the job)."""
-    if _waiting or _asks_to_wait(args):
-        return WAIT_FAILURE_BASE + code
-    return code
+    waiting = _asks_to_wait(args) if _waiting is None else _waiting
+    return WAIT_FAILURE_BASE + code if waiting else code
 
 
 def _asks_to_wait(args: list[str]) -> bool:
@@ -47,7 +46,7 @@ def _asks_to_wait(args: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every OffloadError into one line on stderr."""
     global _waiting
-    _waiting = False
+    _waiting = None
     debug = os.environ.get("OFFLOAD_DEBUG") == "1"
     args = list(sys.argv[1:] if argv is None else argv)
     try:

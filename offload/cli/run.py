@@ -54,8 +54,7 @@ def run(
     from offload.cli.ui import Progress
     from offload.jobs.service import JobService, RunRequest
 
-    if wait:
-        waiting_for_job()
+    waiting_for_job(wait)
     if wait and attach:
         raise UsageError("--wait and --attach exclude each other; pick one")
     if json_out and (wait or attach):

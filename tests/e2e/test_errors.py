@@ -61,6 +61,16 @@ def test_a_refused_key_is_an_auth_error_with_its_hint(setup: dict[str, Any], tmp
 
 
 @DIALS
+def test_no_key_at_all_is_an_auth_error_too(setup: dict[str, Any], persist: str) -> None:
+    p = offload("status", "--outputs", str(setup["out"]), "--json", cwd=setup["repo"],
+                env={"OFFLOAD_PERSIST": persist})
+    (worker,) = json.loads(p.stdout)["workers"]
+    assert (p.returncode, worker["state"]) == (1, "auth failed")
+    assert "no SSH key to log in to worker" in worker["error"] and worker["error"].endswith(HINT)
+    assert "is it running" not in p.stderr.decode()
+
+
+@DIALS
 def test_a_changed_host_key_names_the_outputs_and_status_says_so(setup: dict[str, Any], persist: str) -> None:
     ssh: SshdWorker = setup["ssh"]
     assert cmd(setup, "status", key=ssh.key_path, persist=persist).returncode == 0
@@ -115,3 +125,6 @@ def test_a_command_line_error_under_wait_is_offloads_own(setup: dict[str, Any]) 
     assert p.returncode == 202 and "No such option" in stderr_line(p)
     p = offload("run", "--no-such-option", "--", "true", cwd=setup["repo"])
     assert p.returncode == 2
+    # Without `--`, words after the command's first one are the command's: this --wait is not offload's.
+    p = offload("run", "--worker", "nowhere", "echo", "--wait", cwd=setup["repo"])
+    assert p.returncode == 2 and "no worker named 'nowhere'" in stderr_line(p)
