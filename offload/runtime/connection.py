@@ -195,6 +195,15 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
             early.close()
         else:
             conn.connect_kwargs["sock"] = early
+    keys = conn.connect_kwargs.get("key_filename")
+    if keys:
+        # OpenSSH passes over an IdentityFile of ~/.ssh/config that does not exist (a `Host *` default, say);
+        # paramiko would stop at it. An explicit identity was checked above.
+        present = [k for k in keys if os.path.exists(os.path.expanduser(k))]
+        if present:
+            conn.connect_kwargs["key_filename"] = present
+        else:
+            del conn.connect_kwargs["key_filename"]
     # paramiko looks the key up under the address it dials: an alias's HostName, not the alias.
     name = host_id(conn.host, conn.port)
     client = conn.client

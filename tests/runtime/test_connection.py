@@ -241,6 +241,17 @@ def test_an_ssh_config_alias_gives_a_null_port_and_user(sshd_worker: SshdWorker,
         conn.close()
 
 
+def test_an_identity_file_of_ssh_config_that_does_not_exist_is_passed_over(sshd_worker: SshdWorker, tmp_path: Path,
+                                                                            isolated_home: Path) -> None:
+    """As OpenSSH does: a `Host *` default key that this machine lacks is no reason to fail."""
+    ssh_dir = isolated_home / ".ssh"
+    ssh_dir.mkdir()
+    (ssh_dir / "config").write_text(f"Host *\n    IdentityFile ~/.ssh/id_missing\n"
+                                    f"    IdentityFile {sshd_worker.key_path}\n")
+    conn = open_connection(_record(sshd_worker), ConnectOptions(known_hosts=KnownHosts(tmp_path / "known_hosts")))
+    conn.close()
+
+
 def test_without_an_ssh_config_entry_a_null_port_and_user_are_22_and_the_local_user(tmp_path: Path) -> None:
     import getpass
 
