@@ -55,6 +55,16 @@ class HostKeyMismatch(WorkerError):
     exit_code = 4
 
 
+class AuthFailed(WorkerError):
+    """The worker answered but refused the SSH login, or there was no key to log in with. Not a kind of
+    WorkerUnreachable: trying again cannot help, so nothing reconnects on it."""
+
+    exit_code = 8
+
+
+AUTH_HINT = "pass --identity or set OFFLOAD_SSH_KEY (a private key)"
+
+
 class RemoteCommandError(WorkerError):
     """A step offload runs on the worker failed; carries the command and its output."""
 

@@ -91,8 +91,8 @@ class WorkerRecord:
     name: str
     host: str
     workspace: str
-    port: int = 22
-    user: str | None = None
+    port: int | None = 22   # None: from the user's ~/.ssh/config for this host, else 22
+    user: str | None = None  # None: from the user's ~/.ssh/config for this host, else the local user
     container: str | None = None
     instance: str | None = None
     project: str | None = None
@@ -115,8 +115,9 @@ class WorkerRecord:
         validate_name(self.name, "workers[].name")
         if not isinstance(self.host, str) or not _HOST.match(self.host):
             raise ConfigError(f"{where}.host must be a hostname or IP address; got {self.host!r}")
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
-            raise ConfigError(f"{where}.port must be an integer from 1 to 65535; got {self.port!r}")
+        if self.port is not None and (isinstance(self.port, bool) or not isinstance(self.port, int)
+                                      or not 1 <= self.port <= 65535):
+            raise ConfigError(f"{where}.port must be an integer from 1 to 65535 or null; got {self.port!r}")
         if self.user is not None and (not isinstance(self.user, str) or not _USER.match(self.user)):
             raise ConfigError(f"{where}.user must be a login name (letters, digits, '_', '.', '-'); got {self.user!r}")
         if self.container is not None and (not isinstance(self.container, str) or not _CONTAINER.match(self.container)):
@@ -157,8 +158,7 @@ class WorkerRecord:
         if isinstance(keys, str) or not isinstance(keys, (list, tuple)):
             raise ConfigError(f"workers[{index}].host_keys must be a list of public key lines; got {keys!r}")
         values["host_keys"] = tuple(validate_host_key(k, f"workers[{index}].host_keys[{j}]") for j, k in enumerate(keys))
-        if values.get("port") is None:
-            values["port"] = 22
+        values.setdefault("port", None)  # absent, as null: the runtime takes it from ~/.ssh/config, else 22
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,7 +169,7 @@ class WorkerRecord:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.port or 22}"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,16 @@ def test_unknown_fields_are_ignored_and_empty_strings_mean_unset() -> None:
     assert w.proxy_command is None and w.container is None
 
 
+def test_a_null_port_or_user_stays_null_for_the_runtime_to_take_from_ssh_config() -> None:
+    data = {"provider": "ssh", "developer": "", "workers": [{"name": "w", "host": "devbox", "workspace": "/w",
+                                                             "port": None, "user": None}]}
+    (w,) = StackOutputs.from_dict(data).workers
+    assert (w.port, w.user) == (None, None)
+    assert (w.to_dict()["port"], w.to_dict()["user"]) == (None, None)
+    (absent,) = StackOutputs.from_dict({**data, "workers": [{"name": "w", "host": "h", "workspace": "/w"}]}).workers
+    assert absent.port is None
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"provider": "moon"}, "provider must be one of gce-cos, gce-linux, workstation, local-docker, ssh, local"),
     ({"workers": []}, "workers must be a non-empty list"),

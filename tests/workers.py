@@ -381,6 +381,15 @@ class SshdWorker:
         self._launch()
         return self.host_key
 
+    def use_host_key(self, private: Path, public_line: str) -> None:
+        """Restart sshd on the same port with a host key it had before (PRIVATE, whose key line is PUBLIC_LINE):
+        a host back on an old key, or an impersonator holding it."""
+        self._shutdown()
+        self.host_key_path = private
+        self.host_key = _key_only(public_line)
+        self._write_config()
+        self._launch()
+
     def stop(self) -> None:
         """Stop the listener and every connection it has; safe to call twice."""
         self._shutdown()

@@ -31,16 +31,43 @@ def command() -> typer.core.TyperGroup:
     return _command
 
 
+# `run --wait` exits with the job's exit code, so offload's own failures move out of the codes a job uses, as
+# `docker run` keeps 125 and up for its own: WAIT_FAILURE_BASE plus the code offload exits with otherwise.
+WAIT_FAILURE_BASE = 200
+_waiting: bool | None = None  # None until `run` has parsed its options
+
+
+def waiting_for_job(wait: bool) -> None:
+    """Whether this invocation exits with a job's exit code, so that offload's own failures take WAIT_FAILURE_BASE."""
+    global _waiting
+    _waiting = wait
+
+
+def _own(code: int, args: list[str]) -> int:
+    """The exit code of a failure of offload itself (not of the job)."""
+    waiting = _asks_to_wait(args) if _waiting is None else _waiting
+    return WAIT_FAILURE_BASE + code if waiting else code
+
+
+def _asks_to_wait(args: list[str]) -> bool:
+    """`run --wait` on a command line that did not parse (so `run` never said so itself)."""
+    options = args[:args.index("--")] if "--" in args else args
+    return bool(args) and args[0] == "run" and "--wait" in options
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every OffloadError into one line on stderr."""
+    global _waiting
+    _waiting = None
     debug = os.environ.get("OFFLOAD_DEBUG") == "1"
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rc = command()(args=argv, standalone_mode=False)
+        rc = command()(args=args, standalone_mode=False)
     except OffloadError as e:
         if debug:
             raise
         print(f"offload: {e.line()}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        sys.exit(_own(e.exit_code, args))
     except KeyboardInterrupt:
         if debug:
             raise
@@ -52,20 +79,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         print("offload: aborted", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(_own(1, args))
     except typer.TyperException as e:  # usage errors from the command-line parser
         if debug:
             raise
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         if message:  # a bare `offload` has printed its help already
             print(f"offload: {message}", file=sys.stderr)
-        sys.exit(getattr(e, "exit_code", 2))
+        sys.exit(_own(getattr(e, "exit_code", 2), args))
     except Exception as e:
         if debug:
             raise
         print(f"offload: unexpected error: {type(e).__name__}: {e} (set OFFLOAD_DEBUG=1 for the traceback)",
               file=sys.stderr)
-        sys.exit(1)
+        sys.exit(_own(1, args))
     if isinstance(rc, int) and rc:
         sys.exit(rc)
 

@@ -49,8 +49,8 @@ class Detected:
 
 
 @app.command("init", epilog="Exit codes: 0 ok, 1 declined, 2 a missing or invalid answer, a directory that is not "
-                             "a stack directory, or the stack file already exists; 3 a host cannot be reached or "
-                             "refused the login.")
+                             "a stack directory, or the stack file already exists; 3 a host cannot be reached; "
+                             "4 its key changed; 8 it refused the login.")
 def init(
     provider: Annotated[Optional[ProviderType], typer.Option("--provider", help="Where your workers live.",
                                                              case_sensitive=False, show_default=False)] = None,

@@ -39,12 +39,13 @@ def status(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt
              None if w.idle_stop_in_minutes is None else f"{w.idle_stop_in_minutes:g} min",
              sum(1 for j in w.jobs if j.state.value == "running"), _disk(w.disk)] for w in report.workers]
     print_table("workers", ["worker", "provider", "state", "machine", "cost", "idle stop in", "running",
-                            "workspace disk"], rows)
+                            "workspace disk"], rows, header=True)
     now = time.time()
     job_rows = [[j.id, w.name, j.state.value, _when(j.started_at), _duration(j, now), _what(j), _tasks(j)]
                 for w in report.workers for j in w.jobs]
     if job_rows:
-        print_table("jobs", ["job", "worker", "state", "started", "duration", "command", "tasks"], job_rows)
+        print_table("jobs", ["job", "worker", "state", "started", "duration", "command", "tasks"], job_rows,
+                    header=True)
     for w in report.workers:
         if w.error:
             print(f"offload: {w.name}: {w.error}", file=sys.stderr)
@@ -116,13 +117,16 @@ def logs(job: JobArg, task: TaskOpt = None, follow: Annotated[bool, typer.Option
             raise typer.Exit(141) from None  # the reader has what it wanted (`offload logs JOB | head`)
 
 
-@app.command(help="Attach to a job's tmux session (detach with C-b d; the job keeps running).")
+@app.command(help="Attach to a job's tmux session (detach with C-b d, or C-b C-b d inside your own tmux; the job "
+                  "keeps running).")
 def attach(job: JobArg, task: TaskOpt = None, stack: StackOpt = None, outputs: OutputsOpt = None,
            worker: WorkerOpt = None, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
     if not sys.stdin.isatty():
         raise UsageError("attach needs a terminal", hint=f"use `offload logs {job} -f` instead")
+    from offload.cli.ui import Progress, attach_note
+
     with open_service(stack, outputs, worker, identity, iap) as service:
-        raise typer.Exit(service.attach(job, task))
+        raise typer.Exit(service.attach(job, task, on_attach=lambda: Progress().note(attach_note(job))))
 
 
 @app.command(help="An interactive shell in a job's worktree, in the job's container.")

@@ -15,8 +15,9 @@ from offload.errors import OffloadError, UsageError
 @app.command(context_settings={"allow_interspersed_args": False},
              help="Run COMMAND (after `--`) or a playbook on a worker, in a warm worktree moved to your working "
                   "tree (or to --ref).\n\n"
-                  "Prints the job id and returns at once; --wait streams the output and exits with the job's "
-                  "exit code; --attach opens the job's tmux session.")
+                  "Prints the job id and returns at once; --wait prints the job id on stderr, streams the output "
+                  "and exits with the job's exit code (offload's own failures then exit with 200 plus their usual "
+                  "code); --attach opens the job's tmux session.")
 def run(
     command: Annotated[Optional[List[str]], typer.Argument(help="The command to run, after `--`.",
                                                            show_default=False)] = None,
@@ -49,9 +50,11 @@ def run(
                                                           "offload:warmWorktrees, else 4).",
                                                           show_default=False)] = None,
 ) -> None:
+    from offload.cli.app import waiting_for_job
     from offload.cli.ui import Progress
     from offload.jobs.service import JobService, RunRequest
 
+    waiting_for_job(wait)
     if wait and attach:
         raise UsageError("--wait and --attach exclude each other; pick one")
     if json_out and (wait or attach):
@@ -70,10 +73,14 @@ def run(
             started = service.submit(request)
         # The spinner is gone: from here the job owns the terminal.
         if attach:
-            raise typer.Exit(service.attach(started.id))
+            from offload.cli.ui import attach_note
+
+            raise typer.Exit(service.attach(started.id, on_attach=lambda: progress.note(attach_note(started.id))))
         if wait:
             from offload.cli.ui import OutputClosed, write_out
 
+            # On stderr: stdout is the job's output, as is.
+            progress.note(f"job {started.id} runs on {started.worker}")
             try:
                 code = service.wait(started.id, write_out, on_reconnect=progress.note)
             except (KeyboardInterrupt, OutputClosed) as stopped:

@@ -1,8 +1,9 @@
 """`offload ssh-config`: OpenSSH `Host` entries for the workers, so plain ssh, rsync and editors reach them.
 
 Every entry verifies the worker's host key against offload's managed known_hosts (StrictHostKeyChecking yes).
-Each worker's provider says how plain ssh reaches it and puts the keys it trusts there first: the keys the stack
-pins, and for a GCE worker the keys it publishes in its guest attributes when none is known yet.
+Each worker's provider says how plain ssh reaches it and puts the keys it trusts there first: exactly the keys the
+stack pins (older lines of that host are replaced), for a GCE worker the keys it publishes in its guest attributes
+when none is known yet, else the key remembered from offload's first connection.
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def _trust(provider, out: StackOutputs) -> None:  # noqa: ANN001 (a WorkerProvid
     if not keys and out.provider.is_gce:
         print(f"offload: {provider.name}: no host key known yet and the instance has published none; ssh will "
               f"refuse it until it has", file=sys.stderr)
+    elif not keys:
+        print(f"offload: {provider.name}: no host key known yet (none pinned in host_keys, and offload has not "
+              f"connected to it); ssh will refuse it until you pin its key, or until offload connects once "
+              f"(`offload status`) and trusts it on first use", file=sys.stderr)
 
 
 def render_ssh_config(out: StackOutputs, entries: "list[Union[SshEntry, str]]", *,
@@ -96,6 +101,8 @@ def render_ssh_config(out: StackOutputs, entries: "list[Union[SshEntry, str]]", 
         if identity is not None:
             lines += [f"    IdentityFile {_path_value(identity.expanduser().absolute())}",
                       "    IdentitiesOnly yes"]
+        else:
+            lines += [f"    IdentityFile {_path_value(Path(f))}" for f in e.identity_files]
         lines += [f"    UserKnownHostsFile {_path_value(e.known_hosts)}",
                   "    StrictHostKeyChecking yes",
                   f"    ServerAliveInterval {SERVER_ALIVE_INTERVAL}",

@@ -40,6 +40,17 @@ class Progress:
         print(f"offload: {message}", file=sys.stderr)
 
 
+def detach_keys() -> str:
+    """The keys that detach from a job's tmux session. Inside a tmux of the user's own (TMUX set), C-b d would
+    detach that outer session; C-b C-b sends one C-b through to the job's."""
+    return "C-b C-b d" if os.environ.get("TMUX") else "C-b d"
+
+
+def attach_note(job: str) -> str:
+    inside = " (inside your own tmux)" if os.environ.get("TMUX") else ""
+    return f"attaching to job {job}; detach with {detach_keys()}{inside}, and the job keeps running"
+
+
 class OutputClosed(Exception):
     """Whoever read our standard output has stopped (`offload run --wait | head -1`)."""
 
@@ -62,9 +73,13 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """The same rows as a rich table on a terminal and as tab-separated lines when piped."""
+def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                header: bool = False) -> None:
+    """The same rows as a rich table on a terminal and as tab-separated lines when piped (after a line of the
+    column names, with HEADER)."""
     if not sys.stdout.isatty():
+        if header:
+            print("\t".join(columns))
         for row in rows:
             print("\t".join("" if v is None else str(v) for v in row))
         return

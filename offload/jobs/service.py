@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offload.errors import JobNotFound, UsageError
+from offload.errors import AuthFailed, HostKeyMismatch, JobNotFound, OffloadError, UsageError
 from offload.jobs.fleet import Fleet, Outcome, Reach, quiet
 from offload.jobs.launch import ENV_NAME
 from offload.jobs.playbook import Playbook, get_playbook
@@ -291,8 +291,9 @@ class JobService:
                 reports.append(o.value)
             else:
                 r = o.provider.record
-                reports.append(WorkerReport(o.provider.name, o.provider.kind.value, "unreachable", r.machine_type,
-                                            r.hourly_cost_usd, error=o.error.line() if o.error else None))
+                reports.append(WorkerReport(o.provider.name, o.provider.kind.value, failed_state(o.error),
+                                            r.machine_type, r.hourly_cost_usd,
+                                            error=o.error.line() if o.error else None))
         return FleetStatus(reports)
 
     def check(self, job_id: str) -> JobReport:
@@ -423,8 +424,9 @@ class JobService:
 
     # --- interactive -----------------------------------------------------------------------------
 
-    def attach(self, job_id: str, task: str | None = None) -> int:
-        return self._jobs_of(job_id).attach(job_id, task)
+    def attach(self, job_id: str, task: str | None = None, *, on_attach: Callable[[], None] | None = None) -> int:
+        """Attach this terminal to the job's tmux session; ON_ATTACH runs once the session is known to be there."""
+        return self._jobs_of(job_id).attach(job_id, task, on_attach=on_attach)
 
     def shell(self, job_id: str) -> int:
         return self._jobs_of(job_id).shell(job_id)
@@ -519,3 +521,13 @@ def resolve_env(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, s
             raise UsageError(f"--env {name}: {name} is not set in your environment")
         out[name] = environ[name]
     return out
+
+
+def failed_state(error: OffloadError | None) -> str:
+    """What `status` shows for a worker that could not be queried: the login or the host key when that is what
+    failed, else `unreachable`."""
+    if isinstance(error, AuthFailed):
+        return "auth failed"
+    if isinstance(error, HostKeyMismatch):
+        return "host key changed"
+    return "unreachable"

@@ -240,7 +240,7 @@ class WorkerJobs:
 
     # --- interactive and cleanup -----------------------------------------------------------------
 
-    def attach(self, job_id: str, task: str | None = None) -> int:
+    def attach(self, job_id: str, task: str | None = None, *, on_attach: Callable[[], None] | None = None) -> int:
         paths = self.provider.paths(validate_id(job_id))
         if task is None:
             # A single-task job opens on its task; a playbook on the runner's overview window.
@@ -256,6 +256,8 @@ class WorkerJobs:
             if not probe.ok or not re.fullmatch(r"@[0-9]+", window):
                 raise self._not_found(f"task {task} of job {job_id} has not started")
             argv += [";", "select-window", "-t", window]
+        if on_attach is not None:
+            on_attach()
         return self.provider.attach(argv)
 
     def shell(self, job_id: str) -> int:

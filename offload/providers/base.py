@@ -46,6 +46,7 @@ class SshEntry:
     known_hosts: Path
     proxy_command: str | None = None
     container: str | None = None
+    identity_files: tuple[str, ...] = ()   # from ~/.ssh/config for an alias, used when no key is given
 
 
 @dataclass

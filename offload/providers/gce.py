@@ -14,18 +14,17 @@ import os
 import time
 from pathlib import Path
 
-from offload.errors import CloudApiError, ConfigError, HostKeyMismatch, WorkerUnreachable
+from offload.errors import AuthFailed, CloudApiError, ConfigError, HostKeyMismatch, WorkerUnreachable
 from offload.outputs import ProviderType
 from offload.paths import cache_dir
 from offload.providers.base import WorkerStatus
 from offload.providers.ssh import SshProvider
-from offload.runtime.hostkeys import host_id
+from offload.runtime import sshconf
 from offload.runtime.transport import Transport
 
 WAKE_TIMEOUT = 300.0
 # A key just imported to OS Login takes a few seconds to reach the instance.
 LOGIN_PROPAGATION_TIMEOUT = 30.0
-REFUSED = "refused the SSH login"
 IAP = "iap"
 DIRECT_TIMEOUT = 5.0
 _STOPPED = {"TERMINATED", "STOPPED", "SUSPENDED"}
@@ -101,16 +100,16 @@ class GceLinuxProvider(SshProvider):
         with OS Login once and dial again while the key propagates."""
         try:
             return self._dial(keys, routes, fallback=fallback)
-        except WorkerUnreachable as e:
-            if REFUSED not in e.message or self._os_login_done or not self.outputs.developer:
+        except AuthFailed:
+            if self._os_login_done or not self.outputs.developer:
                 raise
         self.register_os_login()
         deadline = time.monotonic() + LOGIN_PROPAGATION_TIMEOUT
         while True:
             try:
                 return self._dial(keys, routes)
-            except WorkerUnreachable as e:
-                if REFUSED not in e.message or time.monotonic() >= deadline:
+            except AuthFailed:
+                if time.monotonic() >= deadline:
                     raise
                 time.sleep(1)
 
@@ -134,7 +133,7 @@ class GceLinuxProvider(SshProvider):
         if self.record.host_keys:
             return []
         known = self.options.connect.known_hosts
-        name = host_id(self.record.host, self.record.port)
+        name = sshconf.known_name(self.record)
         remembered = known.lookup(name)
         if remembered and not refresh:
             return remembered
@@ -153,7 +152,7 @@ class GceLinuxProvider(SshProvider):
         """Pinned keys into the managed known_hosts; without them, the keys the instance publishes (once none
         is known). A CloudApiError when none is known and the API cannot tell."""
         known = self.options.connect.known_hosts
-        name = host_id(self.record.host, self.record.port)
+        name = sshconf.known_name(self.record)
         if self.record.host_keys or known.lookup(name):
             return super().trust_host_keys()
         for key in self.published_host_keys():
@@ -191,8 +190,6 @@ class GceLinuxProvider(SshProvider):
             try:
                 return self._dial_checked(keys, route, timeout)
             except WorkerUnreachable as e:
-                if REFUSED in e.message:
-                    raise
                 last = e
                 if i + 1 < len(routes):
                     self.options.progress(f"{self.name} is not reachable directly; trying an IAP tunnel")
@@ -222,8 +219,6 @@ class GceLinuxProvider(SshProvider):
             # Optimistic: a warm worker answers on the first route, without any API call.
             return self._dial_login(keys, routes[:1], fallback=len(routes) > 1)
         except WorkerUnreachable as first:
-            if REFUSED in first.message:
-                raise
             status = self._instance_status()
             if status == "MISSING":
                 raise WorkerUnreachable(self.name, f"instance {self.record.instance} of worker {self.name} does "

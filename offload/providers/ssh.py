@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from offload.outputs import ProviderType
-from offload.providers.base import SshEntry, WorkerProvider
-from offload.runtime import agent
+from offload.outputs import ProviderType, StackOutputs, WorkerRecord
+from offload.providers.base import ProviderOptions, SshEntry, WorkerProvider
+from offload.runtime import agent, sshconf
 from offload.runtime.agent import DialSpec
-from offload.runtime.connection import open_connection, scan_host_key
-from offload.runtime.hostkeys import host_id
+from offload.runtime.connection import check_identity, open_connection, scan_host_key
 from offload.runtime.transport import SshTransport, Transport
 
 
 class SshProvider(WorkerProvider):
     kind = ProviderType.SSH
 
+    def __init__(self, record: WorkerRecord, outputs: StackOutputs, options: ProviderOptions | None = None) -> None:
+        # A null port or user is the user's ~/.ssh/config's (else 22 and the local user), for every verb alike.
+        super().__init__(sshconf.resolve(record), outputs, options)
+
     def _connect(self, *, extra_keys: list[str] | None = None, proxy_command: str | None = None,
                  timeout: float | None = None) -> Transport:
         """The worker's transport: the one the connection agent holds (it dials when it holds none), else a
         connection of this process's own."""
         self.options.progress(f"connecting to {self.name}")
+        if self.options.connect.identity:
+            check_identity(self.options.connect.identity)  # said here, not as a failed dial
 
         def direct() -> Transport:
             conn = open_connection(self.record, self.options.connect, extra_keys=extra_keys,
@@ -38,17 +43,24 @@ class SshProvider(WorkerProvider):
         return self.record.proxy_command
 
     def ssh_entry(self) -> SshEntry:
+        """The record's address as plain ssh needs it: an alias of ~/.ssh/config resolved to its HostName (ssh does
+        not look the HostName of one Host entry up again), with the alias's keys and ProxyCommand."""
         r = self.record
-        return SshEntry(name=r.name, host=r.host, port=r.port, user=r.user,
-                        known_hosts=self.options.connect.known_hosts.path, proxy_command=self.ssh_proxy_command(),
-                        container=r.container)
+        alias = sshconf.lookup(r.host)
+        return SshEntry(name=r.name, host=alias.hostname, port=r.port or sshconf.DEFAULT_PORT, user=r.user,
+                        known_hosts=self.options.connect.known_hosts.path,
+                        proxy_command=self.ssh_proxy_command() or alias.proxy_command, container=r.container,
+                        identity_files=alias.identity_files)
 
     def scan_host_key(self) -> str:
         return scan_host_key(self.record, self.options.connect)
 
     def trust_host_keys(self) -> list[str]:
+        """With keys pinned in the outputs, exactly those: an older key of the host is forgotten, so that plain ssh
+        refuses it as offload does. Without, the key remembered from offload's first connection, if any."""
         known = self.options.connect.known_hosts
-        name = host_id(self.record.host, self.record.port)
-        for key in self.record.host_keys:
-            known.add(name, key)
+        name = sshconf.known_name(self.record)
+        pinned = list(dict.fromkeys(self.record.host_keys))
+        if pinned and sorted(known.lookup(name)) != sorted(pinned):
+            known.replace(name, pinned)
         return known.lookup(name)

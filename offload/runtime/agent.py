@@ -129,6 +129,7 @@ class DialSpec:
     timeout: float | None = None
     auth_sock: str | None = None             # the ssh-agent offered when no identity file is given
     identity_stamp: str = ""                 # the identity file's inode, size and mtime: a new key, a new login
+    key_source: str = ""                     # where HOST_KEYS come from (a KeySource), for what a refusal says
 
     @classmethod
     def of(cls, record: Any, options: Any, *, extra_keys: Sequence[str] | None = None,
@@ -141,12 +142,14 @@ class DialSpec:
                 stamp = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
             except OSError:
                 stamp = "missing"
+        source = "outputs" if record.host_keys else ("published" if extra_keys else "remembered")
         return cls(name=record.name, host=record.host, port=record.port, user=record.user,
                    workspace=record.workspace, host_keys=tuple(record.host_keys) + tuple(extra_keys or ()),
                    proxy_command=proxy_command or record.proxy_command or options.proxy_command,
                    identity=identity, known_hosts=str(options.known_hosts.path),
                    connect_timeout=options.connect_timeout, timeout=timeout,
-                   auth_sock=None if identity else os.environ.get("SSH_AUTH_SOCK"), identity_stamp=stamp)
+                   auth_sock=None if identity else os.environ.get("SSH_AUTH_SOCK"), identity_stamp=stamp,
+                   key_source=source)
 
     def key(self) -> str:
         """Two requests share a transport only when this is the same."""
@@ -645,7 +648,7 @@ def _notices_to(client: socket.socket) -> Callable[[str], None]:
 
 def _dial(spec: DialSpec, notice: Callable[[str], None]) -> Any:
     from offload.outputs import WorkerRecord
-    from offload.runtime.connection import ConnectOptions, open_connection
+    from offload.runtime.connection import ConnectOptions, KeySource, open_connection
     from offload.runtime.hostkeys import KnownHosts
     from offload.runtime.transport import SshTransport
 
@@ -657,7 +660,7 @@ def _dial(spec: DialSpec, notice: Callable[[str], None]) -> Any:
     if spec.auth_sock:
         os.environ["SSH_AUTH_SOCK"] = spec.auth_sock
     conn = open_connection(record, options, extra_keys=list(spec.host_keys), proxy_command=spec.proxy_command,
-                           timeout=spec.timeout)
+                           timeout=spec.timeout, key_source=KeySource(spec.key_source) if spec.key_source else None)
     return SshTransport(spec.name, conn)
 
 
@@ -670,7 +673,9 @@ def _still_trusted(transport: Any, spec: DialSpec) -> bool:
     line = f"{key.get_name()} {key.get_base64()}"
     if spec.host_keys:
         return line in {" ".join(k.split()[:2]) for k in spec.host_keys}
-    remembered = KnownHosts(Path(spec.known_hosts)).lookup(host_id(spec.host, spec.port))
+    # Under the name the key was checked with when the transport was opened (an alias's HostName).
+    conn = transport.connection
+    remembered = KnownHosts(Path(spec.known_hosts)).lookup(host_id(conn.host, conn.port))
     return not remembered or line in remembered
 
 

@@ -12,8 +12,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from offload.errors import HostKeyMismatch, WorkerUnreachable
+from offload.errors import AUTH_HINT, AuthFailed, HostKeyMismatch, UsageError, WorkerUnreachable
 from offload.outputs import WorkerRecord
+from offload.runtime import sshconf
 from offload.runtime.hostkeys import KnownHosts, host_id
 
 if TYPE_CHECKING:
@@ -56,20 +57,67 @@ def fingerprint(key_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def _policy(worker: WorkerRecord, opts: ConnectOptions, trust: Trust):
+class KeySource(str, Enum):
+    """Where the host keys a worker is checked against come from: what a refusal names and tells to fix."""
+
+    OUTPUTS = "outputs"          # host_keys of the stack outputs
+    PUBLISHED = "published"      # what the GCE instance publishes in its guest attributes
+    REMEMBERED = "remembered"    # offload's known_hosts, from first use
+
+
+def refusal(worker: WorkerRecord, where: str, seen: str, source: KeySource, known_hosts: Path,
+            name: str) -> HostKeyMismatch:
+    """The one-line error for a host key that does not match: it names where the expected key came from and how
+    to change it there, if the change is wanted."""
+    if source is KeySource.OUTPUTS:
+        against, hint = ("the host_keys pinned for it in the stack outputs",
+                         "if the worker was rebuilt on purpose, get its new key from a trusted source and put it in "
+                         "host_keys of the stack outputs (offload:hosts in an ssh stack's file)")
+    elif source is KeySource.PUBLISHED:
+        against, hint = "the host keys its instance publishes in its guest attributes", None
+    else:
+        against, hint = (f"the key remembered for {name} in {known_hosts}",
+                         f"if the worker was rebuilt on purpose, forget the old key with "
+                         f"`ssh-keygen -R '{name}' -f {known_hosts}`")
+    return HostKeyMismatch(worker.name, f"host key of {where} has changed ({fingerprint(seen)} does not match "
+                           f"{against}); refusing to connect", hint=hint)
+
+
+def _policy(worker: WorkerRecord, opts: ConnectOptions, trust: Trust, refuse: Callable[[str], HostKeyMismatch]):
     import paramiko
 
     class _Policy(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001
             line = f"{key.get_name()} {key.get_base64()}"
             if trust is Trust.PINNED:
-                raise HostKeyMismatch(worker.name, f"worker {worker.name} presented host key {fingerprint(line)}, "
-                                      "which matches none of its pinned host keys; refusing to connect")
+                raise refuse(line)
             opts.known_hosts.add(hostname, line)
             opts.notice(f"trusting host key {fingerprint(line)} of worker {worker.name} ({hostname}) on first use; "
                         f"it is kept in {opts.known_hosts.path}")
 
     return _Policy()
+
+
+_PUBLIC_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-", "sk-ssh-ed25519@", "sk-ecdsa-sha2-")
+
+
+def check_identity(path: Path) -> None:
+    """A one-line usage error for a key file that cannot be a private key: missing, a directory, unreadable, or a
+    public key (paramiko would report these as a failed connection)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except FileNotFoundError:
+        raise UsageError(f"SSH key {path} does not exist", hint=AUTH_HINT) from None
+    except IsADirectoryError:
+        raise UsageError(f"SSH key {path} is a directory, not a key file", hint=AUTH_HINT) from None
+    except OSError as e:
+        raise UsageError(f"cannot read SSH key {path}: {e.strerror or e}", hint=AUTH_HINT) from None
+    first = head.lstrip().split(b"\n", 1)[0].decode("utf-8", "replace")
+    if first.startswith(_PUBLIC_KEY_TYPES) or first.startswith("---- BEGIN SSH2 PUBLIC KEY"):
+        private = str(path)[:-4] if str(path).endswith(".pub") else None
+        hint = (f"offload needs the private key: {private}" if private and os.path.isfile(private) else AUTH_HINT)
+        raise UsageError(f"SSH key {path} is a public key, not a private key", hint=hint)
 
 
 def _load_keys(client: "paramiko.SSHClient", name: str, keys: list[str]) -> None:
@@ -85,21 +133,28 @@ def _load_keys(client: "paramiko.SSHClient", name: str, keys: list[str]) -> None
 
 
 def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: list[str] | None = None,
-                    proxy_command: str | None = None, timeout: float | None = None) -> "fabric.Connection":
-    """Open and return a verified fabric Connection, or raise a one-line WorkerUnreachable/HostKeyMismatch.
+                    proxy_command: str | None = None, timeout: float | None = None,
+                    key_source: KeySource | None = None) -> "fabric.Connection":
+    """Open and return a verified fabric Connection, or raise one of three one-line errors: WorkerUnreachable,
+    HostKeyMismatch or AuthFailed (and a UsageError for a key file that cannot be used).
 
     Keys pinned in the outputs (and EXTRA_KEYS, e.g. from GCE guest attributes) are the only ones accepted
     when present; otherwise the managed known_hosts decides, and an unknown host is trusted on first use
-    with a notice. A changed key is always refused.
+    with a notice. A changed key is always refused. A null port or user comes from ~/.ssh/config. KEY_SOURCE says
+    where the keys come from when the caller knows better than WORKER and EXTRA_KEYS tell (the connection agent).
     """
     import logging
 
     timeout = opts.connect_timeout if timeout is None else timeout
+    worker = sshconf.resolve(worker)
+    if opts.identity:
+        check_identity(opts.identity)
 
     gateway = expand_proxy_command(proxy_command or worker.proxy_command or opts.proxy_command, worker)
     # Dial before the (slow) paramiko import: the worker's sshd starts its side of the session meanwhile,
     # and when a fleet is queried every worker is dialled at once instead of after the import lock.
-    early = None if gateway else _dial_early(worker, timeout)
+    dial_host = sshconf.lookup(worker.host).hostname
+    early = None if gateway else _dial_early(dial_host, worker.port or sshconf.DEFAULT_PORT, timeout)
 
     import fabric
     import paramiko
@@ -109,10 +164,9 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
         # paramiko logs transport failures with tracebacks; ours become one-line errors instead.
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
-    name = host_id(worker.host, worker.port)
     pinned = list(worker.host_keys) + list(extra_keys or [])
-    remembered = opts.known_hosts.lookup(name)
     trust = Trust.PINNED if pinned else Trust.FIRST_USE
+    source = key_source or _key_source(worker, extra_keys)
     connect_kwargs: dict = {
         "banner_timeout": timeout,
         "auth_timeout": timeout,
@@ -137,27 +191,41 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     )
     if early is not None:
         # ~/.ssh/config may send this host elsewhere (HostName, Port, ProxyCommand): then it decides.
-        if conn.gateway or conn.host != worker.host or conn.port != worker.port:
+        if conn.gateway or conn.host != dial_host or conn.port != worker.port:
             early.close()
         else:
             conn.connect_kwargs["sock"] = early
+    keys = conn.connect_kwargs.get("key_filename")
+    if keys:
+        # OpenSSH passes over an IdentityFile of ~/.ssh/config that does not exist (a `Host *` default, say);
+        # paramiko would stop at it. An explicit identity was checked above.
+        present = [k for k in keys if os.path.exists(os.path.expanduser(k))]
+        if present:
+            conn.connect_kwargs["key_filename"] = present
+        else:
+            del conn.connect_kwargs["key_filename"]
+    # paramiko looks the key up under the address it dials: an alias's HostName, not the alias.
+    name = host_id(conn.host, conn.port)
     client = conn.client
-    _load_keys(client, name, pinned or remembered)
-    client.set_missing_host_key_policy(_policy(worker, opts, trust))
+    _load_keys(client, name, pinned or opts.known_hosts.lookup(name))
+
+    def refuse(seen: str) -> HostKeyMismatch:
+        return refusal(worker, where, seen, source, opts.known_hosts.path, name)
+
+    client.set_missing_host_key_policy(_policy(worker, opts, trust, refuse))
     try:
         conn.open()
     except HostKeyMismatch:
         raise
     except paramiko.BadHostKeyException as e:
-        seen = f"{e.key.get_name()} {e.key.get_base64()}"
-        source = "its pinned host keys" if pinned else f"the key remembered in {opts.known_hosts.path}"
-        raise HostKeyMismatch(
-            worker.name, f"host key of {where} has changed ({fingerprint(seen)} does not match {source}); "
-            "refusing to connect",
-            hint="if the worker was rebuilt on purpose, remove its line from that known_hosts file") from None
+        raise refuse(f"{e.key.get_name()} {e.key.get_base64()}") from None
+    except paramiko.PasswordRequiredException:
+        raise AuthFailed(worker.name, f"SSH key {opts.identity or 'for ' + where} is protected by a passphrase, "
+                         "which offload does not ask for",
+                         hint=f"add it to ssh-agent (`ssh-add {opts.identity or 'KEY'}`), or {AUTH_HINT}") from None
     except paramiko.AuthenticationException:
-        raise WorkerUnreachable(worker.name, f"{where} refused the SSH login",
-                                hint="pass --identity or set OFFLOAD_SSH_KEY to a key the worker accepts") from None
+        with_key = f" with key {opts.identity}" if opts.identity else ""
+        raise AuthFailed(worker.name, f"{where} refused the SSH login{with_key}", hint=AUTH_HINT) from None
     except (socket.timeout, TimeoutError):
         raise WorkerUnreachable(worker.name, f"cannot reach {where}: timed out after {timeout:.0f}s",
                                 hint="is it running? try `offload status`") from None
@@ -168,7 +236,18 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     except paramiko.ssh_exception.ProxyCommandFailure as e:
         raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
                                 f"{e.error}") from None
-    except (paramiko.SSHException, OSError, EOFError) as e:
+    except paramiko.SSHException as e:
+        if _no_key(e):
+            raise AuthFailed(worker.name, f"no SSH key to log in to {where} with: no --identity or "
+                             "OFFLOAD_SSH_KEY, no ssh-agent, and no key in ~/.ssh", hint=AUTH_HINT) from None
+        if _bad_key_file(e):
+            raise UsageError(f"cannot use {opts.identity or 'the SSH key'} as an SSH private key: {e}",
+                             hint=AUTH_HINT) from None
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {e or type(e).__name__}",
+                                hint="is it running? try `offload status`") from None
+    except (OSError, EOFError) as e:
+        if isinstance(e, OSError) and e.filename is not None:  # a key file named in ~/.ssh/config
+            raise UsageError(f"cannot read SSH key {e.filename}: {e.strerror or e}", hint=AUTH_HINT) from None
         raise WorkerUnreachable(worker.name, f"cannot reach {where}: {e or type(e).__name__}",
                                 hint="is it running? try `offload status`") from None
     _tune(conn)
@@ -185,10 +264,12 @@ def scan_host_key(worker: WorkerRecord, opts: ConnectOptions) -> str:
     if os.environ.get("OFFLOAD_DEBUG") != "1":
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     timeout = opts.connect_timeout
+    worker = sshconf.resolve(worker)  # an alias of ~/.ssh/config: its port, and below its HostName
     where = f"{worker.host}:{worker.port}"
     gateway = expand_proxy_command(worker.proxy_command or opts.proxy_command, worker)
+    dial_host = sshconf.lookup(worker.host).hostname
     try:
-        sock = ProxyPipe(gateway) if gateway else socket.create_connection((worker.host, worker.port), timeout=timeout)
+        sock = ProxyPipe(gateway) if gateway else socket.create_connection((dial_host, worker.port), timeout=timeout)
     except paramiko.ssh_exception.ProxyCommandFailure as e:
         raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
                                 f"{e.error}") from None
@@ -206,6 +287,21 @@ def scan_host_key(worker: WorkerRecord, opts: ConnectOptions) -> str:
     finally:
         transport.close()
     return f"{key.get_name()} {key.get_base64()}"
+
+
+def _key_source(worker: WorkerRecord, extra_keys: list[str] | None) -> KeySource:
+    if worker.host_keys:
+        return KeySource.OUTPUTS
+    return KeySource.PUBLISHED if extra_keys else KeySource.REMEMBERED
+
+
+def _no_key(e: Exception) -> bool:
+    return "No authentication methods available" in str(e)
+
+
+def _bad_key_file(e: Exception) -> bool:
+    text = str(e)
+    return "private key file" in text or "not a valid" in text or "Unable to load" in text
 
 
 class ProxyPipe:
@@ -303,10 +399,10 @@ def telling_line(lines: list[str]) -> str | None:
     return useful[0] if useful else (lines[0].strip() if lines else None)
 
 
-def _dial_early(worker: WorkerRecord, timeout: float) -> socket.socket | None:
+def _dial_early(host: str, port: int, timeout: float) -> socket.socket | None:
     """A TCP connection to the worker, or None when it fails (the regular path then reports why)."""
     try:
-        sock = socket.create_connection((worker.host, worker.port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError:
         return None
     return sock

@@ -38,3 +38,13 @@ def test_help_loads_no_pulumi_cloud_or_ssh_library() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Usage:" in result.stdout and "status" in result.stdout
     assert result.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_the_detach_keys_depend_on_whether_the_user_is_inside_tmux(monkeypatch) -> None:
+    from offload.cli.ui import attach_note, detach_keys
+
+    monkeypatch.delenv("TMUX", raising=False)
+    assert detach_keys() == "C-b d"
+    assert attach_note("j1") == "attaching to job j1; detach with C-b d, and the job keeps running"
+    monkeypatch.setenv("TMUX", "/tmp/tmux-0/default,123,0")
+    assert detach_keys() == "C-b C-b d"

@@ -302,7 +302,7 @@ def test_a_refused_login_writes_nothing(cli: RunCli, tmp_path: Path, sshd_worker
     stranger = tmp_path / "keys" / "id_ed25519"
     generate_keypair(stranger)
     r = cli(*_ssh_args(sshd_worker, tmp_path, "--yes", "--identity", str(stranger)))
-    assert r.exit_code == 3
+    assert r.exit_code == 8
     assert "refused the SSH login" in r.stderr and len(r.stderr.splitlines()) == 1
     assert not (tmp_path / "stacks").exists()
 

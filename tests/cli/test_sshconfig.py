@@ -14,8 +14,9 @@ from offload.outputs import WorkerRecord
 from offload.runtime.hostkeys import KnownHosts
 from offload.runtime.iap import iap_proxy_command
 from tests.cli.conftest import RunCli
+from tests.e2e.helpers import offload, stderr_line
 from tests.fakes.compute_api import ComputeFake
-from tests.workers import SshdWorker, sshd_record, write_outputs
+from tests.workers import SshdWorker, make_repo, sshd_record, write_outputs
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh"
 KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJi"
@@ -210,3 +211,85 @@ def test_strict_checking_refuses_an_unknown_or_wrong_key(cli: RunCli, tmp_path: 
     config.write_text(cli("ssh-config", "--outputs", str(wrong), "--identity", str(sshd_worker.key_path)).stdout)
     r = _ssh(config, "real", "true")
     assert r.returncode == 255 and "Host key verification failed" in r.stderr
+
+
+def test_pinning_a_new_key_forgets_the_old_one_for_real_ssh_too(cli: RunCli, tmp_path: Path, isolated_home: Path,
+                                                                 sshd_worker: SshdWorker) -> None:
+    old_private, old_key = sshd_worker.host_key_path, sshd_worker.host_key
+    config = tmp_path / "ssh_config"
+
+    def pin_and_write() -> None:
+        out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker, name="real")])
+        r = cli("ssh-config", "--outputs", str(out), "--identity", str(sshd_worker.key_path))
+        assert (r.exit_code, r.stderr) == (0, "")
+        config.write_text(r.stdout)
+
+    pin_and_write()
+    assert _ssh(config, "real", "true").returncode == 0
+    new_key = sshd_worker.rotate_host_key()
+    pin_and_write()  # the outputs now pin the new key only
+    assert _ssh(config, "real", "true").returncode == 0
+    name = f"[{sshd_worker.host}]:{sshd_worker.port}"
+    assert KnownHosts(_known_hosts(isolated_home)).entries() == [(name, new_key)], "exactly the pinned set"
+
+    sshd_worker.use_host_key(old_private, old_key)  # the host is back on the key the outputs no longer pin
+    r = _ssh(config, "real", "true")
+    assert r.returncode == 255 and "Host key verification failed" in r.stderr
+    repo = make_repo(tmp_path / "repo")
+    refused = offload("run", "--outputs", str(tmp_path / "o.json"), "--", "true", cwd=repo,
+                      key=sshd_worker.key_path)
+    assert refused.returncode == 4 and "pinned for it in the stack outputs" in stderr_line(refused)
+
+
+def test_pinned_keys_replace_the_lines_of_their_host_only(cli: RunCli, tmp_path: Path, isolated_home: Path) -> None:
+    kh = _known_hosts(isolated_home)
+    kh.parent.mkdir(parents=True)
+    kh.write_text(f"10.0.0.5 {KEY_B}\n10.0.0.6 {KEY_B}\n")
+    outputs = write_outputs(tmp_path / "o.json", "ssh", [
+        {"name": "box", "host": "10.0.0.5", "user": "dev", "workspace": "/srv/o", "host_keys": [KEY_A]}])
+    assert cli("ssh-config", "--outputs", str(outputs)).exit_code == 0
+    assert KnownHosts(kh).entries() == [("10.0.0.6", KEY_B), ("10.0.0.5", KEY_A)]
+
+
+def test_an_unpinned_worker_is_said_to_have_no_key_until_offload_has_met_it(cli: RunCli, tmp_path: Path,
+                                                                            isolated_home: Path,
+                                                                            sshd_worker: SshdWorker) -> None:
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker, name="real", host_keys=[])])
+    r = cli("ssh-config", "--outputs", str(out), "--identity", str(sshd_worker.key_path))
+    assert r.exit_code == 0
+    assert r.stderr == ("offload: real: no host key known yet (none pinned in host_keys, and offload has not "
+                        "connected to it); ssh will refuse it until you pin its key, or until offload connects once "
+                        "(`offload status`) and trusts it on first use\n")
+    repo = make_repo(tmp_path / "repo")
+    first = offload("status", "--outputs", str(out), cwd=repo, key=sshd_worker.key_path)
+    assert first.returncode == 0 and b"trusting host key" in first.stderr
+    r = cli("ssh-config", "--outputs", str(out), "--identity", str(sshd_worker.key_path))
+    assert (r.exit_code, r.stderr) == (0, "")
+    config = tmp_path / "ssh_config"
+    config.write_text(r.stdout)
+    login = _ssh(config, "real", "printf", "%s", "remembered")
+    assert (login.returncode, login.stdout) == (0, "remembered"), login.stderr
+
+
+def test_an_ssh_config_alias_gives_its_port_user_and_key_to_offload_and_to_ssh(cli: RunCli, tmp_path: Path,
+                                                                              isolated_home: Path,
+                                                                              sshd_worker: SshdWorker) -> None:
+    ssh_dir = isolated_home / ".ssh"
+    ssh_dir.mkdir()
+    (ssh_dir / "config").write_text(f"Host devbox\n    HostName {sshd_worker.host}\n    Port {sshd_worker.port}\n"
+                                    f"    User {sshd_worker.user}\n    IdentityFile {sshd_worker.key_path}\n")
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker, name="dev", host="devbox", port=None,
+                                                                 user=None)])
+    repo = make_repo(tmp_path / "repo")
+    p = offload("run", "--outputs", str(out), "--wait", "--", "id -un", cwd=repo)
+    assert (p.returncode, p.stdout.decode()) == (0, f"{sshd_worker.user}\n"), p.stderr
+    r = cli("ssh-config", "--outputs", str(out))
+    assert (r.exit_code, r.stderr) == (0, "")
+    assert (f"Host dev\n    HostName {sshd_worker.host}\n    Port {sshd_worker.port}\n    User {sshd_worker.user}\n"
+            f"    IdentityFile {sshd_worker.key_path}\n") in r.stdout
+    assert KnownHosts(_known_hosts(isolated_home)).entries() == [
+        (f"[{sshd_worker.host}]:{sshd_worker.port}", sshd_worker.host_key)]
+    config = tmp_path / "ssh_config"
+    config.write_text(r.stdout)
+    login = _ssh(config, "dev", "printf", "%s", "via-alias")
+    assert (login.returncode, login.stdout) == (0, "via-alias"), login.stderr

@@ -119,8 +119,8 @@ def test_a_stale_socket_is_replaced_without_a_word(setup: dict[str, Any]) -> Non
     state = agent_state(setup)
     kill_pids([state["pid"]])  # SIGKILL: the socket file stays behind
     assert Path(state["socket"]).exists()
-    p = cmd(setup, "run", "--wait", "--", "echo after")
-    assert (p.returncode, p.stdout, p.stderr) == (0, b"after\n", b"")
+    p = cmd(setup, "run", "--job", "after", "--wait", "--", "echo after")
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"after\n", f"offload: job after runs on ssh-{ssh.port}\n".encode())
     assert agent_state(setup)["pid"] != state["pid"]
     assert ssh.accepted_count() - before == 2
 
@@ -143,7 +143,7 @@ def test_a_killed_agent_in_the_middle_of_a_command(setup: dict[str, Any]) -> Non
             proc.wait()
     assert proc.returncode == 0, err
     assert out == b"begin\nend\n", "the output goes on from where it was, nothing twice, nothing lost"
-    assert err == b"", "without a word"
+    assert err == f"offload: job mid runs on ssh-{ssh.port}\n".encode(), "nothing but the job id"
 
 
 def test_a_changed_host_key_is_refused_while_the_agent_is_warm(setup: dict[str, Any], tmp_path: Path) -> None:
@@ -154,11 +154,11 @@ def test_a_changed_host_key_is_refused_while_the_agent_is_warm(setup: dict[str, 
     assert agent_state(tofu)["connections"]
     ssh.rotate_host_key()
     p = cmd(tofu, "run", "--wait", "--", "true")
-    assert p.returncode == 4, p.stderr
+    assert p.returncode == 204, p.stderr  # 4, moved out of the job's exit codes by --wait
     assert "host key" in stderr_line(p) and "changed" in stderr_line(p)
     # Pinned keys: the outputs name the old key.
     p = cmd(setup, "status", "--json")
-    assert json.loads(p.stdout)["workers"][0]["state"] == "unreachable"
+    assert json.loads(p.stdout)["workers"][0]["state"] == "host key changed"
     assert "host key" in json.loads(p.stdout)["workers"][0]["error"]
 
 
@@ -171,7 +171,7 @@ def test_known_hosts_changed_under_a_warm_connection_is_refused(setup: dict[str,
     other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE9pOv8ZbVm7V0b1lHn2wVJkG1mL5C0jz3I9q9b6g4kQ"
     known.write_text(f"[{ssh.host}]:{ssh.port} {other}\n")
     p = cmd(tofu, "run", "--wait", "--", "true")
-    assert p.returncode == 4 and "host key" in stderr_line(p), p.stderr
+    assert p.returncode == 204 and "host key" in stderr_line(p), p.stderr
 
 
 def test_persist_zero_means_no_agent(setup: dict[str, Any]) -> None:

@@ -76,8 +76,9 @@ def test_key_not_in_guest_attributes_is_refused(gce, compute_fake: ComputeFake) 
     worker, inst, out, repo = gce
     inst.host_keys = {"ssh-ed25519": "AAAAC3NzaC1lZDI1NTE5AAAAIE9pOv8ZbVm7V0b1lHn2wVJkG1mL5C0jz3I9q9b6g4kQ"}
     p = offload("run", "--outputs", str(out), "--wait", "--", "true", cwd=repo, key=worker.ssh.key_path)
-    assert p.returncode == 4
+    assert p.returncode == 204, "4, moved out of the job's exit codes by --wait"
     assert "host key" in stderr_line(p)
+    assert "does not match the host keys its instance publishes in its guest attributes" in stderr_line(p)
 
 
 def test_status_reports_machine_and_cost_from_the_api(gce, compute_fake: ComputeFake) -> None:

@@ -74,10 +74,16 @@ def test_attach_shows_a_running_job_and_detaching_leaves_it_running(sshd_worker:
     p = offload("run", "--outputs", str(out), "--job", "att", "--", "echo attached-output; sleep 30",
                 cwd=repo, env=key)
     assert p.returncode == 0, p.stderr
-    term = terminals(_cli("attach", "att", "--outputs", str(out)), repo, key)
+    notes = tmp_path / "stderr.txt"  # the job's session takes the screen: read what offload said from a file
+    term = terminals(["sh", "-c", f'exec "$@" 2>{shlex.quote(str(notes))}', "sh",
+                      *_cli("attach", "att", "--outputs", str(out))], repo, key)
     term.wait_for("attached-output")
+    # The test's terminal is a tmux pane (TMUX is set there), so the note says C-b C-b d: typed, the outer tmux
+    # turns C-b C-b into one C-b for the pane. send-keys puts keys into the pane directly, past the outer prefix.
     term.keys("C-b", "d")
     term.wait_for("[exit 0]")
+    assert notes.read_text() == ("offload: attaching to job att; detach with C-b C-b d (inside your own tmux), "
+                                 "and the job keeps running\n")
     check = offload("check", "att", "--outputs", str(out), cwd=repo, env=key)
     assert check.returncode == 7, "the job is still running after the detach"
 

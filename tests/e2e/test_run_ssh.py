@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import all_cmdlines, container_hostname, offload, spawn, stderr_line
-from tests.workers import SshDockerWorker, SshdWorker, make_repo, sshd_record, tree_digest, write_outputs
+from tests.workers import (SshDockerWorker, SshdWorker, make_repo, sshd_record, tree_digest, wait_for,
+                           write_outputs)
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_changed_host_key_is_refused(sshd_worker: SshdWorker, repo: Path, tmp_pa
     out = _outputs(tmp_path, sshd_worker)
     sshd_worker.rotate_host_key()
     p = offload("run", "--outputs", str(out), "--wait", "--", "true", cwd=repo, key=sshd_worker.key_path)
-    assert p.returncode == 4
+    assert p.returncode == 204, "4, moved out of the job's exit codes by --wait"
     assert "host key" in stderr_line(p)
 
 
@@ -118,7 +119,9 @@ def test_dropped_connection_mid_job_resumes_streaming(sshd_worker: SshdWorker, r
     proc = spawn("run", "--outputs", str(out), "--job", "drop", "--wait", "--",
                  "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.4; done; exit 3",
                  cwd=repo, key=sshd_worker.key_path)
-    time.sleep(1.2)
+    # Drop it while the output streams (a fixed sleep could land in the launch on a busy machine).
+    log = Path(sshd_worker.workspace) / "jobs" / "drop" / "tasks" / "main" / "log"
+    wait_for(lambda: log.exists() and b"line 2" in log.read_bytes(), timeout=30, what="the job's output")
     assert sshd_worker.kill_sessions(), "there was a live SSH session to drop"
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr

@@ -88,7 +88,9 @@ def test_exit_codes_output_and_errors_are_the_commands_own(setup: dict[str, Any]
     piped = subprocess.run(f"{sys.executable} -m offload run --outputs {setup['out']} --wait -- 'seq 1 100000' "
                            "| head -1", shell=True, cwd=setup["repo"], env=env, capture_output=True, timeout=60)
     assert piped.stdout == b"1\n", piped.stderr
-    assert piped.stderr.startswith(b"offload: stopped watching: the output was closed; job "), piped.stderr
+    lines = piped.stderr.decode().splitlines()
+    assert lines[0].startswith("offload: job ") and lines[1].startswith(
+        "offload: stopped watching: the output was closed; job "), piped.stderr
 
 
 def test_a_user_process_killed_outright_takes_its_command_along(setup: dict[str, Any]) -> None:

@@ -119,7 +119,7 @@ def test_local_docker_and_ssh_need_no_cloud_keys() -> None:
     assert read({"offload:provider": "local-docker", "offload:developer": DEV}).project is None
     config = read(SSH)
     assert [h.name for h in config.hosts] == ["box"]
-    assert config.hosts[0].port == 22
+    assert config.hosts[0].port is None, "left for ~/.ssh/config to give, else 22"
 
 
 def test_hosts_arrive_as_json_text_from_pulumi() -> None:

@@ -53,6 +53,12 @@ def test_there_is_an_example_stack_for_every_provider_type() -> None:
 
 
 @pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
+def test_no_example_stack_suggests_scanning_for_the_keys_it_pins(path: Path) -> None:
+    """A key scanned over the network is trust on first use; pinned keys must come from a source already trusted."""
+    assert "keyscan" not in path.read_text()
+
+
+@pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
 def test_every_example_stack_builds_and_exports_the_contract(path: Path) -> None:
     config = stack_config(path)
     run = run_program(config, stack=path.name.split(".")[1])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.errors import HostKeyMismatch, WorkerUnreachable
+from offload.errors import AuthFailed, HostKeyMismatch, UsageError, WorkerUnreachable
 from offload.outputs import WorkerRecord
 from offload.runtime.connection import DEFAULT_CONNECT_TIMEOUT, ConnectOptions, open_connection, telling_line
 from offload.runtime.hostkeys import KnownHosts, host_id
@@ -106,17 +106,160 @@ def test_the_connect_timeout_comes_from_the_environment_within_bounds(monkeypatc
     assert ConnectOptions.from_env().connect_timeout == seconds
 
 
-def test_wrong_identity_is_a_login_error(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+AUTH_HINT = "(pass --identity or set OFFLOAD_SSH_KEY (a private key))"
+
+
+def test_a_refused_key_is_an_auth_error_not_an_unreachable_worker(sshd_worker: SshdWorker, tmp_path: Path) -> None:
     import subprocess
 
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     opts = _opts(sshd_worker, tmp_path)
     opts.identity = other
-    with pytest.raises(WorkerUnreachable, match="refused the SSH login"):
+    record = _record(sshd_worker)
+    with pytest.raises(AuthFailed) as e:
+        open_connection(record, opts)
+    assert not isinstance(e.value, WorkerUnreachable), "nothing reconnects on a refused login"
+    assert e.value.exit_code == 8 and WorkerUnreachable.exit_code == 3 and HostKeyMismatch.exit_code == 4
+    assert e.value.line() == (f"worker {record.name} at {record.user}@{record.host}:{record.port} refused the SSH "
+                              f"login with key {other} {AUTH_HINT}")
+
+
+def test_no_key_at_all_is_an_auth_error(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    # HOME is empty and there is no ssh-agent: paramiko has no key to offer.
+    opts = ConnectOptions(known_hosts=KnownHosts(tmp_path / "known_hosts"))
+    with pytest.raises(AuthFailed) as e:
+        open_connection(_record(sshd_worker), opts)
+    assert e.value.line().endswith(f"no SSH key to log in to worker {_record(sshd_worker).name} at "
+                                   f"{sshd_worker.user}@{sshd_worker.host}:{sshd_worker.port} with: no --identity "
+                                   f"or OFFLOAD_SSH_KEY, no ssh-agent, and no key in ~/.ssh {AUTH_HINT}")
+    assert "is it running" not in e.value.line()
+
+
+def test_a_passphrase_key_is_an_auth_error_that_says_so(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    import subprocess
+
+    locked = tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret words", "-f", str(locked)], check=True)
+    opts = _opts(sshd_worker, tmp_path)
+    opts.identity = locked
+    with pytest.raises(AuthFailed, match="protected by a passphrase"):
         open_connection(_record(sshd_worker), opts)
 
 
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda d: d / "missing", "SSH key {path} does not exist (pass --identity or set OFFLOAD_SSH_KEY (a private key))"),
+    (lambda d: d, "SSH key {path} is a directory, not a key file"),
+    (lambda d: _public_only(d), "SSH key {path} is a public key, not a private key"),
+])
+def test_a_key_file_that_cannot_be_a_private_key_is_a_usage_error(sshd_worker: SshdWorker, tmp_path: Path,
+                                                                  make, message: str) -> None:
+    path = make(tmp_path)
+    opts = _opts(sshd_worker, tmp_path)
+    opts.identity = path
+    before = sshd_worker.accepted_count()
+    with pytest.raises(UsageError) as e:
+        open_connection(_record(sshd_worker), opts)
+    assert e.value.line().startswith(message.format(path=path)), e.value.line()
+    assert e.value.exit_code == 2 and "is it running" not in e.value.line()
+    assert sshd_worker.accepted_count() == before
+
+
+def test_the_public_half_of_a_pair_points_at_the_private_one(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    opts = _opts(sshd_worker, tmp_path)
+    opts.identity = Path(f"{sshd_worker.key_path}.pub")
+    with pytest.raises(UsageError) as e:
+        open_connection(_record(sshd_worker), opts)
+    assert e.value.line() == (f"SSH key {opts.identity} is a public key, not a private key (offload needs the "
+                              f"private key: {sshd_worker.key_path})")
+
+
+def test_a_file_that_is_no_key_at_all_is_a_usage_error(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_text("not a key\n")
+    opts = _opts(sshd_worker, tmp_path)
+    opts.identity = junk
+    with pytest.raises(UsageError, match=f"cannot use {junk} as an SSH private key"):
+        open_connection(_record(sshd_worker), opts)
+
+
+def _public_only(directory: Path) -> Path:
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / "pair")], check=True)
+    (directory / "pair").unlink()
+    return directory / "pair.pub"
+
+
+def test_a_refusal_names_the_outputs_when_the_key_was_pinned_there(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    record = _record(sshd_worker)
+    sshd_worker.rotate_host_key()
+    with pytest.raises(HostKeyMismatch) as e:
+        open_connection(record, _opts(sshd_worker, tmp_path))
+    line = e.value.line()
+    assert "does not match the host_keys pinned for it in the stack outputs); refusing to connect" in line
+    assert "known_hosts" not in line and "host_keys of the stack outputs" in line
+
+
+def test_a_refusal_names_known_hosts_when_the_key_was_remembered_there(sshd_worker: SshdWorker,
+                                                                       tmp_path: Path) -> None:
+    record = _record(sshd_worker, host_keys=[])
+    opts = _opts(sshd_worker, tmp_path)
+    open_connection(record, opts).close()
+    sshd_worker.rotate_host_key()
+    with pytest.raises(HostKeyMismatch) as e:
+        open_connection(record, opts)
+    name = host_id(sshd_worker.host, sshd_worker.port)
+    assert f"does not match the key remembered for {name} in {opts.known_hosts.path}" in e.value.line()
+    assert e.value.hint == f"if the worker was rebuilt on purpose, forget the old key with " \
+                           f"`ssh-keygen -R '{name}' -f {opts.known_hosts.path}`"
+    assert "stack outputs" not in e.value.line()
+
+
+def test_a_key_of_another_type_than_the_pinned_one_names_the_outputs_too(sshd_worker: SshdWorker,
+                                                                        tmp_path: Path) -> None:
+    rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDGv0h1dd8Ws7fRf4kbEb1rAJRY3Wm0zq5YzpwG4CjrQ1xVxJ0tW4T0aI1bV7gQ"
+    with pytest.raises(HostKeyMismatch, match="pinned for it in the stack outputs"):
+        open_connection(_record(sshd_worker, host_keys=[rsa]), _opts(sshd_worker, tmp_path))
+
+
+def test_an_ssh_config_alias_gives_a_null_port_and_user(sshd_worker: SshdWorker, tmp_path: Path,
+                                                       isolated_home: Path) -> None:
+    """host names an alias of ~/.ssh/config: its HostName, Port, User and IdentityFile are used, and the pinned key
+    is checked under the HostName's address, as paramiko dials it."""
+    ssh_dir = isolated_home / ".ssh"
+    ssh_dir.mkdir()
+    (ssh_dir / "config").write_text(f"Host devbox\n    HostName {sshd_worker.host}\n    Port {sshd_worker.port}\n"
+                                    f"    User {sshd_worker.user}\n    IdentityFile {sshd_worker.key_path}\n")
+    record = _record(sshd_worker, host="devbox", port=None, user=None)
+    assert (record.port, record.user) == (None, None)
+    conn = open_connection(record, ConnectOptions(known_hosts=KnownHosts(tmp_path / "known_hosts")))
+    try:
+        assert SshTransport("w", conn).run(["id", "-un"]).stdout == f"{sshd_worker.user}\n".encode()
+        assert (conn.host, conn.port, conn.user) == (sshd_worker.host, sshd_worker.port, sshd_worker.user)
+    finally:
+        conn.close()
+
+
+def test_an_identity_file_of_ssh_config_that_does_not_exist_is_passed_over(sshd_worker: SshdWorker, tmp_path: Path,
+                                                                            isolated_home: Path) -> None:
+    """As OpenSSH does: a `Host *` default key that this machine lacks is no reason to fail."""
+    ssh_dir = isolated_home / ".ssh"
+    ssh_dir.mkdir()
+    (ssh_dir / "config").write_text(f"Host *\n    IdentityFile ~/.ssh/id_missing\n"
+                                    f"    IdentityFile {sshd_worker.key_path}\n")
+    conn = open_connection(_record(sshd_worker), ConnectOptions(known_hosts=KnownHosts(tmp_path / "known_hosts")))
+    conn.close()
+
+
+def test_without_an_ssh_config_entry_a_null_port_and_user_are_22_and_the_local_user(tmp_path: Path) -> None:
+    import getpass
+
+    from offload.runtime.sshconf import resolve
+
+    record = WorkerRecord.from_dict({"name": "w", "host": "box.example", "port": None, "user": None,
+                                     "workspace": "/w"})
+    assert (resolve(record).port, resolve(record).user) == (22, getpass.getuser())
 
 
 def test_proxy_command_is_honoured(sshd_worker: SshdWorker, tmp_path: Path) -> None:
