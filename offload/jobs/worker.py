@@ -18,6 +18,7 @@ from offload.providers import Snapshot, WorkerProvider, check
 from offload.worker.layout import DEFAULT_KEEP_JOBS, DEFAULT_WARM_WORKTREES, JobPaths, validate_id
 
 RECONNECT_TIMEOUT = 300.0
+SETTLE_TIMEOUT = 120.0  # how long `run --wait` waits for a runner to record the end of a job whose tasks ended
 T = TypeVar("T")
 Sink = Callable[[bytes], None]
 
@@ -169,7 +170,16 @@ class WorkerJobs:
                     time.sleep(0.1)
         else:
             job = self._wait_playbook(job_id, sink, on_reconnect)
+        self._settle(job_id, job, on_reconnect)
         return exit_code_of(job)
+
+    def _settle(self, job_id: str, job: JobStatus, on_reconnect: Callable[[str], None]) -> None:
+        """Wait (briefly) for the runner to record the end of the job whose tasks have ended: its result kept and
+        its worktree given back, so the next `run` gets that worktree warm and `pull` finds the result."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while job.finished_at is None and job.runner_alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            job = self.resilient(lambda: self.job(job_id), on_reconnect)
 
     def _wait_playbook(self, job_id: str, sink: Sink, on_reconnect: Callable[[str], None]) -> JobStatus:
         offsets: dict[str, int] = {}

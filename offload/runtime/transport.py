@@ -142,6 +142,19 @@ class LocalTransport:
         pass
 
 
+def _end_input(chan) -> None:
+    """Send EOF on the channel's input, unless it is closed already. paramiko's `shutdown_write` lets go of the
+    channel's lock before it sends the EOF, so the transport thread can answer the server's CLOSE first; an EOF after
+    a CLOSE makes sshd drop the whole connection (and, through the connection agent, every command sharing it).
+    Here the EOF goes out under the lock, the way paramiko sends data."""
+    with chan.lock:
+        if chan.closed or chan.eof_sent or chan.transport is None:
+            return
+        message = chan._send_eof()
+        if message is not None:
+            chan.transport._send_user_message(message)
+
+
 class SshTransport:
     """One SSH connection (a fabric Connection) shared by every step of a CLI invocation.
 
@@ -168,13 +181,13 @@ class SshTransport:
     @staticmethod
     def _feed(chan, data: bytes | None) -> threading.Thread | None:
         if not data:
-            chan.shutdown_write()
+            _end_input(chan)
             return None
 
         def send() -> None:
             try:
                 chan.sendall(data)
-                chan.shutdown_write()
+                _end_input(chan)
             except Exception:  # the reader notices the closed channel
                 pass
 

@@ -70,6 +70,25 @@ def test_the_second_job_builds_only_what_changed_and_sees_exactly_the_tree(worke
     assert tree_digest(repo) != before  # the developer's edits, and nothing else, changed the repository
 
 
+def test_run_wait_returns_once_the_result_is_kept_and_the_worktree_is_back(sshd_worker: SshdWorker, repo: Path,
+                                                                          tmp_path: Path) -> None:
+    """The job's tasks end before its runner has recorded the result (here a slow one: a large new file) and given
+    the worktree back. `run --wait` waits for that too, so a pull right after finds the result and the next run
+    gets the same worktree, warm."""
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
+    env = {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path)}
+    first = offload("run", "--outputs", str(out), "--job", "big", "--wait", "--",
+                    "head -c 40000000 /dev/urandom > big.bin; pwd", cwd=repo, env=env)
+    assert first.returncode == 0, first.stderr
+    second = offload("run", "--outputs", str(out), "--wait", "--", "pwd; test -f big.bin || echo gone", cwd=repo,
+                     env=env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.decode().splitlines() == [first.stdout.decode().strip(), "gone"], \
+        "the worktree the first job gave back, moved to the snapshot"
+    pulled = offload("pull", "--outputs", str(out), "big", cwd=repo, env=env)
+    assert pulled.returncode == 0 and b"big.bin" in pulled.stdout, pulled.stderr
+
+
 def test_a_lease_left_by_a_killed_runner_is_recovered(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
     out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
     env = {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path)}

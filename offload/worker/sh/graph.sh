@@ -388,10 +388,10 @@ run_job() {
 		[ "$_got" = failed ] && _final=failed
 	done 3< "$_job_dir/tasks.list"
 	[ -n "$_broken" ] && _final=failed
-	save "$_job_dir/finished" "$(date +%s)"
 	save "$_job_dir/state" "$_final"
 	if [ -n "$_broken" ]; then
 		# Nothing more can be recorded: end at once, attached clients or not.
+		save "$_job_dir/finished" "$(date +%s)"
 		say "job $_job: failed: cannot write $_broken$(space_left "$_job_dir")"
 		record_result "$_worktree" "$_job"
 		release_tree "$_worktree" "$_job"
@@ -400,6 +400,10 @@ run_job() {
 	fi
 	say "job $_job: $_final"
 	finish
+	# `finished` comes last: once it is there, the job's result is kept and its worktree is back in the pool, so
+	# a `run --wait` that waits for it is followed by a pull that finds the result, and a run that gets the
+	# worktree warm.
+	save "$_job_dir/finished" "$(date +%s)"
 	linger
 	exit 0
 }
