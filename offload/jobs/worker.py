@@ -162,6 +162,10 @@ class WorkerJobs:
         with the task name, as tasks produce it.
         """
         job = self.resilient(lambda: self.job(job_id), on_reconnect)
+        deadline = time.monotonic() + 10
+        while not job.tasks and job.state in (State.RUNNING, State.PENDING) and time.monotonic() < deadline:
+            time.sleep(0.1)  # a job seen before its task list: which way to stream depends on it
+            job = self.resilient(lambda: self.job(job_id), on_reconnect)
         if [t.name for t in job.tasks] == ["main"]:
             self.follow(job_id, "main", sink, on_reconnect=on_reconnect)
             while job.state in (State.RUNNING, State.PENDING):  # the log is complete; the state follows
