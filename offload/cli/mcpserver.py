@@ -146,11 +146,11 @@ def wait_for_end(session: Session, job_id: str, seconds: float) -> JobReport | N
     nap = 0.05
     while True:
         report = session.call(lambda s: s.check(job_id), retry=True)
-        if report.job.state.finished:
+        if report.job.settled:  # its result kept: a `pull` right after finds it
             return report
         left = deadline - time.monotonic()
         if left <= 0:
-            return None
+            return report if report.job.state.finished else None
         time.sleep(min(nap, left))
         nap = min(nap * 2, 1.0)
 

@@ -347,11 +347,12 @@ class JobService:
         return self._jobs_of(job_id).wait(job_id, sink, on_reconnect=on_reconnect)
 
     def wait_for(self, job_id: str, seconds: float, *, poll: float = 0.5) -> JobReport:
-        """The job once it has finished, or as it is after SECONDS."""
+        """The job once it has finished and its runner has recorded that (see `JobStatus.settled`), or as it is
+        after SECONDS."""
         deadline = time.monotonic() + max(0.0, seconds)
         while True:
             report = self.check(job_id)
-            if report.job.state.finished or time.monotonic() >= deadline:
+            if report.job.settled or time.monotonic() >= deadline:
                 return report
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 

@@ -62,6 +62,11 @@ class JobStatus:
     finished_at: float | None = None  # when the runner recorded the job's end (epoch seconds)
 
     @property
+    def settled(self) -> bool:
+        """Finished, and its runner has recorded the end (the result kept, the worktree given back) or is gone."""
+        return self.state.finished and (self.finished_at is not None or not self.runner_alive)
+
+    @property
     def exit_code(self) -> int | None:
         """The job's exit code once finished: 0, else the first failed task's non-zero code (1 if it has none)."""
         if self.state is State.SUCCESS:

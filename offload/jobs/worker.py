@@ -181,7 +181,7 @@ class WorkerJobs:
         """Wait (briefly) for the runner to record the end of the job whose tasks have ended: its result kept and
         its worktree given back, so the next `run` gets that worktree warm and `pull` finds the result."""
         deadline = time.monotonic() + SETTLE_TIMEOUT
-        while job.finished_at is None and job.runner_alive and time.monotonic() < deadline:
+        while not job.settled and job.state.finished and time.monotonic() < deadline:
             time.sleep(0.05)
             job = self.resilient(lambda: self.job(job_id), on_reconnect)
 
