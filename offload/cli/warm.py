@@ -23,16 +23,16 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
 from pathlib import Path
+
+from offload.frames import HEADER, pack, peer_uid, recv_frame, send_frame
 
 SOCKET = "warm.sock"
 LOCK = "warm.lock"
 PIDFILE = "warm.pid"
 LOG = "warm.log"
 WARM_COMMANDS = frozenset({"run", "status", "check", "logs", "clean", "pull", "diff", "apply", "get"})
-_FRAME = struct.Struct(">cI")
 _lock_fd: int | None = None
 
 
@@ -86,32 +86,6 @@ def code_stamp() -> str:
     return f"{sys.executable}|{root}:{newest}"
 
 
-def _send(sock: socket.socket, kind: bytes, payload: bytes = b"") -> None:
-    sock.sendall(_FRAME.pack(kind, len(payload)) + payload)
-
-
-def _recv(sock: socket.socket) -> tuple[bytes, bytes] | None:
-    def exact(size: int) -> bytes | None:
-        buf = bytearray()
-        while len(buf) < size:
-            chunk = sock.recv(size - len(buf))
-            if not chunk:
-                return None
-            buf += chunk
-        return bytes(buf)
-
-    head = exact(_FRAME.size)
-    if head is None:
-        return None
-    kind, size = _FRAME.unpack(head)
-    payload = exact(size) if size else b""
-    return None if payload is None else (kind, payload)
-
-
-def _peer_uid(sock: socket.socket) -> int:
-    return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
-
-
 # --- the client: the `offload` process a user starts --------------------------------------------------------------
 
 
@@ -123,15 +97,15 @@ def forward(argv: list[str]) -> int | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(directory / SOCKET))
-        if _peer_uid(sock) != os.getuid():
+        if peer_uid(sock) != os.getuid():
             return None
         umask = os.umask(0)
         os.umask(umask)
         request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
                               "stamp": code_stamp()}).encode("utf-8", "surrogateescape")
         fds = array.array("i", [0, 1, 2])
-        sock.sendmsg([_FRAME.pack(b"q", len(request)) + request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        frame = _recv(sock)
+        sock.sendmsg([pack(b"q", request)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        frame = recv_frame(sock)
     except OSError:
         sock.close()
         return None
@@ -151,7 +125,7 @@ def forward(argv: list[str]) -> int | None:
     with sock:
         while True:
             try:
-                frame = _recv(sock)
+                frame = recv_frame(sock)
             except OSError:
                 frame = None
             if frame is None:
@@ -275,31 +249,31 @@ def _same(path: Path, inode: int) -> bool:
 
 def _take(client: socket.socket, server: socket.socket, stamp: str) -> bool:
     """Receive one command and fork its child. True when this server is stale and must go."""
-    if _peer_uid(client) != os.getuid():
+    if peer_uid(client) != os.getuid():
         return False
     try:
         client.settimeout(10)
-        head = client.recv(_FRAME.size, socket.MSG_PEEK)
-        if len(head) < _FRAME.size:
+        head = client.recv(HEADER.size, socket.MSG_PEEK)
+        if len(head) < HEADER.size:
             return False
-        _, size = _FRAME.unpack(head)
+        _, size = HEADER.unpack(head)
         fds = array.array("i")
-        data, ancillary, _, _ = client.recvmsg(_FRAME.size + size, socket.CMSG_LEN(3 * fds.itemsize))
+        data, ancillary, _, _ = client.recvmsg(HEADER.size + size, socket.CMSG_LEN(3 * fds.itemsize))
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-        while len(data) < _FRAME.size + size:
-            more = client.recv(_FRAME.size + size - len(data))
+        while len(data) < HEADER.size + size:
+            more = client.recv(HEADER.size + size - len(data))
             if not more:
                 raise OSError("the request ended early")
             data += more
-        request = json.loads(data[_FRAME.size:].decode("utf-8", "surrogateescape"))
+        request = json.loads(data[HEADER.size:].decode("utf-8", "surrogateescape"))
     except (OSError, ValueError):
         return False
     try:
         theirs = str(request.get("stamp"))
         if len(fds) != 3 or theirs != stamp:
-            _send(client, b"!")
+            send_frame(client, b"!")
             # The same installation with other code: this server is stale and goes. Another installation (another
             # Python or checkout) just runs its commands itself.
             return theirs.rsplit(":", 1)[0] == stamp.rsplit(":", 1)[0] and theirs != stamp
@@ -312,7 +286,7 @@ def _take(client: socket.socket, server: socket.socket, stamp: str) -> bool:
                 _child(client, list(fds), request)
             finally:
                 os._exit(70)
-        _send(client, b"p", str(pid).encode())
+        send_frame(client, b"p", str(pid).encode())
         return False
     except OSError:
         return False
@@ -371,7 +345,7 @@ def _child(client: socket.socket, fds: list[int], request: dict) -> None:
             except (OSError, ValueError):
                 pass
         try:
-            _send(client, b"x", str(code).encode())
+            send_frame(client, b"x", str(code).encode())
         except OSError:
             pass
         os._exit(code)

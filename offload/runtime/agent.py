@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from typing import Any
 
 import offload.errors as errors
 from offload.errors import OffloadError
+from offload.frames import peer_uid, recv_exact, recv_frame, send_frame
 from offload.paths import agent_dir, persist_seconds, private_dir
 from offload.runtime.transport import Result, Sink, Transport
 
@@ -48,42 +48,9 @@ PIDFILE = "agent.pid"
 LOCK = "agent.lock"
 LOG = "agent.log"
 _CHUNK = 65536
-_FRAME = struct.Struct(">cI")
 
 
-# --- the socket ------------------------------------------------------------------------------------------------
-
-
-def _peer_uid(sock: socket.socket) -> int:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
-
-
-# --- frames -------------------------------------------------------------------------------------------------------
-
-
-def send_frame(sock: socket.socket, kind: bytes, payload: bytes = b"") -> None:
-    sock.sendall(_FRAME.pack(kind, len(payload)) + payload)
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < size:
-        chunk = sock.recv(size - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-def recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
-    """The next frame, or None when the other side has gone."""
-    head = _recv_exact(sock, _FRAME.size)
-    if head is None:
-        return None
-    kind, size = _FRAME.unpack(head)
-    payload = _recv_exact(sock, size) if size else b""
-    return None if payload is None else (kind, payload)
+# --- errors across the socket ------------------------------------------------------------------------------------
 
 
 def _error_frame(e: OffloadError) -> bytes:
@@ -180,7 +147,7 @@ def _dial_agent(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
-        if _peer_uid(sock) != os.getuid():
+        if peer_uid(sock) != os.getuid():
             raise AgentUnavailable(f"{path} is served by another user")
     except (OSError, AgentUnavailable):
         sock.close()
@@ -484,7 +451,7 @@ class Agent:
     def _serve_client(self, client: socket.socket) -> None:
         try:
             with client:
-                if _peer_uid(client) != os.getuid():
+                if peer_uid(client) != os.getuid():
                     return
                 header = json.loads(_read_line(client))
                 self._handle(client, header)
@@ -614,7 +581,7 @@ def _read_line(sock: socket.socket, limit: int = 1 << 20) -> bytes:
     while True:
         ahead = sock.recv(_CHUNK, socket.MSG_PEEK)
         end = ahead.find(b"\n")
-        chunk = _recv_exact(sock, len(ahead) if end < 0 else end + 1) if ahead else None
+        chunk = recv_exact(sock, len(ahead) if end < 0 else end + 1) if ahead else None
         if chunk is None or len(buf) > limit:
             raise ValueError("no request")
         buf += chunk

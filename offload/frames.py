@@ -1,0 +1,47 @@
+"""Frames on this user's Unix sockets, spoken by the connection agent and the warm command server: a kind byte, a
+4-byte big-endian length and the payload. Also who is at the other end of such a socket.
+
+A leaf: it imports nothing of offload, so the `offload` executable's first steps stay light.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+HEADER = struct.Struct(">cI")
+
+
+def pack(kind: bytes, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+def send_frame(sock: socket.socket, kind: bytes, payload: bytes = b"") -> None:
+    sock.sendall(pack(kind, payload))
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    """SIZE bytes, or None when the other side went away first."""
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = sock.recv(size - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    """The next frame as (kind, payload), or None when the other side has gone."""
+    head = recv_exact(sock, HEADER.size)
+    if head is None:
+        return None
+    kind, size = HEADER.unpack(head)
+    payload = recv_exact(sock, size) if size else b""
+    return None if payload is None else (kind, payload)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected Unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
