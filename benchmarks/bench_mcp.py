@@ -16,7 +16,7 @@ import anyio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from bench_common import Bench  # noqa: E402  (also puts the project on sys.path)
+from bench_common import Bench, stop_agent  # noqa: E402  (also puts the project on sys.path)
 from tests.workers import make_repo, sshd_record, start_sshd, write_outputs  # noqa: E402
 
 CALLS = 20
@@ -75,6 +75,7 @@ def main() -> None:
     finally:
         subprocess.run(offload + ["clean", "--all", "--yes", "--outputs", str(outputs)], cwd=bench.base,
                        env=bench.env, capture_output=True)
+        stop_agent(bench.env)
         worker.stop()
 
 

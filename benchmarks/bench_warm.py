@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import Bench  # noqa: E402  (also puts the project on sys.path)
+from bench_common import Bench, stop_agent  # noqa: E402  (also puts the project on sys.path)
 from tests.workers import sshd_record, start_sshd, write_outputs  # noqa: E402
 
 FILES = int(os.environ.get("BENCH_FILES", "120"))
@@ -134,6 +134,7 @@ def main() -> None:
     finally:
         subprocess.run([sys.executable, "-m", "offload", "clean", "--all", "--yes", "--outputs", str(outputs)],
                        env=bench.env, capture_output=True)
+        stop_agent(bench.env)
         worker.stop()
 
 

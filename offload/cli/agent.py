@@ -49,6 +49,8 @@ def stop() -> None:
     from offload.cli.warm import stop_server
     from offload.jobs.connections import stop_agent
 
-    stop_server()  # the warm command server goes too: commands it is running go on
+    warm = stop_server()  # the warm command server goes too: commands it is running go on
     pid = stop_agent()
     print(f"stopped agent {pid}; its connections are closed" if pid else "no agent was running")
+    if warm:
+        print(f"stopped the warm command server {warm}")

@@ -133,7 +133,7 @@ def test_no_server_when_persist_is_zero_and_agent_stop_stops_it(setup: dict[str,
     state = json.loads(offload("agent", "status", "--json", cwd=setup["repo"], env=setup["env"]).stdout)
     assert state["warm_server_pid"] == pid
     p = offload("agent", "stop", cwd=setup["repo"], env=setup["env"])
-    assert p.returncode == 0
+    assert p.returncode == 0 and f"stopped the warm command server {pid}\n" in p.stdout.decode()
     wait_for(lambda: not proc_alive(pid), timeout=20, what="the warm server to stop")
 
 
