@@ -171,9 +171,33 @@ def server_pid() -> int | None:
         return None
 
 
+def _lock_held(directory: Path) -> bool:
+    """A server holds the lock: it runs, or is starting and has not written its pid yet."""
+    import fcntl
+
+    try:
+        with open(directory / LOCK, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return False
+
+
 def stop_server() -> int | None:
-    """Stop the warm server (commands it started go on); its pid, or None when none ran."""
+    """Stop the warm server (commands it started go on); its pid, or None when none ran. A server still starting
+    (the previous command started it a moment ago) is waited for, briefly, and stopped too."""
+    import time
+
     pid = server_pid()
+    directory = _place()
+    deadline = time.monotonic() + 5
+    while pid is None and directory is not None and _lock_held(directory) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pid = server_pid()
     if pid is not None:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -193,3 +193,16 @@ def test_a_command_of_another_installation_runs_itself_and_leaves_the_server(set
         assert s.recv(5)[:1] == b"!", "refused: nothing ran"
     time.sleep(0.5)
     assert proc_alive(pid) and not children_map().get(pid), "the server serves on"
+
+
+def test_agent_stop_also_stops_a_server_still_starting(setup: dict[str, Any]) -> None:
+    """`offload agent stop` right after a command stops the server that command has just started."""
+    env = dict(os.environ, **setup["env"])
+    both = (f"{sys.executable} -m offload status --outputs {setup['out']} > /dev/null && "
+            f"{sys.executable} -m offload agent stop")
+    p = subprocess.run(both, shell=True, cwd=setup["repo"], env=env, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "stopped the warm command server " in p.stdout.decode(), p.stdout
+    time.sleep(1)
+    pidfile = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.PIDFILE
+    assert not pidfile.exists() or not proc_alive(int(pidfile.read_text() or 0))
