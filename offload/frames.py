@@ -32,7 +32,14 @@ def recv_exact(sock: socket.socket, size: int) -> bytes | None:
 
 
 def recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
-    """The next frame as (kind, payload), or None when the other side has gone."""
+    """The next frame as (kind, payload), or None when the other side has gone (closed or reset)."""
+    try:
+        return _recv_frame(sock)
+    except OSError:
+        return None
+
+
+def _recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
     head = recv_exact(sock, HEADER.size)
     if head is None:
         return None

@@ -124,10 +124,7 @@ def forward(argv: list[str]) -> int | None:
         signal.signal(signum, relay)
     with sock:
         while True:
-            try:
-                frame = recv_frame(sock)
-            except OSError:
-                frame = None
+            frame = recv_frame(sock)
             if frame is None:
                 print("offload: the warm command server went away in the middle of the command", file=sys.stderr)
                 return 1

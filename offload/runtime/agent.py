@@ -229,10 +229,7 @@ def _reply(sock: socket.socket, notice: Callable[[str], None] = lambda m: None) 
     """The reply to a request that has one (notices passed on); AgentUnavailable when the agent went away."""
     with sock:
         while True:
-            try:
-                frame = recv_frame(sock)
-            except OSError:
-                frame = None
+            frame = recv_frame(sock)
             if frame is None:
                 raise AgentUnavailable("the agent went away")
             kind, payload = frame
@@ -281,10 +278,7 @@ class AgentTransport:
         started = False
         with sock:
             while True:
-                try:
-                    frame = recv_frame(sock)
-                except OSError:
-                    frame = None
+                frame = recv_frame(sock)
                 if frame is None:
                     if not started:
                         raise AgentUnavailable("the agent went away")
@@ -519,8 +513,9 @@ class Agent:
     def _step(self, client: socket.socket, header: dict[str, Any]) -> None:
         stdin = _read_input(client) if header.get("stdin") else None
         notice = _notices_to(client)
+        spec = DialSpec.from_dict(header["spec"])
         try:
-            held, transport = self._transport(DialSpec.from_dict(header["spec"]), notice)
+            held, transport = self._transport(spec, notice)
             send_frame(client, b"s")
             held.steps += 1
             code = transport.stream([str(a) for a in header["argv"]], lambda b: send_frame(client, b"o", b),
@@ -530,7 +525,7 @@ class Agent:
             send_frame(client, b"!", _error_frame(e))
             return
         finally:
-            held_now = self.held.get(DialSpec.from_dict(header["spec"]).key())
+            held_now = self.held.get(spec.key())
             if held_now is not None:
                 held_now.used = time.monotonic()
         send_frame(client, b"x", json.dumps({"exit": code}).encode())
