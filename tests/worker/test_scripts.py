@@ -121,3 +121,40 @@ def test_the_shell_id_rule_is_the_python_id_rule(shell: str) -> None:
     expected = ["1" if ID_RULE.match(i) else "0" for i in IDS if "\n" not in i]
     assert verdicts == expected
     assert expected.count("1") == 9  # the corpus holds both kinds
+
+
+# --- a task that ends while it is being read ----------------------------------------------------------------------
+
+# A task writes its exit code, then its final state, then exits. The `get` below makes that happen right after the
+# AFTER-th read of a task file, which is what a loaded worker does at random.
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+@pytest.mark.parametrize("after", [1, 2])
+def test_a_task_that_ends_between_two_reads_keeps_its_exit_code(shell: str, after: int, tmp_path: Path) -> None:
+    body = r'''
+jd=$1 after=$2
+mkdir -p "$jd/tasks/main"
+sh -c 'exit 0' & dead=$!
+wait "$dead"
+printf 'running\n' > "$jd/tasks/main/state"
+printf '%s\n' "$dead" > "$jd/tasks/main/pid"
+reads=0
+get() {
+	_got=
+	if [ -f "$1" ]; then
+		{ IFS= read -r _got < "$1"; } 2> /dev/null || :
+	fi
+	case $1 in "$jd/tasks/main/"state | "$jd/tasks/main/"exit)
+		reads=$((reads + 1))
+		# the task ends here: exit code, final state, gone
+		[ "$reads" = "$after" ] && printf '5\n' > "$jd/tasks/main/exit" && printf 'failed\n' > "$jd/tasks/main/state"
+		;;
+	esac
+	return 0
+}
+job_begin "$jd"
+task_state main
+printf '%s %s\n' "$_state" "$_exit"
+'''
+    assert _lib(body, str(tmp_path / "job"), str(after), shell=shell).split() == ["failed", "5"]

@@ -232,13 +232,16 @@ task_state() { # TASK (after job_begin): the task's state in _state, its exit co
 	# its exit code, or failed without one. Before its process is recorded it is starting, as long as a runner
 	# is alive (or not recorded yet) to start it.
 	_ts_td=$_jd/tasks/$1
+	# The state before the exit code: a task writes its exit code before its final state, so a final state read
+	# first is never paired with an exit code read before the task wrote it.
+	get "$_ts_td/state"
+	_ts_state=$_got
 	get "$_ts_td/exit"
 	_exit=$_got
 	is_number "$_exit" || _exit=
-	get "$_ts_td/state"
-	case $_got in
+	case $_ts_state in
 	success | failed | skipped)
-		_state=$_got
+		_state=$_ts_state
 		return 0
 		;;
 	running) ;;
@@ -248,6 +251,12 @@ task_state() { # TASK (after job_begin): the task's state in _state, its exit co
 		;;
 	esac
 	pidfile "$_ts_td/pid"
+	if [ "$_alive" = 0 ] && [ -z "$_exit" ]; then
+		# Gone since the exit code was read: what it wrote before it went is there now.
+		get "$_ts_td/exit"
+		_exit=$_got
+		is_number "$_exit" || _exit=
+	fi
 	if [ "$_alive" = 1 ]; then
 		_state=running
 	elif [ -n "$_exit" ]; then
