@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 
 def offload(*args: str, cwd: Path, key: Path | None = None, env: dict[str, str] | None = None,
@@ -53,3 +53,40 @@ def container_hostname(name: str) -> str:
 
     return subprocess.run(["docker", "inspect", "-f", "{{.Config.Hostname}}", name], capture_output=True,
                           text=True, check=True).stdout.strip()
+
+
+def worker_setup(request: Any, kind: str, tmp_path: Path) -> dict[str, Any]:
+    """Where a test's jobs run, for a `worker` fixture parametrized over KIND: the built-in `local` worker, an
+    `sshd` host, an sshd host's worker `container`, or a `gce` instance (that container behind the Compute API
+    fake). Returns the arguments and environment every command takes, and the workspace (None for local)."""
+    from tests.workers import sshd_record, write_outputs
+
+    if kind == "local":
+        return {"args": [], "env": {}, "workspace": None}
+    if kind == "gce":
+        vm: Any = request.getfixturevalue("ssh_docker_worker")
+        compute = request.getfixturevalue("compute_fake")
+        compute.add("offload-dev-0", status="RUNNING", host_keys={"ssh-ed25519": vm.ssh.host_key.split()[1]})
+        record = sshd_record(vm, name="offload-dev-0", instance="offload-dev-0", project="p", zone="us-west1-a",
+                             host_keys=[], image=vm.container.image)
+        out = write_outputs(tmp_path / "o.json", "gce-cos", [record])
+        return {"args": ["--outputs", str(out)], "env": {"OFFLOAD_SSH_KEY": str(vm.ssh.key_path)},
+                "workspace": str(vm.workspace)}
+    w: Any = request.getfixturevalue("sshd_worker" if kind == "sshd" else "ssh_docker_worker")
+    ssh = w if kind == "sshd" else w.ssh
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(w)])
+    return {"args": ["--outputs", str(out)], "env": {"OFFLOAD_SSH_KEY": str(ssh.key_path)},
+            "workspace": str(w.workspace)}
+
+
+def on_worker(worker: dict[str, Any], repo: Path, *args: str,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """`offload VERB ARGS...` in REPO against WORKER (a `worker_setup` dict)."""
+    verb, rest = args[0], args[1:]
+    return offload(verb, *worker["args"], *rest, cwd=repo, env={**worker["env"], **(env or {})})
+
+
+def ran(worker: dict[str, Any], repo: Path, job: str, command: str) -> None:
+    """Run COMMAND as job JOB and wait for it; it must succeed."""
+    p = on_worker(worker, repo, "run", "--job", job, "--wait", "--", command)
+    assert p.returncode == 0, p.stderr

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import offload, stderr_line
-from tests.workers import git, make_repo, sshd_record, tree_digest, write_outputs
+from tests.e2e.helpers import on_worker, ran, stderr_line, worker_setup
+from tests.workers import git, make_repo, tree_digest
 
 JOB_EDITS = ("printf 'content 0, edited by the job\\n' > file0.txt; rm file1.txt; echo made > made.txt; "
              "mkdir -p deep/er; echo deeper > deep/er/x.txt; chmod +x file2.txt; chmod -x run.sh; "
@@ -23,25 +23,8 @@ JOB_EDITS = ("printf 'content 0, edited by the job\\n' > file0.txt; rm file1.txt
 
 @pytest.fixture(params=["local", "sshd", "container", "gce"])
 def worker(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """Where the jobs run: the built-in local worker, an sshd host, an sshd host's worker container, or a GCE
-    instance (that container behind the Compute API fake). Returns the arguments and environment every command
-    takes, and the workspace."""
-    if request.param == "local":
-        return {"args": [], "env": {}, "workspace": None}
-    if request.param == "gce":
-        vm: Any = request.getfixturevalue("ssh_docker_worker")
-        compute = request.getfixturevalue("compute_fake")
-        compute.add("offload-dev-0", status="RUNNING", host_keys={"ssh-ed25519": vm.ssh.host_key.split()[1]})
-        record = sshd_record(vm, name="offload-dev-0", instance="offload-dev-0", project="p", zone="us-west1-a",
-                             host_keys=[], image=vm.container.image)
-        out = write_outputs(tmp_path / "o.json", "gce-cos", [record])
-        return {"args": ["--outputs", str(out)], "env": {"OFFLOAD_SSH_KEY": str(vm.ssh.key_path)},
-                "workspace": str(vm.workspace)}
-    w: Any = request.getfixturevalue("sshd_worker" if request.param == "sshd" else "ssh_docker_worker")
-    ssh = w if request.param == "sshd" else w.ssh
-    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(w)])
-    return {"args": ["--outputs", str(out)], "env": {"OFFLOAD_SSH_KEY": str(ssh.key_path)},
-            "workspace": str(w.workspace)}
+    """Where the jobs run (see `worker_setup`)."""
+    return worker_setup(request, request.param, tmp_path)
 
 
 @pytest.fixture
@@ -54,13 +37,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def cmd(worker: dict[str, Any], repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    verb, rest = args[0], args[1:]
-    return offload(verb, *worker["args"], *rest, cwd=repo, env=worker["env"])
-
-
-def ran(worker: dict[str, Any], repo: Path, job: str, command: str) -> None:
-    p = cmd(worker, repo, "run", "--job", job, "--wait", "--", command)
-    assert p.returncode == 0, p.stderr
+    return on_worker(worker, repo, *args)
 
 
 def _local_state(repo: Path) -> dict[str, str]:
