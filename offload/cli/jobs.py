@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from offload.cli.app import app
-from offload.cli.common import IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, open_service
+from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir,
+                                open_service)
 from offload.errors import UsageError
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ def clean(job: Annotated[Optional[str], typer.Argument(help="Job id.", show_defa
         return typer.confirm(f"Remove {total} jobs (sessions, worktrees and refs)?", abort=True)
 
     with open_service(stack, outputs, worker, identity, iap) as service:
-        report = service.clean(job) if job else service.clean_all(confirm)
+        report = service.clean(job, current_dir()) if job else service.clean_all(confirm)
     if json:
         print_json(_without_empty_errors(report.to_dict()))
     elif not report.cleaned and not report.errors:

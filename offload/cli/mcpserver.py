@@ -218,7 +218,7 @@ def build_server(session: Session, cwd: Callable[[], Path]) -> MCPServer:
     def clean(job: JobArg) -> dict[str, Any]:
         """End a job and remove everything it left on the worker: its processes, worktree lease, result and
         logs."""
-        return session.call(lambda s: s.clean(job)).to_dict()
+        return session.call(lambda s: s.clean(job, cwd())).to_dict()
 
     @server.tool(description=f"Fetch a job's result into {job_ref('JOB')} of this repository (only the objects "
                              "it lacks) and return its diffstat; nothing else is written locally.")

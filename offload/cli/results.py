@@ -14,18 +14,22 @@ from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackO
                                 open_service)
 
 JobArg = Annotated[str, typer.Argument(help="Job id, as `offload run` printed it.", show_default=False)]
+UnverifiedOpt = Annotated[bool, typer.Option(
+    "--unverified", help="Take a result that cannot be proved to be its runner's own record (a job started "
+    "elsewhere, a runner that died, or a record something on the worker changed).")]
 
 
 @app.command(help=f"Fetch a job's result into the ref {job_ref('JOB')} of this repository and print its "
                   "diffstat.\n\n"
                   "Only the objects this repository lacks travel; nothing else is written locally.")
 def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
-         json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+         json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False,
+         unverified: UnverifiedOpt = False) -> None:
     from offload.cli.ui import print_json
 
     cwd = current_dir()
     with open_service(stack, outputs, worker, identity, iap) as service:
-        pulled = service.pull(job, cwd)
+        pulled = service.pull(job, cwd, unverified=unverified)
     if json:
         print_json(pulled.to_dict())
         return
@@ -35,12 +39,12 @@ def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker
 
 @app.command(help="Print a job's changes against its snapshot, as a git diff (pulls first when needed).")
 def diff(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
-         identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+         identity: IdentityOpt = None, iap: IapOpt = False, unverified: UnverifiedOpt = False) -> None:
     from offload.cli.ui import OutputClosed, write_out
 
     cwd = current_dir()
     with open_service(stack, outputs, worker, identity, iap) as service:
-        text = service.diff(job, cwd)
+        text = service.diff(job, cwd, unverified=unverified)
     try:
         write_out(text)
     except OutputClosed:
@@ -49,15 +53,37 @@ def diff(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker
 
 @app.command(help="Apply a job's changes to the working tree with a three-way merge (pulls first when needed).\n\n"
                   "Your own uncommitted changes are kept; on any conflict nothing is written and the files are "
-                  "named. The index, HEAD and files this repository ignores (by any rule of this machine) are never "
-                  "touched.")
+                  "named. A file git does not track here is never overwritten or removed, and a path git would refuse "
+                  "to check out is never written. The index, HEAD and files this repository ignores (by any rule of "
+                  "this machine) are never touched. What the apply replaces is kept under refs/offload/backup/JOB: "
+                  "`--undo` puts it back.")
 def apply(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
-          json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+          json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False,
+          undo: Annotated[bool, typer.Option("--undo", help="Put back what the last apply of JOB changed, where it "
+                                             "is still as the apply left it.")] = False,
+          unverified: UnverifiedOpt = False,
+          unrelated: Annotated[bool, typer.Option("--unrelated", help="Apply a result that does not build on the "
+                                                  "snapshot the job ran on.")] = False,
+          allow_filters: Annotated[bool, typer.Option("--allow-filters", help="Apply a change to .gitmodules, or to "
+                                                      ".gitattributes that names a filter, diff or merge driver "
+                                                      "(git runs those here later).")] = False) -> None:
     from offload.cli.ui import print_json
 
     cwd = current_dir()
+    if undo:
+        from offload.jobs.service import JobService
+
+        applied = JobService.undo_apply(job, cwd)
+        if json:
+            print_json(applied.to_dict())
+            return
+        for name in applied.files:
+            print(name)
+        if not applied.files:
+            print(f"nothing to put back: the files job {job} changed are as they were", file=sys.stderr)
+        return
     with open_service(stack, outputs, worker, identity, iap) as service:
-        applied = service.apply(job, cwd)
+        applied = service.apply(job, cwd, unverified=unverified, unrelated=unrelated, allow_filters=allow_filters)
     if json:
         print_json(applied.to_dict())
         return
@@ -70,6 +96,8 @@ def apply(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worke
               file=sys.stderr)
     if not applied.files and not applied.skipped:
         print("nothing to apply: the working tree has the job's changes already", file=sys.stderr)
+    elif applied.files:
+        print(f"offload: `offload apply --undo {job}` puts back what this changed", file=sys.stderr)
 
 
 @app.command(help="Copy files or directories from a job's worktree, ignored build outputs included, into "

@@ -22,6 +22,7 @@ LAUNCHED = "offload-launched"  # first word of the line the script prints when t
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_RESULT_KEY = re.compile(r"[0-9a-f]{64,128}")
 # tmux finds its server through TMUX*, IFS would change how the runner reads its files, offload sets the
 # OFFLOAD_* ones for every task, and graph.sh keeps its own variables to names starting with '_' (a variable
 # imported from the environment stays exported, so a clash would change what the task sees).
@@ -75,12 +76,16 @@ def validate_meta(meta: Mapping[str, str]) -> None:
 
 
 def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str],
-                  meta: Mapping[str, str]) -> str:
+                  meta: Mapping[str, str], result_key: str | None = None) -> str:
     """A script for `sh -s` that creates the job directory and starts the job's tmux server.
 
+    RESULT_KEY (hex) is the key the runner signs the job's result with: it travels in the script, as secrets do,
+    and waits in a private file of the job's directory only until the runner has read it, before any task runs.
     It prints `offload-launched JOB RUNNER_PID` on success and exits with a LaunchExit code otherwise.
     """
     job = validate_id(paths.job, "job id")
+    if result_key is not None and not _RESULT_KEY.fullmatch(result_key):
+        raise UsageError("a result key is 32 to 64 bytes of hex")
     if not paths.worktree.startswith("/"):
         raise UsageError(f"job {job} has no worktree to run in")
     validate_env(env)
@@ -113,6 +118,9 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
         heredoc(f"{job_dir}/meta", "".join(f"{k}={v}\n" for k, v in meta.items()),
                 "abort 1 'cannot write meta'").rstrip("\n"),
     ]
+    if result_key is not None:
+        # printf is a builtin: the key is in no argv. The umask is 077 here.
+        lines.append(f"printf '%s\\n' {result_key} > {job_dir}/result-key || abort 1 'cannot write the job directory'")
     for task in playbook.tasks:
         task_dir = q(paths.task_dir(task.name))
         lines += [

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offload.errors import AuthFailed, HostKeyMismatch, JobNotFound, OffloadError, UsageError
+from offload.errors import AuthFailed, HostKeyMismatch, JobExists, JobNotFound, OffloadError, UsageError
 from offload.jobs.fleet import Fleet, Outcome, Reach, quiet
 from offload.jobs.launch import ENV_NAME
 from offload.jobs.playbook import Playbook, get_playbook
 from offload.jobs.state import Disk, JobStatus, State, Survivor, job_order
 from offload.jobs.worker import Sink, StartedJob, WorkerJobs
 from offload.outputs import StackOutputs
-from offload.providers import (LocalRepository, WorkerProvider, local_repository, repo_root, results,
-                               snapshot_of_ref, take_snapshot)
+from offload.providers import (LocalRepository, WorkerProvider, apply_engine, local_repository, repo_root,
+                               results, snapshot_of_ref, take_snapshot)
 from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES, job_ref, validate_id
 
 @dataclass(frozen=True)
@@ -241,7 +241,19 @@ class JobService:
             provider = connecting.result()
         progress(f"syncing to {provider.name}")
         jobs = WorkerJobs(provider)
-        started: StartedJob = jobs.start(snapshot, plan, job_id=job_id, env=env, meta=meta)
+        # What this machine will check the job's result against: the snapshot it sends, and a key only the
+        # job's runner learns (see offload/runtime/results.py). Kept before the launch, so no result goes unproved.
+        # It is written once the sync has claimed the job's id on the worker (an id in use keeps its own record).
+        record = results.JobRecord(job_id, provider.name, snapshot.commit, results.new_result_key())
+        try:
+            started: StartedJob = jobs.start(snapshot, plan, job_id=job_id, env=env, meta=meta,
+                                             result_key=record.key,
+                                             before_launch=lambda: results.save_record(snapshot.state_dir, record))
+        except JobExists:
+            raise
+        except BaseException:
+            results.forget_record(snapshot.state_dir, job_id)
+            raise
         self._where[job_id] = jobs
         return Submitted(started.id, started.worker, started.pack_bytes)
 
@@ -364,42 +376,82 @@ class JobService:
         result = results.local_commit(local.root, results.result_ref(validate_id(job_id)))
         return local, result
 
-    def pull(self, job_id: str, cwd: Path) -> Pulled:
+    def pull(self, job_id: str, cwd: Path, *, unverified: bool = False, verb: str = "pull") -> Pulled:
         """Fetch the job's result into the job's ref of the repository at CWD: only the objects it lacks
-        travel, as a thin pack against the snapshot it sent. Nothing else is written locally."""
+        travel, as a thin pack against the snapshot it sent. Nothing else is written locally. The result is taken
+        only when its runner's proof checks out against the job's record on this machine (ResultUnverified
+        otherwise), unless UNVERIFIED."""
         local, _ = self._local(job_id, cwd)
         jobs = self._jobs_of(job_id)
         job = jobs.job(job_id)
         ran = Path(job.meta.get("repo", "")).name.removesuffix(".git")
         if ran and ran != local.repo_id:
             raise UsageError(f"job {job_id} ran another repository ({ran}); run this from that repository")
+        record = results.load_record(local.state_dir, job_id)
         # What the worker may build on: the snapshot we sent, if its objects are still in the cache, else the
         # commit it was taken on, which the repository has.
-        snapshot, head = job.meta.get("commit", ""), job.meta.get("head", "")
+        snapshot = record.snapshot if record else job.meta.get("commit", "")
         haves = [c for c in (results.local_commit(local.root, snapshot, local.store_env),
-                             results.local_commit(local.root, head)) if c][:1]
-        result, snapshot, pack = jobs.fetch_result(job_id, haves)
+                             results.local_commit(local.root, job.meta.get("head", ""))) if c][:1]
+        result, said_snapshot, mac, pack = jobs.fetch_result(job_id, haves)
+        verified = True
+        try:
+            results.check_result(record, job_id, jobs.worker, result, mac, verb=verb)
+        except results.ResultUnverified:
+            if not unverified:
+                raise
+            verified = False
+        if record is None or not verified:
+            snapshot = said_snapshot
         size = results.store_result(local.root, job_id, result, snapshot, pack, bases_env=local.store_env)
+        if record is not None:
+            record.verified = result if verified else None
+            results.save_record(local.state_dir, record)
         return Pulled(job_id, jobs.worker, result, snapshot, size, results.diffstat(local.root, snapshot, result))
 
-    def _pulled(self, job_id: str, cwd: Path) -> tuple[LocalRepository, str, str]:
-        """The local repository, and the job's snapshot and result in it, pulling first when needed."""
+    def _pulled(self, job_id: str, cwd: Path, verb: str, *,
+                unverified: bool = False) -> tuple[LocalRepository, str, str]:
+        """The local repository, and the job's snapshot and result in it, pulling first when needed. A result
+        pulled before is used only as it was checked then (ResultUnverified otherwise, unless UNVERIFIED)."""
         local, result = self._local(job_id, cwd)
         if result is None:
-            pulled = self.pull(job_id, cwd)
+            pulled = self.pull(job_id, cwd, unverified=unverified, verb=verb)
             return local, pulled.snapshot, pulled.result
+        record = results.load_record(local.state_dir, job_id)
+        if record is not None and record.verified == result:
+            return local, record.snapshot, result
+        if not unverified:
+            raise results.ResultUnverified(f"the result of job {job_id} in {job_ref(job_id)} was not proved to be "
+                                           "its runner's when it was pulled",
+                                           hint=results.unverified_hint(verb, job_id))
         return local, results.snapshot_of_result(local.root, result), result
 
-    def diff(self, job_id: str, cwd: Path) -> bytes:
+    def diff(self, job_id: str, cwd: Path, *, unverified: bool = False) -> bytes:
         """The job's changes against its snapshot, as a git diff."""
-        local, snapshot, result = self._pulled(job_id, cwd)
+        local, snapshot, result = self._pulled(job_id, cwd, "diff", unverified=unverified)
         return results.diff(local.root, snapshot, result)
 
-    def apply(self, job_id: str, cwd: Path) -> Applied:
-        """The job's changes, merged three ways into the working tree; on a conflict nothing is written."""
-        local, snapshot, result = self._pulled(job_id, cwd)
-        plan, skipped = results.plan_apply(local.root, snapshot, result)
-        return Applied(job_id, results.write_plan(local.root, plan), skipped)
+    def apply(self, job_id: str, cwd: Path, *, unverified: bool = False, unrelated: bool = False,
+              allow_filters: bool = False) -> Applied:
+        """The job's changes, merged three ways into the working tree (offload/runtime/apply.py): never over
+        untracked work, never a path git refuses, with what it replaces kept for `undo_apply`. On a conflict or a
+        refusal nothing is written. A result that does not build on the job's snapshot is refused unless
+        UNRELATED; a change that makes git run a filter or driver here, unless ALLOW_FILTERS."""
+        local, snapshot, result = self._pulled(job_id, cwd, "apply", unverified=unverified)
+        if not unrelated and not results.descends(local.root, result, snapshot):
+            raise apply_engine.ApplyRefused(f"the result of job {job_id} does not build on the snapshot it ran on "
+                                            "(the job moved its worktree to other history); nothing was applied",
+                                            hint=f"see it with `offload diff {job_id}`; if you want it all the "
+                                            f"same, `offload apply --unrelated {job_id}`")
+        plan = apply_engine.plan_apply(local.root, snapshot, result, allow_filters=allow_filters, job=job_id)
+        return Applied(job_id, apply_engine.apply(local.root, job_id, plan, result=result), plan.skipped)
+
+    @staticmethod
+    def undo_apply(job_id: str, cwd: Path) -> Applied:
+        """Put back what the last `apply` of the job changed in the working tree at CWD, where it is still as the
+        apply left it."""
+        local = local_repository(cwd)
+        return Applied(validate_id(job_id), apply_engine.undo(local.root, job_id))
 
     def get(self, job_id: str, paths: Sequence[str], cwd: Path, to: Path | None = None, *,
             missing_ok: bool = False) -> Fetched:
@@ -434,11 +486,17 @@ class JobService:
 
     # --- clean -----------------------------------------------------------------------------------
 
-    def clean(self, job_id: str) -> CleanReport:
-        """End the job's session and remove its worktree, refs and state."""
+    def clean(self, job_id: str, cwd: Path | None = None) -> CleanReport:
+        """End the job's session and remove its worktree, refs and state (and, from the repository at CWD, what
+        this machine kept of it)."""
         jobs = self._jobs_of(job_id)
         survivors = jobs.clean(job_id)
         self._where.pop(job_id, None)
+        if cwd is not None:
+            try:
+                results.forget_record(local_repository(cwd).state_dir, job_id)
+            except OffloadError:
+                pass  # not in a repository: nothing of the job was kept here
         return CleanReport(cleaned=[(jobs.worker, job_id)], survivors=[(jobs.worker, s) for s in survivors])
 
     def clean_all(self, confirm: Callable[[int], bool] = lambda count: True) -> CleanReport:

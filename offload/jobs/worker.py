@@ -50,7 +50,8 @@ class WorkerJobs:
     # --- start -----------------------------------------------------------------------------------
 
     def start(self, snapshot: Snapshot, playbook: Playbook, *, job_id: str, env: dict[str, str],
-              meta: dict[str, str] | None = None) -> StartedJob:
+              meta: dict[str, str] | None = None, result_key: str | None = None,
+              before_launch: Callable[[], None] | None = None) -> StartedJob:
         from offload.jobs.launch import launch_script
 
         validate_id(job_id)
@@ -64,12 +65,16 @@ class WorkerJobs:
         info.update(meta or {})
         # Everything that can be refused is refused before the sync writes anything on the worker (the worktree
         # is only known once leased). Text that is not UTF-8 (an --env value, a command) travels as its bytes.
-        launch_script(replace(paths, worktree="/"), playbook, env=env, meta=info).encode("utf-8", "surrogateescape")
+        launch_script(replace(paths, worktree="/"), playbook, env=env, meta=info,
+                      result_key=result_key).encode("utf-8", "surrogateescape")
         stats = self.provider.sync(snapshot, paths)
         paths = replace(paths, worktree=stats.worktree)
         info["worktree"] = stats.worktree
         try:
-            script = launch_script(paths, playbook, env=env, meta=info).encode("utf-8", "surrogateescape")
+            script = launch_script(paths, playbook, env=env, meta=info,
+                                   result_key=result_key).encode("utf-8", "surrogateescape")
+            if before_launch is not None:
+                before_launch()
             self.provider.launch(script, job_id)
         except BaseException:
             self._take_back(job_id, repo)
@@ -216,8 +221,9 @@ class WorkerJobs:
 
     # --- results -------------------------------------------------------------------------------------
 
-    def fetch_result(self, job_id: str, haves: Sequence[str]) -> tuple[str, str, bytes]:
-        """The job's result commit, its snapshot, and a thin pack of what the result needs beyond HAVES."""
+    def fetch_result(self, job_id: str, haves: Sequence[str]) -> tuple[str, str, str, bytes]:
+        """The job's result commit, its snapshot (as the worker's ref says), its runner's proof (`-`: none), and a
+        thin pack of what the result needs beyond HAVES."""
         out = io.BytesIO()
         code = self.provider.stream(result_argv(self.provider.workspace, job_id, haves), out.write)
         if code == 5:
@@ -231,9 +237,9 @@ class WorkerJobs:
         data = out.getvalue()
         header, _, pack = data.partition(b"\n")
         fields = header.decode("utf-8", "replace").split("\t")
-        if code != 0 or len(fields) != 3 or fields[0] != "result":
+        if code != 0 or len(fields) != 4 or fields[0] != "result" or not re.fullmatch(r"[0-9a-f]{40,64}", fields[1]):
             raise OffloadError(f"cannot read the result of job {job_id} from worker {self.worker} (exit {code})")
-        return fields[1], "" if fields[2] == "-" else fields[2], pack
+        return fields[1], "" if fields[2] == "-" else fields[2], fields[3], pack
 
     def get_files(self, job_id: str, paths: Sequence[str], sink: Sink, *, missing_ok: bool = False) -> None:
         """A tar stream of PATHS from the job's worktree, to SINK; nothing reaches SINK unless all are good."""

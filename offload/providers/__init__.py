@@ -1,7 +1,7 @@
 """Providers: one module per provider type, all implementing WorkerProvider; `provider_for` picks one.
 
 This package is what the jobs layer sees of the runtime: the providers' verbs, the snapshot of the local working
-tree that `sync` sends, the result of a step on a worker, (`results`) what a job's result does locally, and
+tree that `sync` sends, the result of a step on a worker, (`results`, `apply_engine`) what a job's result does locally, and
 (`connection_agent`) the process that keeps workers' connections open between commands.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.providers.base import ProviderOptions, SshEntry, WorkerProvider, WorkerStatus
 from offload.runtime import agent as connection_agent
+from offload.runtime import apply as apply_engine
 from offload.runtime import results
 from offload.runtime.localgit import repo_root
 from offload.runtime.snapshot import LocalRepository, Snapshot, local_repository, snapshot_of_ref, take_snapshot
@@ -46,5 +47,5 @@ def preload() -> None:
     import offload.runtime.sync  # noqa: F401
 
 
-__all__ = ["LocalRepository", "connection_agent", "ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus",
+__all__ = ["LocalRepository", "apply_engine", "connection_agent", "ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus",
            "check", "local_repository", "preload", "provider_for", "repo_root", "results", "snapshot_of_ref", "take_snapshot"]

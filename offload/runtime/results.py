@@ -1,29 +1,129 @@
-"""A job's result at home: its objects in the local repository, its diff, a three-way apply, and its files.
+"""A job's result at home: the record that proves a result is its runner's own, its objects in the local
+repository, its diff, and its files (offload/runtime/apply.py brings its changes into the working tree).
 
 Only the result commands write locally, and only this: `pull` adds objects and the job's ref (`job_ref`); `apply`
-changes the working-tree files the job changed (never the index, HEAD or any ref, never an ignored file); `get`
+changes the working-tree files the job changed and keeps what they were under `refs/offload/backup/JOB`; `get`
 writes under its destination.
+
+Trust: everything on the worker can be rewritten by any job there. What this machine trusts is what it made
+itself when it started the job (the job's record: the snapshot it sent and a random key that only the job's
+runner learns), so a result is taken only when the runner's proof (`result_mac`) checks out with that key.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
-import stat
+import re
+import secrets
 import tarfile
-import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from offload.errors import OffloadError, SyncError, UsageError
 from offload.runtime.localgit import run_git
-from offload.worker.layout import job_ref
+from offload.worker.layout import job_ref, validate_id
+
+RECORD_DAYS = 60  # how long this machine remembers a job it started (its snapshot and its result key)
 
 
-class ApplyConflict(OffloadError):
-    """The job's changes do not apply over the local working tree; nothing was written."""
+class ResultUnverified(OffloadError):
+    """A job's result is not the one its runner recorded, or this machine cannot tell; nothing was taken."""
 
     exit_code = 1
+
+
+# --- what this machine knows of the jobs it started --------------------------------------------------------------
+
+
+@dataclass
+class JobRecord:
+    """What this machine made when it started a job: the snapshot it sent, and the key the job's runner signs
+    the result with. VERIFIED is the result that was checked against them when it was pulled."""
+
+    job: str
+    worker: str
+    snapshot: str
+    key: str
+    verified: str | None = None
+
+
+def new_result_key() -> str:
+    return secrets.token_hex(32)
+
+
+def result_mac(key: str, job: str, commit: str) -> str:
+    """The runner's proof that COMMIT is JOB's result: git's blob hash of the key, the job and the commit (what
+    `record_result` in the worker's lib.sh computes with `git hash-object`)."""
+    body = f"offload-result\n{key}\n{job}\n{commit}\n".encode()
+    return hashlib.sha1(b"blob %d\0" % len(body) + body).hexdigest()
+
+
+def unverified_hint(verb: str, job: str) -> str:
+    return f"if you trust it, `offload {verb} --unverified {job}` takes it anyway"
+
+
+def _records_dir(state_dir: Path) -> Path:
+    return state_dir / "jobs"
+
+
+def save_record(state_dir: Path, record: JobRecord) -> None:
+    """Keep RECORD (mode 0600: it holds the key) in the repository's state directory on this machine; forget
+    records older than RECORD_DAYS on the way."""
+    directory = _records_dir(state_dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"{validate_id(record.job)}.json"
+    tmp = directory / f".{record.job}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(record), f)
+    os.replace(tmp, path)
+    cutoff = time.time() - RECORD_DAYS * 86400
+    for old in directory.glob("*.json"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:
+            pass
+
+
+def load_record(state_dir: Path, job: str) -> JobRecord | None:
+    try:
+        data = json.loads((_records_dir(state_dir) / f"{validate_id(job)}.json").read_text())
+        record = JobRecord(**{k: data.get(k) for k in ("job", "worker", "snapshot", "key", "verified")})
+    except (OSError, ValueError, TypeError):
+        return None
+    if not (isinstance(record.key, str) and isinstance(record.snapshot, str) and record.job == job):
+        return None
+    return record
+
+
+def forget_record(state_dir: Path, job: str) -> None:
+    try:
+        (_records_dir(state_dir) / f"{validate_id(job)}.json").unlink()
+    except OSError:
+        pass
+
+
+def check_result(record: JobRecord | None, job: str, worker: str, result: str, mac: str, *,
+                 verb: str = "pull") -> None:
+    """ResultUnverified unless RESULT is the record its runner signed for the job this machine started. VERB is the
+    command that asked, for the hint."""
+    hint = unverified_hint(verb, job)
+    if record is None or record.worker != worker:
+        raise ResultUnverified(f"job {job} was not started from this repository on this machine, so its result "
+                               "cannot be checked", hint=hint)
+    if not re.fullmatch(r"[0-9a-f]{40}", mac or ""):
+        raise ResultUnverified(f"the result of job {job} on worker {worker} was not recorded by its runner (it "
+                               "ended without recording it, or something on the worker replaced the record)",
+                               hint=hint)
+    if not hmac.compare_digest(mac, result_mac(record.key, job, result)):
+        raise ResultUnverified(f"the result of job {job} on worker {worker} is not the one its runner recorded: "
+                               "something on the worker changed it", hint=hint)
 
 
 @dataclass(frozen=True)
@@ -84,6 +184,11 @@ def snapshot_of_result(root: Path, result: str) -> str:
     raise SyncError("local", f"{result} is not the result of an offload job")
 
 
+def descends(root: Path, commit: str, ancestor: str) -> bool:
+    """COMMIT is ANCESTOR or builds on it."""
+    return run_git(["merge-base", "--is-ancestor", ancestor, commit], cwd=root, check=False).returncode == 0
+
+
 def diffstat(root: Path, snapshot: str, result: str) -> str:
     return run_git(["diff", "--stat", "--no-color", snapshot, result], cwd=root).stdout.decode("utf-8", "replace")
 
@@ -91,147 +196,6 @@ def diffstat(root: Path, snapshot: str, result: str) -> str:
 def diff(root: Path, snapshot: str, result: str) -> bytes:
     """The job's changes against its snapshot, as a git diff."""
     return run_git(["diff", "--binary", "--no-color", "--no-ext-diff", snapshot, result], cwd=root).stdout
-
-
-# --- apply -------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Side:
-    """One side of a file in a three-way merge: content and mode, or absent."""
-
-    data: bytes | None
-    mode: int = 0o100644
-
-    @property
-    def present(self) -> bool:
-        return self.data is not None
-
-
-def _tree_side(root: Path, commit: str, path: str) -> _Side:
-    p = run_git(["ls-tree", "-z", commit, "--", path], cwd=root)
-    if not p.stdout:
-        return _Side(None)
-    meta, _, _ = p.stdout.partition(b"\t")
-    mode, kind, obj = meta.split()
-    if kind != b"blob":
-        return _Side(None)
-    data = run_git(["cat-file", "blob", obj.decode()], cwd=root).stdout
-    return _Side(data, int(mode, 8))
-
-
-def _disk_side(path: Path) -> _Side:
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return _Side(None)
-    if stat.S_ISLNK(st.st_mode):
-        return _Side(os.fsencode(os.readlink(path)), 0o120000)
-    if not stat.S_ISREG(st.st_mode):
-        return _Side(b"\0directory", 0o040000)  # never equal to a file: a conflict
-    return _Side(path.read_bytes(), 0o100755 if st.st_mode & stat.S_IXUSR else 0o100644)
-
-
-def _changed_paths(root: Path, snapshot: str, result: str) -> list[str]:
-    out = run_git(["diff", "--name-only", "--no-renames", "-z", snapshot, result], cwd=root).stdout
-    return [os.fsdecode(p) for p in out.split(b"\0") if p]
-
-
-def _merge_text(ours: bytes, base: bytes, theirs: bytes) -> bytes | None:
-    """A clean three-way merge of text, or None on a conflict (or binary content)."""
-    if b"\0" in ours or b"\0" in base or b"\0" in theirs:
-        return None
-    with tempfile.TemporaryDirectory(prefix="offload-merge-") as tmp:
-        files = []
-        for name, data in (("ours", ours), ("base", base), ("theirs", theirs)):
-            f = Path(tmp) / name
-            f.write_bytes(data)
-            files.append(str(f))
-        p = run_git(["merge-file", "-p", "-q", *files], cwd=Path(tmp), check=False)
-        return p.stdout if p.returncode == 0 else None
-
-
-def ignored_here(root: Path, paths: list[str]) -> list[str]:
-    """The PATHS this working tree ignores (a tracked file never is). Ignore rules of this machine only
-    (.git/info/exclude, core.excludesFile) do not reach the worker, so a job may have made such a file."""
-    if not paths:
-        return []
-    listed = b"".join(os.fsencode(p) + b"\0" for p in paths)
-    p = run_git(["check-ignore", "-z", "--stdin"], cwd=root, stdin=listed, check=False)
-    if p.returncode not in (0, 1):  # 1: none is ignored
-        raise SyncError("local", f"git check-ignore failed: {p.stderr.decode('utf-8', 'replace').strip()}")
-    return [os.fsdecode(x) for x in p.stdout.split(b"\0") if x]
-
-
-def plan_apply(root: Path, snapshot: str, result: str) -> tuple[dict[str, _Side], list[str]]:
-    """What every path the job changed becomes in the working tree, and the changed paths left out because
-    they are ignored here; ApplyConflict (naming the paths) when a change meets local work it cannot merge
-    with."""
-    plan: dict[str, _Side] = {}
-    conflicts: list[str] = []
-    changed = _changed_paths(root, snapshot, result)
-    skipped = ignored_here(root, changed)
-    for rel in changed:
-        if rel in skipped:
-            continue
-        base, theirs = _tree_side(root, snapshot, rel), _tree_side(root, result, rel)
-        ours = _disk_side(root / rel)
-        if ours == theirs:
-            continue  # already so here
-        if ours == base:
-            plan[rel] = theirs  # untouched here: take the job's version (content, mode, or its removal)
-            continue
-        merged = None
-        if ours.present and base.present and theirs.present and 0o120000 not in (ours.mode, base.mode, theirs.mode):
-            merged = _merge_text(ours.data or b"", base.data or b"", theirs.data or b"")
-            # A mode the job changed goes with the merged content, unless it changed here too.
-            mode = theirs.mode if ours.mode == base.mode else ours.mode
-            if merged is not None and (theirs.mode == base.mode or ours.mode == base.mode):
-                plan[rel] = _Side(merged, mode)
-                continue
-        conflicts.append(rel)
-    if conflicts:
-        shown = ", ".join(conflicts[:8]) + (f" and {len(conflicts) - 8} more" if len(conflicts) > 8 else "")
-        raise ApplyConflict(f"the job's changes conflict with local changes in {shown}; nothing was applied",
-                            hint="commit or stash your changes, or see them with `offload diff`")
-    return plan, skipped
-
-
-def write_plan(root: Path, plan: dict[str, _Side]) -> list[str]:
-    """Carry PLAN out: every file written to a temporary name first, then renamed into place. Returns the paths."""
-    staged: list[tuple[Path, Path | None]] = []
-    try:
-        for rel, side in sorted(plan.items()):
-            target = root / rel
-            if not side.present:
-                staged.append((target, None))
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.offload-apply")
-            if side.mode == 0o120000:
-                os.symlink(os.fsdecode(side.data or b""), tmp)
-            else:
-                tmp.write_bytes(side.data or b"")
-                tmp.chmod(0o755 if side.mode == 0o100755 else 0o644)
-            staged.append((target, tmp))
-    except BaseException:
-        for _, tmp in staged:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-        raise
-    for target, tmp in staged:
-        if tmp is None:
-            target.unlink(missing_ok=True)
-            _prune_empty_dirs(target.parent, root)
-        else:
-            os.replace(tmp, target)
-    return [str(t.relative_to(root)) for t, _ in staged]
-
-
-def _prune_empty_dirs(directory: Path, root: Path) -> None:
-    while directory != root and directory.is_dir() and not any(directory.iterdir()):
-        directory.rmdir()
-        directory = directory.parent
 
 
 # --- get ---------------------------------------------------------------------------------------------------------
@@ -270,5 +234,6 @@ def exclude_locally(root: Path, directory: str) -> None:
         f.write(("" if not current or current.endswith("\n") else "\n") + line + "\n")
 
 
-__all__ = ["ApplyConflict", "Pulled", "diff", "diffstat", "exclude_locally", "extract", "local_commit",
-           "plan_apply", "result_ref", "snapshot_of_result", "store_result", "write_plan"]
+__all__ = ["JobRecord", "Pulled", "ResultUnverified", "check_result", "descends", "diff", "diffstat", "exclude_locally",
+           "extract", "forget_record", "load_record", "local_commit", "new_result_key", "result_mac", "result_ref",
+           "save_record", "snapshot_of_result", "store_result", "unverified_hint"]

@@ -171,6 +171,7 @@ class LocalRepository:
     root: Path
     repo_id: str
     store_env: dict[str, str]
+    state_dir: Path  # offload's state for this repository on this machine (snapshot objects, jobs started)
 
 
 def local_repository(cwd: Path) -> LocalRepository:
@@ -178,9 +179,10 @@ def local_repository(cwd: Path) -> LocalRepository:
     if repo is None:
         raise UsageError(f"{cwd} is not inside a git repository")
     repo_id = _repo_id(repo.root, repo.common_dir)
-    objects = cache_dir() / "snapshots" / repo_id / "objects"
-    return LocalRepository(repo.root, repo_id, {"GIT_OBJECT_DIRECTORY": str(objects),
-                                                "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(repo.common_dir / "objects")})
+    state = cache_dir() / "snapshots" / repo_id
+    return LocalRepository(repo.root, repo_id, {"GIT_OBJECT_DIRECTORY": str(state / "objects"),
+                                                "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(repo.common_dir / "objects")},
+                           state)
 
 
 def snapshot_of_ref(cwd: Path, rev: str) -> Snapshot:

@@ -26,8 +26,11 @@ worker-side shell library (`sh/lib.sh`) lays out in the same way.
         tasks/<task>/window               tmux window id (`@N`) of the task, for attaching to it
         finished                          when the job finished, in seconds since the epoch
         state                             the job's final state: success | failed (absent: not finished)
+        result-key                        the key that signs the job's result, until the runner has read it
+        result                            `COMMIT MAC`: the job's result and the runner's proof of it (`-`: none)
 
-A job's snapshot is kept under the ref `refs/offload/jobs/<job>` of its repository. The tmux server of a job
+A job's snapshot is kept under the ref `refs/offload/jobs/<job>` of its repository, and its result's objects
+under `refs/offload/results/<job>`. The tmux server of a job
 is `tmux -L offload-<job>`, its session is named `<job>`, and every task runs in a window named after the task.
 """
 

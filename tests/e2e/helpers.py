@@ -89,4 +89,4 @@ def on_worker(worker: dict[str, Any], repo: Path, *args: str,
 def ran(worker: dict[str, Any], repo: Path, job: str, command: str) -> None:
     """Run COMMAND as job JOB and wait for it; it must succeed."""
     p = on_worker(worker, repo, "run", "--job", job, "--wait", "--", command)
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 0, (p.stdout, p.stderr)

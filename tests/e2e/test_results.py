@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +196,38 @@ def test_apply_leaves_out_what_only_this_machine_ignores(worker: dict[str, Any],
     p = cmd(worker, repo, "apply", "noisy")
     assert p.returncode == 0 and "left out what this repository ignores here: local-only/x, scratch.txt" in \
         p.stderr.decode(), p.stderr
+
+
+def _leftovers(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if "offload-apply" in p.name or "offload-index" in p.name]
+
+
+def test_apply_on_a_full_disk_writes_nothing_and_says_which_disk(small_disk: Callable[[str], Path]) -> None:
+    disk = small_disk("8m")
+    repo = make_repo(disk / "repo")
+    local: dict[str, Any] = {"args": [], "env": {}, "workspace": None}
+    ran(local, repo, "big", "head -c 2097152 /dev/urandom > big.bin; echo job > file0.txt")
+    assert cmd(local, repo, "pull", "big").returncode == 0
+    st = os.statvfs(disk)
+    (disk / "filler").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - (256 << 10)))
+    before = _files_digest(repo)
+    p = cmd(local, repo, "apply", "big")
+    assert p.returncode == 1
+    assert re.fullmatch(r"offload: no space left on tmpfs \(mounted at .*\); nothing was applied", stderr_line(p))
+    assert _files_digest(repo) == before and _leftovers(repo) == []
+
+
+def test_apply_on_a_read_only_tree_writes_nothing_and_says_so(small_disk: Callable[[str], Path]) -> None:
+    disk = small_disk("8m")
+    repo = make_repo(disk / "repo")
+    local: dict[str, Any] = {"args": [], "env": {}, "workspace": None}
+    ran(local, repo, "edit", "echo job > file0.txt")
+    assert cmd(local, repo, "pull", "edit").returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    try:
+        p = cmd(local, repo, "apply", "edit")
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+    assert p.returncode == 1
+    assert stderr_line(p) == f"offload: the working tree at {repo} is read-only; nothing was applied"
+    assert (repo / "file0.txt").read_text() == "content 0\n" and _leftovers(repo) == []

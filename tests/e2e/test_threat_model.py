@@ -19,6 +19,9 @@ docs/security.md states the same model for users.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import on_worker, ran, stderr_line, worker_setup
-from tests.workers import git, make_repo
+from tests.workers import git, make_repo, wait_for
 
 
 @pytest.fixture(params=["sshd", "container"])
@@ -48,10 +51,124 @@ def cmd(worker: dict[str, Any], repo: Path, *args: str) -> subprocess.CompletedP
     return on_worker(worker, repo, *args)
 
 
+def files_of(repo: Path) -> str:
+    """The working tree, byte for byte and mode for mode, without .git: what a refused command leaves as it was."""
+    h = hashlib.sha256()
+    for p in sorted(repo.rglob("*")):
+        rel = p.relative_to(repo)
+        if rel.parts[0] == ".git":
+            continue
+        st = p.lstat()
+        h.update(f"{rel}\0{st.st_mode:o}\0".encode())
+        if p.is_symlink():
+            h.update(os.readlink(p).encode())
+        elif p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def settled(worker: dict[str, Any], repo: Path, job: str) -> None:
+    """Wait until JOB's runner has recorded its end (its result kept)."""
+    def done() -> bool:
+        p = cmd(worker, repo, "check", "--json", job)
+        return p.returncode in (0, 1) and json.loads(p.stdout or b"{}").get("finished") is not None
+
+    wait_for(done, timeout=120, what=f"job {job} to settle", interval=0.2)
+
+
+# A job that writes, into the worker's repository, a commit of its own making: its tree holds FILE (or, with a
+# path of git's plumbing, anything), on top of the job's own HEAD. It prints nothing; $c holds the commit.
+WHO = "export GIT_AUTHOR_NAME=e GIT_AUTHOR_EMAIL=e@example.com GIT_COMMITTER_NAME=e GIT_COMMITTER_EMAIL=e@example.com;"
+FORGE = f"{WHO} c=$(git commit-tree $(git write-tree) -p HEAD -m forged)"
+
+
 # --- 1. a result cannot write inside .git or run a filter or a hook here ----------------------------------------
 
 
+def test_a_path_that_is_git_on_another_system_is_refused(worker: dict[str, Any], repo: Path) -> None:
+    """`.gi<U+200C>t` is `.git` on macOS (HFS+ ignores the character): git refuses to check it out there, and so
+    does apply everywhere."""
+    ran(worker, repo, "hfs", "d=$(printf '.gi\\342\\200\\214t')/hooks; mkdir -p \"$d\"; "
+                             "printf '#!/bin/sh\\necho pwned\\n' > \"$d/pre-commit\"; chmod +x \"$d/pre-commit\"; "
+                             "echo fixed >> file0.txt")
+    before = files_of(repo)
+    p = cmd(worker, repo, "apply", "hfs")
+    assert p.returncode == 1 and "path that git refuses to check out" in stderr_line(p), p.stderr
+    assert files_of(repo) == before
+
+
+def test_a_forged_result_with_git_hooks_is_refused_even_unverified(worker: dict[str, Any], repo: Path) -> None:
+    ran(worker, repo, "honest", "echo fixed >> file0.txt")
+    # Another job writes a commit whose tree holds .git/hooks/pre-commit (plumbing checks nothing) as the
+    # honest job's result.
+    ran(worker, repo, "evil", f"{WHO} b=$(printf '#!/bin/sh\\necho pwned\\n' | git hash-object -w --stdin) && "
+                              "h=$(printf '100755 blob %s\\tpre-commit\\n' $b | git mktree) && "
+                              "g=$(printf '040000 tree %s\\thooks\\n' $h | git mktree) && "
+                              "t=$( (git ls-tree HEAD; printf '040000 tree %s\\t.git\\n' $g) | git mktree) && "
+                              "c=$(git commit-tree $t -p HEAD -m forged) && "
+                              "git update-ref refs/offload/results/honest $c && "
+                              "printf '%s -\\n' $c > \"$OFFLOAD_JOB_DIR/../honest/result\"")
+    before = files_of(repo)
+    p = cmd(worker, repo, "apply", "honest")
+    assert p.returncode == 1 and "was not recorded by its runner" in stderr_line(p), p.stderr
+    p = cmd(worker, repo, "apply", "--unverified", "honest")
+    assert p.returncode == 1 and "path that git refuses to check out: '.git/hooks/pre-commit'" in stderr_line(p)
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()
+    assert files_of(repo) == before
+
+
+def test_a_filter_the_job_adds_to_gitattributes_needs_the_users_word(worker: dict[str, Any], repo: Path) -> None:
+    ran(worker, repo, "attrs", "echo '*.txt filter=lfs' >> .gitattributes; echo fixed >> file0.txt")
+    before = files_of(repo)
+    p = cmd(worker, repo, "apply", "attrs")
+    assert p.returncode == 1 and "makes git run a filter or driver here" in stderr_line(p), p.stderr
+    assert "--allow-filters" in stderr_line(p) and files_of(repo) == before
+    p = cmd(worker, repo, "apply", "--allow-filters", "attrs")
+    assert p.returncode == 0, p.stderr
+    assert (repo / ".gitattributes").read_text() == "*.txt filter=lfs\n"
+
+
 # --- 2. a job cannot forge another job's result ----------------------------------------------------------------
+
+
+def test_a_job_that_moves_another_jobs_result_ref_changes_nothing(worker: dict[str, Any], repo: Path) -> None:
+    ran(worker, repo, "victim", "echo honest > honest.txt")
+    ran(worker, repo, "forger", f"echo forged > forged.txt && git add -A && {FORGE} && "
+                                "git update-ref refs/offload/results/victim $c")
+    p = cmd(worker, repo, "diff", "victim")
+    assert p.returncode == 0, p.stderr
+    assert b"+honest" in p.stdout and b"forged" not in p.stdout
+
+
+def test_a_job_that_rewrites_another_jobs_record_is_caught(worker: dict[str, Any], repo: Path) -> None:
+    ran(worker, repo, "victim", "echo honest > honest.txt")
+    ran(worker, repo, "forger", f"echo forged > forged.txt && git add -A && {FORGE} && "
+                                "git update-ref refs/offload/results/victim $c && "
+                                "printf '%s %s\\n' $c 0123456789abcdef0123456789abcdef01234567 > "
+                                "\"$OFFLOAD_JOB_DIR/../victim/result\"")
+    p = cmd(worker, repo, "diff", "victim")
+    assert p.returncode == 1, p.stderr
+    assert stderr_line(p).startswith("offload: the result of job victim on worker ")
+    assert "is not the one its runner recorded" in stderr_line(p) and "--unverified" in stderr_line(p)
+    assert git(repo, "for-each-ref", "refs/offload/jobs/victim") == "", "nothing was taken"
+    p = cmd(worker, repo, "diff", "--unverified", "victim")  # the user may look, knowingly
+    assert p.returncode == 0 and b"+forged" in p.stdout
+
+
+def test_a_result_forged_before_the_job_ends_is_replaced_by_the_runners_own(worker: dict[str, Any],
+                                                                             repo: Path) -> None:
+    p = cmd(worker, repo, "run", "--job", "victim", "--",
+            'until [ -e "$OFFLOAD_JOB_DIR/../forger/done" ]; do sleep 0.05; done; echo honest > honest.txt')
+    assert p.returncode == 0, p.stderr
+    ran(worker, repo, "forger", f"echo forged > forged.txt && git add -A && {FORGE} && "
+                                "git update-ref refs/offload/results/victim $c && "
+                                "printf '%s -\\n' $c > \"$OFFLOAD_JOB_DIR/../victim/result\" && "
+                                "touch \"$OFFLOAD_JOB_DIR/done\"")
+    settled(worker, repo, "victim")
+    p = cmd(worker, repo, "diff", "victim")
+    assert p.returncode == 0, p.stderr
+    assert b"+honest" in p.stdout and b"forged" not in p.stdout
+
 
 
 # --- 3. an agent gets only the environment the user allowed ----------------------------------------------------
@@ -63,6 +180,18 @@ def cmd(worker: dict[str, Any], repo: Path, *args: str) -> subprocess.CompletedP
 # --- 5. a job-made .offload symlink leads nowhere ----------------------------------------------------------------
 
 
+def test_apply_leaves_out_a_dot_offload_the_job_made(worker: dict[str, Any], repo: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    ran(worker, repo, "dotoffload", f"ln -s {victim} .offload; echo fixed >> file0.txt; echo art > art.txt")
+    p = cmd(worker, repo, "apply", "dotoffload")
+    assert p.returncode == 0, p.stderr
+    assert not (repo / ".offload").is_symlink() and ".offload" in p.stderr.decode()
+    assert cmd(worker, repo, "get", "dotoffload", "art.txt").returncode == 0
+    assert (repo / ".offload" / "dotoffload" / "art.txt").read_text() == "art\n"
+    assert list(victim.iterdir()) == []
+
+
 # --- 6. a broken worktree is never reused silently ---------------------------------------------------------------
 
 
@@ -70,3 +199,43 @@ def cmd(worker: dict[str, Any], repo: Path, *args: str) -> subprocess.CompletedP
 
 
 # --- 8. apply keeps untracked work and can be undone -------------------------------------------------------------
+
+
+UNRELATED_ROOT = ("git checkout -q --orphan elsewhere && git rm -rqf --cached . && find . -mindepth 1 -maxdepth 1 "
+                  "! -name .git -exec rm -rf {} + && echo new > t.txt && git add t.txt && "
+                  "git -c user.name=j -c user.email=j@example.com commit -qm root")
+
+
+def test_a_result_on_unrelated_history_deletes_nothing(worker: dict[str, Any], repo: Path) -> None:
+    (repo / "t.txt").write_text("tracked here\n")
+    git(repo, "add", "t.txt")
+    git(repo, "commit", "-q", "-m", "t")
+    (repo / "untracked-work.txt").write_text("my only copy\n")
+    ran(worker, repo, "reroot", UNRELATED_ROOT)
+    before = files_of(repo)
+    p = cmd(worker, repo, "apply", "reroot")
+    assert p.returncode == 1 and "does not build on the snapshot it ran on" in stderr_line(p), p.stderr
+    assert files_of(repo) == before
+    # Asked to, it still never deletes what git does not track here.
+    p = cmd(worker, repo, "apply", "--unrelated", "reroot")
+    assert p.returncode == 1 and "git does not track here: untracked-work.txt" in stderr_line(p), p.stderr
+    assert files_of(repo) == before
+    assert (repo / "untracked-work.txt").read_text() == "my only copy\n"
+
+
+def test_apply_keeps_what_it_replaces_and_undo_puts_it_back(worker: dict[str, Any], repo: Path) -> None:
+    (repo / "file0.txt").write_text("content 0\nmine, uncommitted\n")
+    ran(worker, repo, "edits", "echo 'by the job' >> file0.txt; rm file1.txt; chmod -x run.sh; mkdir -p n; "
+                               "echo new > n/new.txt")
+    before = files_of(repo)
+    p = cmd(worker, repo, "apply", "edits")
+    assert p.returncode == 0, p.stderr
+    assert "offload apply --undo edits" in p.stderr.decode()
+    assert git(repo, "show", "refs/offload/backup/edits^:file0.txt") == "content 0\nmine, uncommitted\n"
+    assert files_of(repo) != before
+    p = cmd(worker, repo, "apply", "--undo", "edits")
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stdout.decode().split()) == ["file0.txt", "file1.txt", "n/new.txt", "run.sh"]
+    assert files_of(repo) == before
+    p = cmd(worker, repo, "apply", "--undo", "edits")
+    assert p.returncode == 1 and "nothing to undo" in stderr_line(p)

@@ -287,7 +287,7 @@ materialize() {
 # worktrees of its repository beyond what the meta keeps (keep_jobs, warm_worktrees; none older than a week) are
 # removed.
 finish() {
-	record_result "$_worktree" "$_job" || say "could not record the job's result"
+	record_result "$_worktree" "$_job" "$_result_key" || say "could not record the job's result"
 	release_tree "$_worktree" "$_job"
 	meta_value "$_job_dir" keep_jobs
 	_keep=$_got
@@ -352,6 +352,11 @@ prune_pool() { # POOL (holding its lock)
 
 run_job() {
 	lock
+	# The key that signs the job's result (lib.sh: record_result) is read before anything of the job runs, and
+	# kept only in this shell: not in a file, not in the environment its tasks get.
+	get "$_job_dir/result-key"
+	_result_key=$_got
+	rm -f "$_job_dir/result-key"
 	job_begin "$_job_dir"
 	trap 'say "the runner goes on; stop the job with: offload clean $_job"' INT
 	tm set-option -g history-limit $_history \; set-window-option -g remain-on-exit on \
@@ -393,7 +398,7 @@ run_job() {
 		# Nothing more can be recorded: end at once, attached clients or not.
 		save "$_job_dir/finished" "$(date +%s)"
 		say "job $_job: failed: cannot write $_broken$(space_left "$_job_dir")"
-		record_result "$_worktree" "$_job"
+		record_result "$_worktree" "$_job" "$_result_key"
 		release_tree "$_worktree" "$_job"
 		end_server
 		exit 1

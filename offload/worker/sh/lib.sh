@@ -433,15 +433,19 @@ tree_of_job() { # WORKSPACE JOB: the worktree that still holds what JOB left, in
 	[ "$_got" = "$2" ]
 }
 
-record_result() { # TREE JOB: keep what JOB left in TREE as a commit under its result ref, once: every file that
-	# is tracked or untracked but not ignored, on top of the worktree's HEAD (the snapshot, or the job's own last
-	# commit). It is recorded before the worktree can be leased again, so no later job can lose it.
+record_result() { # TREE JOB [KEY]: keep what JOB left in TREE as a commit: every file that is tracked or untracked
+	# but not ignored, on top of the worktree's HEAD (the snapshot, or the job's own last commit). The record is the
+	# line `COMMIT MAC` in the job's `result` file; the result ref keeps the commit's objects. MAC proves to the
+	# client that the runner, holding the job's KEY, made the record (result_mac); without KEY (a runner that died,
+	# recorded later by someone else) it is `-` and the client cannot vouch for it. The runner (with KEY) always
+	# records, over whatever is there; without KEY a record is made only when there is none. It is recorded before
+	# the worktree can be leased again, so no later job can lose it.
 	repo_of_tree "$1"
 	_rr_repo=$_p_repo
 	job_paths "${1%/*/*/*}" "$2"
-	_rr_ref=$_p_result
-	[ -n "$_rr_repo" ] || return 1
-	git -C "$_rr_repo" show-ref -q --verify "$_rr_ref" && return 0
+	_rr_ref=$_p_result _rr_dir=$_p_dir _rr_snapshot_ref=$_p_ref
+	[ -n "$_rr_repo" ] && [ -d "$_rr_dir" ] || return 1
+	[ -z "${3:-}" ] && [ -f "$_rr_dir/result" ] && return 0
 	_rr_index=$1.result-index.$$
 	rm -f "$_rr_index"
 	# A private index, so the worktree's own is not changed; filters off, as for the snapshot.
@@ -450,16 +454,25 @@ record_result() { # TREE JOB: keep what JOB left in TREE as a commit under its r
 		GIT_INDEX_FILE=$_rr_index git -C "$1" read-tree "$_rr_head" &&
 		filters_off "$1" && GIT_INDEX_FILE=$_rr_index git -C "$1" $_filters_off add -A > /dev/null 2>&1 &&
 		_rr_tree=$(GIT_INDEX_FILE=$_rr_index git -C "$1" write-tree) &&
-		_rr_snapshot=$(git -C "$_rr_repo" rev-parse -q --verify "$_p_ref") &&
+		_rr_snapshot=$(git -C "$_rr_repo" rev-parse -q --verify "$_rr_snapshot_ref") &&
 		_rr_commit=$(printf 'offload: the result of job %s\n\nSnapshot: %s\n' "$2" "$_rr_snapshot" | GIT_AUTHOR_NAME=offload \
 			GIT_AUTHOR_EMAIL=offload@localhost GIT_COMMITTER_NAME=offload GIT_COMMITTER_EMAIL=offload@localhost \
 			git -C "$1" commit-tree "$_rr_tree" -p "$_rr_head") &&
-		git -C "$_rr_repo" update-ref "$_rr_ref" "$_rr_commit"; then
+		git -C "$_rr_repo" update-ref "$_rr_ref" "$_rr_commit" &&
+		result_mac "${3:-}" "$2" "$_rr_commit" && put "$_rr_dir/result" "$_rr_commit $_mac"; then
 		rm -f "$_rr_index"
 		return 0
 	fi
 	rm -f "$_rr_index"
 	return 1
+}
+
+result_mac() { # KEY JOB COMMIT: the proof that whoever holds KEY recorded COMMIT as JOB's result, in _mac (`-`
+	# without KEY): git's blob hash of the three, so it needs nothing but git (offload/runtime/results.py checks it).
+	# printf is a builtin: KEY reaches git on a pipe, never in an argv.
+	_mac=-
+	[ -n "$1" ] || return 0
+	_mac=$(printf 'offload-result\n%s\n%s\n%s\n' "$1" "$2" "$3" | (cd / && git hash-object --stdin)) && [ -n "$_mac" ]
 }
 
 filters_off() { # DIR: `-c` options in _filters_off that turn off every git filter driver configured for DIR, so
