@@ -8,10 +8,11 @@ with the child's exit code. The child reaches workers through the connection age
 job commands that need no terminal of their own go this way; `attach`, `shell`, `run --attach` and everything
 else start the usual way.
 
-The server lives beside the agent's socket (see `offload.paths.agent_dir`), answers only its own user, and exits
-after OFFLOAD_PERSIST idle seconds (0: no server); a command that finds none runs the usual way and starts one
-for the next. A server whose offload code differs from the command's own is not used: it exits when it is the
-same installation (its code changed since it started), and serves on when the command came from another one.
+Each installation of offload (a Python and a package root: another virtualenv, another checkout) has a server of
+its own, beside the agent's socket (see `offload.paths.agent_dir`) under a name made from the installation, so a
+server only ever runs its own installation's code. It answers only its own user, and exits after OFFLOAD_PERSIST
+idle seconds (0: no server); a command that finds none runs the usual way and starts one for the next. A server
+whose code is older than the command's (offload changed since it started) is not used, and exits.
 
 This module is what the `offload` executable imports first: it loads nothing heavy unless it has to.
 """
@@ -19,6 +20,7 @@ This module is what the `offload` executable imports first: it loads nothing hea
 from __future__ import annotations
 
 import array
+import hashlib
 import json
 import os
 import signal
@@ -28,10 +30,6 @@ from pathlib import Path
 
 from offload.frames import HEADER, pack, peer_uid, recv_frame, send_frame
 
-SOCKET = "warm.sock"
-LOCK = "warm.lock"
-PIDFILE = "warm.pid"
-LOG = "warm.log"
 WARM_COMMANDS = frozenset({"run", "status", "check", "logs", "clean", "pull", "diff", "apply", "get"})
 _lock_fd: int | None = None
 
@@ -72,6 +70,30 @@ def _place() -> Path | None:
     return directory if private_dir(directory) else None
 
 
+class Files:
+    """The warm server of one installation: its socket, lock, pid file and log, named after the installation."""
+
+    __slots__ = ("socket", "lock", "pid", "log")
+
+    def __init__(self, directory: Path, stamp: str) -> None:
+        name = "warm-" + hashlib.sha256(installation(stamp).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        self.socket = directory / f"{name}.sock"
+        self.lock = directory / f"{name}.lock"
+        self.pid = directory / f"{name}.pid"
+        self.log = directory / f"{name}.log"
+
+
+def files(stamp: str | None = None) -> Files | None:
+    """This installation's warm server files, when the settings allow a server at all."""
+    directory = _place()
+    return None if directory is None else Files(directory, stamp or code_stamp())
+
+
+def installation(stamp: str) -> str:
+    """The installation a code stamp names (its Python and package root), without the age of its code."""
+    return stamp.rsplit(":", 1)[0]
+
+
 def code_stamp() -> str:
     """When offload's code last changed: a server older than that must not run the command."""
     root = Path(__file__).resolve().parent.parent
@@ -94,15 +116,17 @@ def forward(argv: list[str]) -> int | None:
     directory = _place()
     if directory is None:
         return None
+    stamp = code_stamp()
+    where = Files(directory, stamp)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(directory / SOCKET))
+        sock.connect(str(where.socket))
         if peer_uid(sock) != os.getuid():
             return None
         umask = os.umask(0)
         os.umask(umask)
         request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
-                              "stamp": code_stamp()}).encode("utf-8", "surrogateescape")
+                              "stamp": stamp}).encode("utf-8", "surrogateescape")
         fds = array.array("i", [0, 1, 2])
         sock.sendmsg([pack(b"q", request)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         frame = recv_frame(sock)
@@ -136,44 +160,45 @@ def start_server() -> None:
     """Start a warm server in the background for the next command, unless one runs (never waits for it)."""
     import subprocess
 
-    directory = _place()
-    if directory is None:
+    where = files()
+    if where is None:
         return
     try:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with probe:
-            probe.connect(str(directory / SOCKET))
+            probe.connect(str(where.socket))
         return
     except OSError:
         pass
     from offload.paths import persist_seconds
 
     try:
-        with open(directory / LOG, "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "offload.cli.warm", str(directory), str(persist_seconds())],
+        with open(where.log, "ab") as log:
+            subprocess.Popen([sys.executable, "-m", "offload.cli.warm", str(where.socket.parent),
+                              str(persist_seconds())],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                              start_new_session=True, close_fds=True, cwd="/")
     except OSError:
         pass
 
 
-def server_pid() -> int | None:
-    """The pid of the warm server, when one runs."""
-    directory = _place()
+def server_pid(where: Files | None = None) -> int | None:
+    """The pid of this installation's warm server, when one runs."""
+    where = where or files()
     try:
-        pid = int((directory / PIDFILE).read_text()) if directory else 0
+        pid = int(where.pid.read_text()) if where else 0
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return pid if b"offload.cli.warm" in f.read() else None
     except (OSError, ValueError):
         return None
 
 
-def _lock_held(directory: Path) -> bool:
+def _lock_held(where: Files) -> bool:
     """A server holds the lock: it runs, or is starting and has not written its pid yet."""
     import fcntl
 
     try:
-        with open(directory / LOCK, "rb") as f:
+        with open(where.lock, "rb") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -185,16 +210,16 @@ def _lock_held(directory: Path) -> bool:
 
 
 def stop_server() -> int | None:
-    """Stop the warm server (commands it started go on); its pid, or None when none ran. A server still starting
-    (the previous command started it a moment ago) is waited for, briefly, and stopped too."""
+    """Stop this installation's warm server (commands it started go on); its pid, or None when none ran. A server
+    still starting (the previous command started it a moment ago) is waited for, briefly, and stopped too."""
     import time
 
-    pid = server_pid()
-    directory = _place()
+    where = files()
+    pid = server_pid(where)
     deadline = time.monotonic() + 5
-    while pid is None and directory is not None and _lock_held(directory) and time.monotonic() < deadline:
+    while pid is None and where is not None and _lock_held(where) and time.monotonic() < deadline:
         time.sleep(0.05)
-        pid = server_pid()
+        pid = server_pid(where)
     if pid is not None:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -211,19 +236,20 @@ def serve(directory: Path, persist: float) -> int:
     import fcntl
 
     global _lock_fd
-    lock = open(directory / LOCK, "a+b")
+    stamp = code_stamp()
+    where = Files(directory, stamp)
+    lock = open(where.lock, "a+b")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return 0  # another server runs, or is starting
     _lock_fd = lock.fileno()
-    stamp = code_stamp()
     from offload.cli.app import command  # every command's module, loaded once for all children
     from offload.jobs.service import preload
 
     command()
     preload()
-    path = directory / SOCKET
+    path = where.socket
     try:
         path.unlink()
     except FileNotFoundError:
@@ -235,7 +261,7 @@ def serve(directory: Path, persist: float) -> int:
     finally:
         os.umask(old)
     inode = os.stat(path).st_ino
-    (directory / PIDFILE).write_text(f"{os.getpid()}\n")
+    where.pid.write_text(f"{os.getpid()}\n")
     server.listen(64)
     server.settimeout(min(max(persist / 4, 0.05), 1.0))
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped as they exit
@@ -258,7 +284,7 @@ def serve(directory: Path, persist: float) -> int:
         server.close()
         if _same(path, inode):
             path.unlink(missing_ok=True)
-            (directory / PIDFILE).unlink(missing_ok=True)
+            where.pid.unlink(missing_ok=True)
 
 
 def _same(path: Path, inode: int) -> bool:
@@ -296,8 +322,8 @@ def _take(client: socket.socket, server: socket.socket, stamp: str) -> bool:
         if len(fds) != 3 or theirs != stamp:
             send_frame(client, b"!")
             # The same installation with other code: this server is stale and goes. Another installation (another
-            # Python or checkout) just runs its commands itself.
-            return theirs.rsplit(":", 1)[0] == stamp.rsplit(":", 1)[0] and theirs != stamp
+            # Python or checkout) has a server of its own: this one just does not run its command.
+            return installation(theirs) == installation(stamp) and theirs != stamp
         pid = os.fork()
         if pid == 0:
             try:

@@ -1,12 +1,14 @@
 """Warm commands: after the first, a job command runs in a child forked from a warm server that has offload
-loaded, with the user's own stdin, stdout and stderr; exit codes, signals and a vanished user pass through, and
-a server whose code is older than the command's is not used."""
+loaded, with the user's own stdin, stdout and stderr; exit codes, signals and a vanished user pass through, a
+server whose code is older than the command's is not used, and each installation of offload has a server of its
+own."""
 
 from __future__ import annotations
 
 import array
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -39,14 +41,15 @@ def cmd(s: dict[str, Any], *args: str, **kw: Any) -> subprocess.CompletedProcess
 
 def server(s: dict[str, Any]) -> int:
     """The warm server's pid, once the first command has started it."""
-    pidfile = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.PIDFILE
+    files = warm.files()
+    assert files is not None
 
     def running() -> int | None:
         try:
-            pid = int(pidfile.read_text())
+            pid = int(files.pid.read_text())
         except (OSError, ValueError):
             return None
-        return pid if proc_alive(pid) and (pidfile.parent / warm.SOCKET).exists() else None
+        return pid if proc_alive(pid) and files.socket.exists() else None
 
     if running() is None:
         assert cmd(s, "status").returncode == 0
@@ -128,7 +131,7 @@ def test_no_server_when_persist_is_zero_and_agent_stop_stops_it(setup: dict[str,
     for _ in range(2):
         assert cmd(zero, "status").returncode == 0
     time.sleep(1)
-    assert not (Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.PIDFILE).exists()
+    assert not list((Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent").glob("warm-*.pid"))
     pid = server(setup)
     state = json.loads(offload("agent", "status", "--json", cwd=setup["repo"], env=setup["env"]).stdout)
     assert state["warm_server_pid"] == pid
@@ -146,10 +149,18 @@ def test_interactive_commands_start_the_usual_way() -> None:
     assert not warm.eligible([])
 
 
+def test_every_installations_socket_fits_where_the_agent_puts_it(tmp_path: Path) -> None:
+    """The directory is chosen (under /tmp when need be) so that its longest socket name fits."""
+    from offload.paths import LONGEST_SOCKET_NAME
+
+    names = {warm.Files(tmp_path, f"/venv{i}/bin/python|/src{i}/offload:1").socket.name for i in range(3)}
+    assert len(names) == 3 and {len(n) for n in names} == {len(LONGEST_SOCKET_NAME)}
+
+
 def test_the_server_answers_only_its_own_user(setup: dict[str, Any]) -> None:
     """Its socket is 0600 in a 0700 directory; even opened up, another user's command is refused unrun."""
     pid = server(setup)
-    sock = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.SOCKET
+    sock = warm.files().socket
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
     dirs = [d for d in (sock.parent, *sock.parents) if d != Path("/")]
@@ -182,7 +193,7 @@ def test_the_server_answers_only_its_own_user(setup: dict[str, Any]) -> None:
 
 def test_a_command_of_another_installation_runs_itself_and_leaves_the_server(setup: dict[str, Any]) -> None:
     pid = server(setup)
-    sock_path = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.SOCKET
+    sock_path = warm.files().socket
     other = "/opt/other/bin/python|/opt/other/offload:1"
     request = json.dumps({"argv": ["status"], "cwd": "/", "env": {}, "umask": 0o22, "stamp": other}).encode()
     with socket.socket(socket.AF_UNIX) as s, open(os.devnull, "wb") as null:
@@ -204,5 +215,78 @@ def test_agent_stop_also_stops_a_server_still_starting(setup: dict[str, Any]) ->
     assert p.returncode == 0, p.stderr
     assert "stopped the warm command server " in p.stdout.decode(), p.stdout
     time.sleep(1)
-    pidfile = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent" / warm.PIDFILE
+    pidfile = warm.files().pid
     assert not pidfile.exists() or not proc_alive(int(pidfile.read_text() or 0))
+
+
+MARKER = '''
+
+_unmarked_main = main
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Note where this ran (the process, its parent, this file), then run as always."""
+    mark = os.environ.get("OFFLOAD_TEST_MARK")
+    if mark:
+        import json as _json
+
+        with open(mark, "a") as f:
+            f.write(_json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "file": __file__,
+                                 "argv": list(sys.argv[1:] if argv is None else argv)}) + "\\n")
+    _unmarked_main(argv)
+'''
+
+
+def _installation(base: Path) -> str:
+    """Another installation of offload in BASE: a virtualenv of its own with its own copy of the package (which
+    notes in $OFFLOAD_TEST_MARK where each command ran), on this environment's dependencies. Its Python."""
+    import sysconfig
+
+    source = base / "src"
+    shutil.copytree(Path(warm.__file__).resolve().parents[1], source / "offload",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with open(source / "offload" / "cli" / "app.py", "a") as f:
+        f.write(MARKER)
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    # The copy first; then this environment's packages as plain entries, so its editable offload stays out.
+    ours = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    (site / "offload-test.pth").write_text("".join(f"{p}\n" for p in (str(source), *ours)))
+    return str(venv / "bin" / "python")
+
+
+def test_each_installation_gets_a_warm_server_of_its_own(setup: dict[str, Any], tmp_path: Path) -> None:
+    """Two installations (two virtualenvs, two copies of offload) side by side: each command of either runs warm,
+    in a child of its own installation's server, never in the other's."""
+    pythons = [_installation(tmp_path / name) for name in ("one", "two")]
+    mark = tmp_path / "marks"
+    env = dict(os.environ, **setup["env"], OFFLOAD_TEST_MARK=str(mark))
+
+    def offload_of(python: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+        p = subprocess.run([python, "-m", "offload", *args], cwd=setup["repo"], env=env, capture_output=True,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr
+        return p
+
+    def warm_pid(python: str) -> int | None:
+        return json.loads(offload_of(python, "agent", "status", "--json").stdout)["warm_server_pid"]
+
+    for python in pythons:
+        offload_of(python, "status", "--outputs", str(setup["out"]))  # runs itself, and starts a server
+    servers = [wait_for(lambda: warm_pid(python), timeout=30, what=f"the warm server of {python}")
+               for python in pythons]
+    assert servers[0] != servers[1]
+    for python in pythons * 2:
+        offload_of(python, "status", "--outputs", str(setup["out"]))
+    copies = {server: str(Path(python).parents[2]) for server, python in zip(servers, pythons)}  # base/venv/bin
+    ran = [json.loads(line) for line in mark.read_text().splitlines()]
+    warm_runs = [r for r in ran if r["ppid"] in copies]
+    assert all(r["file"].startswith(copies[r["ppid"]] + "/") for r in warm_runs), "only its own code"
+    assert [r["ppid"] for r in warm_runs] == servers * 2, "every command after the first of each ran warm"
+    # `agent stop` of one installation stops its own server, and leaves the other's serving.
+    p = offload_of(pythons[0], "agent", "stop")
+    assert f"stopped the warm command server {servers[0]}\n" in p.stdout.decode()
+    wait_for(lambda: not proc_alive(servers[0]), timeout=20, what="the first installation's server to stop")
+    assert proc_alive(servers[1]) and warm_pid(pythons[1]) == servers[1]
+    assert warm_pid(pythons[0]) is None
