@@ -14,6 +14,9 @@ server only ever runs its own installation's code. It answers only its own user,
 idle seconds (0: no server); a command that finds none runs the usual way and starts one for the next. A server
 whose code is older than the command's (offload changed since it started) is not used, and exits.
 
+The server is one thread: it reads every request at once, each under a deadline of its own, so a client that
+connects and sends nothing costs the others nothing; and it forks with no other thread about.
+
 This module is what the `offload` executable imports first: it loads nothing heavy unless it has to.
 """
 
@@ -26,12 +29,15 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from offload.frames import HEADER, pack, peer_uid, recv_frame, send_frame
 
 WARM_COMMANDS = frozenset({"run", "status", "check", "logs", "clean", "pull", "diff", "apply", "get"})
-_lock_fd: int | None = None
+REQUEST_DEADLINE = 5.0  # seconds a client has, once connected, to send its whole request (it takes microseconds)
+MAX_REQUEST = 1 << 24  # bytes: the arguments and the environment
+MAX_PENDING = 64  # clients still sending; past that, the one that has waited longest is dropped
 
 
 def main() -> None:
@@ -235,7 +241,6 @@ def serve(directory: Path, persist: float) -> int:
     """Load offload, then fork a child per command until OFFLOAD_PERSIST seconds pass without one."""
     import fcntl
 
-    global _lock_fd
     stamp = code_stamp()
     where = Files(directory, stamp)
     lock = open(where.lock, "a+b")
@@ -243,7 +248,6 @@ def serve(directory: Path, persist: float) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return 0  # another server runs, or is starting
-    _lock_fd = lock.fileno()
     from offload.cli.app import command  # every command's module, loaded once for all children
     from offload.jobs.service import preload
 
@@ -254,34 +258,19 @@ def serve(directory: Path, persist: float) -> int:
         path.unlink()
     except FileNotFoundError:
         pass
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
-        server.bind(str(path))
+        listener.bind(str(path))
     finally:
         os.umask(old)
     inode = os.stat(path).st_ino
     where.pid.write_text(f"{os.getpid()}\n")
-    server.listen(64)
-    server.settimeout(min(max(persist / 4, 0.05), 1.0))
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped as they exit
-    import time
-
-    last = time.monotonic()
+    listener.listen(64)
     try:
-        while True:
-            try:
-                client, _ = server.accept()
-            except socket.timeout:
-                if time.monotonic() - last >= persist or not _same(path, inode):
-                    return 0
-                continue
-            last = time.monotonic()
-            with client:
-                if _take(client, server, stamp):
-                    return 0
+        return _Server(listener, stamp, lock.fileno()).run(persist, lambda: _same(path, inode))
     finally:
-        server.close()
+        listener.close()
         if _same(path, inode):
             path.unlink(missing_ok=True)
             where.pid.unlink(missing_ok=True)
@@ -294,52 +283,160 @@ def _same(path: Path, inode: int) -> bool:
         return False
 
 
-def _take(client: socket.socket, server: socket.socket, stamp: str) -> bool:
-    """Receive one command and fork its child. True when this server is stale and must go."""
-    if peer_uid(client) != os.getuid():
-        return False
-    try:
-        client.settimeout(10)
-        head = client.recv(HEADER.size, socket.MSG_PEEK)
-        if len(head) < HEADER.size:
+class _Pending:
+    """A client that has connected and not yet sent its whole request."""
+
+    __slots__ = ("sock", "data", "fds", "deadline")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.data = bytearray()
+        self.fds = array.array("i")
+        self.deadline = deadline
+
+    def wants(self) -> int:
+        """How many more bytes make the request whole (the header first, then what it announces)."""
+        if len(self.data) < HEADER.size:
+            return HEADER.size - len(self.data)
+        return HEADER.size + HEADER.unpack(self.data[:HEADER.size])[1] - len(self.data)
+
+    def drop(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = array.array("i")
+        self.sock.close()
+
+
+class _Server:
+    """The accept loop, in one thread, and the clients still sending their request."""
+
+    def __init__(self, listener: socket.socket, stamp: str, lock_fd: int) -> None:
+        import selectors
+
+        self.listener = listener
+        self.stamp = stamp
+        self.lock_fd = lock_fd
+        self.selector = selectors.DefaultSelector()
+        self.pending: dict[socket.socket, _Pending] = {}
+
+    def run(self, persist: float, ours: Callable[[], bool]) -> int:
+        """Serve until PERSIST idle seconds pass or the socket is no longer ours; exit code 0."""
+        import selectors
+        import time
+
+        listener = self.listener
+        listener.setblocking(False)
+        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped as they exit
+        tick = min(max(persist / 4, 0.05), 1.0)
+        last = time.monotonic()
+        while True:
+            now = time.monotonic()
+            for p in [p for p in self.pending.values() if p.deadline <= now]:
+                self._forget(p)
+            if not self.pending and (now - last >= persist or not ours()):
+                return 0
+            soonest = min((p.deadline for p in self.pending.values()), default=now + tick)
+            for key, _ in self.selector.select(max(min(soonest, now + tick) - now, 0)):
+                if key.data == "accept":
+                    last = time.monotonic()
+                    self._accept()
+                elif key.data.sock in self.pending and self._read(key.data):  # not dropped earlier in this batch
+                    return 0
+
+    def _accept(self) -> None:
+        import selectors
+        import time
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError:  # out of file descriptors: the client that has waited longest makes room
+                if self.pending:
+                    self._forget(min(self.pending.values(), key=lambda p: p.deadline))
+                return
+            if peer_uid(client) != os.getuid():
+                client.close()
+                continue
+            client.setblocking(False)
+            if len(self.pending) >= MAX_PENDING:
+                self._forget(min(self.pending.values(), key=lambda p: p.deadline))
+            pending = _Pending(client, time.monotonic() + REQUEST_DEADLINE)
+            self.pending[client] = pending
+            self.selector.register(client, selectors.EVENT_READ, pending)
+
+    def _forget(self, pending: _Pending) -> None:
+        self.selector.unregister(pending.sock)
+        del self.pending[pending.sock]
+        pending.drop()
+
+    def _read(self, pending: _Pending) -> bool:
+        """Read what PENDING has sent; once its request is whole, answer it. True when this server is stale and
+        must go."""
+        try:
+            data, ancillary, flags, _ = pending.sock.recvmsg(min(pending.wants(), 1 << 16),
+                                                             socket.CMSG_SPACE(3 * pending.fds.itemsize),
+                                                             socket.MSG_CMSG_CLOEXEC)
+        except BlockingIOError:
             return False
-        _, size = HEADER.unpack(head)
-        fds = array.array("i")
-        data, ancillary, _, _ = client.recvmsg(HEADER.size + size, socket.CMSG_LEN(3 * fds.itemsize))
+        except OSError:
+            data, ancillary, flags = b"", [], 0
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-        while len(data) < HEADER.size + size:
-            more = client.recv(HEADER.size + size - len(data))
-            if not more:
-                raise OSError("the request ended early")
-            data += more
-        request = json.loads(data[HEADER.size:].decode("utf-8", "surrogateescape"))
-    except (OSError, ValueError):
+                pending.fds.frombytes(payload[:len(payload) - len(payload) % pending.fds.itemsize])
+        if not data or flags & socket.MSG_CTRUNC:
+            self._forget(pending)  # gone, or sent more descriptors than a request has
+            return False
+        pending.data += data
+        if len(pending.data) >= HEADER.size and HEADER.unpack(pending.data[:HEADER.size])[1] > MAX_REQUEST:
+            self._forget(pending)
+            return False
+        if pending.wants():
+            return False
+        self.selector.unregister(pending.sock)
+        del self.pending[pending.sock]
+        try:
+            return self._answer(pending)
+        finally:
+            pending.drop()
+
+    def _answer(self, pending: _Pending) -> bool:
+        """Fork the child that runs PENDING's command, or refuse it. True when this server is stale and must go."""
+        try:
+            request = json.loads(pending.data[HEADER.size:].decode("utf-8", "surrogateescape"))
+            theirs = str(request.get("stamp"))
+        except (ValueError, AttributeError):
+            return False
+        try:
+            if len(pending.fds) != 3 or theirs != self.stamp:
+                send_frame(pending.sock, b"!")
+                # The same installation with other code: this server is stale and goes. Another installation
+                # (another Python or checkout) has a server of its own: this one just does not run its command.
+                return installation(theirs) == installation(self.stamp) and theirs != self.stamp
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    fds = list(pending.fds)
+                    self._let_go()
+                    _child(pending.sock, fds, request)
+                finally:
+                    os._exit(70)
+            send_frame(pending.sock, b"p", str(pid).encode())
+        except OSError:
+            pass
         return False
-    try:
-        theirs = str(request.get("stamp"))
-        if len(fds) != 3 or theirs != stamp:
-            send_frame(client, b"!")
-            # The same installation with other code: this server is stale and goes. Another installation (another
-            # Python or checkout) has a server of its own: this one just does not run its command.
-            return installation(theirs) == installation(stamp) and theirs != stamp
-        pid = os.fork()
-        if pid == 0:
-            try:
-                server.close()
-                if _lock_fd is not None:
-                    os.close(_lock_fd)  # the lock is the server's alone: a new server may start while this runs
-                _child(client, list(fds), request)
-            finally:
-                os._exit(70)
-        send_frame(client, b"p", str(pid).encode())
-        return False
-    except OSError:
-        return False
-    finally:
-        for fd in fds:
-            os.close(fd)
+
+    def _let_go(self) -> None:
+        """In a child: close what is the server's (the other clients' connections and descriptors, the listening
+        socket, the lock: a new server may start while this command runs), and take SIGCHLD back."""
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.selector.close()  # closes the child's copy of the epoll descriptor; the server's registrations stay
+        for pending in self.pending.values():  # its own client is no longer among them
+            pending.drop()
+        self.listener.close()
+        os.close(self.lock_fd)
 
 
 def _child(client: socket.socket, fds: list[int], request: dict) -> None:
@@ -348,9 +445,12 @@ def _child(client: socket.socket, fds: list[int], request: dict) -> None:
     import io
     import threading
 
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    client.setblocking(True)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
                                  encoding=sys.stdin.encoding, errors=sys.stdin.errors)
     for fd, name in ((1, "stdout"), (2, "stderr")):
@@ -373,7 +473,6 @@ def _child(client: socket.socket, fds: list[int], request: dict) -> None:
             pass
         os.kill(os.getpid(), signal.SIGINT)
 
-    client.settimeout(None)
     threading.Thread(target=watch, daemon=True).start()
     code = 1
     try:

@@ -1,7 +1,7 @@
 """Warm commands: after the first, a job command runs in a child forked from a warm server that has offload
 loaded, with the user's own stdin, stdout and stderr; exit codes, signals and a vanished user pass through, a
-server whose code is older than the command's is not used, and each installation of offload has a server of its
-own."""
+server whose code is older than the command's is not used, each installation of offload has a server of its own,
+and a client that stalls holds up no other."""
 
 from __future__ import annotations
 
@@ -290,3 +290,36 @@ def test_each_installation_gets_a_warm_server_of_its_own(setup: dict[str, Any], 
     wait_for(lambda: not proc_alive(servers[0]), timeout=20, what="the first installation's server to stop")
     assert proc_alive(servers[1]) and warm_pid(pythons[1]) == servers[1]
     assert warm_pid(pythons[0]) is None
+
+
+def _gone(sock: socket.socket) -> bool:
+    """The server has closed its end of SOCK (it reads EOF, or a reset)."""
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_a_stalled_client_holds_up_no_other_command(setup: dict[str, Any]) -> None:
+    """Clients that connect and send nothing, or half a request, cost the commands behind them nothing, and are
+    dropped once their deadline passes."""
+    pid = server(setup)
+    stalled = [socket.socket(socket.AF_UNIX) for _ in range(5)]
+    try:
+        for s in stalled:
+            s.connect(str(warm.files().socket))
+        stalled[-2].sendall(b"q\0")  # half a header
+        stalled[-1].sendall(struct.pack(">cI", b"q", 1000) + b"{")  # a header and the start of its request
+        started = time.monotonic()
+        # Before, each stalled client held the server for 10 s in turn: this command waited 50 s.
+        p = cmd(setup, "status", timeout=15)
+        took = time.monotonic() - started
+        assert p.returncode == 0, p.stderr
+        assert not any(_gone(s) for s in stalled), f"served in {took:.1f} s, while every stalled client still waits"
+        wait_for(lambda: all(_gone(s) for s in stalled), timeout=30, what="the stalled clients to be dropped")
+    finally:
+        for s in stalled:
+            s.close()
+    assert proc_alive(pid) and cmd(setup, "status", timeout=15).returncode == 0
