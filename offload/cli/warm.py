@@ -15,7 +15,9 @@ idle seconds (0: no server); a command that finds none runs the usual way and st
 whose code is older than the command's (offload changed since it started) is not used, and exits.
 
 The server is one thread: it reads every request at once, each under a deadline of its own, so a client that
-connects and sends nothing costs the others nothing; and it forks with no other thread about.
+connects and sends nothing costs the others nothing; and it forks with no other thread about. Each child leads a
+session of its own, so the user's process can stop it and its helpers (Ctrl-Z) and continue them, and the
+server's exit never touches it.
 
 This module is what the `offload` executable imports first: it loads nothing heavy unless it has to.
 """
@@ -128,7 +130,13 @@ def forward(argv: list[str]) -> int | None:
     try:
         sock.connect(str(where.socket))
         if peer_uid(sock) != os.getuid():
+            sock.close()
             return None
+    except OSError:
+        sock.close()
+        return None
+    control = _JobControl()
+    try:
         umask = os.umask(0)
         os.umask(umask)
         request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
@@ -137,29 +145,79 @@ def forward(argv: list[str]) -> int | None:
         sock.sendmsg([pack(b"q", request)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         frame = recv_frame(sock)
     except OSError:
-        sock.close()
-        return None
+        frame = None
     if frame is None or frame[0] != b"p":
         sock.close()
+        control.release()
         return None  # refused (a stale server): nothing ran
-    child = int(frame[1])
-
-    def relay(signum: int, _frame: object) -> None:
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, relay)
+    control.attach(int(frame[1]))
     with sock:
         while True:
             frame = recv_frame(sock)
             if frame is None:
-                print("offload: the warm command server went away in the middle of the command", file=sys.stderr)
+                print("offload: the warm command ended without an exit code (was it killed?); `offload status` "
+                      "shows what it did", file=sys.stderr)
                 return 1
             if frame[0] == b"x":
                 return int(frame[1])
+
+
+class _JobControl:
+    """The signals of the user's process, for its warm child. Ctrl-Z (SIGTSTP) stops the child, then this process;
+    SIGCONT (`fg`, `bg`) continues the child; SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on. The child leads a
+    session of its own, so stopping its process group stops the helpers it started too. A Ctrl-Z that comes before
+    the child is known waits for it."""
+
+    def __init__(self) -> None:
+        self.child: int | None = None
+        self.stop_asked = False
+        signal.signal(signal.SIGTSTP, self._suspend)
+        signal.signal(signal.SIGCONT, self._resume)
+
+    def attach(self, child: int) -> None:
+        """The child runs: from now on signals are its."""
+        self.child = child
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(signum, self._relay)
+        if self.stop_asked:
+            self._suspend(signal.SIGTSTP, None)
+
+    def release(self) -> None:
+        """No child runs (this process runs the command itself): a Ctrl-Z that came meanwhile stops it now."""
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        signal.signal(signal.SIGCONT, signal.SIG_DFL)
+        if self.stop_asked:
+            os.kill(os.getpid(), signal.SIGTSTP)
+
+    def _relay(self, signum: int, _frame: object) -> None:
+        if self.child is not None:
+            _signal(self.child, signum)
+
+    def _suspend(self, _signum: int, _frame: object) -> None:
+        if self.child is None:
+            self.stop_asked = True
+            return
+        # SIGSTOP, not SIGTSTP: the child's session is its own, so its process group is orphaned, and the kernel
+        # drops SIGTSTP sent to an orphaned group.
+        _signal(-self.child, signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
+        signal.signal(signal.SIGTSTP, self._suspend)
+
+    def _resume(self, _signum: int, _frame: object) -> None:
+        if self.child is not None:
+            _signal(-self.child, signal.SIGCONT)
+
+
+def _signal(target: int, signum: int) -> None:
+    """Send SIGNUM to a process (TARGET > 0) or a process group (-TARGET) that may be gone already."""
+    try:
+        if target > 0:
+            os.kill(target, signum)
+        else:
+            os.killpg(-target, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def start_server() -> None:
@@ -308,7 +366,7 @@ class _Pending:
 
 
 class _Server:
-    """The accept loop, in one thread, and the clients still sending their request."""
+    """The accept loop, in one thread: clients still sending their request, and the children running commands."""
 
     def __init__(self, listener: socket.socket, stamp: str, lock_fd: int) -> None:
         import selectors
@@ -318,6 +376,13 @@ class _Server:
         self.lock_fd = lock_fd
         self.selector = selectors.DefaultSelector()
         self.pending: dict[socket.socket, _Pending] = {}
+        # Per running child, a descriptor of the server's own for its user's connection: when the user's process
+        # is gone, a child it left stopped is continued, so that it notices and ends (a stopped process notices
+        # nothing). A plain descriptor: a socket object's dup() would set the blocking mode the child shares.
+        self.children: dict[int, int] = {}
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
 
     def run(self, persist: float, ours: Callable[[], bool]) -> int:
         """Serve until PERSIST idle seconds pass or the socket is no longer ours; exit code 0."""
@@ -327,7 +392,9 @@ class _Server:
         listener = self.listener
         listener.setblocking(False)
         self.selector.register(listener, selectors.EVENT_READ, "accept")
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped as they exit
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "reap")
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the loop (through wake_w), which reaps
         tick = min(max(persist / 4, 0.05), 1.0)
         last = time.monotonic()
         while True:
@@ -341,6 +408,10 @@ class _Server:
                 if key.data == "accept":
                     last = time.monotonic()
                     self._accept()
+                elif key.data == "reap":
+                    self._reap()
+                elif isinstance(key.data, int):
+                    self._hangup(key.data)
                 elif key.data.sock in self.pending and self._read(key.data):  # not dropped earlier in this batch
                     return 0
 
@@ -404,6 +475,8 @@ class _Server:
 
     def _answer(self, pending: _Pending) -> bool:
         """Fork the child that runs PENDING's command, or refuse it. True when this server is stale and must go."""
+        import selectors
+
         try:
             request = json.loads(pending.data[HEADER.size:].decode("utf-8", "surrogateescape"))
             theirs = str(request.get("stamp"))
@@ -416,36 +489,73 @@ class _Server:
                 # (another Python or checkout) has a server of its own: this one just does not run its command.
                 return installation(theirs) == installation(self.stamp) and theirs != self.stamp
             pid = os.fork()
-            if pid == 0:
-                try:
-                    fds = list(pending.fds)
-                    self._let_go()
-                    _child(pending.sock, fds, request)
-                finally:
-                    os._exit(70)
-            send_frame(pending.sock, b"p", str(pid).encode())
         except OSError:
-            pass
+            return False
+        if pid == 0:
+            try:
+                fds = list(pending.fds)
+                self._let_go()
+                _child(pending.sock, fds, request)
+            finally:
+                os._exit(70)
+        watch = os.dup(pending.sock.fileno())
+        self.children[pid] = watch
+        self.selector.register(watch, selectors.EVENT_READ, pid)
         return False
+
+    def _hangup(self, pid: int) -> None:
+        """PID's user process has hung up: its connection became readable, and after its request such a process
+        sends nothing, so that is its end."""
+        watch = self.children.pop(pid, None)
+        if watch is None:  # reaped earlier in this batch
+            return
+        self.selector.unregister(watch)
+        os.close(watch)
+        _signal(-pid, signal.SIGCONT)  # a stopped child notices its user has gone, and ends
+
+    def _reap(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            watch = self.children.pop(pid, None)
+            if watch is not None:  # its user's process sees the end of the connection, had it no exit code
+                self.selector.unregister(watch)
+                os.close(watch)
 
     def _let_go(self) -> None:
         """In a child: close what is the server's (the other clients' connections and descriptors, the listening
-        socket, the lock: a new server may start while this command runs), and take SIGCHLD back."""
+        socket, the lock: a new server may start while this command runs), and take signals back."""
+        signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.selector.close()  # closes the child's copy of the epoll descriptor; the server's registrations stay
         for pending in self.pending.values():  # its own client is no longer among them
             pending.drop()
+        for watch in self.children.values():
+            os.close(watch)
         self.listener.close()
         os.close(self.lock_fd)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
 
 
 def _child(client: socket.socket, fds: list[int], request: dict) -> None:
-    """In the forked child: become the command (its fds, directory, environment and umask), run it, report its
-    exit code, and leave."""
+    """In the forked child: lead a session of its own, tell the user's process its pid, become the command (its
+    fds, directory, environment and umask), run it, report its exit code, and leave."""
     import io
     import threading
 
+    os.setsid()
     client.setblocking(True)
+    send_frame(client, b"p", str(os.getpid()).encode())
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
     for fd in fds:

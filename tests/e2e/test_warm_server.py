@@ -1,7 +1,7 @@
 """Warm commands: after the first, a job command runs in a child forked from a warm server that has offload
-loaded, with the user's own stdin, stdout and stderr; exit codes, signals and a vanished user pass through, a
-server whose code is older than the command's is not used, each installation of offload has a server of its own,
-and a client that stalls holds up no other."""
+loaded, with the user's own stdin, stdout and stderr; exit codes, signals (Ctrl-Z too) and a vanished user pass
+through, a server whose code is older than the command's is not used, each installation of offload has a server of
+its own, and a client that stalls holds up no other."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import offload, spawn
-from tests.workers import (SshdWorker, children_map, kill_pids, make_repo, proc_alive, proc_cmdline, sshd_record,
-                           wait_for, write_outputs)
+from tests.workers import (SshdWorker, children_map, kill_pids, make_repo, proc_alive, proc_cmdline, proc_stat,
+                           sshd_record, wait_for, write_outputs)
 
 import offload.cli.warm as warm
 
@@ -323,3 +324,92 @@ def test_a_stalled_client_holds_up_no_other_command(setup: dict[str, Any]) -> No
         for s in stalled:
             s.close()
     assert proc_alive(pid) and cmd(setup, "status", timeout=15).returncode == 0
+
+
+def _state(pid: int) -> str:
+    st = proc_stat(pid)
+    return st[0] if st else "gone"
+
+
+class _Reader:
+    """Everything a process writes to a pipe, read as it comes."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.data = b""
+        self._pipe = pipe
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while chunk := os.read(self._pipe.fileno(), 65536):
+            self.data += chunk
+
+    def last(self) -> int:
+        """The last whole number printed so far (0 before any)."""
+        lines = self.data.split(b"\n")[:-1]
+        return int(lines[-1]) if lines else 0
+
+
+def test_ctrl_z_stops_the_command_and_fg_continues_it(setup: dict[str, Any]) -> None:
+    """SIGTSTP stops the warm command along with the user's process; SIGCONT continues both, nothing is lost, and
+    the exit code is the command's. A stopped command outlives the warm server that started it."""
+    pid = server(setup)
+    workspace = Path(setup["ssh"].workspace)
+    end = workspace / "tz.end"  # the job ends once this file is there
+    counter = f"i=0; while [ ! -e {end} ]; do i=$((i+1)); echo $i; sleep 0.05; done; exit 3"
+    user = subprocess.Popen([sys.executable, "-m", "offload", "run", "--outputs", str(setup["out"]), "--job", "tz",
+                             "--wait", "--", counter], cwd=setup["repo"], env=dict(os.environ, **setup["env"]),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            process_group=0)  # a job of its own, as a shell makes it
+    out = _Reader(user.stdout)
+    try:
+        (child,) = wait_for(lambda: children_map().get(pid), timeout=30, what="the warm child")
+        wait_for(lambda: out.last() >= 3, timeout=30, what="the counter on the user's stdout")
+        user.send_signal(signal.SIGTSTP)
+        wait_for(lambda: _state(user.pid) == "T" and _state(child) == "T", timeout=20,
+                 what="the user's process and the command to stop")
+
+        def job_at() -> int:
+            logs = list(workspace.glob("jobs/tz/tasks/*/log"))
+            lines = logs[0].read_bytes().split(b"\n")[:-1] if logs else []
+            return int(lines[-1]) if lines else 0
+
+        # The job goes on on the worker; the stopped command shows none of it.
+        wait_for(lambda: job_at() >= out.last() + 10, timeout=30, what="the job to go on")
+        shown = out.data
+        wait_for(lambda: job_at() >= out.last() + 30, timeout=30, what="the job to go on")
+        assert out.data == shown and _state(child) == "T"
+        # The server going away takes nothing from a stopped command.
+        kill_pids([pid], signal.SIGTERM)
+        assert _state(child) == "T"
+        user.send_signal(signal.SIGCONT)
+        wait_for(lambda: out.last() > job_at() - 5, timeout=30, what="the output to catch up with the job")
+        end.touch()
+        assert user.wait(timeout=60) == 3, user.stderr.read()
+        numbers = [int(n) for n in out.data.split()]
+        assert numbers == list(range(1, len(numbers) + 1)) and numbers[-1] == job_at()
+    finally:
+        if user.poll() is None:
+            user.kill()
+            user.wait()
+
+
+def test_a_stopped_command_whose_user_process_is_killed_ends(setup: dict[str, Any]) -> None:
+    """Killed outright while stopped, the user's process can continue nothing: the command still ends."""
+    pid = server(setup)
+    assert cmd(setup, "run", "--job", "tk", "--", "sleep 30").returncode == 0
+    user = subprocess.Popen([sys.executable, "-m", "offload", "logs", "--outputs", str(setup["out"]), "-f", "tk"],
+                            cwd=setup["repo"], env=dict(os.environ, **setup["env"]), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, process_group=0)
+    try:
+        (child,) = wait_for(lambda: children_map().get(pid), timeout=30, what="the warm child")
+        user.send_signal(signal.SIGTSTP)
+        wait_for(lambda: _state(user.pid) == "T" and _state(child) == "T", timeout=20,
+                 what="the user's process and the command to stop")
+        kill_pids([user.pid])
+        wait_for(lambda: not proc_alive(child), timeout=20, what="the stopped command to end with its user")
+    finally:
+        if user.poll() is None:
+            user.kill()
+        user.wait()
+    assert cmd(setup, "clean", "tk").returncode == 0
