@@ -498,7 +498,10 @@ class _Server:
                 _child(pending.sock, fds, request)
             finally:
                 os._exit(70)
-        watch = os.dup(pending.sock.fileno())
+        try:
+            watch = os.dup(pending.sock.fileno())
+        except OSError:  # out of descriptors: this child goes unwatched
+            return False
         self.children[pid] = watch
         self.selector.register(watch, selectors.EVENT_READ, pid)
         return False
