@@ -11,6 +11,8 @@ from offload.errors import UsageError
 
 DEFAULT_PERSIST = 600.0
 _MAX_SOCKET_PATH = 100  # a Unix socket's path holds 108 bytes
+# The longest socket name in that directory: a warm command server's, named after its installation.
+LONGEST_SOCKET_NAME = "warm-0123456789ab.sock"
 
 
 def config_dir() -> Path:
@@ -41,7 +43,7 @@ def agent_dir() -> Path:
     offload's cache directory (under /tmp when that path is too long for a socket)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime) / "offload" if runtime else cache_dir() / "agent"
-    if len(os.fsencode(str(base / "agent.sock"))) > _MAX_SOCKET_PATH:
+    if len(os.fsencode(str(base / LONGEST_SOCKET_NAME))) > _MAX_SOCKET_PATH:
         digest = hashlib.sha256(os.fsencode(str(base))).hexdigest()[:12]
         base = Path("/tmp") / f"offload-{os.getuid()}-{digest}"
     return base

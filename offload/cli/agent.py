@@ -45,7 +45,8 @@ def status(json: JsonOpt = False) -> None:
 
 @agent_app.command()
 def stop() -> None:
-    """Stop the agent (its connections close) and the warm command server. The next command starts new ones."""
+    """Stop the agent (its connections close) and this installation's warm command server. The next command starts
+    new ones."""
     from offload.cli.warm import stop_server
     from offload.jobs.connections import stop_agent
 

@@ -8,10 +8,16 @@ with the child's exit code. The child reaches workers through the connection age
 job commands that need no terminal of their own go this way; `attach`, `shell`, `run --attach` and everything
 else start the usual way.
 
-The server lives beside the agent's socket (see `offload.paths.agent_dir`), answers only its own user, and exits
-after OFFLOAD_PERSIST idle seconds (0: no server); a command that finds none runs the usual way and starts one
-for the next. A server whose offload code differs from the command's own is not used: it exits when it is the
-same installation (its code changed since it started), and serves on when the command came from another one.
+Each installation of offload (a Python and a package root: another virtualenv, another checkout) has a server of
+its own, beside the agent's socket (see `offload.paths.agent_dir`) under a name made from the installation, so a
+server only ever runs its own installation's code. It answers only its own user, and exits after OFFLOAD_PERSIST
+idle seconds (0: no server); a command that finds none runs the usual way and starts one for the next. A server
+whose code is older than the command's (offload changed since it started) is not used, and exits.
+
+The server is one thread: it reads every request at once, each under a deadline of its own, so a client that
+connects and sends nothing costs the others nothing; and it forks with no other thread about. Each child leads a
+session of its own, so the user's process can stop it and its helpers (Ctrl-Z) and continue them, and the
+server's exit never touches it.
 
 This module is what the `offload` executable imports first: it loads nothing heavy unless it has to.
 """
@@ -19,21 +25,21 @@ This module is what the `offload` executable imports first: it loads nothing hea
 from __future__ import annotations
 
 import array
+import hashlib
 import json
 import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from offload.frames import HEADER, pack, peer_uid, recv_frame, send_frame
 
-SOCKET = "warm.sock"
-LOCK = "warm.lock"
-PIDFILE = "warm.pid"
-LOG = "warm.log"
 WARM_COMMANDS = frozenset({"run", "status", "check", "logs", "clean", "pull", "diff", "apply", "get"})
-_lock_fd: int | None = None
+REQUEST_DEADLINE = 5.0  # seconds a client has, once connected, to send its whole request (it takes microseconds)
+MAX_REQUEST = 1 << 24  # bytes: the arguments and the environment
+MAX_PENDING = 64  # clients still sending; past that, the one that has waited longest is dropped
 
 
 def main() -> None:
@@ -72,6 +78,30 @@ def _place() -> Path | None:
     return directory if private_dir(directory) else None
 
 
+class Files:
+    """The warm server of one installation: its socket, lock, pid file and log, named after the installation."""
+
+    __slots__ = ("socket", "lock", "pid", "log")
+
+    def __init__(self, directory: Path, stamp: str) -> None:
+        name = "warm-" + hashlib.sha256(installation(stamp).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        self.socket = directory / f"{name}.sock"
+        self.lock = directory / f"{name}.lock"
+        self.pid = directory / f"{name}.pid"
+        self.log = directory / f"{name}.log"
+
+
+def files(stamp: str | None = None) -> Files | None:
+    """This installation's warm server files, when the settings allow a server at all."""
+    directory = _place()
+    return None if directory is None else Files(directory, stamp or code_stamp())
+
+
+def installation(stamp: str) -> str:
+    """The installation a code stamp names (its Python and package root), without the age of its code."""
+    return stamp.rsplit(":", 1)[0]
+
+
 def code_stamp() -> str:
     """When offload's code last changed: a server older than that must not run the command."""
     root = Path(__file__).resolve().parent.parent
@@ -94,86 +124,145 @@ def forward(argv: list[str]) -> int | None:
     directory = _place()
     if directory is None:
         return None
+    stamp = code_stamp()
+    where = Files(directory, stamp)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(directory / SOCKET))
+        sock.connect(str(where.socket))
         if peer_uid(sock) != os.getuid():
+            sock.close()
             return None
+    except OSError:
+        sock.close()
+        return None
+    control = _JobControl()
+    try:
         umask = os.umask(0)
         os.umask(umask)
         request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
-                              "stamp": code_stamp()}).encode("utf-8", "surrogateescape")
+                              "stamp": stamp}).encode("utf-8", "surrogateescape")
         fds = array.array("i", [0, 1, 2])
         sock.sendmsg([pack(b"q", request)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         frame = recv_frame(sock)
     except OSError:
-        sock.close()
-        return None
+        frame = None
     if frame is None or frame[0] != b"p":
         sock.close()
+        control.release()
         return None  # refused (a stale server): nothing ran
-    child = int(frame[1])
-
-    def relay(signum: int, _frame: object) -> None:
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, relay)
+    control.attach(int(frame[1]))
     with sock:
         while True:
             frame = recv_frame(sock)
             if frame is None:
-                print("offload: the warm command server went away in the middle of the command", file=sys.stderr)
+                print("offload: the warm command ended without an exit code (was it killed?); `offload status` "
+                      "shows what it did", file=sys.stderr)
                 return 1
             if frame[0] == b"x":
                 return int(frame[1])
+
+
+class _JobControl:
+    """The signals of the user's process, for its warm child. Ctrl-Z (SIGTSTP) stops the child, then this process;
+    SIGCONT (`fg`, `bg`) continues the child; SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on. The child leads a
+    session of its own, so stopping its process group stops the helpers it started too. A Ctrl-Z that comes before
+    the child is known waits for it."""
+
+    def __init__(self) -> None:
+        self.child: int | None = None
+        self.stop_asked = False
+        signal.signal(signal.SIGTSTP, self._suspend)
+        signal.signal(signal.SIGCONT, self._resume)
+
+    def attach(self, child: int) -> None:
+        """The child runs: from now on signals are its."""
+        self.child = child
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(signum, self._relay)
+        if self.stop_asked:
+            self._suspend(signal.SIGTSTP, None)
+
+    def release(self) -> None:
+        """No child runs (this process runs the command itself): a Ctrl-Z that came meanwhile stops it now."""
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        signal.signal(signal.SIGCONT, signal.SIG_DFL)
+        if self.stop_asked:
+            os.kill(os.getpid(), signal.SIGTSTP)
+
+    def _relay(self, signum: int, _frame: object) -> None:
+        if self.child is not None:
+            _signal(self.child, signum)
+
+    def _suspend(self, _signum: int, _frame: object) -> None:
+        if self.child is None:
+            self.stop_asked = True
+            return
+        # SIGSTOP, not SIGTSTP: the child's session is its own, so its process group is orphaned, and the kernel
+        # drops SIGTSTP sent to an orphaned group.
+        _signal(-self.child, signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
+        signal.signal(signal.SIGTSTP, self._suspend)
+
+    def _resume(self, _signum: int, _frame: object) -> None:
+        if self.child is not None:
+            _signal(-self.child, signal.SIGCONT)
+
+
+def _signal(target: int, signum: int) -> None:
+    """Send SIGNUM to a process (TARGET > 0) or a process group (-TARGET) that may be gone already."""
+    try:
+        if target > 0:
+            os.kill(target, signum)
+        else:
+            os.killpg(-target, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def start_server() -> None:
     """Start a warm server in the background for the next command, unless one runs (never waits for it)."""
     import subprocess
 
-    directory = _place()
-    if directory is None:
+    where = files()
+    if where is None:
         return
     try:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with probe:
-            probe.connect(str(directory / SOCKET))
+            probe.connect(str(where.socket))
         return
     except OSError:
         pass
     from offload.paths import persist_seconds
 
     try:
-        with open(directory / LOG, "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "offload.cli.warm", str(directory), str(persist_seconds())],
+        with open(where.log, "ab") as log:
+            subprocess.Popen([sys.executable, "-m", "offload.cli.warm", str(where.socket.parent),
+                              str(persist_seconds())],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                              start_new_session=True, close_fds=True, cwd="/")
     except OSError:
         pass
 
 
-def server_pid() -> int | None:
-    """The pid of the warm server, when one runs."""
-    directory = _place()
+def server_pid(where: Files | None = None) -> int | None:
+    """The pid of this installation's warm server, when one runs."""
+    where = where or files()
     try:
-        pid = int((directory / PIDFILE).read_text()) if directory else 0
+        pid = int(where.pid.read_text()) if where else 0
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return pid if b"offload.cli.warm" in f.read() else None
     except (OSError, ValueError):
         return None
 
 
-def _lock_held(directory: Path) -> bool:
+def _lock_held(where: Files) -> bool:
     """A server holds the lock: it runs, or is starting and has not written its pid yet."""
     import fcntl
 
     try:
-        with open(directory / LOCK, "rb") as f:
+        with open(where.lock, "rb") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -185,16 +274,16 @@ def _lock_held(directory: Path) -> bool:
 
 
 def stop_server() -> int | None:
-    """Stop the warm server (commands it started go on); its pid, or None when none ran. A server still starting
-    (the previous command started it a moment ago) is waited for, briefly, and stopped too."""
+    """Stop this installation's warm server (commands it started go on); its pid, or None when none ran. A server
+    still starting (the previous command started it a moment ago) is waited for, briefly, and stopped too."""
     import time
 
-    pid = server_pid()
-    directory = _place()
+    where = files()
+    pid = server_pid(where)
     deadline = time.monotonic() + 5
-    while pid is None and directory is not None and _lock_held(directory) and time.monotonic() < deadline:
+    while pid is None and where is not None and _lock_held(where) and time.monotonic() < deadline:
         time.sleep(0.05)
-        pid = server_pid()
+        pid = server_pid(where)
     if pid is not None:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -210,55 +299,39 @@ def serve(directory: Path, persist: float) -> int:
     """Load offload, then fork a child per command until OFFLOAD_PERSIST seconds pass without one."""
     import fcntl
 
-    global _lock_fd
-    lock = open(directory / LOCK, "a+b")
+    stamp = code_stamp()
+    where = Files(directory, stamp)
+    lock = open(where.lock, "a+b")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return 0  # another server runs, or is starting
-    _lock_fd = lock.fileno()
-    stamp = code_stamp()
     from offload.cli.app import command  # every command's module, loaded once for all children
     from offload.jobs.service import preload
 
     command()
     preload()
-    path = directory / SOCKET
+    path = where.socket
     try:
         path.unlink()
     except FileNotFoundError:
         pass
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
-        server.bind(str(path))
+        listener.bind(str(path))
     finally:
         os.umask(old)
     inode = os.stat(path).st_ino
-    (directory / PIDFILE).write_text(f"{os.getpid()}\n")
-    server.listen(64)
-    server.settimeout(min(max(persist / 4, 0.05), 1.0))
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped as they exit
-    import time
-
-    last = time.monotonic()
+    where.pid.write_text(f"{os.getpid()}\n")
+    listener.listen(64)
     try:
-        while True:
-            try:
-                client, _ = server.accept()
-            except socket.timeout:
-                if time.monotonic() - last >= persist or not _same(path, inode):
-                    return 0
-                continue
-            last = time.monotonic()
-            with client:
-                if _take(client, server, stamp):
-                    return 0
+        return _Server(listener, stamp, lock.fileno()).run(persist, lambda: _same(path, inode))
     finally:
-        server.close()
+        listener.close()
         if _same(path, inode):
             path.unlink(missing_ok=True)
-            (directory / PIDFILE).unlink(missing_ok=True)
+            where.pid.unlink(missing_ok=True)
 
 
 def _same(path: Path, inode: int) -> bool:
@@ -268,63 +341,229 @@ def _same(path: Path, inode: int) -> bool:
         return False
 
 
-def _take(client: socket.socket, server: socket.socket, stamp: str) -> bool:
-    """Receive one command and fork its child. True when this server is stale and must go."""
-    if peer_uid(client) != os.getuid():
-        return False
-    try:
-        client.settimeout(10)
-        head = client.recv(HEADER.size, socket.MSG_PEEK)
-        if len(head) < HEADER.size:
+class _Pending:
+    """A client that has connected and not yet sent its whole request."""
+
+    __slots__ = ("sock", "data", "fds", "deadline")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.data = bytearray()
+        self.fds = array.array("i")
+        self.deadline = deadline
+
+    def wants(self) -> int:
+        """How many more bytes make the request whole (the header first, then what it announces)."""
+        if len(self.data) < HEADER.size:
+            return HEADER.size - len(self.data)
+        return HEADER.size + HEADER.unpack(self.data[:HEADER.size])[1] - len(self.data)
+
+    def drop(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = array.array("i")
+        self.sock.close()
+
+
+class _Server:
+    """The accept loop, in one thread: clients still sending their request, and the children running commands."""
+
+    def __init__(self, listener: socket.socket, stamp: str, lock_fd: int) -> None:
+        import selectors
+
+        self.listener = listener
+        self.stamp = stamp
+        self.lock_fd = lock_fd
+        self.selector = selectors.DefaultSelector()
+        self.pending: dict[socket.socket, _Pending] = {}
+        # Per running child, a descriptor of the server's own for its user's connection: when the user's process
+        # is gone, a child it left stopped is continued, so that it notices and ends (a stopped process notices
+        # nothing). A plain descriptor: a socket object's dup() would set the blocking mode the child shares.
+        self.children: dict[int, int] = {}
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def run(self, persist: float, ours: Callable[[], bool]) -> int:
+        """Serve until PERSIST idle seconds pass or the socket is no longer ours; exit code 0."""
+        import selectors
+        import time
+
+        listener = self.listener
+        listener.setblocking(False)
+        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "reap")
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the loop (through wake_w), which reaps
+        tick = min(max(persist / 4, 0.05), 1.0)
+        last = time.monotonic()
+        while True:
+            now = time.monotonic()
+            for p in [p for p in self.pending.values() if p.deadline <= now]:
+                self._forget(p)
+            if not self.pending and (now - last >= persist or not ours()):
+                return 0
+            soonest = min((p.deadline for p in self.pending.values()), default=now + tick)
+            for key, _ in self.selector.select(max(min(soonest, now + tick) - now, 0)):
+                if key.data == "accept":
+                    last = time.monotonic()
+                    self._accept()
+                elif key.data == "reap":
+                    self._reap()
+                elif isinstance(key.data, int):
+                    self._hangup(key.data)
+                elif key.data.sock in self.pending and self._read(key.data):  # not dropped earlier in this batch
+                    return 0
+
+    def _accept(self) -> None:
+        import selectors
+        import time
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError:  # out of file descriptors: the client that has waited longest makes room
+                if self.pending:
+                    self._forget(min(self.pending.values(), key=lambda p: p.deadline))
+                return
+            if peer_uid(client) != os.getuid():
+                client.close()
+                continue
+            client.setblocking(False)
+            if len(self.pending) >= MAX_PENDING:
+                self._forget(min(self.pending.values(), key=lambda p: p.deadline))
+            pending = _Pending(client, time.monotonic() + REQUEST_DEADLINE)
+            self.pending[client] = pending
+            self.selector.register(client, selectors.EVENT_READ, pending)
+
+    def _forget(self, pending: _Pending) -> None:
+        self.selector.unregister(pending.sock)
+        del self.pending[pending.sock]
+        pending.drop()
+
+    def _read(self, pending: _Pending) -> bool:
+        """Read what PENDING has sent; once its request is whole, answer it. True when this server is stale and
+        must go."""
+        try:
+            data, ancillary, flags, _ = pending.sock.recvmsg(min(pending.wants(), 1 << 16),
+                                                             socket.CMSG_SPACE(3 * pending.fds.itemsize),
+                                                             socket.MSG_CMSG_CLOEXEC)
+        except BlockingIOError:
             return False
-        _, size = HEADER.unpack(head)
-        fds = array.array("i")
-        data, ancillary, _, _ = client.recvmsg(HEADER.size + size, socket.CMSG_LEN(3 * fds.itemsize))
+        except OSError:
+            data, ancillary, flags = b"", [], 0
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-        while len(data) < HEADER.size + size:
-            more = client.recv(HEADER.size + size - len(data))
-            if not more:
-                raise OSError("the request ended early")
-            data += more
-        request = json.loads(data[HEADER.size:].decode("utf-8", "surrogateescape"))
-    except (OSError, ValueError):
-        return False
-    try:
-        theirs = str(request.get("stamp"))
-        if len(fds) != 3 or theirs != stamp:
-            send_frame(client, b"!")
-            # The same installation with other code: this server is stale and goes. Another installation (another
-            # Python or checkout) just runs its commands itself.
-            return theirs.rsplit(":", 1)[0] == stamp.rsplit(":", 1)[0] and theirs != stamp
-        pid = os.fork()
+                pending.fds.frombytes(payload[:len(payload) - len(payload) % pending.fds.itemsize])
+        if not data or flags & socket.MSG_CTRUNC:
+            self._forget(pending)  # gone, or sent more descriptors than a request has
+            return False
+        pending.data += data
+        if len(pending.data) >= HEADER.size and HEADER.unpack(pending.data[:HEADER.size])[1] > MAX_REQUEST:
+            self._forget(pending)
+            return False
+        if pending.wants():
+            return False
+        self.selector.unregister(pending.sock)
+        del self.pending[pending.sock]
+        try:
+            return self._answer(pending)
+        finally:
+            pending.drop()
+
+    def _answer(self, pending: _Pending) -> bool:
+        """Fork the child that runs PENDING's command, or refuse it. True when this server is stale and must go."""
+        import selectors
+
+        try:
+            request = json.loads(pending.data[HEADER.size:].decode("utf-8", "surrogateescape"))
+            theirs = str(request.get("stamp"))
+        except (ValueError, AttributeError):
+            return False
+        try:
+            if len(pending.fds) != 3 or theirs != self.stamp:
+                send_frame(pending.sock, b"!")
+                # The same installation with other code: this server is stale and goes. Another installation
+                # (another Python or checkout) has a server of its own: this one just does not run its command.
+                return installation(theirs) == installation(self.stamp) and theirs != self.stamp
+            pid = os.fork()
+        except OSError:
+            return False
         if pid == 0:
             try:
-                server.close()
-                if _lock_fd is not None:
-                    os.close(_lock_fd)  # the lock is the server's alone: a new server may start while this runs
-                _child(client, list(fds), request)
+                fds = list(pending.fds)
+                self._let_go()
+                _child(pending.sock, fds, request)
             finally:
                 os._exit(70)
-        send_frame(client, b"p", str(pid).encode())
+        try:
+            watch = os.dup(pending.sock.fileno())
+        except OSError:  # out of descriptors: this child goes unwatched
+            return False
+        self.children[pid] = watch
+        self.selector.register(watch, selectors.EVENT_READ, pid)
         return False
-    except OSError:
-        return False
-    finally:
-        for fd in fds:
-            os.close(fd)
+
+    def _hangup(self, pid: int) -> None:
+        """PID's user process has hung up: its connection became readable, and after its request such a process
+        sends nothing, so that is its end."""
+        watch = self.children.pop(pid, None)
+        if watch is None:  # reaped earlier in this batch
+            return
+        self.selector.unregister(watch)
+        os.close(watch)
+        _signal(-pid, signal.SIGCONT)  # a stopped child notices its user has gone, and ends
+
+    def _reap(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            watch = self.children.pop(pid, None)
+            if watch is not None:  # its user's process sees the end of the connection, had it no exit code
+                self.selector.unregister(watch)
+                os.close(watch)
+
+    def _let_go(self) -> None:
+        """In a child: close what is the server's (the other clients' connections and descriptors, the listening
+        socket, the lock: a new server may start while this command runs), and take signals back."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.selector.close()  # closes the child's copy of the epoll descriptor; the server's registrations stay
+        for pending in self.pending.values():  # its own client is no longer among them
+            pending.drop()
+        for watch in self.children.values():
+            os.close(watch)
+        self.listener.close()
+        os.close(self.lock_fd)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
 
 
 def _child(client: socket.socket, fds: list[int], request: dict) -> None:
-    """In the forked child: become the command (its fds, directory, environment and umask), run it, report its
-    exit code, and leave."""
+    """In the forked child: lead a session of its own, tell the user's process its pid, become the command (its
+    fds, directory, environment and umask), run it, report its exit code, and leave."""
     import io
     import threading
 
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    client.setblocking(True)
+    send_frame(client, b"p", str(os.getpid()).encode())
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
                                  encoding=sys.stdin.encoding, errors=sys.stdin.errors)
     for fd, name in ((1, "stdout"), (2, "stderr")):
@@ -347,7 +586,6 @@ def _child(client: socket.socket, fds: list[int], request: dict) -> None:
             pass
         os.kill(os.getpid(), signal.SIGINT)
 
-    client.settimeout(None)
     threading.Thread(target=watch, daemon=True).start()
     code = 1
     try:
