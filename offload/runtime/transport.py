@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
     import fabric
 
 Sink = Callable[[bytes], None]
+# Once a step's exit status is in, its output is read on to EOF (sshd may send the status before the last of the
+# output); a process the command left behind holding the output open is given up on after this many seconds of
+# quiet, or this many in all.
+EOF_GRACE = 2.0
+EOF_LIMIT = 30.0
+_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,8 @@ class Result:
 
 
 class Transport(Protocol):
-    """One way of running commands on one worker."""
+    """One way of running commands on one worker. A step's TIMEOUT is how long it may go without progress (input
+    taken, output given) over SSH; a local step's is a limit in all."""
 
     worker: str
 
@@ -155,6 +163,19 @@ def _end_input(chan) -> None:
             chan.transport._send_user_message(message)
 
 
+class _Progress:
+    """When a step last moved: output given (and, once its input streams, input taken). Its timeout counts from
+    here, so a step that keeps moving is never cut short, and a stuck one is."""
+
+    def __init__(self) -> None:
+        self.last = self.output = time.monotonic()
+
+    def moved(self, *, output: bool = False) -> None:
+        self.last = time.monotonic()
+        if output:
+            self.output = self.last
+
+
 class SshTransport:
     """One SSH connection (a fabric Connection) shared by every step of a CLI invocation.
 
@@ -195,37 +216,49 @@ class SshTransport:
         t.start()
         return t
 
-    def _pump(self, chan, on_out: Sink, on_err: Sink, timeout: float | None) -> int:
-        import time
-
-        deadline = time.monotonic() + timeout if timeout else None
+    def _pump(self, chan, on_out: Sink, on_err: Sink, timeout: float | None, progress: _Progress) -> int:
+        status_at: float | None = None
         while True:
             got = False
             while chan.recv_ready():
-                on_out(chan.recv(65536))
+                on_out(chan.recv(_CHUNK))
                 got = True
             while chan.recv_stderr_ready():
-                on_err(chan.recv_stderr(65536))
+                on_err(chan.recv_stderr(_CHUNK))
                 got = True
-            if chan.status_event.is_set() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                break
-            if chan.closed or not self.connection.transport.is_active():
-                # A channel closed without an exit status means the connection went away under us.
-                if chan.status_event.is_set():
-                    continue
+            if got:
+                progress.moved(output=True)
+                continue
+            if chan.eof_received or chan.closed:
+                break  # SSH sends every byte of output before EOF; a closed channel has delivered what it had
+            if not self.connection.transport.is_active():
                 raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
-            if deadline and time.monotonic() > deadline:
+            now = time.monotonic()
+            wait = 0.5
+            if chan.status_event.is_set():
+                # sshd collects the command before it drains the command's pipes, so the exit status can come
+                # before the last of the output: read on to EOF, though not for ever when a process the command
+                # left behind holds the output open.
+                status_at = status_at or now
+                quiet = now - max(status_at, progress.output)
+                if quiet >= EOF_GRACE or now - status_at >= EOF_LIMIT:
+                    break
+                wait = min(wait, EOF_GRACE - quiet)
+            elif timeout and now - progress.last > timeout:
                 chan.close()
-                raise RemoteCommandError(self.worker, f"a step on worker {self.worker} timed out after "
+                raise RemoteCommandError(self.worker, f"a step on worker {self.worker} made no progress for "
                                          f"{timeout:.0f}s")
-            if not got:
-                if chan.eof_received:
-                    # Only the exit status is still to come; the channel's pipe stays readable after EOF, so
-                    # select would return at once, again and again.
-                    chan.status_event.wait(0.5)
-                else:
-                    select.select([chan], [], [], 0.5)
-        code = chan.recv_exit_status()
+            select.select([chan], [], [], wait)
+        # The exit status normally follows EOF.
+        while not chan.status_event.is_set():
+            if not self.connection.transport.is_active():
+                break
+            if timeout and time.monotonic() - progress.last > timeout:
+                chan.close()
+                raise RemoteCommandError(self.worker, f"a step on worker {self.worker} made no progress for "
+                                         f"{timeout:.0f}s")
+            chan.status_event.wait(0.5)
+        code = chan.exit_status if chan.status_event.is_set() else -1
         if code == -1:
             # The remote side ended without an exit status: killed, or its session torn down.
             raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
@@ -235,9 +268,10 @@ class SshTransport:
         chan = self._channel(argv)
         out: list[bytes] = []
         err: list[bytes] = []
+        progress = _Progress()
         feeder = self._feed(chan, stdin)
         try:
-            code = self._pump(chan, out.append, err.append, timeout)
+            code = self._pump(chan, out.append, err.append, timeout, progress)
         finally:
             chan.close()
         if feeder:
@@ -247,9 +281,10 @@ class SshTransport:
     def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
                stderr: Sink | None = None, timeout: float | None = None) -> int:
         chan = self._channel(argv)
+        progress = _Progress()
         self._feed(chan, stdin)
         try:
-            return self._pump(chan, sink, stderr or (lambda b: sys.stderr.buffer.write(b)), timeout)
+            return self._pump(chan, sink, stderr or (lambda b: sys.stderr.buffer.write(b)), timeout, progress)
         finally:
             chan.close()
 
