@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     import fabric
 
 Sink = Callable[[bytes], None]
+# What a step over SSH reads on its stdin: bytes, or chunks as they come (the connection agent relays its
+# client's input this way, without holding all of it).
+Input = bytes | Iterable[bytes]
 # Once a step's exit status is in, its output is read on to EOF (sshd may send the status before the last of the
 # output); a process the command left behind holding the output open is given up on after this many seconds of
 # quiet, or this many in all.
@@ -164,8 +168,8 @@ def _end_input(chan) -> None:
 
 
 class _Progress:
-    """When a step last moved: output given (and, once its input streams, input taken). Its timeout counts from
-    here, so a step that keeps moving is never cut short, and a stuck one is."""
+    """When a step last moved: input taken or output given. Its timeout counts from here, so a large transfer
+    that keeps moving is never cut short, and a stuck one is."""
 
     def __init__(self) -> None:
         self.last = self.output = time.monotonic()
@@ -200,25 +204,41 @@ class SshTransport:
         return chan
 
     @staticmethod
-    def _feed(chan, data: bytes | None) -> threading.Thread | None:
-        if not data:
+    def _feed(chan, data: Input | None, progress: _Progress) -> threading.Thread | None:
+        if data is None or (isinstance(data, bytes) and not data):
             _end_input(chan)
             return None
 
         def send() -> None:
             try:
-                chan.sendall(data)
+                for chunk in [data] if isinstance(data, bytes) else data:
+                    # paramiko's sendall copies what is left after every packet (`s = s[sent:]`): quadratic in
+                    # the size of the input. A memoryview hands out the rest without a copy.
+                    view = memoryview(chunk)
+                    while view:
+                        sent = chan.send(view)
+                        if not sent:
+                            return  # the channel is closing: the reader says why
+                        view = view[sent:]
+                        progress.moved()
                 _end_input(chan)
-            except Exception:  # the reader notices the closed channel
-                pass
+            except Exception:
+                # The channel closed under us (the reader notices), or the input failed: its source went away
+                # (the agent's client was interrupted). A step must not take half its input for all of it, and
+                # the command on the worker must not wait for the rest for ever: close the channel.
+                chan.close()
 
         t = threading.Thread(target=send, daemon=True)
         t.start()
         return t
 
-    def _pump(self, chan, on_out: Sink, on_err: Sink, timeout: float | None, progress: _Progress) -> int:
+    def _pump(self, chan, on_out: Sink, on_err: Sink, timeout: float | None, progress: _Progress,
+              cancel: threading.Event | None = None) -> int:
         status_at: float | None = None
         while True:
+            if cancel is not None and cancel.is_set():
+                chan.close()
+                raise WorkerUnreachable(self.worker, f"a step on worker {self.worker} was given up")
             got = False
             while chan.recv_ready():
                 on_out(chan.recv(_CHUNK))
@@ -269,7 +289,7 @@ class SshTransport:
         out: list[bytes] = []
         err: list[bytes] = []
         progress = _Progress()
-        feeder = self._feed(chan, stdin)
+        feeder = self._feed(chan, stdin, progress)
         try:
             code = self._pump(chan, out.append, err.append, timeout, progress)
         finally:
@@ -278,13 +298,17 @@ class SshTransport:
             feeder.join(timeout=5)
         return Result(code, b"".join(out), b"".join(err))
 
-    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
-               stderr: Sink | None = None, timeout: float | None = None) -> int:
+    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: Input | None = None,
+               stderr: Sink | None = None, timeout: float | None = None,
+               cancel: threading.Event | None = None) -> int:
+        """Run ARGV with its output to SINK as it comes. CANCEL, once set, gives the step up: its channel closes,
+        so the command on the worker loses its input and output."""
         chan = self._channel(argv)
         progress = _Progress()
-        self._feed(chan, stdin)
+        self._feed(chan, stdin, progress)
         try:
-            return self._pump(chan, sink, stderr or (lambda b: sys.stderr.buffer.write(b)), timeout, progress)
+            return self._pump(chan, sink, stderr or (lambda b: sys.stderr.buffer.write(b)), timeout, progress,
+                              cancel)
         finally:
             chan.close()
 
