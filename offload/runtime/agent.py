@@ -14,7 +14,9 @@ may enter; the socket is mode 0600 and both sides check the other's uid. A step'
 travel in the launch script on stdin) passes through the socket only, never an argv or a file.
 
 Protocol: one Unix stream connection per request. The client sends one JSON line, then, for a step with input,
-the input as frames; the agent answers with frames. A frame is a kind byte, a 4-byte big-endian length and the
+the input as frames while it reads the answer; the agent answers with frames. The agent relays a step's input to
+the worker as it comes, holding none of it; a client that goes away (interrupted) before its step has ended gives
+the step up: its channel closes, so the command on the worker loses its input and output and ends. A frame is a kind byte, a 4-byte big-endian length and the
 payload. Kinds: `i` input (empty: end of input); `n` a notice for the user; `s` the step has started on the
 worker; `o` and `e` its stdout and stderr; `x` its exit (`{"exit": N}`); `r` a reply (JSON); `!` an error
 (`{"type", "worker", "message", "hint"}`).
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,8 +196,8 @@ def _start_agent(directory: Path, persist: float) -> None:
         raise AgentUnavailable("the agent did not answer in time")
 
 
-def _request(header: dict[str, Any], *, start: bool, stdin: bytes | None = None) -> socket.socket:
-    """A connection to the agent with HEADER (and STDIN) sent; with START, an agent is started when none answers."""
+def _request(header: dict[str, Any], *, start: bool) -> socket.socket:
+    """A connection to the agent with HEADER sent; with START, an agent is started when none answers."""
     persist = persist_seconds()
     if persist == 0:
         raise AgentUnavailable("OFFLOAD_PERSIST=0")
@@ -214,15 +216,22 @@ def _request(header: dict[str, Any], *, start: bool, stdin: bytes | None = None)
             raise AgentUnavailable(str(e)) from None
     try:
         sock.sendall(json.dumps(header).encode() + b"\n")
-        if header.get("stdin"):
-            data = stdin or b""
-            for i in range(0, len(data), _CHUNK):
-                send_frame(sock, b"i", data[i:i + _CHUNK])
-            send_frame(sock, b"i")
     except OSError as e:
         sock.close()
         raise AgentUnavailable(str(e)) from None
     return sock
+
+
+def _send_input(sock: socket.socket, data: bytes) -> None:
+    """A step's input as frames, then its end. The agent takes it as the worker does; when the step ends before
+    taking all of it, the agent stops reading and the rest is dropped here."""
+    view = memoryview(data)
+    try:
+        for i in range(0, len(view), _CHUNK):
+            send_frame(sock, b"i", view[i:i + _CHUNK])
+        send_frame(sock, b"i")
+    except OSError:
+        pass
 
 
 def _reply(sock: socket.socket, notice: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
@@ -274,28 +283,40 @@ class AgentTransport:
               timeout: float | None) -> int:
         header = {"op": "step", "spec": self.spec.to_dict(), "argv": list(argv), "timeout": timeout,
                   "stdin": stdin is not None}
-        sock = _request(header, start=True, stdin=stdin)
-        started = False
+        sock = _request(header, start=True)
         with sock:
-            while True:
-                frame = recv_frame(sock)
-                if frame is None:
-                    if not started:
-                        raise AgentUnavailable("the agent went away")
-                    raise errors.AgentGone(self.worker, f"the connection to worker {self.worker} was lost")
-                kind, payload = frame
-                if kind == b"o":
-                    on_out(payload)
-                elif kind == b"e":
-                    on_err(payload)
-                elif kind == b"s":
-                    started = True
-                elif kind == b"n":
-                    self._notice(payload.decode("utf-8", "replace"))
-                elif kind == b"x":
-                    return int(json.loads(payload)["exit"])
-                elif kind == b"!":
-                    raise _error_from(payload)
+            if stdin is not None:
+                # Sent while the answer is read: the step's output may fill the socket before its input is all in.
+                threading.Thread(target=_send_input, args=(sock, stdin), daemon=True).start()
+            try:
+                return self._answer(sock, on_out, on_err)
+            finally:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # input still being sent stops here, and the agent sees us go
+                except OSError:
+                    pass
+
+    def _answer(self, sock: socket.socket, on_out: Sink, on_err: Sink) -> int:
+        started = False
+        while True:
+            frame = recv_frame(sock)
+            if frame is None:
+                if not started:
+                    raise AgentUnavailable("the agent went away")
+                raise errors.AgentGone(self.worker, f"the connection to worker {self.worker} was lost")
+            kind, payload = frame
+            if kind == b"o":
+                on_out(payload)
+            elif kind == b"e":
+                on_err(payload)
+            elif kind == b"s":
+                started = True
+            elif kind == b"n":
+                self._notice(payload.decode("utf-8", "replace"))
+            elif kind == b"x":
+                return int(json.loads(payload)["exit"])
+            elif kind == b"!":
+                raise _error_from(payload)
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         if self._own is None:
@@ -511,20 +532,24 @@ class Agent:
         send_frame(client, b"r", b"{}")
 
     def _step(self, client: socket.socket, header: dict[str, Any]) -> None:
-        stdin = _read_input(client) if header.get("stdin") else None
         notice = _notices_to(client)
         spec = DialSpec.from_dict(header["spec"])
+        watch = _ClientWatch(client, has_input=bool(header.get("stdin")))
         try:
             held, transport = self._transport(spec, notice)
             send_frame(client, b"s")
             held.steps += 1
+            watch.start()
             code = transport.stream([str(a) for a in header["argv"]], lambda b: send_frame(client, b"o", b),
-                                    stdin=stdin, stderr=lambda b: send_frame(client, b"e", b),
-                                    timeout=header.get("timeout"))
+                                    stdin=watch.input() if header.get("stdin") else None,
+                                    stderr=lambda b: send_frame(client, b"e", b), timeout=header.get("timeout"),
+                                    cancel=watch.gone)
         except OffloadError as e:
-            send_frame(client, b"!", _error_frame(e))
+            if not watch.gone.is_set():
+                send_frame(client, b"!", _error_frame(e))
             return
         finally:
+            watch.stop()
             held_now = self.held.get(spec.key())
             if held_now is not None:
                 held_now.used = time.monotonic()
@@ -584,18 +609,54 @@ def _read_line(sock: socket.socket, limit: int = 1 << 20) -> bytes:
             return bytes(buf)
 
 
-def _read_input(sock: socket.socket) -> bytes:
-    parts = []
-    while True:
-        frame = recv_frame(sock)
-        if frame is None:
-            raise ValueError("the input ended early")
-        kind, payload = frame
-        if kind != b"i":
-            raise ValueError("expected input")
-        if not payload:
-            return b"".join(parts)
-        parts.append(payload)
+class _ClientWatch:
+    """A step's client, read in one place: first its input frames, handed to the step as they come, then nothing
+    but its going away (it sends nothing more, so its end of the socket closing means it was interrupted). GONE is
+    set then, and the step is given up."""
+
+    def __init__(self, client: socket.socket, *, has_input: bool) -> None:
+        self.client = client
+        self.gone = threading.Event()
+        self._input_done = threading.Event()
+        self._stopped = False
+        if not has_input:
+            self._input_done.set()
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def input(self) -> Iterator[bytes]:
+        try:
+            while True:
+                frame = recv_frame(self.client)
+                if frame is None or frame[0] != b"i":
+                    self.gone.set()
+                    raise OSError("the input ended early")
+                if not frame[1]:
+                    return
+                yield frame[1]
+        finally:
+            self._input_done.set()
+
+    def _watch(self) -> None:
+        self._input_done.wait()
+        try:
+            while self.client.recv(_CHUNK):
+                pass
+        except OSError:
+            pass
+        if not self._stopped:
+            self.gone.set()
+
+    def stop(self) -> None:
+        """The step has ended: stop reading (input the step did not take is refused, so a client still sending it
+        stops) and let the watch go."""
+        self._stopped = True
+        self._input_done.set()
+        try:
+            self.client.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 def _notices_to(client: socket.socket) -> Callable[[str], None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import all_cmdlines, offload, spawn, stderr_line
-from tests.workers import (SshdWorker, kill_pids, make_repo, proc_alive, sshd_record, wait_for,
-                           write_outputs)
+from tests.workers import (SshdWorker, all_pids, kill_pids, make_repo, proc_alive, proc_cmdline, proc_uid,
+                           proxy_relay, sshd_record, wait_for, write_outputs)
 
 
 @pytest.fixture
@@ -231,3 +232,91 @@ def test_a_warm_command_loads_no_ssh_library(setup: dict[str, Any]) -> None:
                   if line.startswith("import time:")}
         assert "offload" in loaded
         assert not loaded & {"paramiko", "fabric", "invoke", "cryptography"}, args
+
+
+def peak_memory(pid: int) -> int:
+    """The most resident memory the process has had, in bytes (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def random_file(path: Path, megabytes: int) -> str:
+    """Incompressible content, so the pack is as large as the file; returns git's id of it."""
+    with open(path, "wb") as f:
+        for _ in range(megabytes):
+            f.write(os.urandom(1 << 20))
+    return subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_a_large_file_streams_through_the_agent_whole(setup: dict[str, Any]) -> None:
+    """The agent relays a step's input as it comes: it never holds the file, and what arrives is the file."""
+    assert cmd(setup, "status").returncode == 0
+    pid = agent_state(setup)["pid"]
+    before = peak_memory(pid)
+    size = 48
+    random_file(setup["repo"] / "big.bin", size)
+    digest = hashlib.sha256((setup["repo"] / "big.bin").read_bytes()).hexdigest()
+    p = cmd(setup, "run", "--wait", "--", "sha256sum big.bin")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().split()[0] == digest
+    assert agent_state(setup)["pid"] == pid
+    grown = peak_memory(pid) - before
+    assert grown < (size << 20) // 4, f"the agent held {grown >> 20} MiB of a {size} MiB input"
+
+
+def receiving(ssh: SshdWorker) -> list[int]:
+    """The worker's processes that take a snapshot's pack in (receive.sh's unpack-objects or index-pack)."""
+    uid = os.stat(ssh.workspace).st_uid
+    found = []
+    for pid in all_pids():
+        argv = proc_cmdline(pid)
+        if proc_uid(pid) == uid and ("index-pack" in argv or "unpack-objects" in argv) and \
+                any(a.startswith(ssh.workspace) for a in argv):
+            found.append(pid)
+    return found
+
+
+@pytest.mark.parametrize("how", ["SIGINT, through the warm server", "SIGKILL"])
+def test_an_interrupted_transfer_frees_the_worker_and_the_agent_serves_on(setup: dict[str, Any], tmp_path: Path,
+                                                                          how: str) -> None:
+    """On a slow link (0.5 MB/s up), a command is stopped while its 24 MB snapshot is on the way: the command on
+    the worker that takes it in ends at once, without the file, and the agent's connection serves the next
+    command."""
+    ssh: SshdWorker = setup["ssh"]
+    relay = proxy_relay(tmp_path, upload_rate=500_000)
+    slow = dict(setup, out=write_outputs(tmp_path / "slow.json", "ssh", [sshd_record(ssh, proxy_command=relay)]))
+    warm = how.startswith("SIGINT")
+    if warm:
+        assert cmd(slow, "status").returncode == 0  # the agent, and a warm server for the next command
+    blob = random_file(slow["repo"] / "big.bin", 24)
+    proc = spawn("run", "--outputs", str(slow["out"]), "--job", "big", "--wait", "--", "true", cwd=slow["repo"],
+                 env=slow["env"])
+    try:
+        (taker,) = wait_for(lambda: receiving(ssh), timeout=60, what="the worker to take the snapshot in")
+        logins = ssh.accepted_count()
+        agent = agent_state(slow)["pid"]
+        if warm:
+            proc.send_signal(signal.SIGINT)
+        else:
+            proc.kill()
+        proc.wait(timeout=30)
+        # At 0.5 MB/s the whole file would take 48 s more.
+        wait_for(lambda: not proc_alive(taker), timeout=20, what="the worker's side of the transfer to end")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    repos = list((Path(ssh.workspace) / "repos").glob("*.git"))
+    assert repos
+    for repo in repos:
+        has = subprocess.run(["git", "--git-dir", str(repo), "cat-file", "-e", blob], user=ssh.user,
+                             capture_output=True, timeout=30)
+        assert has.returncode != 0, "the file did not arrive whole"
+    (slow["repo"] / "big.bin").unlink()
+    p = cmd(slow, "run", "--job", "next", "--wait", "--", "echo next")
+    assert (p.returncode, p.stdout) == (0, b"next\n"), p.stderr
+    assert agent_state(slow)["pid"] == agent
+    assert ssh.accepted_count() == logins, "over the connection the agent held"
