@@ -1,5 +1,6 @@
 """One SSH connection's steps against a real sshd: all of a step's output arrives even when sshd sends the exit
-status first, and a process the step left behind holding its output open does not hang it."""
+status first, a process the step left behind holding its output open does not hang it, and a step's timeout
+counts from its last progress."""
 
 from __future__ import annotations
 
@@ -9,18 +10,23 @@ from pathlib import Path
 
 import pytest
 
+from offload.errors import RemoteCommandError
 from offload.outputs import WorkerRecord
 from offload.runtime.connection import ConnectOptions, open_connection
 from offload.runtime.hostkeys import KnownHosts
 from offload.runtime.transport import SshTransport
-from tests.workers import SshdWorker, sshd_record
+from tests.workers import SshdWorker, proxy_relay, sshd_record
+
+
+def _connect(worker: SshdWorker, tmp_path: Path, **overrides: object) -> SshTransport:
+    record = WorkerRecord.from_dict(sshd_record(worker, **overrides))
+    options = ConnectOptions(identity=worker.key_path, known_hosts=KnownHosts(tmp_path / "known_hosts"))
+    return SshTransport("w", open_connection(record, options))
 
 
 @pytest.fixture
 def transport(sshd_worker: SshdWorker, tmp_path: Path) -> Iterator[SshTransport]:
-    record = WorkerRecord.from_dict(sshd_record(sshd_worker))
-    options = ConnectOptions(identity=sshd_worker.key_path, known_hosts=KnownHosts(tmp_path / "known_hosts"))
-    t = SshTransport("w", open_connection(record, options))
+    t = _connect(sshd_worker, tmp_path)
     try:
         yield t
     finally:
@@ -52,3 +58,20 @@ def test_a_process_left_holding_the_output_does_not_hang_the_step(transport: Ssh
     assert (r.exit_code, r.stdout) == (0, b"done\n")
     assert time.monotonic() - start < 60, "given up on once the exit status is in and the output stays quiet"
     assert transport.run(["echo", "next"]).stdout == b"next\n", "and the connection serves the next step"
+
+
+def test_a_transfer_that_keeps_moving_outlasts_its_timeout_and_a_stuck_step_does_not(sshd_worker: SshdWorker,
+                                                                                     tmp_path: Path) -> None:
+    """3 MB up a 1 MB/s link take 3 s, three times the step's timeout, and arrive; a step that does nothing is
+    stopped after its timeout."""
+    slow = _connect(sshd_worker, tmp_path, proxy_command=proxy_relay(tmp_path, upload_rate=1_000_000))
+    try:
+        r = slow.run(["wc", "-c"], stdin=b"x" * 3_000_000, timeout=1)
+        assert (r.exit_code, r.stdout.strip()) == (0, b"3000000")
+        start = time.monotonic()
+        with pytest.raises(RemoteCommandError, match="made no progress for 1s"):
+            slow.run(["sleep", "30"], timeout=1)
+        assert time.monotonic() - start < 20
+        assert slow.run(["echo", "next"]).stdout == b"next\n"
+    finally:
+        slow.close()
