@@ -1,10 +1,11 @@
-"""Where offload keeps its own state on the developer's machine (never inside a repository), and how long its
-background processes (the connection agent, the warm command server) stay once idle."""
+"""Where offload keeps its own state on the developer's machine (never inside a repository), how long its
+background processes (the connection agent, the warm command server) stay once idle, and which code they run."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from offload.errors import UsageError
@@ -78,3 +79,24 @@ def private_dir(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def code_stamp() -> str:
+    """Which offload this is and when its code last changed: `PYTHON|PACKAGE:NEWEST_MTIME_NS` over its .py and .sh
+    files. A background process compares a command's stamp with its own: the same installation with another
+    stamp means offload was upgraded or edited since the process started."""
+    root = Path(__file__).resolve().parent
+    newest = 0
+    stack = [root]
+    while stack:
+        for entry in os.scandir(stack.pop()):
+            if entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
+                stack.append(Path(entry.path))
+            elif entry.name.endswith((".py", ".sh")):
+                newest = max(newest, entry.stat().st_mtime_ns)
+    return f"{sys.executable}|{root}:{newest}"
+
+
+def installation_of(stamp: str) -> str:
+    """The installation a code stamp names (its Python and package directory), without the time."""
+    return stamp.rsplit(":", 1)[0]

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from offload.frames import HEADER, pack, peer_uid, recv_frame, send_frame
+from offload.paths import code_stamp
 
 SOCKET = "warm.sock"
 LOCK = "warm.lock"
@@ -70,20 +71,6 @@ def _place() -> Path | None:
         return None
     directory = agent_dir()
     return directory if private_dir(directory) else None
-
-
-def code_stamp() -> str:
-    """When offload's code last changed: a server older than that must not run the command."""
-    root = Path(__file__).resolve().parent.parent
-    newest = 0
-    stack = [root]
-    while stack:
-        for entry in os.scandir(stack.pop()):
-            if entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
-                stack.append(Path(entry.path))
-            elif entry.name.endswith((".py", ".sh")):
-                newest = max(newest, entry.stat().st_mtime_ns)
-    return f"{sys.executable}|{root}:{newest}"
 
 
 # --- the client: the `offload` process a user starts --------------------------------------------------------------

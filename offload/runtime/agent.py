@@ -13,13 +13,22 @@ The socket lives in `$XDG_RUNTIME_DIR/offload/` (else offload's cache directory)
 may enter; the socket is mode 0600 and both sides check the other's uid. A step's input (a job's `--env` values
 travel in the launch script on stdin) passes through the socket only, never an argv or a file.
 
-Protocol: one Unix stream connection per request. The client sends one JSON line, then, for a step with input,
-the input as frames while it reads the answer; the agent answers with frames. The agent relays a step's input to
-the worker as it comes, holding none of it; a client that goes away (interrupted) before its step has ended gives
-the step up: its channel closes, so the command on the worker loses its input and output and ends. A frame is a kind byte, a 4-byte big-endian length and the
-payload. Kinds: `i` input (empty: end of input); `n` a notice for the user; `s` the step has started on the
-worker; `o` and `e` its stdout and stderr; `x` its exit (`{"exit": N}`); `r` a reply (JSON); `!` an error
-(`{"type", "worker", "message", "hint"}`).
+Protocol: one Unix stream connection per request. The client sends one JSON line (with its code stamp, see
+`offload.paths.code_stamp`), then, for a step with input, the input as frames while it reads the answer; the agent
+answers with frames. A frame is a kind byte, a 4-byte big-endian length and the payload. Kinds: `i` input (empty:
+end of input); `n` a notice for the user; `s` the step has started on the worker; `o` and `e` its stdout and
+stderr; `x` its exit (`{"exit": N}`); `r` a reply (JSON); `!` an error (`{"type", "worker", "message", "hint"}`);
+`d` the request was declined before anything ran (`{"reason", "retry"}`).
+
+The agent relays a step's input to the worker as it comes, holding none of it. After the input the client sends
+nothing, so its end of the socket closing means it was interrupted: the agent then gives the step up, and its
+channel closes, so the command on the worker loses its input and output and ends.
+
+The agent serves the installation of offload that started it, as long as its code is the same: a request from
+another installation is declined, and that command connects on its own. A request of the same installation whose
+code has changed (offload was upgraded or edited) retires the agent: it lets go of its socket, declines that
+request and any later one with `retry` (the client asks again and so starts a new agent), finishes the requests it
+has in hand, then exits.
 """
 
 from __future__ import annotations
@@ -35,12 +44,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import offload.errors as errors
 from offload.errors import OffloadError
 from offload.frames import peer_uid, recv_exact, recv_frame, send_frame
-from offload.paths import agent_dir, persist_seconds, private_dir
+from offload.paths import agent_dir, code_stamp, installation_of, persist_seconds, private_dir
 from offload.runtime.transport import Result, Sink, Transport
 
 START_TIMEOUT = 10.0            # how long a command waits for an agent it started to answer
@@ -145,6 +154,34 @@ class AgentUnavailable(Exception):
     """The agent could not take the request before anything ran: the caller falls back to its own connection."""
 
 
+class _Declined(AgentUnavailable):
+    """The agent did not take the request: it belongs to another installation of offload, or it is retiring
+    (RETRY: a new agent, started by asking again, takes it)."""
+
+    def __init__(self, reason: str, *, retry: bool) -> None:
+        super().__init__(reason)
+        self.retry = retry
+
+
+def _declined(payload: bytes) -> _Declined:
+    data = json.loads(payload)
+    return _Declined(str(data.get("reason")), retry=bool(data.get("retry")))
+
+
+T = TypeVar("T")
+
+
+def _asking(ask: Callable[[], T]) -> T:
+    """ASK the agent, and once more when the one it reached was retiring (it has let go of its socket, so the
+    second time starts and reaches a new agent)."""
+    try:
+        return ask()
+    except _Declined as e:
+        if not e.retry:
+            raise
+    return ask()
+
+
 def _dial_agent(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -215,7 +252,7 @@ def _request(header: dict[str, Any], *, start: bool) -> socket.socket:
         except OSError as e:
             raise AgentUnavailable(str(e)) from None
     try:
-        sock.sendall(json.dumps(header).encode() + b"\n")
+        sock.sendall(json.dumps(dict(header, stamp=code_stamp())).encode() + b"\n")
     except OSError as e:
         sock.close()
         raise AgentUnavailable(str(e)) from None
@@ -246,6 +283,8 @@ def _reply(sock: socket.socket, notice: Callable[[str], None] = lambda m: None) 
                 notice(payload.decode("utf-8", "replace"))
             elif kind == b"!":
                 raise _error_from(payload)
+            elif kind == b"d":
+                raise _declined(payload)
             elif kind == b"r":
                 return json.loads(payload)
 
@@ -256,8 +295,7 @@ def connect(spec: DialSpec, notice: Callable[[str], None],
     agent cannot be used (the caller then dials itself). An error of the dial itself (unreachable, a changed host
     key) is raised as it would be without the agent."""
     try:
-        sock = _request({"op": "open", "spec": spec.to_dict()}, start=True)
-        _reply(sock, notice)
+        _asking(lambda: _reply(_request({"op": "open", "spec": spec.to_dict()}, start=True), notice))
     except AgentUnavailable:
         return None
     return AgentTransport(spec, notice, direct)
@@ -317,13 +355,15 @@ class AgentTransport:
                 return int(json.loads(payload)["exit"])
             elif kind == b"!":
                 raise _error_from(payload)
+            elif kind == b"d":
+                raise _declined(payload)
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         if self._own is None:
             out: list[bytes] = []
             err: list[bytes] = []
             try:
-                code = self._step(argv, out.append, err.append, stdin, timeout)
+                code = _asking(lambda: self._step(argv, out.append, err.append, stdin, timeout))
                 return Result(code, b"".join(out), b"".join(err))
             except AgentUnavailable:
                 pass
@@ -333,8 +373,8 @@ class AgentTransport:
                stderr: Sink | None = None) -> int:
         if self._own is None:
             try:
-                return self._step(argv, sink, stderr or (lambda b: sys.stderr.buffer.write(b)),
-                                  stdin if stdin else None, None)
+                return _asking(lambda: self._step(argv, sink, stderr or (lambda b: sys.stderr.buffer.write(b)),
+                                                  stdin if stdin else None, None))
             except AgentUnavailable:
                 pass
         return self._own_connection().stream(argv, sink, stdin=stdin, stderr=stderr)
@@ -352,7 +392,8 @@ class AgentTransport:
         if self._own is not None:
             return self._own.alive()
         try:
-            return bool(_reply(_request({"op": "alive", "spec": self.spec.to_dict()}, start=False))["alive"])
+            return bool(_asking(lambda: _reply(_request({"op": "alive", "spec": self.spec.to_dict()},
+                                                        start=False)))["alive"])
         except (AgentUnavailable, OffloadError):
             return False
 
@@ -413,15 +454,19 @@ class _Held:
 class Agent:
     """The agent process: a socket, the transports it keeps, and the idle clock."""
 
-    def __init__(self, directory: Path, persist: float) -> None:
+    def __init__(self, directory: Path, persist: float, stamp: str) -> None:
         self.directory = directory
         self.path = directory / SOCKET
         self.persist = persist
+        self.stamp = stamp                  # the code this agent runs (offload.paths.code_stamp)
         self.held: dict[str, _Held] = {}
         self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
         self._active = 0
         self._last = time.monotonic()
         self._stopping = threading.Event()
+        self._retiring = threading.Event()
+        self._inode = 0
 
     # -- serving --
 
@@ -434,21 +479,29 @@ class Agent:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
-        inode = os.stat(self.path).st_ino
+        inode = self._inode = os.stat(self.path).st_ino
         server.listen(64)
         server.settimeout(min(max(self.persist / 4, 0.05), 1.0))
         (self.directory / PIDFILE).write_text(f"{os.getpid()}\n")
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and not self._retiring.is_set():
                 try:
                     client, _ = server.accept()
                 except socket.timeout:
                     if self._idle() or not _same_inode(self.path, inode):
                         break
                     continue
-                with self._lock:
-                    self._active += 1
-                threading.Thread(target=self._serve_client, args=(client,), daemon=True).start()
+                self._take(client)
+            if self._retiring.is_set():
+                # Clients that reached the socket before it was let go are answered too: told to ask again.
+                server.setblocking(False)
+                while True:
+                    try:
+                        client, _ = server.accept()
+                    except OSError:
+                        break
+                    client.setblocking(True)
+                    self._take(client)
         finally:
             server.close()
             if _same_inode(self.path, inode):
@@ -457,7 +510,30 @@ class Agent:
                         (self.directory / name).unlink()
                     except FileNotFoundError:
                         pass
+            if self._retiring.is_set() and not self._stopping.is_set():
+                with self._done:
+                    self._done.wait_for(lambda: self._active == 0 or self._stopping.is_set())
             self._close_all()
+
+    def _take(self, client: socket.socket) -> None:
+        with self._lock:
+            self._active += 1
+        threading.Thread(target=self._serve_client, args=(client,), daemon=True).start()
+
+    def _retire(self) -> None:
+        """Offload's code has changed since this agent started: let go of the socket, so that the next command
+        starts an agent with the code as it is now, and finish what is in hand (a `logs -f` streams on to its
+        end) before exiting. The pid file goes first: a new agent can only start once the socket is gone."""
+        with self._lock:
+            if self._retiring.is_set():
+                return
+            self._retiring.set()
+        if _same_inode(self.path, self._inode):
+            for name in (PIDFILE, SOCKET):
+                try:
+                    (self.directory / name).unlink()
+                except FileNotFoundError:
+                    pass
 
     def _idle(self) -> bool:
         with self._lock:
@@ -473,12 +549,18 @@ class Agent:
         except (OSError, ValueError):
             pass
         finally:
-            with self._lock:
+            with self._done:
                 self._active -= 1
                 self._last = time.monotonic()
+                self._done.notify_all()
 
     def _handle(self, client: socket.socket, header: dict[str, Any]) -> None:
         op = header.get("op")
+        if op in ("open", "step", "alive"):
+            declined = self._declined(str(header.get("stamp", "")))
+            if declined is not None:
+                send_frame(client, b"d", json.dumps(declined).encode())
+                return
         if op == "status":
             send_frame(client, b"r", json.dumps(self._status()).encode())
         elif op == "stop":
@@ -492,6 +574,19 @@ class Agent:
             self._open(client, header)
         elif op == "step":
             self._step(client, header)
+
+    def _declined(self, theirs: str) -> dict[str, Any] | None:
+        """Why a request with code stamp THEIRS is not taken, or None when it is. A command of another
+        installation (another Python, another copy of offload) is not served: it connects on its own. One of this
+        installation with other code retires this agent, and it and every later request are told to ask again:
+        the next agent runs the code as it is now."""
+        if installation_of(theirs) != installation_of(self.stamp):
+            return {"retry": False, "reason": "another installation of offload"}
+        if theirs != self.stamp:
+            self._retire()
+        if self._retiring.is_set():
+            return {"retry": True, "reason": "offload's code has changed since this agent started"}
+        return None
 
     # -- transports --
 
@@ -711,7 +806,7 @@ def main(argv: list[str]) -> int:
 
     if os.environ.get("OFFLOAD_DEBUG") != "1":
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    Agent(directory, persist).serve()
+    Agent(directory, persist, code_stamp()).serve()
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import offload.runtime.agent as agent_module
 from tests.e2e.helpers import all_cmdlines, offload, spawn, stderr_line
 from tests.workers import (SshdWorker, all_pids, kill_pids, make_repo, proc_alive, proc_cmdline, proc_uid,
                            proxy_relay, sshd_record, wait_for, write_outputs)
@@ -320,3 +322,55 @@ def test_an_interrupted_transfer_frees_the_worker_and_the_agent_serves_on(setup:
     assert (p.returncode, p.stdout) == (0, b"next\n"), p.stderr
     assert agent_state(slow)["pid"] == agent
     assert ssh.accepted_count() == logins, "over the connection the agent held"
+
+
+def test_changed_code_retires_the_agent_and_a_running_logs_f_streams_to_its_end(setup: dict[str, Any]) -> None:
+    """offload is upgraded while `logs -f` streams through the agent: the next command is served by a new agent
+    with the code as it is now, and the old one streams the log to the job's end, then exits."""
+    ssh: SshdWorker = setup["ssh"]
+    go = Path(ssh.workspace) / "go"
+    p = cmd(setup, "run", "--job", "long", "--", f"echo begin; while [ ! -e {go} ]; do sleep 0.1; done; echo end")
+    assert p.returncode == 0, p.stderr
+    old = agent_state(setup)["pid"]
+    follower = spawn("logs", "--outputs", str(setup["out"]), "-f", "long", cwd=setup["repo"], env=setup["env"])
+    source = Path(agent_module.__file__)
+    before = source.stat()
+    try:
+        assert follower.stdout is not None and follower.stdout.read(6) == b"begin\n"
+        logins = ssh.accepted_count()
+        os.utime(source, ns=(before.st_atime_ns, time.time_ns()))  # the upgrade
+        p = cmd(setup, "status")
+        assert p.returncode == 0, p.stderr
+        new = agent_state(setup)["pid"]
+        assert new != old, "a new agent served the command"
+        assert ssh.accepted_count() - logins == 1, "over a connection of its own"
+        assert proc_alive(old), "the old agent streams on"
+        go.touch()
+        out, err = follower.communicate(timeout=60)
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert (follower.returncode, out) == (0, b"end\n"), err
+    wait_for(lambda: not proc_alive(old), timeout=20, what="the old agent to exit once the log has ended")
+    state = agent_state(setup)
+    assert state["pid"] == new and Path(state["socket"]).exists(), "and its going left the new agent's socket alone"
+
+
+def test_a_command_of_another_installation_connects_on_its_own(setup: dict[str, Any], tmp_path: Path) -> None:
+    """Another copy of offload finds the agent of this one running: it is declined before anything runs, connects
+    on its own, and leaves the agent serving this installation."""
+    ssh: SshdWorker = setup["ssh"]
+    assert cmd(setup, "status").returncode == 0
+    pid = agent_state(setup)["pid"]
+    other = tmp_path / "other"
+    shutil.copytree(Path(agent_module.__file__).parents[1], other / "offload",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = ssh.accepted_count()
+    p = cmd(setup, "run", "--wait", "--", "echo other", env={"PYTHONPATH": str(other)})
+    assert (p.returncode, p.stdout) == (0, b"other\n"), p.stderr
+    assert ssh.accepted_count() - before == 1, "its own connection"
+    assert agent_state(setup)["pid"] == pid
+    assert cmd(setup, "run", "--wait", "--", "echo this").stdout == b"this\n"
+    assert ssh.accepted_count() - before == 1, "this installation's commands still go through the agent"
