@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,6 +142,7 @@ def main() -> None:
                        env=bench.env, capture_output=True)
         stop_agent(bench.env)
         worker.stop()
+        shutil.rmtree(bench.base, ignore_errors=True)  # hundreds of megabytes on tmpfs
 
 
 if __name__ == "__main__":
