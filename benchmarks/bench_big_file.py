@@ -45,6 +45,7 @@ class Figures:
     cpu: float              # this machine: the command and what it waited for (git), plus the agent's share
     agent_cpu: float = 0.0
     finished: bool = True
+    error: str = ""         # the last line on stderr of a command that failed
 
 
 def _children_cpu() -> float:
@@ -82,15 +83,19 @@ def measure(argv: list[str], env: dict[str, str], cwd: Path, *, expect: bytes = 
         proc.communicate()
         return Figures(time.perf_counter() - start, _children_cpu() - cpu_before, finished=False)
     wall = time.perf_counter() - start
-    if proc.returncode != 0 or expect not in out:
-        raise SystemExit(f"{' '.join(argv[-4:])} failed ({proc.returncode}): {err.decode().strip()[-500:]}")
     agent_cpu = _process_cpu(agent) - agent_before
-    return Figures(wall, _children_cpu() - cpu_before + agent_cpu, agent_cpu)
+    figures = Figures(wall, _children_cpu() - cpu_before + agent_cpu, agent_cpu)
+    if proc.returncode != 0 or expect not in out:
+        lines = err.decode(errors="replace").strip().splitlines() or [f"no {expect.decode()} in its output"]
+        figures.error = f"exit {proc.returncode}: {lines[-1]}"
+    return figures
 
 
 def line(name: str, f: Figures, baseline: Figures | None = None) -> str:
     if not f.finished:
         return f"  {name:42s} not finished after {f.wall:6.1f} s ({f.cpu:6.1f} s CPU of the command so far)"
+    if f.error:
+        return f"  {name:42s} failed after {f.wall:6.1f} s, {f.cpu:6.1f} s CPU: {f.error}"
     ratio = f"   {f.wall / baseline.wall:5.1f}x the baseline" if baseline else ""
     agent = f" (agent {f.agent_cpu:5.1f} s)" if f.agent_cpu else ""
     return f"  {name:42s} {f.wall:6.1f} s wall, {f.cpu:6.1f} s CPU{agent}{ratio}"
@@ -131,8 +136,8 @@ def main() -> None:
                     subprocess.run(ssh + [f"rm -f {target}"], check=True)
                 else:
                     results[name] = measure(run, env, repo, expect=digest)
-                    if not results[name].finished:
-                        stop_agent(bench.env)  # whatever it still holds for the killed command
+                    if not results[name].finished or results[name].error:
+                        stop_agent(bench.env)  # whatever it still holds for the command
             baseline = results["ssh cat >"]
             print(f"{mb} MB:")
             for name, figures in results.items():
