@@ -81,7 +81,9 @@ def measure(argv: list[str], env: dict[str, str], cwd: Path, *, expect: bytes = 
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the command and the git it runs; the agent is not in its group
         proc.communicate()
-        return Figures(time.perf_counter() - start, _children_cpu() - cpu_before, finished=False)
+        agent_cpu = _process_cpu(agent) - agent_before
+        return Figures(time.perf_counter() - start, _children_cpu() - cpu_before + agent_cpu, agent_cpu,
+                       finished=False)
     wall = time.perf_counter() - start
     agent_cpu = _process_cpu(agent) - agent_before
     figures = Figures(wall, _children_cpu() - cpu_before + agent_cpu, agent_cpu)
@@ -92,12 +94,12 @@ def measure(argv: list[str], env: dict[str, str], cwd: Path, *, expect: bytes = 
 
 
 def line(name: str, f: Figures, baseline: Figures | None = None) -> str:
+    agent = f" (agent {f.agent_cpu:5.1f} s)" if f.agent_cpu else ""
     if not f.finished:
-        return f"  {name:42s} not finished after {f.wall:6.1f} s ({f.cpu:6.1f} s CPU of the command so far)"
+        return f"  {name:42s} not finished after {f.wall:6.1f} s, {f.cpu:6.1f} s CPU so far{agent}"
     if f.error:
         return f"  {name:42s} failed after {f.wall:6.1f} s, {f.cpu:6.1f} s CPU: {f.error}"
     ratio = f"   {f.wall / baseline.wall:5.1f}x the baseline" if baseline else ""
-    agent = f" (agent {f.agent_cpu:5.1f} s)" if f.agent_cpu else ""
     return f"  {name:42s} {f.wall:6.1f} s wall, {f.cpu:6.1f} s CPU{agent}{ratio}"
 
 
