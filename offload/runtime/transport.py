@@ -266,8 +266,7 @@ class SshTransport:
                 wait = min(wait, EOF_GRACE - quiet)
             elif timeout and now - progress.last > timeout:
                 chan.close()
-                raise RemoteCommandError(self.worker, f"a step on worker {self.worker} made no progress for "
-                                         f"{timeout:.0f}s")
+                raise self._stalled(timeout)
             select.select([chan], [], [], wait)
         # The exit status normally follows EOF.
         while not chan.status_event.is_set():
@@ -275,14 +274,18 @@ class SshTransport:
                 break
             if timeout and time.monotonic() - progress.last > timeout:
                 chan.close()
-                raise RemoteCommandError(self.worker, f"a step on worker {self.worker} made no progress for "
-                                         f"{timeout:.0f}s")
+                raise self._stalled(timeout)
             chan.status_event.wait(0.5)
         code = chan.exit_status if chan.status_event.is_set() else -1
         if code == -1:
             # The remote side ended without an exit status: killed, or its session torn down.
             raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
         return code
+
+    def _stalled(self, timeout: float) -> RemoteCommandError:
+        return RemoteCommandError(self.worker, f"a step on worker {self.worker} made no progress for {timeout:.0f}s",
+                                  hint="`offload status` shows whether the worker answers; then run the command "
+                                       "again")
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         chan = self._channel(argv)
