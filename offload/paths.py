@@ -1,18 +1,19 @@
-"""Where offload keeps its own state on the developer's machine (never inside a repository), and how long its
-background processes (the connection agent, the warm command server) stay once idle."""
+"""Where offload keeps its own state on the developer's machine (never inside a repository), how long its
+background processes (the connection agent, the warm command server) stay once idle, and which code they run."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from offload.errors import UsageError
 
 DEFAULT_PERSIST = 600.0
 _MAX_SOCKET_PATH = 100  # a Unix socket's path holds 108 bytes
-# The longest socket name in that directory: a warm command server's, named after its installation.
-LONGEST_SOCKET_NAME = "warm-0123456789ab.sock"
+# The longest socket name in that directory: an agent's, named after its installation (installation_files).
+LONGEST_SOCKET_NAME = "agent-0123456789ab.sock"
 
 
 def config_dir() -> Path:
@@ -80,3 +81,40 @@ def private_dir(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def code_stamp() -> str:
+    """Which offload this is and when its code last changed: `PYTHON|PACKAGE:NEWEST_MTIME_NS` over its .py and .sh
+    files. A background process compares a command's stamp with its own: the same installation with another
+    stamp means offload was upgraded or edited since the process started."""
+    root = Path(__file__).resolve().parent
+    newest = 0
+    stack = [root]
+    while stack:
+        for entry in os.scandir(stack.pop()):
+            if entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
+                stack.append(Path(entry.path))
+            elif entry.name.endswith((".py", ".sh")):
+                newest = max(newest, entry.stat().st_mtime_ns)
+    return f"{sys.executable}|{root}:{newest}"
+
+
+def installation_of(stamp: str) -> str:
+    """The installation a code stamp names (its Python and package directory), without the time."""
+    return stamp.rsplit(":", 1)[0]
+
+
+class InstallationFiles:
+    """A background process's files in DIRECTORY (its socket, lock, pid file and log), named after the
+    installation of offload it serves: two installations side by side each have their own, and neither ever runs
+    the other's code."""
+
+    __slots__ = ("socket", "lock", "pid", "log")
+
+    def __init__(self, directory: Path, kind: str, stamp: str | None = None) -> None:
+        digest = hashlib.sha256(installation_of(stamp or code_stamp()).encode("utf-8", "surrogateescape"))
+        name = f"{kind}-{digest.hexdigest()[:12]}"
+        self.socket = directory / f"{name}.sock"
+        self.lock = directory / f"{name}.lock"
+        self.pid = directory / f"{name}.pid"
+        self.log = directory / f"{name}.log"

@@ -560,12 +560,17 @@ def cleanup_user_processes(uid: int, *, ssh_server: tuple[str, int] | None = Non
 
 
 RELAY = """\
-import socket, sys, threading
+import socket, sys, threading, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+rate = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 def up():
-    while chunk := sys.stdin.buffer.raw.read(65536):
+    start, sent = time.monotonic(), 0
+    while chunk := sys.stdin.buffer.raw.read(16384 if rate else 65536):
         s.sendall(chunk)
+        sent += len(chunk)
+        if rate:
+            time.sleep(max(0.0, start + sent / rate - time.monotonic()))
     s.shutdown(socket.SHUT_WR)
 threading.Thread(target=up, daemon=True).start()
 while chunk := s.recv(65536):
@@ -574,12 +579,13 @@ while chunk := s.recv(65536):
 """
 
 
-def proxy_relay(directory: Path, python: str = sys.executable) -> str:
+def proxy_relay(directory: Path, python: str = sys.executable, *, upload_rate: float | None = None) -> str:
     """A ProxyCommand (%h and %p left for the client to expand) that relays stdin and stdout to the worker, as an
-    IAP tunnel does: a process of its own per connection, and a hop in between. The script goes in DIRECTORY."""
+    IAP tunnel does: a process of its own per connection, and a hop in between. With UPLOAD_RATE (bytes a second),
+    what goes to the worker is held to that rate, as on a slow link. The script goes in DIRECTORY."""
     script = directory / "relay.py"
     script.write_text(RELAY)
-    return f"{python} -S {script} %h %p"
+    return f"{python} -S {script} %h %p" + (f" {upload_rate:.0f}" if upload_rate else "")
 
 
 def stop_agents(directory: Path) -> list[int]:

@@ -25,7 +25,6 @@ This module is what the `offload` executable imports first: it loads nothing hea
 from __future__ import annotations
 
 import array
-import hashlib
 import json
 import os
 import signal
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from offload.frames import HEADER, pack, peer_uid, recv_frame, send_frame
+from offload.paths import InstallationFiles, code_stamp, installation_of
 
 WARM_COMMANDS = frozenset({"run", "status", "check", "logs", "clean", "pull", "diff", "apply", "get"})
 REQUEST_DEADLINE = 5.0  # seconds a client has, once connected, to send its whole request (it takes microseconds)
@@ -78,42 +78,10 @@ def _place() -> Path | None:
     return directory if private_dir(directory) else None
 
 
-class Files:
-    """The warm server of one installation: its socket, lock, pid file and log, named after the installation."""
-
-    __slots__ = ("socket", "lock", "pid", "log")
-
-    def __init__(self, directory: Path, stamp: str) -> None:
-        name = "warm-" + hashlib.sha256(installation(stamp).encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        self.socket = directory / f"{name}.sock"
-        self.lock = directory / f"{name}.lock"
-        self.pid = directory / f"{name}.pid"
-        self.log = directory / f"{name}.log"
-
-
-def files(stamp: str | None = None) -> Files | None:
+def files(stamp: str | None = None) -> InstallationFiles | None:
     """This installation's warm server files, when the settings allow a server at all."""
     directory = _place()
-    return None if directory is None else Files(directory, stamp or code_stamp())
-
-
-def installation(stamp: str) -> str:
-    """The installation a code stamp names (its Python and package root), without the age of its code."""
-    return stamp.rsplit(":", 1)[0]
-
-
-def code_stamp() -> str:
-    """When offload's code last changed: a server older than that must not run the command."""
-    root = Path(__file__).resolve().parent.parent
-    newest = 0
-    stack = [root]
-    while stack:
-        for entry in os.scandir(stack.pop()):
-            if entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
-                stack.append(Path(entry.path))
-            elif entry.name.endswith((".py", ".sh")):
-                newest = max(newest, entry.stat().st_mtime_ns)
-    return f"{sys.executable}|{root}:{newest}"
+    return None if directory is None else InstallationFiles(directory, "warm", stamp)
 
 
 # --- the client: the `offload` process a user starts --------------------------------------------------------------
@@ -125,7 +93,7 @@ def forward(argv: list[str]) -> int | None:
     if directory is None:
         return None
     stamp = code_stamp()
-    where = Files(directory, stamp)
+    where = InstallationFiles(directory, "warm", stamp)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(where.socket))
@@ -246,7 +214,7 @@ def start_server() -> None:
         pass
 
 
-def server_pid(where: Files | None = None) -> int | None:
+def server_pid(where: InstallationFiles | None = None) -> int | None:
     """The pid of this installation's warm server, when one runs."""
     where = where or files()
     try:
@@ -257,7 +225,7 @@ def server_pid(where: Files | None = None) -> int | None:
         return None
 
 
-def _lock_held(where: Files) -> bool:
+def _lock_held(where: InstallationFiles) -> bool:
     """A server holds the lock: it runs, or is starting and has not written its pid yet."""
     import fcntl
 
@@ -300,7 +268,7 @@ def serve(directory: Path, persist: float) -> int:
     import fcntl
 
     stamp = code_stamp()
-    where = Files(directory, stamp)
+    where = InstallationFiles(directory, "warm", stamp)
     lock = open(where.lock, "a+b")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -487,7 +455,7 @@ class _Server:
                 send_frame(pending.sock, b"!")
                 # The same installation with other code: this server is stale and goes. Another installation
                 # (another Python or checkout) has a server of its own: this one just does not run its command.
-                return installation(theirs) == installation(self.stamp) and theirs != self.stamp
+                return installation_of(theirs) == installation_of(self.stamp) and theirs != self.stamp
             pid = os.fork()
         except OSError:
             return False

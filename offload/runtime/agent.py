@@ -13,11 +13,23 @@ The socket lives in `$XDG_RUNTIME_DIR/offload/` (else offload's cache directory)
 may enter; the socket is mode 0600 and both sides check the other's uid. A step's input (a job's `--env` values
 travel in the launch script on stdin) passes through the socket only, never an argv or a file.
 
-Protocol: one Unix stream connection per request. The client sends one JSON line, then, for a step with input,
-the input as frames; the agent answers with frames. A frame is a kind byte, a 4-byte big-endian length and the
-payload. Kinds: `i` input (empty: end of input); `n` a notice for the user; `s` the step has started on the
-worker; `o` and `e` its stdout and stderr; `x` its exit (`{"exit": N}`); `r` a reply (JSON); `!` an error
-(`{"type", "worker", "message", "hint"}`).
+Protocol: one Unix stream connection per request. The client sends one JSON line (with its code stamp, see
+`offload.paths.code_stamp`), then, for a step with input, the input as frames while it reads the answer; the agent
+answers with frames. A frame is a kind byte, a 4-byte big-endian length and the payload. Kinds: `i` input (empty:
+end of input); `n` a notice for the user; `s` the step has started on the worker; `o` and `e` its stdout and
+stderr; `x` its exit (`{"exit": N}`); `r` a reply (JSON); `!` an error (`{"type", "worker", "message", "hint"}`);
+`d` the request was declined before anything ran (`{"reason", "retry"}`).
+
+The agent relays a step's input to the worker as it comes, holding none of it. After the input the client sends
+nothing, so its end of the socket closing means it was interrupted: the agent then gives the step up, and its
+channel closes, so the command on the worker loses its input and output and ends.
+
+Each installation of offload (a Python and a copy of the package) has an agent of its own: its socket, lock, pid
+file and log are named after the installation (`offload.paths.InstallationFiles`), so two installations side by
+side never run each other's code, and each keeps its own connections. A request of the same installation whose
+code has changed (offload was upgraded or edited) retires the agent: it lets go of its socket, declines that
+request and any later one with `retry` (the client asks again and so starts a new agent), finishes the requests it
+has in hand, then exits.
 """
 
 from __future__ import annotations
@@ -30,23 +42,25 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import offload.errors as errors
 from offload.errors import OffloadError
 from offload.frames import peer_uid, recv_exact, recv_frame, send_frame
-from offload.paths import agent_dir, persist_seconds, private_dir
+from offload.paths import InstallationFiles, agent_dir, code_stamp, installation_of, persist_seconds, private_dir
 from offload.runtime.transport import Result, Sink, Transport
 
 START_TIMEOUT = 10.0            # how long a command waits for an agent it started to answer
 PROBE_AFTER = 15.0              # a transport unused this long must answer a round trip before the agent uses it
-SOCKET = "agent.sock"
-PIDFILE = "agent.pid"
-LOCK = "agent.lock"
-LOG = "agent.log"
+
+
+def agent_files(directory: Path | None = None) -> InstallationFiles:
+    """This installation's agent: its socket, lock, pid file and log, in the agent directory."""
+    return InstallationFiles(directory or agent_dir(), "agent")
+
 _CHUNK = 65536
 
 
@@ -143,6 +157,34 @@ class AgentUnavailable(Exception):
     """The agent could not take the request before anything ran: the caller falls back to its own connection."""
 
 
+class _Declined(AgentUnavailable):
+    """The agent did not take the request: it belongs to another installation of offload, or it is retiring
+    (RETRY: a new agent, started by asking again, takes it)."""
+
+    def __init__(self, reason: str, *, retry: bool) -> None:
+        super().__init__(reason)
+        self.retry = retry
+
+
+def _declined(payload: bytes) -> _Declined:
+    data = json.loads(payload)
+    return _Declined(str(data.get("reason")), retry=bool(data.get("retry")))
+
+
+T = TypeVar("T")
+
+
+def _asking(ask: Callable[[], T]) -> T:
+    """ASK the agent, and once more when the one it reached was retiring (it has let go of its socket, so the
+    second time starts and reaches a new agent)."""
+    try:
+        return ask()
+    except _Declined as e:
+        if not e.retry:
+            raise
+    return ask()
+
+
 def _dial_agent(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -159,8 +201,9 @@ def _start_agent(directory: Path, persist: float) -> None:
     """Start the agent unless one answers, and wait until it does (AgentUnavailable when it does not)."""
     import fcntl
 
-    path = directory / SOCKET
-    with open(directory / LOCK, "a+b") as lock:
+    files = agent_files(directory)
+    path = files.socket
+    with open(files.lock, "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             _dial_agent(path).close()
@@ -171,7 +214,7 @@ def _start_agent(directory: Path, persist: float) -> None:
             path.unlink()  # a stale socket: its agent is gone
         except FileNotFoundError:
             pass
-        log = directory / LOG
+        log = files.log
         try:
             if log.stat().st_size > 1 << 20:
                 log.unlink()
@@ -194,8 +237,8 @@ def _start_agent(directory: Path, persist: float) -> None:
         raise AgentUnavailable("the agent did not answer in time")
 
 
-def _request(header: dict[str, Any], *, start: bool, stdin: bytes | None = None) -> socket.socket:
-    """A connection to the agent with HEADER (and STDIN) sent; with START, an agent is started when none answers."""
+def _request(header: dict[str, Any], *, start: bool) -> socket.socket:
+    """A connection to the agent with HEADER sent; with START, an agent is started when none answers."""
     persist = persist_seconds()
     if persist == 0:
         raise AgentUnavailable("OFFLOAD_PERSIST=0")
@@ -203,26 +246,33 @@ def _request(header: dict[str, Any], *, start: bool, stdin: bytes | None = None)
     if not private_dir(directory):
         raise AgentUnavailable(f"{directory} is not a private directory of this user")
     try:
-        sock = _dial_agent(directory / SOCKET)
+        sock = _dial_agent(agent_files(directory).socket)
     except (OSError, AgentUnavailable):
         if not start:
             raise AgentUnavailable("no agent") from None
         _start_agent(directory, persist)
         try:
-            sock = _dial_agent(directory / SOCKET)
+            sock = _dial_agent(agent_files(directory).socket)
         except OSError as e:
             raise AgentUnavailable(str(e)) from None
     try:
-        sock.sendall(json.dumps(header).encode() + b"\n")
-        if header.get("stdin"):
-            data = stdin or b""
-            for i in range(0, len(data), _CHUNK):
-                send_frame(sock, b"i", data[i:i + _CHUNK])
-            send_frame(sock, b"i")
+        sock.sendall(json.dumps(dict(header, stamp=code_stamp())).encode() + b"\n")
     except OSError as e:
         sock.close()
         raise AgentUnavailable(str(e)) from None
     return sock
+
+
+def _send_input(sock: socket.socket, data: bytes) -> None:
+    """A step's input as frames, then its end. The agent takes it as the worker does; when the step ends before
+    taking all of it, the agent stops reading and the rest is dropped here."""
+    view = memoryview(data)
+    try:
+        for i in range(0, len(view), _CHUNK):
+            send_frame(sock, b"i", view[i:i + _CHUNK])
+        send_frame(sock, b"i")
+    except OSError:
+        pass
 
 
 def _reply(sock: socket.socket, notice: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
@@ -237,6 +287,8 @@ def _reply(sock: socket.socket, notice: Callable[[str], None] = lambda m: None) 
                 notice(payload.decode("utf-8", "replace"))
             elif kind == b"!":
                 raise _error_from(payload)
+            elif kind == b"d":
+                raise _declined(payload)
             elif kind == b"r":
                 return json.loads(payload)
 
@@ -247,8 +299,7 @@ def connect(spec: DialSpec, notice: Callable[[str], None],
     agent cannot be used (the caller then dials itself). An error of the dial itself (unreachable, a changed host
     key) is raised as it would be without the agent."""
     try:
-        sock = _request({"op": "open", "spec": spec.to_dict()}, start=True)
-        _reply(sock, notice)
+        _asking(lambda: _reply(_request({"op": "open", "spec": spec.to_dict()}, start=True), notice))
     except AgentUnavailable:
         return None
     return AgentTransport(spec, notice, direct)
@@ -274,35 +325,49 @@ class AgentTransport:
               timeout: float | None) -> int:
         header = {"op": "step", "spec": self.spec.to_dict(), "argv": list(argv), "timeout": timeout,
                   "stdin": stdin is not None}
-        sock = _request(header, start=True, stdin=stdin)
-        started = False
+        sock = _request(header, start=True)
         with sock:
-            while True:
-                frame = recv_frame(sock)
-                if frame is None:
-                    if not started:
-                        raise AgentUnavailable("the agent went away")
-                    raise errors.AgentGone(self.worker, f"the connection to worker {self.worker} was lost")
-                kind, payload = frame
-                if kind == b"o":
-                    on_out(payload)
-                elif kind == b"e":
-                    on_err(payload)
-                elif kind == b"s":
-                    started = True
-                elif kind == b"n":
-                    self._notice(payload.decode("utf-8", "replace"))
-                elif kind == b"x":
-                    return int(json.loads(payload)["exit"])
-                elif kind == b"!":
-                    raise _error_from(payload)
+            if stdin is not None:
+                # Sent while the answer is read: the step's output may fill the socket before its input is all in.
+                threading.Thread(target=_send_input, args=(sock, stdin), daemon=True).start()
+            try:
+                return self._answer(sock, on_out, on_err)
+            finally:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # input still being sent stops here, and the agent sees us go
+                except OSError:
+                    pass
+
+    def _answer(self, sock: socket.socket, on_out: Sink, on_err: Sink) -> int:
+        started = False
+        while True:
+            frame = recv_frame(sock)
+            if frame is None:
+                if not started:
+                    raise AgentUnavailable("the agent went away")
+                raise errors.AgentGone(self.worker, f"the connection to worker {self.worker} was lost")
+            kind, payload = frame
+            if kind == b"o":
+                on_out(payload)
+            elif kind == b"e":
+                on_err(payload)
+            elif kind == b"s":
+                started = True
+            elif kind == b"n":
+                self._notice(payload.decode("utf-8", "replace"))
+            elif kind == b"x":
+                return int(json.loads(payload)["exit"])
+            elif kind == b"!":
+                raise _error_from(payload)
+            elif kind == b"d":
+                raise _declined(payload)
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         if self._own is None:
             out: list[bytes] = []
             err: list[bytes] = []
             try:
-                code = self._step(argv, out.append, err.append, stdin, timeout)
+                code = _asking(lambda: self._step(argv, out.append, err.append, stdin, timeout))
                 return Result(code, b"".join(out), b"".join(err))
             except AgentUnavailable:
                 pass
@@ -312,8 +377,8 @@ class AgentTransport:
                stderr: Sink | None = None) -> int:
         if self._own is None:
             try:
-                return self._step(argv, sink, stderr or (lambda b: sys.stderr.buffer.write(b)),
-                                  stdin if stdin else None, None)
+                return _asking(lambda: self._step(argv, sink, stderr or (lambda b: sys.stderr.buffer.write(b)),
+                                                  stdin if stdin else None, None))
             except AgentUnavailable:
                 pass
         return self._own_connection().stream(argv, sink, stdin=stdin, stderr=stderr)
@@ -331,7 +396,8 @@ class AgentTransport:
         if self._own is not None:
             return self._own.alive()
         try:
-            return bool(_reply(_request({"op": "alive", "spec": self.spec.to_dict()}, start=False))["alive"])
+            return bool(_asking(lambda: _reply(_request({"op": "alive", "spec": self.spec.to_dict()},
+                                                        start=False)))["alive"])
         except (AgentUnavailable, OffloadError):
             return False
 
@@ -344,7 +410,7 @@ class AgentTransport:
 
 def status() -> dict[str, Any]:
     """What `offload agent status --json` prints."""
-    path = agent_dir() / SOCKET
+    path = agent_files().socket
     try:
         reply = _reply(_request({"op": "status"}, start=False))
     except (AgentUnavailable, OffloadError):
@@ -392,15 +458,20 @@ class _Held:
 class Agent:
     """The agent process: a socket, the transports it keeps, and the idle clock."""
 
-    def __init__(self, directory: Path, persist: float) -> None:
+    def __init__(self, directory: Path, persist: float, stamp: str) -> None:
         self.directory = directory
-        self.path = directory / SOCKET
+        self.files = InstallationFiles(directory, "agent", stamp)
+        self.path = self.files.socket
         self.persist = persist
+        self.stamp = stamp                  # the code this agent runs (offload.paths.code_stamp)
         self.held: dict[str, _Held] = {}
         self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
         self._active = 0
         self._last = time.monotonic()
         self._stopping = threading.Event()
+        self._retiring = threading.Event()
+        self._inode = 0
 
     # -- serving --
 
@@ -413,30 +484,55 @@ class Agent:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
-        inode = os.stat(self.path).st_ino
+        inode = self._inode = os.stat(self.path).st_ino
         server.listen(64)
         server.settimeout(min(max(self.persist / 4, 0.05), 1.0))
-        (self.directory / PIDFILE).write_text(f"{os.getpid()}\n")
+        self.files.pid.write_text(f"{os.getpid()}\n")
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and not self._retiring.is_set():
                 try:
                     client, _ = server.accept()
                 except socket.timeout:
                     if self._idle() or not _same_inode(self.path, inode):
                         break
                     continue
-                with self._lock:
-                    self._active += 1
-                threading.Thread(target=self._serve_client, args=(client,), daemon=True).start()
+                self._take(client)
+            if self._retiring.is_set():
+                # Clients that reached the socket before it was let go are answered too: told to ask again.
+                server.setblocking(False)
+                while True:
+                    try:
+                        client, _ = server.accept()
+                    except OSError:
+                        break
+                    client.setblocking(True)
+                    self._take(client)
         finally:
             server.close()
             if _same_inode(self.path, inode):
-                for name in (SOCKET, PIDFILE):
-                    try:
-                        (self.directory / name).unlink()
-                    except FileNotFoundError:
-                        pass
+                for path in (self.files.socket, self.files.pid):
+                    path.unlink(missing_ok=True)
+            if self._retiring.is_set() and not self._stopping.is_set():
+                with self._done:
+                    self._done.wait_for(lambda: self._active == 0 or self._stopping.is_set())
             self._close_all()
+
+    def _take(self, client: socket.socket) -> None:
+        with self._lock:
+            self._active += 1
+        threading.Thread(target=self._serve_client, args=(client,), daemon=True).start()
+
+    def _retire(self) -> None:
+        """Offload's code has changed since this agent started: let go of the socket, so that the next command
+        starts an agent with the code as it is now, and finish what is in hand (a `logs -f` streams on to its
+        end) before exiting. The pid file goes first: a new agent can only start once the socket is gone."""
+        with self._lock:
+            if self._retiring.is_set():
+                return
+            self._retiring.set()
+        if _same_inode(self.path, self._inode):
+            for path in (self.files.pid, self.files.socket):
+                path.unlink(missing_ok=True)
 
     def _idle(self) -> bool:
         with self._lock:
@@ -452,12 +548,18 @@ class Agent:
         except (OSError, ValueError):
             pass
         finally:
-            with self._lock:
+            with self._done:
                 self._active -= 1
                 self._last = time.monotonic()
+                self._done.notify_all()
 
     def _handle(self, client: socket.socket, header: dict[str, Any]) -> None:
         op = header.get("op")
+        if op in ("open", "step", "alive"):
+            declined = self._declined(str(header.get("stamp", "")))
+            if declined is not None:
+                send_frame(client, b"d", json.dumps(declined).encode())
+                return
         if op == "status":
             send_frame(client, b"r", json.dumps(self._status()).encode())
         elif op == "stop":
@@ -471,6 +573,20 @@ class Agent:
             self._open(client, header)
         elif op == "step":
             self._step(client, header)
+
+    def _declined(self, theirs: str) -> dict[str, Any] | None:
+        """Why a request with code stamp THEIRS is not taken, or None when it is. A command of another
+        installation (another Python, another copy of offload) has an agent of its own and never comes here; should
+        one all the same, it is not served (it connects on its own). One of this installation with other code
+        retires this agent, and it and every later request are told to ask again: the next agent runs the code as
+        it is now."""
+        if installation_of(theirs) != installation_of(self.stamp):
+            return {"retry": False, "reason": "another installation of offload"}
+        if theirs != self.stamp:
+            self._retire()
+        if self._retiring.is_set():
+            return {"retry": True, "reason": "offload's code has changed since this agent started"}
+        return None
 
     # -- transports --
 
@@ -511,20 +627,24 @@ class Agent:
         send_frame(client, b"r", b"{}")
 
     def _step(self, client: socket.socket, header: dict[str, Any]) -> None:
-        stdin = _read_input(client) if header.get("stdin") else None
         notice = _notices_to(client)
         spec = DialSpec.from_dict(header["spec"])
+        watch = _ClientWatch(client, has_input=bool(header.get("stdin")))
         try:
             held, transport = self._transport(spec, notice)
             send_frame(client, b"s")
             held.steps += 1
+            watch.start()
             code = transport.stream([str(a) for a in header["argv"]], lambda b: send_frame(client, b"o", b),
-                                    stdin=stdin, stderr=lambda b: send_frame(client, b"e", b),
-                                    timeout=header.get("timeout"))
+                                    stdin=watch.input() if header.get("stdin") else None,
+                                    stderr=lambda b: send_frame(client, b"e", b), timeout=header.get("timeout"),
+                                    cancel=watch.gone)
         except OffloadError as e:
-            send_frame(client, b"!", _error_frame(e))
+            if not watch.gone.is_set():
+                send_frame(client, b"!", _error_frame(e))
             return
         finally:
+            watch.stop()
             held_now = self.held.get(spec.key())
             if held_now is not None:
                 held_now.used = time.monotonic()
@@ -584,18 +704,54 @@ def _read_line(sock: socket.socket, limit: int = 1 << 20) -> bytes:
             return bytes(buf)
 
 
-def _read_input(sock: socket.socket) -> bytes:
-    parts = []
-    while True:
-        frame = recv_frame(sock)
-        if frame is None:
-            raise ValueError("the input ended early")
-        kind, payload = frame
-        if kind != b"i":
-            raise ValueError("expected input")
-        if not payload:
-            return b"".join(parts)
-        parts.append(payload)
+class _ClientWatch:
+    """A step's client, read in one place: first its input frames, handed to the step as they come, then nothing
+    but its going away (it sends nothing more, so its end of the socket closing means it was interrupted). GONE is
+    set then, and the step is given up."""
+
+    def __init__(self, client: socket.socket, *, has_input: bool) -> None:
+        self.client = client
+        self.gone = threading.Event()
+        self._input_done = threading.Event()
+        self._stopped = False
+        if not has_input:
+            self._input_done.set()
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def input(self) -> Iterator[bytes]:
+        try:
+            while True:
+                frame = recv_frame(self.client)
+                if frame is None or frame[0] != b"i":
+                    self.gone.set()
+                    raise OSError("the input ended early")
+                if not frame[1]:
+                    return
+                yield frame[1]
+        finally:
+            self._input_done.set()
+
+    def _watch(self) -> None:
+        self._input_done.wait()
+        try:
+            while self.client.recv(_CHUNK):
+                pass
+        except OSError:
+            pass
+        if not self._stopped:
+            self.gone.set()
+
+    def stop(self) -> None:
+        """The step has ended: stop reading (input the step did not take is refused, so a client still sending it
+        stops) and let the watch go."""
+        self._stopped = True
+        self._input_done.set()
+        try:
+            self.client.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 def _notices_to(client: socket.socket) -> Callable[[str], None]:
@@ -650,7 +806,7 @@ def main(argv: list[str]) -> int:
 
     if os.environ.get("OFFLOAD_DEBUG") != "1":
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    Agent(directory, persist).serve()
+    Agent(directory, persist, code_stamp()).serve()
     return 0
 
 

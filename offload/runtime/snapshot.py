@@ -34,8 +34,11 @@ REMEMBERED_HAVES = 16
 MAX_NESTING = 8  # submodules of submodules ...
 DEFAULT_CACHE_MB = 256
 # Settings of the user's repository that would make `git add` skip or change what is on disk, or write into it.
+# And a large file goes straight into a pack, read through rather than held in memory; pack-objects then sends
+# its compressed data as it is, where a loose object would be inflated and compressed again.
 _ADD_CONFIG = ("-c", "core.sparseCheckout=false", "-c", "core.splitIndex=false", "-c", "core.fsmonitor=false",
-               "-c", "core.untrackedCache=false", "-c", "advice.addEmbeddedRepo=false")
+               "-c", "core.untrackedCache=false", "-c", "advice.addEmbeddedRepo=false",
+               "-c", "core.bigFileThreshold=4m")
 
 
 @dataclass

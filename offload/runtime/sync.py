@@ -20,6 +20,11 @@ __all__ = ["Snapshot", "SyncStats", "build_pack", "push_snapshot", "take_snapsho
 # receive.sh exits with these when the worker lacks objects the pack builds on, and when the job exists.
 RC_MISSING_OBJECTS = 3
 RC_JOB_EXISTS = 4
+# A pack is kept as it comes (index-pack) from this many objects (git's own transfer.unpackLimit) or this many
+# bytes; a smaller one is unpacked into loose objects. unpack-objects holds each object in memory and compresses
+# it again; index-pack only reads it through.
+INDEX_FROM_OBJECTS = 100
+INDEX_FROM_BYTES = 1 << 20
 
 
 def build_pack(snap: Snapshot, haves: Sequence[str]) -> bytes:
@@ -55,7 +60,8 @@ class SyncStats:
 
 def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes) -> Result:
     count = pack_object_count(pack)
-    mode = "none" if count == 0 else ("unpack" if count < 100 else "index")
+    mode = "none" if count == 0 else ("unpack" if count < INDEX_FROM_OBJECTS and len(pack) < INDEX_FROM_BYTES
+                                      else "index")
     argv = ["sh", "-c", worker_script("receive.sh"), "sh", paths.workspace, snap.repo_id, paths.job, snap.commit,
             mode]
     return transport.run(argv, stdin=pack if count else None, timeout=600)

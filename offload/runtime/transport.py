@@ -12,6 +12,8 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
@@ -21,6 +23,15 @@ if TYPE_CHECKING:
     import fabric
 
 Sink = Callable[[bytes], None]
+# What a step over SSH reads on its stdin: bytes, or chunks as they come (the connection agent relays its
+# client's input this way, without holding all of it).
+Input = bytes | Iterable[bytes]
+# Once a step's exit status is in, its output is read on to EOF (sshd may send the status before the last of the
+# output); a process the command left behind holding the output open is given up on after this many seconds of
+# quiet, or this many in all.
+EOF_GRACE = 2.0
+EOF_LIMIT = 30.0
+_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,8 @@ class Result:
 
 
 class Transport(Protocol):
-    """One way of running commands on one worker."""
+    """One way of running commands on one worker. A step's TIMEOUT is how long it may go without progress (input
+    taken, output given) over SSH; a local step's is a limit in all."""
 
     worker: str
 
@@ -155,6 +167,19 @@ def _end_input(chan) -> None:
             chan.transport._send_user_message(message)
 
 
+class _Progress:
+    """When a step last moved: input taken or output given. Its timeout counts from here, so a large transfer
+    that keeps moving is never cut short, and a stuck one is."""
+
+    def __init__(self) -> None:
+        self.last = self.output = time.monotonic()
+
+    def moved(self, *, output: bool = False) -> None:
+        self.last = time.monotonic()
+        if output:
+            self.output = self.last
+
+
 class SshTransport:
     """One SSH connection (a fabric Connection) shared by every step of a CLI invocation.
 
@@ -179,77 +204,114 @@ class SshTransport:
         return chan
 
     @staticmethod
-    def _feed(chan, data: bytes | None) -> threading.Thread | None:
-        if not data:
+    def _feed(chan, data: Input | None, progress: _Progress) -> threading.Thread | None:
+        if data is None or (isinstance(data, bytes) and not data):
             _end_input(chan)
             return None
 
         def send() -> None:
             try:
-                chan.sendall(data)
+                for chunk in [data] if isinstance(data, bytes) else data:
+                    # paramiko's sendall copies what is left after every packet (`s = s[sent:]`): quadratic in
+                    # the size of the input. A memoryview hands out the rest without a copy.
+                    view = memoryview(chunk)
+                    while view:
+                        sent = chan.send(view)
+                        if not sent:
+                            return  # the channel is closing: the reader says why
+                        view = view[sent:]
+                        progress.moved()
                 _end_input(chan)
-            except Exception:  # the reader notices the closed channel
-                pass
+            except Exception:
+                # The channel closed under us (the reader notices), or the input failed: its source went away
+                # (the agent's client was interrupted). A step must not take half its input for all of it, and
+                # the command on the worker must not wait for the rest for ever: close the channel.
+                chan.close()
 
         t = threading.Thread(target=send, daemon=True)
         t.start()
         return t
 
-    def _pump(self, chan, on_out: Sink, on_err: Sink, timeout: float | None) -> int:
-        import time
-
-        deadline = time.monotonic() + timeout if timeout else None
+    def _pump(self, chan, on_out: Sink, on_err: Sink, timeout: float | None, progress: _Progress,
+              cancel: threading.Event | None = None) -> int:
+        status_at: float | None = None
         while True:
+            if cancel is not None and cancel.is_set():
+                chan.close()
+                raise WorkerUnreachable(self.worker, f"a step on worker {self.worker} was given up")
             got = False
             while chan.recv_ready():
-                on_out(chan.recv(65536))
+                on_out(chan.recv(_CHUNK))
                 got = True
             while chan.recv_stderr_ready():
-                on_err(chan.recv_stderr(65536))
+                on_err(chan.recv_stderr(_CHUNK))
                 got = True
-            if chan.status_event.is_set() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                break
-            if chan.closed or not self.connection.transport.is_active():
-                # A channel closed without an exit status means the connection went away under us.
-                if chan.status_event.is_set():
-                    continue
+            if got:
+                progress.moved(output=True)
+                continue
+            if chan.eof_received or chan.closed:
+                break  # SSH sends every byte of output before EOF; a closed channel has delivered what it had
+            if not self.connection.transport.is_active():
                 raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
-            if deadline and time.monotonic() > deadline:
+            now = time.monotonic()
+            wait = 0.5
+            if chan.status_event.is_set():
+                # sshd collects the command before it drains the command's pipes, so the exit status can come
+                # before the last of the output: read on to EOF, though not for ever when a process the command
+                # left behind holds the output open.
+                status_at = status_at or now
+                quiet = now - max(status_at, progress.output)
+                if quiet >= EOF_GRACE or now - status_at >= EOF_LIMIT:
+                    break
+                wait = min(wait, EOF_GRACE - quiet)
+            elif timeout and now - progress.last > timeout:
                 chan.close()
-                raise RemoteCommandError(self.worker, f"a step on worker {self.worker} timed out after "
-                                         f"{timeout:.0f}s")
-            if not got:
-                if chan.eof_received:
-                    # Only the exit status is still to come; the channel's pipe stays readable after EOF, so
-                    # select would return at once, again and again.
-                    chan.status_event.wait(0.5)
-                else:
-                    select.select([chan], [], [], 0.5)
-        code = chan.recv_exit_status()
+                raise self._stalled(timeout)
+            select.select([chan], [], [], wait)
+        # The exit status normally follows EOF.
+        while not chan.status_event.is_set():
+            if not self.connection.transport.is_active():
+                break
+            if timeout and time.monotonic() - progress.last > timeout:
+                chan.close()
+                raise self._stalled(timeout)
+            chan.status_event.wait(0.5)
+        code = chan.exit_status if chan.status_event.is_set() else -1
         if code == -1:
             # The remote side ended without an exit status: killed, or its session torn down.
             raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
         return code
 
+    def _stalled(self, timeout: float) -> RemoteCommandError:
+        return RemoteCommandError(self.worker, f"a step on worker {self.worker} made no progress for {timeout:.0f}s",
+                                  hint="`offload status` shows whether the worker answers; then run the command "
+                                       "again")
+
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         chan = self._channel(argv)
         out: list[bytes] = []
         err: list[bytes] = []
-        feeder = self._feed(chan, stdin)
+        progress = _Progress()
+        feeder = self._feed(chan, stdin, progress)
         try:
-            code = self._pump(chan, out.append, err.append, timeout)
+            code = self._pump(chan, out.append, err.append, timeout, progress)
         finally:
             chan.close()
         if feeder:
             feeder.join(timeout=5)
         return Result(code, b"".join(out), b"".join(err))
 
-    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
-               stderr: Sink | None = None, timeout: float | None = None) -> int:
+    def stream(self, argv: Sequence[str], sink: Sink, *, stdin: Input | None = None,
+               stderr: Sink | None = None, timeout: float | None = None,
+               cancel: threading.Event | None = None) -> int:
+        """Run ARGV with its output to SINK as it comes. CANCEL, once set, gives the step up: its channel closes,
+        so the command on the worker loses its input and output."""
         chan = self._channel(argv)
-        self._feed(chan, stdin)
+        progress = _Progress()
+        self._feed(chan, stdin, progress)
         try:
-            return self._pump(chan, sink, stderr or (lambda b: sys.stderr.buffer.write(b)), timeout)
+            return self._pump(chan, sink, stderr or (lambda b: sys.stderr.buffer.write(b)), timeout, progress,
+                              cancel)
         finally:
             chan.close()
 

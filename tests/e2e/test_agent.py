@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -16,9 +18,10 @@ from typing import Any
 
 import pytest
 
+import offload.runtime.agent as agent_module
 from tests.e2e.helpers import all_cmdlines, offload, spawn, stderr_line
-from tests.workers import (SshdWorker, kill_pids, make_repo, proc_alive, sshd_record, wait_for,
-                           write_outputs)
+from tests.workers import (SshdWorker, all_pids, kill_pids, make_repo, proc_alive, proc_cmdline, proc_uid,
+                           proxy_relay, sshd_record, wait_for, write_outputs)
 
 
 @pytest.fixture
@@ -231,3 +234,148 @@ def test_a_warm_command_loads_no_ssh_library(setup: dict[str, Any]) -> None:
                   if line.startswith("import time:")}
         assert "offload" in loaded
         assert not loaded & {"paramiko", "fabric", "invoke", "cryptography"}, args
+
+
+def peak_memory(pid: int) -> int:
+    """The most resident memory the process has had, in bytes (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def random_file(path: Path, megabytes: int) -> str:
+    """Incompressible content, so the pack is as large as the file; returns git's id of it."""
+    with open(path, "wb") as f:
+        for _ in range(megabytes):
+            f.write(os.urandom(1 << 20))
+    return subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_a_large_file_streams_through_the_agent_whole(setup: dict[str, Any]) -> None:
+    """The agent relays a step's input as it comes: it never holds the file, and what arrives is the file."""
+    assert cmd(setup, "status").returncode == 0
+    pid = agent_state(setup)["pid"]
+    before = peak_memory(pid)
+    size = 48
+    random_file(setup["repo"] / "big.bin", size)
+    digest = hashlib.sha256((setup["repo"] / "big.bin").read_bytes()).hexdigest()
+    p = cmd(setup, "run", "--wait", "--", "sha256sum big.bin")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().split()[0] == digest
+    assert agent_state(setup)["pid"] == pid
+    grown = peak_memory(pid) - before
+    assert grown < (size << 20) // 4, f"the agent held {grown >> 20} MiB of a {size} MiB input"
+
+
+def receiving(ssh: SshdWorker) -> list[int]:
+    """The worker's processes that take a snapshot's pack in (receive.sh's unpack-objects or index-pack)."""
+    uid = os.stat(ssh.workspace).st_uid
+    found = []
+    for pid in all_pids():
+        argv = proc_cmdline(pid)
+        if proc_uid(pid) == uid and ("index-pack" in argv or "unpack-objects" in argv) and \
+                any(a.startswith(ssh.workspace) for a in argv):
+            found.append(pid)
+    return found
+
+
+@pytest.mark.parametrize("how", ["SIGINT, through the warm server", "SIGKILL"])
+def test_an_interrupted_transfer_frees_the_worker_and_the_agent_serves_on(setup: dict[str, Any], tmp_path: Path,
+                                                                          how: str) -> None:
+    """On a slow link (0.5 MB/s up), a command is stopped while its 24 MB snapshot is on the way: the command on
+    the worker that takes it in ends at once, without the file, and the agent's connection serves the next
+    command."""
+    ssh: SshdWorker = setup["ssh"]
+    relay = proxy_relay(tmp_path, upload_rate=500_000)
+    slow = dict(setup, out=write_outputs(tmp_path / "slow.json", "ssh", [sshd_record(ssh, proxy_command=relay)]))
+    warm = how.startswith("SIGINT")
+    if warm:
+        assert cmd(slow, "status").returncode == 0  # the agent, and a warm server for the next command
+    blob = random_file(slow["repo"] / "big.bin", 24)
+    proc = spawn("run", "--outputs", str(slow["out"]), "--job", "big", "--wait", "--", "true", cwd=slow["repo"],
+                 env=slow["env"])
+    try:
+        (taker,) = wait_for(lambda: receiving(ssh), timeout=60, what="the worker to take the snapshot in")
+        logins = ssh.accepted_count()
+        agent = agent_state(slow)["pid"]
+        if warm:
+            proc.send_signal(signal.SIGINT)
+        else:
+            proc.kill()
+        proc.wait(timeout=30)
+        # At 0.5 MB/s the whole file would take 48 s more.
+        wait_for(lambda: not proc_alive(taker), timeout=20, what="the worker's side of the transfer to end")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    repos = list((Path(ssh.workspace) / "repos").glob("*.git"))
+    assert repos
+    for repo in repos:
+        has = subprocess.run(["git", "--git-dir", str(repo), "cat-file", "-e", blob], user=ssh.user,
+                             capture_output=True, timeout=30)
+        assert has.returncode != 0, "the file did not arrive whole"
+    (slow["repo"] / "big.bin").unlink()
+    p = cmd(slow, "run", "--job", "next", "--wait", "--", "echo next")
+    assert (p.returncode, p.stdout) == (0, b"next\n"), p.stderr
+    assert agent_state(slow)["pid"] == agent
+    assert ssh.accepted_count() == logins, "over the connection the agent held"
+
+
+def test_changed_code_retires_the_agent_and_a_running_logs_f_streams_to_its_end(setup: dict[str, Any]) -> None:
+    """offload is upgraded while `logs -f` streams through the agent: the next command is served by a new agent
+    with the code as it is now, and the old one streams the log to the job's end, then exits."""
+    ssh: SshdWorker = setup["ssh"]
+    go = Path(ssh.workspace) / "go"
+    p = cmd(setup, "run", "--job", "long", "--", f"echo begin; while [ ! -e {go} ]; do sleep 0.1; done; echo end")
+    assert p.returncode == 0, p.stderr
+    old = agent_state(setup)["pid"]
+    follower = spawn("logs", "--outputs", str(setup["out"]), "-f", "long", cwd=setup["repo"], env=setup["env"])
+    source = Path(agent_module.__file__)
+    before = source.stat()
+    try:
+        assert follower.stdout is not None and follower.stdout.read(6) == b"begin\n"
+        logins = ssh.accepted_count()
+        os.utime(source, ns=(before.st_atime_ns, time.time_ns()))  # the upgrade
+        p = cmd(setup, "status")
+        assert p.returncode == 0, p.stderr
+        new = agent_state(setup)["pid"]
+        assert new != old, "a new agent served the command"
+        assert ssh.accepted_count() - logins == 1, "over a connection of its own"
+        assert proc_alive(old), "the old agent streams on"
+        go.touch()
+        out, err = follower.communicate(timeout=60)
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert (follower.returncode, out) == (0, b"end\n"), err
+    wait_for(lambda: not proc_alive(old), timeout=20, what="the old agent to exit once the log has ended")
+    state = agent_state(setup)
+    assert state["pid"] == new and Path(state["socket"]).exists(), "and its going left the new agent's socket alone"
+
+
+def test_another_installation_has_an_agent_of_its_own(setup: dict[str, Any], tmp_path: Path) -> None:
+    """Another copy of offload never uses this one's agent (which runs this one's code): it starts an agent of its
+    own, which it then keeps using, and this installation's agent goes on serving this one."""
+    ssh: SshdWorker = setup["ssh"]
+    assert cmd(setup, "status").returncode == 0
+    pid = agent_state(setup)["pid"]
+    other = tmp_path / "other"
+    shutil.copytree(Path(agent_module.__file__).parents[1], other / "offload",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    theirs = {"PYTHONPATH": str(other)}
+    before = ssh.accepted_count()
+    for word in ("other", "again"):
+        p = cmd(setup, "run", "--wait", "--", f"echo {word}", env=theirs)
+        assert (p.returncode, p.stdout) == (0, f"{word}\n".encode()), p.stderr
+    assert ssh.accepted_count() - before == 1, "one login, kept by the other installation's own agent"
+    other_agent = json.loads(offload("agent", "status", "--json", cwd=setup["repo"], env={**setup["env"], **theirs})
+                             .stdout)
+    assert other_agent["running"] and other_agent["pid"] != pid and other_agent["socket"] != agent_state(setup)["socket"]
+    assert agent_state(setup)["pid"] == pid
+    assert cmd(setup, "run", "--wait", "--", "echo this").stdout == b"this\n"
+    assert ssh.accepted_count() - before == 1, "this installation's commands still go through its agent"
