@@ -152,10 +152,11 @@ def test_interactive_commands_start_the_usual_way() -> None:
 
 def test_every_installations_socket_fits_where_the_agent_puts_it(tmp_path: Path) -> None:
     """The directory is chosen (under /tmp when need be) so that its longest socket name fits."""
-    from offload.paths import LONGEST_SOCKET_NAME
+    from offload.paths import LONGEST_SOCKET_NAME, InstallationFiles
 
-    names = {warm.Files(tmp_path, f"/venv{i}/bin/python|/src{i}/offload:1").socket.name for i in range(3)}
-    assert len(names) == 3 and {len(n) for n in names} == {len(LONGEST_SOCKET_NAME)}
+    names = {InstallationFiles(tmp_path, kind, f"/venv{i}/bin/python|/src{i}/offload:1").socket.name
+             for i in range(3) for kind in ("agent", "warm")}
+    assert len(names) == 6 and max(len(n) for n in names) == len(LONGEST_SOCKET_NAME)
 
 
 def test_the_server_answers_only_its_own_user(setup: dict[str, Any]) -> None:
