@@ -66,6 +66,28 @@ def cmd(worker: dict[str, Any], repo: Path, *args: str) -> subprocess.CompletedP
 
 # --- 6. a broken worktree is never reused silently ---------------------------------------------------------------
 
+# What a job can do to the git side of its worktree. `git rev-parse --git-dir` is the worktree's admin directory in
+# the worker's bare repository.
+BREAKS = {
+    "git-file-deleted": "rm .git",
+    "admin-dir-deleted": 'rm -rf "$(git rev-parse --git-dir)"',
+    "head-unreadable": 'echo garbage > "$(git rev-parse --git-dir)/HEAD"',
+}
+
+
+@pytest.mark.parametrize(("breakage", "fresh"), [("git-file-deleted", False), ("git-file-deleted", True),
+                                                 ("admin-dir-deleted", False), ("head-unreadable", False)])
+def test_a_worktree_a_job_broke_is_made_again_for_the_next_job(worker: dict[str, Any], repo: Path, breakage: str,
+                                                               fresh: bool) -> None:
+    first = cmd(worker, repo, "run", "--job", "breaker", "--wait", "--",
+                f"echo stale > file0.txt; echo junk > junk.txt; pwd; {BREAKS[breakage]}")
+    assert first.returncode == 0, first.stderr
+    second = cmd(worker, repo, "run", "--job", "next", "--wait", *(["--fresh"] if fresh else []), "--",
+                 "pwd; cat file0.txt; ls -A | grep -x junk.txt; git status --porcelain")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.decode() == f"{first.stdout.decode().strip()}\ncontent 0\n", \
+        "the same slot, made again: exactly the snapshot, and a git worktree again"
+
 
 # --- 7. a finished job's leftover processes end before its worktree is used again --------------------------------
 

@@ -166,10 +166,11 @@ printf '%s %s\n' "$_state" "$_exit"
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
-def test_a_lease_stops_what_works_in_a_worktree_and_never_shares_it(shell: str, tmp_path: Path) -> None:
+def test_a_lease_stops_what_works_in_a_worktree_and_never_shares_or_trusts_a_broken_one(shell: str,
+                                                                                        tmp_path: Path) -> None:
     """A lease takes the free worktree given back last, once nothing works in it any more. One where a process
     outlives SIGKILL (a process of another user, or in uninterruptible sleep: here one whose kill the test makes
-    fail) is not leased, since it would be shared."""
+    fail) is not leased, since it would be shared; one that is no longer a worktree of the repository is made again."""
     from tests.workers import git, make_repo
 
     source = make_repo(tmp_path / "src")
@@ -184,12 +185,14 @@ def test_a_lease_stops_what_works_in_a_worktree_and_never_shares_it(shell: str, 
     _lib('release_tree "$1" a && release_tree "$2" b', one, two, shell=shell)
     Path(f"{one}.used").write_text("200\n")  # given back last, so leased first
     Path(f"{two}.used").write_text("100\n")
+    Path(two, ".git").unlink()
     stuck = subprocess.Popen(["sleep", "60"], cwd=one, start_new_session=True)
     try:
         unkillable = ('stuck=$4\nkill() { for a in "$@"; do [ "$a" = "$stuck" ] && [ "$1" != -0 ] && return 0; done; '
                       'command kill "$@"; }\n')
         assert _lib(unkillable + lease, str(ws), "c", head, str(stuck.pid), shell=shell) == two
         assert stuck.poll() is None and not os.path.exists(f"{one}.lease")
+        assert git(Path(two), "rev-parse", "HEAD").strip() == head, "made again, a worktree of the repository"
         assert _lib(lease, str(ws), "d", head, shell=shell) == one, "once what works there can be stopped, it is"
         assert stuck.wait(timeout=10) == -signal.SIGTERM
     finally:

@@ -261,21 +261,28 @@ end_server() {
 }
 
 # Before the first task, the job's warm worktree moves to its snapshot (lib.sh: move_tree), once: a restarted
-# runner does not do it again.
+# runner does not do it again. A worktree that is not a whole git worktree of the job's repository (lib.sh:
+# tree_valid) is not moved and nothing runs in it: every task fails with the reason.
 materialize() {
 	[ -f "$_job_dir/checked-out" ] && return 0
 	meta_value "$_job_dir" commit
 	_commit=$_got
-	# Not a snapshot in a git worktree (a plain directory): nothing to move.
-	[ -n "$_commit" ] && [ -e "$_worktree/.git" ] || return 0
+	# A job without a snapshot (a plain directory for a worktree) has nothing to move.
+	[ -n "$_commit" ] || return 0
+	meta_value "$_job_dir" repo
+	_repo=$_got
 	meta_value "$_job_dir" fresh
 	_fresh=$_got
 	say "moving the worktree to the snapshot$([ "$_fresh" = 1 ] && echo ' (fresh: ignored files go too)')"
-	if _out=$(umask "$_umask" && move_tree "$_worktree" "$_commit" "$_fresh" 2>&1); then
+	if ! tree_valid "$_worktree" "$_repo"; then
+		_out="$_worktree is not a worktree of $_repo"
+	elif _out=$(umask "$_umask" && move_tree "$_worktree" "$_commit" "$_fresh" 2>&1); then
 		save "$_job_dir/checked-out" "$_commit"
 		return 0
+	else
+		_out=$(printf '%s' "$_out" | tail -n 1)
 	fi
-	_out=$(printf '%s' "$_out" | tail -n 1)
+	say "job $_job: the worktree could not be moved to the snapshot: $_out"
 	while IFS= read -r _t <&3; do
 		[ -n "$_t" ] || continue
 		get "$_job_dir/tasks/$_t/state"

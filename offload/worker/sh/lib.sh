@@ -410,7 +410,7 @@ pick_tree() { # WORKSPACE REPO_ID JOB COMMIT (holding the pool's lock): lease a 
 			[ "$_got" -gt "$_lt_when" ] && _lt_pick=$_lt_t _lt_when=$_got
 		done
 		[ -n "$_lt_pick" ] || break
-		take_tree "$1" "$_lt_pick" && break
+		take_tree "$1" "$_lt_pick" "$_lt_repo" "$4" && break
 		_lt_skip="$_lt_skip${_lt_pick##*/} "
 	done
 	if [ -z "$_lt_pick" ]; then
@@ -425,10 +425,11 @@ pick_tree() { # WORKSPACE REPO_ID JOB COMMIT (holding the pool's lock): lease a 
 	return 1
 }
 
-take_tree() { # WORKSPACE TREE (holding the pool's lock): make a free worktree fit for a new lease. What the jobs
-	# before left working in it ends first (stop_job); a process that outlives SIGKILL there makes this fail, and
-	# the worktree is not leased: it would be shared. A job that ended without giving it back (its runner died)
-	# keeps its result all the same.
+take_tree() { # WORKSPACE TREE REPO COMMIT (holding the pool's lock): make a free worktree fit for a new lease. What
+	# the jobs before left working in it ends first (stop_job); a process that outlives SIGKILL there makes this
+	# fail, and the worktree is not leased: it would be shared. A job that ended without giving it back (its runner
+	# died) keeps its result all the same. A worktree that is no longer a whole worktree of REPO (a job may delete
+	# or rewrite its .git, its admin directory or HEAD) is made again, empty, at COMMIT.
 	get "$2.lease/job"
 	_tt_held=$_got
 	get "$2.last"
@@ -437,7 +438,11 @@ take_tree() { # WORKSPACE TREE (holding the pool's lock): make a free worktree f
 	if [ "$_tt_last" != "$_tt_held" ]; then
 		stop_job "$1" "$_tt_last" "$2" lease || return 1
 	fi
-	is_id "$_tt_held" && record_result "$2" "$_tt_held"
+	if tree_valid "$2" "$3"; then
+		is_id "$_tt_held" && record_result "$2" "$_tt_held"
+	else
+		renew_tree "$2" "$3" "$4" || return 1
+	fi
 	rm -rf "$2.lease"
 }
 
@@ -447,6 +452,44 @@ tree_real() { # TREE: TREE is a warm worktree's directory, where it should be: W
 	_tr_path=$(cd -P "$1" 2> /dev/null && pwd) || return 1
 	_tr_ws=$(cd -P "${1%/*/*/*}" 2> /dev/null && pwd) || return 1
 	[ "$_tr_path" = "$_tr_ws/trees/${1#"${1%/*/*}"/}" ]
+}
+
+tree_valid() { # TREE REPO: TREE is a whole worktree of the bare repository REPO: its .git file names an admin
+	# directory of REPO that names TREE back, git takes REPO for its common directory and TREE for its top, and HEAD
+	# is a commit. git runs in TREE only once its .git file has been checked.
+	tree_real "$1" || return 1
+	_tv_tree=$_tr_path
+	_tv_repo=$(cd -P "$2" 2> /dev/null && pwd) || return 1
+	[ -f "$1/.git" ] && [ ! -L "$1/.git" ] || return 1
+	get "$1/.git"
+	case $_got in "gitdir: "?*) ;; *) return 1 ;; esac
+	_tv_admin=${_got#gitdir: }
+	_tv_name=${_tv_admin##*/}
+	# A relative gitdir is relative to TREE; git writes absolute ones.
+	_tv_admin=$(cd "$1" 2> /dev/null && cd -P "$_tv_admin" 2> /dev/null && pwd) || return 1
+	[ "$_tv_admin" = "$_tv_repo/worktrees/$_tv_name" ] || return 1
+	get "$_tv_admin/gitdir"
+	case $_got in */.git) ;; *) return 1 ;; esac
+	[ "$(cd "$_tv_admin" 2> /dev/null && cd -P "${_got%/.git}" 2> /dev/null && pwd)" = "$_tv_tree" ] || return 1
+	_tv_out=$(cd "$1" && git rev-parse --show-toplevel --git-common-dir 'HEAD^{commit}' 2> /dev/null) || return 1
+	[ "${_tv_out%%"
+"*}" = "$_tv_tree" ] || return 1
+	_tv_out=${_tv_out#*"
+"}
+	[ "$(cd "$1" && cd -P "${_tv_out%%"
+"*}" 2> /dev/null && pwd)" = "$_tv_repo" ] || return 1
+	case ${_tv_out#*"
+"} in '' | *[!0-9a-f]*) return 1 ;; esac
+}
+
+renew_tree() { # TREE REPO COMMIT (holding the pool's lock): make TREE again: a new worktree of REPO, detached at
+	# COMMIT and without files, in place of what was there. Fails when TREE cannot be removed.
+	[ -L "$1" ] || chmod -R u+rwx "$1" 2> /dev/null
+	rm -rf "$1" "$1.last"
+	if [ -e "$1" ] || [ -L "$1" ]; then return 1; fi
+	# Its admin directory goes with every other whose worktree is gone; the pool's lock keeps additions out.
+	git -C "$2" worktree prune > /dev/null 2>&1
+	git -C "$2" worktree add -q --detach --no-checkout "$1" "$3" > /dev/null
 }
 
 move_tree() { # TREE COMMIT FRESH: move a warm worktree to COMMIT, exactly. git reset rewrites only the files whose
