@@ -19,7 +19,6 @@ docs/security.md states the same model for users.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -103,6 +102,8 @@ GONE = ("p=$(cat build/leftover.pid); "
 
 
 def test_a_finished_jobs_leftover_process_never_writes_into_the_next_job(worker: dict[str, Any], repo: Path) -> None:
+    import json
+
     first = cmd(worker, repo, "run", "--job", "leaver", "--wait", "--", LEFTOVER)
     assert first.returncode == 0, first.stderr
     # The job's runner and tmux server linger for `offload attach`: giving the worktree back spared them.
