@@ -140,6 +140,10 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
     runner = 'exec sh "$OFFLOAD_JOB_DIR/graph.sh" "$OFFLOAD_JOB_DIR" "$OFFLOAD_WORKTREE"'
     lines += [
         'umask "$_offload_umask"',
+        # The tmux server and the runner outlive the launch (they linger for `offload attach`) and keep the
+        # directory they start in: the job's own, not wherever the caller was (its repository, on the local
+        # worker). Each task enters its worktree itself.
+        f"cd {job_dir} || abort 1 {q(f'cannot enter the directory of job {job}')}",
         f"runner=$(SHELL=/bin/sh tmux -f /dev/null -L {q(paths.tmux_socket)} new-session -d -s {q(job)} "
         f"-n offload -x 200 -y 50 -P -F '#{{pane_pid}}' {q(runner)} </dev/null) "
         f"|| abort {LaunchExit.TMUX_FAILED} {q(f'tmux could not start the session of job {job}')}",

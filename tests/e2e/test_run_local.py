@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import all_cmdlines, container_hostname, offload, spawn, stderr_line
-from tests.workers import DockerWorker, docker_record, git, make_repo, tree_digest, write_outputs
+from tests.workers import DockerWorker, docker_record, git, make_repo, proc_cwd, proc_stat, tree_digest, write_outputs
 
 
 @pytest.fixture
@@ -32,6 +32,22 @@ def test_local_is_the_default_worker(repo: Path) -> None:
     workspace = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "local"
     assert lines[1].startswith(str(workspace / "trees"))
     assert tree_digest(repo) == before
+
+
+def test_a_lingering_job_keeps_nothing_of_the_callers_directory(repo: Path) -> None:
+    """After a job, its runner and tmux server stay for `offload attach`. They work from the job's directory, so
+    the caller's repository (and the file system it is on) is free once `run` returns; the task still starts in
+    its worktree, in the caller's subdirectory."""
+    p = offload("run", "--job", "lingers", "--wait", "--", "pwd", cwd=repo / "src")
+    assert p.returncode == 0, p.stderr
+    workspace = Path(os.environ["OFFLOAD_CACHE_DIR"]) / "local"
+    assert p.stdout.decode().startswith(str(workspace / "trees")) and p.stdout.decode().endswith("/src\n")
+    job_dir = os.path.realpath(workspace / "jobs" / "lingers")
+    runner = int((workspace / "jobs" / "lingers" / "runner.pid").read_text())
+    stat = proc_stat(runner)
+    assert stat is not None, "the runner lingers"
+    server = stat[1]  # the runner is the first pane of the job's tmux server
+    assert (proc_cwd(runner), proc_cwd(server)) == (job_dir, job_dir)
 
 
 def test_local_exit_code_and_status_json(repo: Path) -> None:

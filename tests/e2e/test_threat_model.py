@@ -194,8 +194,59 @@ def test_apply_leaves_out_a_dot_offload_the_job_made(worker: dict[str, Any], rep
 
 # --- 6. a broken worktree is never reused silently ---------------------------------------------------------------
 
+# What a job can do to the git side of its worktree. `git rev-parse --git-dir` is the worktree's admin directory in
+# the worker's bare repository.
+BREAKS = {
+    "git-file-deleted": "rm .git",
+    "admin-dir-deleted": 'rm -rf "$(git rev-parse --git-dir)"',
+    "head-unreadable": 'echo garbage > "$(git rev-parse --git-dir)/HEAD"',
+}
+
+
+@pytest.mark.parametrize(("breakage", "fresh"), [("git-file-deleted", False), ("git-file-deleted", True),
+                                                 ("admin-dir-deleted", False), ("head-unreadable", False)])
+def test_a_worktree_a_job_broke_is_made_again_for_the_next_job(worker: dict[str, Any], repo: Path, breakage: str,
+                                                               fresh: bool) -> None:
+    first = cmd(worker, repo, "run", "--job", "breaker", "--wait", "--",
+                f"echo stale > file0.txt; echo junk > junk.txt; pwd; {BREAKS[breakage]}")
+    assert first.returncode == 0, first.stderr
+    second = cmd(worker, repo, "run", "--job", "next", "--wait", *(["--fresh"] if fresh else []), "--",
+                 "pwd; cat file0.txt; ls -A | grep -x junk.txt; git status --porcelain")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.decode() == f"{first.stdout.decode().strip()}\ncontent 0\n", \
+        "the same slot, made again: exactly the snapshot, and a git worktree again"
+
 
 # --- 7. a finished job's leftover processes end before its worktree is used again --------------------------------
+
+# A process that leaves the task's session (setsid) and writes into the worktree once the job has ended. It records
+# its pid under build/ (ignored, so the next job in the worktree finds it) when it starts.
+LEFTOVER = ("mkdir -p build; setsid sh -c 'echo $$ > build/leftover.pid; sleep 4; echo poison > poison.txt; "
+            "echo poisoned >> file0.txt' < /dev/null > /dev/null 2>&1 & "
+            "while [ ! -s build/leftover.pid ]; do sleep 0.05; done; pwd")
+# The next job waits for that process to be gone (a zombie is gone too), then looks at its worktree.
+GONE = ("p=$(cat build/leftover.pid); "
+        "while [ -d /proc/$p ] && ! grep -q '^State:[[:space:]]*Z' /proc/$p/status 2> /dev/null; do sleep 0.1; done; "
+        "pwd; ls -A; cat file0.txt")
+
+
+def test_a_finished_jobs_leftover_process_never_writes_into_the_next_job(worker: dict[str, Any], repo: Path) -> None:
+    import json
+
+    first = cmd(worker, repo, "run", "--job", "leaver", "--wait", "--", LEFTOVER)
+    assert first.returncode == 0, first.stderr
+    # The job's runner and tmux server linger for `offload attach`: giving the worktree back spared them.
+    check = cmd(worker, repo, "check", "leaver", "--json")
+    assert check.returncode == 0 and json.loads(check.stdout)["worker_alive"] is True, check.stdout
+    second = cmd(worker, repo, "run", "--job", "after", "--wait", "--", GONE)
+    assert second.returncode == 0, second.stderr
+    where, *listing, content = second.stdout.decode().splitlines()
+    assert where == first.stdout.decode().strip(), "the next job got the same warm worktree"
+    assert "poison.txt" not in listing and content == "content 0", second.stdout
+    diff = cmd(worker, repo, "diff", "after")
+    assert diff.returncode == 0 and diff.stdout == b"", diff.stdout
+    check = cmd(worker, repo, "check", "leaver", "--json")
+    assert json.loads(check.stdout)["worker_alive"] is True, "leasing the worktree again spared them too"
 
 
 # --- 8. apply keeps untracked work and can be undone -------------------------------------------------------------

@@ -176,3 +176,30 @@ def test_finished_jobs_and_idle_worktrees_are_pruned(sshd_worker: SshdWorker, re
         assert p.returncode == 1 and "are gone" in p.stderr.decode(), p.stderr
     disk = jobs["workers"][0]["workspace"]
     assert disk["free_bytes"] > 0 and disk["size_bytes"] >= disk["free_bytes"]
+
+
+def test_the_end_of_a_job_prunes_old_idle_worktrees_of_every_repository(sshd_worker: SshdWorker, repo: Path,
+                                                                         tmp_path: Path) -> None:
+    """A developer with many repositories: a job's end also removes the worktrees other repositories' pools have
+    kept idle for more than 7 days. How many of them stay warm is their own jobs' limit, not this one's."""
+    out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
+    env = {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path)}
+    ws = Path(sshd_worker.workspace)
+    other = make_repo(tmp_path / "other", files=2)
+    hold = f"until [ -e {ws}/go ]; do sleep 0.05; done"
+    for job in ("o1", "o2"):  # both at once: two worktrees in the other repository's pool
+        assert offload("run", "--outputs", str(out), "--job", job, "--", hold, cwd=other, env=env).returncode == 0
+    (ws / "go").touch()
+    for job in ("o1", "o2"):
+        deadline = time.monotonic() + 30
+        while not (ws / "jobs" / job / "finished").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (ws / "jobs" / job / "finished").exists(), f"job {job} ended and gave its worktree back"
+    (pool,) = list((ws / "trees").iterdir())
+    old, young = sorted(t for t in pool.iterdir() if t.name.isdigit())
+    Path(f"{old}.used").write_text(f"{int(time.time()) - 8 * 86400}\n")  # given back 8 days ago
+    p = offload("run", "--outputs", str(out), "--warm-worktrees", "1", "--wait", "--", "true", cwd=repo, env=env)
+    assert p.returncode == 0, p.stderr
+    assert not old.exists() and not Path(f"{old}.used").exists(), "idle for more than 7 days: pruned"
+    assert young.is_dir(), "another repository's pool is pruned by age only"
+    assert len([t for t in (ws / "trees").iterdir() if t != pool]) == 1, "this job's own pool"

@@ -168,6 +168,22 @@ def test_task_marked_running_but_never_started_is_failed(tmp_path: Path) -> None
     assert "never started" in read(task / "log")
 
 
+def test_a_snapshot_job_whose_worktree_is_not_a_worktree_of_its_repository_runs_nothing(worker: LocalWorker,
+                                                                                       tmp_path: Path) -> None:
+    """The runner moves the worktree to the job's snapshot before any task. A worktree it cannot move (here a plain
+    directory, no git worktree of the job's repository at all) fails every task with the reason, and runs none."""
+    bare = tmp_path / "r.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True, timeout=WAIT)
+    book = Playbook("p", (Task("a", ": > ran"), Task("b", ": > ran", ("a",), When.ALWAYS)))
+    paths = worker.launch(book, meta={"repo": str(bare), "commit": "1" * 40})
+    assert worker.wait_job(paths) == "failed"
+    for task in "ab":
+        assert (worker.file(paths, task, "state"), worker.file(paths, task, "exit")) == ("failed", None)
+        assert (f"the worktree could not be moved to the snapshot: {paths.worktree} is not a worktree of {bare}"
+                in read(f"{paths.task_dir(task)}/log")), task
+    assert not os.path.exists(f"{paths.worktree}/ran")
+
+
 def test_runner_rejects_bad_arguments(tmp_path: Path) -> None:
     script = tmp_path / "graph.sh"
     script.write_text(worker_script("graph.sh"))

@@ -76,12 +76,12 @@ def test_launch_writes_the_job(worker: LocalWorker) -> None:
         Task("test", "echo tested", ("build",)),
         Task("triage", "echo triaged", ("test", "build"), When.FAILURE),
     ))
-    paths = worker.launch(book, meta={"repo": "/srv/r it's.git", "playbook": "review", "commit": "abc"}, linger=30)
+    paths = worker.launch(book, meta={"repo": "/srv/r it's.git", "playbook": "review", "head": "abc"}, linger=30)
     assert worker.wait_job(paths) == "success"
     job = Path(paths.job_dir)
     assert oct(job.stat().st_mode & 0o777) == "0o700"
     assert read(job / "tasks.list") == "build\ntest\ntriage\n"
-    assert read(job / "meta") == "repo=/srv/r it's.git\nplaybook=review\ncommit=abc\n"
+    assert read(job / "meta") == "repo=/srv/r it's.git\nplaybook=review\nhead=abc\n"
     assert read(job / "graph.sh") == worker_script("graph.sh")
     assert read(job / "tasks/test/needs") == "build\n"
     assert read(job / "tasks/triage/needs") == "test\nbuild\n"

@@ -50,7 +50,7 @@ def status(worker: LocalWorker, *jobs: str) -> dict[str, JobStatus]:
 def test_status_of_running_and_finished_jobs(worker: LocalWorker) -> None:
     book = Playbook("p", (Task("quick", "exit 5"), Task("slow", "sleep 30"),
                           Task("later", "true", ("slow",), When.ALWAYS)))
-    meta = {"repo": "/srv/repos/r.git", "commit": "0123abc", "playbook": "p", "note": "a=b c\\d 'e'"}
+    meta = {"repo": "/srv/repos/r.git", "head": "0123abc", "playbook": "p", "note": "a=b c\\d 'e'"}
     running = worker.launch(book, meta=meta, linger=60)
     done = worker.launch("echo hi", linger=0)
     worker.wait_task(running, "quick", "failed")

@@ -4,8 +4,10 @@ agree with each other."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -158,3 +160,41 @@ task_state main
 printf '%s %s\n' "$_state" "$_exit"
 '''
     assert _lib(body, str(tmp_path / "job"), str(after), shell=shell).split() == ["failed", "5"]
+
+
+# --- leasing a warm worktree ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_lease_stops_what_works_in_a_worktree_and_never_shares_or_trusts_a_broken_one(shell: str,
+                                                                                        tmp_path: Path) -> None:
+    """A lease takes the free worktree given back last, once nothing works in it any more. One where a process
+    outlives SIGKILL (a process of another user, or in uninterruptible sleep: here one whose kill the test makes
+    fail) is not leased, since it would be shared; one that is no longer a worktree of the repository is made again."""
+    from tests.workers import git, make_repo
+
+    source = make_repo(tmp_path / "src")
+    ws = tmp_path / "ws"
+    (ws / "repos").mkdir(parents=True)
+    bare = ws / "repos" / "r.git"
+    git(tmp_path, "clone", "-q", "--bare", str(source), str(bare))
+    head = git(bare, "rev-parse", "HEAD").strip()
+    lease = 'lease_tree "$1" r "$2" "$3" && printf %s "$_p_tree"'
+    one = _lib(lease, str(ws), "a", head, shell=shell)
+    two = _lib(lease, str(ws), "b", head, shell=shell)
+    _lib('release_tree "$1" a && release_tree "$2" b', one, two, shell=shell)
+    Path(f"{one}.used").write_text("200\n")  # given back last, so leased first
+    Path(f"{two}.used").write_text("100\n")
+    Path(two, ".git").unlink()
+    stuck = subprocess.Popen(["sleep", "60"], cwd=one, start_new_session=True)
+    try:
+        unkillable = ('stuck=$4\nkill() { for a in "$@"; do [ "$a" = "$stuck" ] && [ "$1" != -0 ] && return 0; done; '
+                      'command kill "$@"; }\n')
+        assert _lib(unkillable + lease, str(ws), "c", head, str(stuck.pid), shell=shell) == two
+        assert stuck.poll() is None and not os.path.exists(f"{one}.lease")
+        assert git(Path(two), "rev-parse", "HEAD").strip() == head, "made again, a worktree of the repository"
+        assert _lib(lease, str(ws), "d", head, shell=shell) == one, "once what works there can be stopped, it is"
+        assert stuck.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        stuck.kill()
+        stuck.wait()

@@ -261,21 +261,28 @@ end_server() {
 }
 
 # Before the first task, the job's warm worktree moves to its snapshot (lib.sh: move_tree), once: a restarted
-# runner does not do it again.
+# runner does not do it again. A worktree that is not a whole git worktree of the job's repository (lib.sh:
+# tree_valid) is not moved and nothing runs in it: every task fails with the reason.
 materialize() {
 	[ -f "$_job_dir/checked-out" ] && return 0
 	meta_value "$_job_dir" commit
 	_commit=$_got
-	# Not a snapshot in a git worktree (a plain directory): nothing to move.
-	[ -n "$_commit" ] && [ -e "$_worktree/.git" ] || return 0
+	# A job without a snapshot (a plain directory for a worktree) has nothing to move.
+	[ -n "$_commit" ] || return 0
+	meta_value "$_job_dir" repo
+	_repo=$_got
 	meta_value "$_job_dir" fresh
 	_fresh=$_got
 	say "moving the worktree to the snapshot$([ "$_fresh" = 1 ] && echo ' (fresh: ignored files go too)')"
-	if _out=$(umask "$_umask" && move_tree "$_worktree" "$_commit" "$_fresh" 2>&1); then
+	if ! tree_valid "$_worktree" "$_repo"; then
+		_out="$_worktree is not a worktree of $_repo"
+	elif _out=$(umask "$_umask" && move_tree "$_worktree" "$_commit" "$_fresh" 2>&1); then
 		save "$_job_dir/checked-out" "$_commit"
 		return 0
+	else
+		_out=$(printf '%s' "$_out" | tail -n 1)
 	fi
-	_out=$(printf '%s' "$_out" | tail -n 1)
+	say "job $_job: the worktree could not be moved to the snapshot: $_out"
 	while IFS= read -r _t <&3; do
 		[ -n "$_t" ] || continue
 		get "$_job_dir/tasks/$_t/state"
@@ -325,13 +332,22 @@ prune_jobs() { # the finished jobs of the workspace beyond _keep, newest kept, a
 	done
 }
 
-prune_trees() { # the idle warm worktrees of the job's repository beyond _warm, last used kept, and any idle since
-	# _oldest (other repositories are pruned by their own jobs, with their own limits)
-	_pool=${_worktree%/*}
-	[ -d "$_pool" ] && is_number "${_worktree##*/}" && locked "$_pool" prune_pool "$_pool"
+prune_trees() { # in the job's own pool, the idle warm worktrees beyond _warm (those given back last are kept);
+	# in every pool, this one included, those idle since before _oldest. How many of another repository's idle
+	# worktrees stay warm is for its own jobs to say (their warm_worktrees), so there only age counts.
+	trees_dir "$_workspace"
+	for _pool in "$_p_trees"/*; do
+		if [ ! -d "$_pool" ] || [ -L "$_pool" ]; then continue; fi
+		if [ "$_pool" = "${_worktree%/*}" ] && is_number "${_worktree##*/}"; then
+			locked "$_pool" prune_pool "$_pool" "$_warm"
+		else
+			locked "$_pool" prune_pool "$_pool" -
+		fi
+	done
 }
 
-prune_pool() { # POOL (holding its lock)
+prune_pool() { # POOL KEEP (holding its lock): remove the idle worktrees beyond the KEEP used last (- for no count),
+	# and those idle since before _oldest (one never given back counts as just given back)
 	_list=
 	for _t in "$1"/*; do
 		if ! is_number "${_t##*/}" || [ ! -d "$_t" ]; then continue; fi
@@ -344,7 +360,7 @@ prune_pool() { # POOL (holding its lock)
 	_n=0
 	printf '%s' "$_list" | sort -rn | while read -r _when _t; do
 		_n=$((_n + 1))
-		if [ "$_n" -gt "$_warm" ] || [ "$_when" -lt "$_oldest" ]; then
+		if { is_number "$2" && [ "$_n" -gt "$2" ]; } || [ "$_when" -lt "$_oldest" ]; then
 			remove_tree "$_t"
 		fi
 	done

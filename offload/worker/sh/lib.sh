@@ -159,18 +159,25 @@ of_job() { # PID JOB: the process belongs to JOB: every process of a job inherit
 	[ -r "/proc/$1/environ" ] && tr '\000' '\n' < "/proc/$1/environ" 2> /dev/null | grep -qxF "OFFLOAD_JOB=$2"
 }
 
+proc_ids() { # PID: the process's state, parent and process group (from /proc/PID/stat), in _ps_state, _ps_ppid
+	# and _ps_pgid. Fails when it is gone.
+	{ IFS= read -r _ps_stat < "/proc/$1/stat"; } 2> /dev/null || return 1
+	_ps_f=${_ps_stat##*") "}
+	_ps_state=${_ps_f%% *}
+	_ps_f=${_ps_f#* }
+	_ps_ppid=${_ps_f%% *}
+	_ps_f=${_ps_f#* }
+	_ps_pgid=${_ps_f%% *}
+}
+
 group_alive() { # PGID JOB: a process of JOB lives in the process group (zombies do not count); its pid in _member
 	_member=
 	for _l_s in /proc/[0-9]*/stat; do
-		{ IFS= read -r _l_stat < "$_l_s"; } 2> /dev/null || continue
-		_l_f=${_l_stat##*") "}
-		_l_st=${_l_f%% *}
-		_l_f=${_l_f#* }
-		_l_f=${_l_f#* }
-		[ "${_l_f%% *}" = "$1" ] || continue
-		case $_l_st in Z* | X* | x*) continue ;; esac
 		_l_p=${_l_s#/proc/}
 		_l_p=${_l_p%/stat}
+		proc_ids "$_l_p" || continue
+		[ "$_ps_pgid" = "$1" ] || continue
+		case $_ps_state in Z* | X* | x*) continue ;; esac
 		of_job "$_l_p" "$2" || continue
 		_member=$_l_p
 		return 0
@@ -178,7 +185,7 @@ group_alive() { # PGID JOB: a process of JOB lives in the process group (zombies
 	return 1
 }
 
-in_dir() { # DIR JOB: the pids of live processes of JOB whose working directory is DIR or below, in _in_dir
+in_dir() { # DIR: the pids of live processes whose working directory is DIR or below, in _in_dir
 	_in_dir=
 	_l_here=$PWD
 	cd -P "$1" 2> /dev/null || return 0
@@ -188,9 +195,33 @@ in_dir() { # DIR JOB: the pids of live processes of JOB whose working directory 
 		# cd and pwd are builtins: no process per candidate, however many there are.
 		cd -P "$_l_p/cwd" 2> /dev/null || continue
 		case $PWD in "$_l_dir" | "$_l_dir"/*) ;; *) continue ;; esac
-		alive "${_l_p#/proc/}" && of_job "${_l_p#/proc/}" "$2" && _in_dir="$_in_dir ${_l_p#/proc/}"
+		alive "${_l_p#/proc/}" && _in_dir="$_in_dir ${_l_p#/proc/}"
 	done
 	cd -P "$_l_here" 2> /dev/null || cd /
+}
+
+carrying() { # JOB: the pids of the processes that carry JOB's OFFLOAD_JOB, in _carrying (one grep for them all)
+	_carrying=
+	_l_found=$(grep -lzxF -e "OFFLOAD_JOB=$1" /proc/[0-9]*/environ 2> /dev/null)
+	for _l_e in $_l_found; do
+		_l_p=${_l_e#/proc/}
+		_carrying="$_carrying ${_l_p%/environ}"
+	done
+}
+
+self_and_up() { # this shell (a subshell too: /proc/self is the process that opens it), its ancestors and its
+	# process group, in _self (pids between spaces) and _self_group: what stops processes never stops itself, nor
+	# the runner and tmux server that a give-back runs under
+	_self=' ' _self_group=-
+	{ IFS= read -r _su_p < /proc/self/stat; } 2> /dev/null || return 0
+	_su_p=${_su_p%% *}
+	_su_i=0
+	while is_number "$_su_p" && [ "$_su_p" -gt 1 ] && [ "$_su_i" -lt 64 ] && proc_ids "$_su_p"; do
+		_self="$_self$_su_p "
+		[ "$_self_group" = - ] && _self_group=$_ps_pgid
+		_su_p=$_ps_ppid
+		_su_i=$((_su_i + 1))
+	done
 }
 
 command_of() { # PID: its command line, one line of at most 120 characters, in _command (empty: unknown)
@@ -364,23 +395,25 @@ lease_tree() { # WORKSPACE REPO_ID JOB COMMIT: lease a warm worktree of the repo
 pick_tree() { # WORKSPACE REPO_ID JOB COMMIT (holding the pool's lock): lease a worktree to JOB and print its path
 	tree_pool "$1" "$2"
 	repo_path "$1" "$2"
-	_lt_repo=$_p_repo _lt_pool=$_p_pool
-	_lt_pick='' _lt_when=-1 _lt_last=0
-	for _lt_t in "$_lt_pool"/*; do
-		_lt_n=${_lt_t##*/}
-		if ! is_number "$_lt_n" || [ ! -d "$_lt_t" ]; then continue; fi
-		[ "$_lt_n" -gt "$_lt_last" ] && _lt_last=$_lt_n
-		tree_held "$_lt_t" && continue
-		get "$_lt_t.used"
-		is_number "$_got" || _got=0
-		[ "$_got" -gt "$_lt_when" ] && _lt_pick=$_lt_t _lt_when=$_got
+	_lt_repo=$_p_repo _lt_pool=$_p_pool _lt_skip=' '
+	# Each round takes the free worktree given back last, or fails it for good (take_tree): it ends.
+	while :; do
+		_lt_pick='' _lt_when=-1 _lt_last=0
+		for _lt_t in "$_lt_pool"/*; do
+			_lt_n=${_lt_t##*/}
+			if ! is_number "$_lt_n" || [ ! -d "$_lt_t" ]; then continue; fi
+			[ "$_lt_n" -gt "$_lt_last" ] && _lt_last=$_lt_n
+			case $_lt_skip in *" $_lt_n "*) continue ;; esac
+			tree_held "$_lt_t" && continue
+			get "$_lt_t.used"
+			is_number "$_got" || _got=0
+			[ "$_got" -gt "$_lt_when" ] && _lt_pick=$_lt_t _lt_when=$_got
+		done
+		[ -n "$_lt_pick" ] || break
+		take_tree "$1" "$_lt_pick" "$_lt_repo" "$4" && break
+		_lt_skip="$_lt_skip${_lt_pick##*/} "
 	done
-	if [ -n "$_lt_pick" ]; then
-		# A job that ended without giving its worktree back (its runner died) keeps its result all the same.
-		get "$_lt_pick.lease/job"
-		is_id "$_got" && record_result "$_lt_pick" "$_got"
-		rm -rf "$_lt_pick.lease"
-	else
+	if [ -z "$_lt_pick" ]; then
 		_lt_pick=$_lt_pool/$((_lt_last + 1))
 		git -C "$_lt_repo" worktree add -q --detach --no-checkout "$_lt_pick" "$4" > /dev/null || return 1
 	fi
@@ -390,6 +423,73 @@ pick_tree() { # WORKSPACE REPO_ID JOB COMMIT (holding the pool's lock): lease a 
 	fi
 	rm -rf "$_lt_pick.lease"
 	return 1
+}
+
+take_tree() { # WORKSPACE TREE REPO COMMIT (holding the pool's lock): make a free worktree fit for a new lease. What
+	# the jobs before left working in it ends first (stop_job); a process that outlives SIGKILL there makes this
+	# fail, and the worktree is not leased: it would be shared. A job that ended without giving it back (its runner
+	# died) keeps its result all the same. A worktree that is no longer a whole worktree of REPO (a job may delete
+	# or rewrite its .git, its admin directory or HEAD) is made again, empty, at COMMIT.
+	get "$2.lease/job"
+	_tt_held=$_got
+	get "$2.last"
+	_tt_last=$_got
+	stop_job "$1" "$_tt_held" "$2" lease || return 1
+	if [ "$_tt_last" != "$_tt_held" ]; then
+		stop_job "$1" "$_tt_last" "$2" lease || return 1
+	fi
+	if tree_valid "$2" "$3"; then
+		is_id "$_tt_held" && record_result "$2" "$_tt_held"
+	else
+		renew_tree "$2" "$3" "$4" || return 1
+	fi
+	rm -rf "$2.lease"
+}
+
+tree_real() { # TREE: TREE is a warm worktree's directory, where it should be: WORKSPACE/trees/REPO/N, none of the
+	# last three a symlink (a job can replace its own); its physical path in _tr_path
+	is_number "${1##*/}" || return 1
+	_tr_path=$(cd -P "$1" 2> /dev/null && pwd) || return 1
+	_tr_ws=$(cd -P "${1%/*/*/*}" 2> /dev/null && pwd) || return 1
+	[ "$_tr_path" = "$_tr_ws/trees/${1#"${1%/*/*}"/}" ]
+}
+
+tree_valid() { # TREE REPO: TREE is a whole worktree of the bare repository REPO: its .git file names an admin
+	# directory of REPO that names TREE back, git takes REPO for its common directory and TREE for its top, and HEAD
+	# is a commit. git runs in TREE only once its .git file has been checked.
+	tree_real "$1" || return 1
+	_tv_tree=$_tr_path
+	_tv_repo=$(cd -P "$2" 2> /dev/null && pwd) || return 1
+	[ -f "$1/.git" ] && [ ! -L "$1/.git" ] || return 1
+	get "$1/.git"
+	case $_got in "gitdir: "?*) ;; *) return 1 ;; esac
+	_tv_admin=${_got#gitdir: }
+	_tv_name=${_tv_admin##*/}
+	# A relative gitdir is relative to TREE; git writes absolute ones.
+	_tv_admin=$(cd "$1" 2> /dev/null && cd -P "$_tv_admin" 2> /dev/null && pwd) || return 1
+	[ "$_tv_admin" = "$_tv_repo/worktrees/$_tv_name" ] || return 1
+	get "$_tv_admin/gitdir"
+	case $_got in */.git) ;; *) return 1 ;; esac
+	[ "$(cd "$_tv_admin" 2> /dev/null && cd -P "${_got%/.git}" 2> /dev/null && pwd)" = "$_tv_tree" ] || return 1
+	_tv_out=$(cd "$1" && git rev-parse --show-toplevel --git-common-dir 'HEAD^{commit}' 2> /dev/null) || return 1
+	[ "${_tv_out%%"
+"*}" = "$_tv_tree" ] || return 1
+	_tv_out=${_tv_out#*"
+"}
+	[ "$(cd "$1" && cd -P "${_tv_out%%"
+"*}" 2> /dev/null && pwd)" = "$_tv_repo" ] || return 1
+	case ${_tv_out#*"
+"} in '' | *[!0-9a-f]*) return 1 ;; esac
+}
+
+renew_tree() { # TREE REPO COMMIT (holding the pool's lock): make TREE again: a new worktree of REPO, detached at
+	# COMMIT and without files, in place of what was there. Fails when TREE cannot be removed.
+	[ -L "$1" ] || chmod -R u+rwx "$1" 2> /dev/null
+	rm -rf "$1" "$1.last"
+	if [ -e "$1" ] || [ -L "$1" ]; then return 1; fi
+	# Its admin directory goes with every other whose worktree is gone; the pool's lock keeps additions out.
+	git -C "$2" worktree prune > /dev/null 2>&1
+	git -C "$2" worktree add -q --detach --no-checkout "$1" "$3" > /dev/null
 }
 
 move_tree() { # TREE COMMIT FRESH: move a warm worktree to COMMIT, exactly. git reset rewrites only the files whose
@@ -414,9 +514,12 @@ release_tree() { # TREE JOB: give the worktree back to the pool, if JOB still ho
 	locked "${1%/*}" give_back "$1" "$2"
 }
 
-give_back() { # TREE JOB (holding the pool's lock)
+give_back() { # TREE JOB (holding the pool's lock). What the job left running ends first, while the runner that
+	# gives the worktree back and its tmux server linger (stop_job); whatever else still works in the worktree ends
+	# when it is leased again, and a process that outlives SIGKILL keeps it from that lease (take_tree).
 	get "$1.lease/job"
 	[ "$_got" = "$2" ] || return 0
+	stop_job "${1%/*/*/*}" "$2" "$1" left
 	put "$1.last" "$2"
 	rm -rf "$1.lease"
 	put "$1.used" "$(date +%s)"
@@ -486,45 +589,98 @@ filters_off() { # DIR: `-c` options in _filters_off that turn off every git filt
 	done
 }
 
-# ---- removing a job: its processes, its lease, its refs and its directory --------------------------------------
+# ---- stopping a job's processes; removing a job: its processes, its lease, its refs and its directory ----------
 
-stop_groups() { # SIGNAL TENTHS JOB PGID...: signal each group that holds a process of JOB, then wait up to
-	# TENTHS/10 s for all of them to end
-	_l_sig=$1 _l_tenths=$2 _l_owner=$3
-	shift 3
-	_l_left=
-	for _l_g in "$@"; do
-		group_alive "$_l_g" "$_l_owner" || continue
-		kill "-$_l_sig" "-$_l_g" 2> /dev/null
-		_l_left="$_l_left $_l_g"
-	done
-	_l_i=0
-	while [ -n "$_l_left" ] && [ "$_l_i" -lt "$_l_tenths" ]; do
-		sleep 0.1 2> /dev/null || sleep 1
-		_l_i=$((_l_i + 1))
-		_l_still=
-		for _l_g in $_l_left; do
-			group_alive "$_l_g" "$_l_owner" && _l_still="$_l_still $_l_g"
+stop_job() { # WORKSPACE JOB TREE MODE: end JOB's processes: SIGTERM, then after up to 3 s SIGKILL. They are the
+	# process groups its tmux panes and tasks lead (while a process in one carries JOB's OFFLOAD_JOB: a recorded pid
+	# may have been reused) and every process that carries OFFLOAD_JOB. MODE all (clean) ends the job's tmux server
+	# first. MODE left (the job gives TREE back) spares the runner that gives it back and its tmux server, which
+	# linger for `offload attach` (they are this shell's ancestors). MODE lease (TREE goes to another job) also stops
+	# whoever works in TREE (its cwd in it), and spares the lingering runner that runner.pid names, with its process
+	# group, while its parent is the job's tmux server. This shell, its ancestors and its process group never go.
+	# JOB may be empty or no id: TREE alone. Fails when a process outlived SIGKILL: their pids are in _survivors.
+	# _stopped is 1 when it found the tmux server or a process to stop.
+	_sj_ws=$1 _sj_job=$2 _sj_tree=$3 _sj_mode=$4
+	_survivors='' _stopped=0 _sj_groups='' _sj_spare=' ' _sj_spare_group=-
+	self_and_up
+	if is_id "$_sj_job"; then
+		job_paths "$_sj_ws" "$_sj_job"
+		_sj_socket=$_p_socket
+		job_begin "$_p_dir"
+		if [ "$_sj_mode" = lease ]; then
+			# A job that runs now under the same id (one cleaned, then run again) is another job: TREE alone.
+			job_state
+			case $_state in running | pending) _sj_job= ;; esac
+		fi
+	fi
+	if is_id "$_sj_job"; then
+		# Each tmux pane (the runner, every task) leads a process group holding what its command started, background
+		# servers and nohup'd daemons included. A pane's process may have ended while its group goes on: every
+		# recorded pid counts.
+		_sj_groups=$(tmux -f /dev/null -L "$_sj_socket" list-panes -a -F '#{pane_pid}' < /dev/null 2> /dev/null)
+		for _sj_f in "$_p_dir/runner.pid" "$_p_dir"/tasks/*/pid; do
+			get "$_sj_f"
+			[ "$_stale" = 0 ] && is_number "$_got" && _sj_groups="$_sj_groups $_got"
 		done
-		_l_left=$_l_still
+		if [ "$_sj_mode" = all ]; then
+			if tmux -f /dev/null -L "$_sj_socket" kill-server < /dev/null > /dev/null 2>&1; then _stopped=1; fi
+			_sj_f="${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$_sj_socket"
+			[ -S "$_sj_f" ] && rm -f "$_sj_f"
+		elif [ "$_sj_mode" = lease ] && [ "$_runner" = 1 ]; then
+			get "$_p_dir/runner.pid"
+			_sj_f=$(tmux -f /dev/null -L "$_sj_socket" display-message -p -t "=$_sj_job:" '#{pid}' \
+				< /dev/null 2> /dev/null)
+			if is_number "$_sj_f" && proc_ids "$_got" && [ "$_ps_ppid" = "$_sj_f" ] && of_job "$_got" "$_sj_job"; then
+				_sj_spare=" $_got $_sj_f "
+				_sj_spare_group=$_got
+			fi
+		fi
+	else
+		_sj_job=
+	fi
+	# Only a worktree where it should be is searched: a TREE that leads elsewhere would make anyone anywhere a target.
+	[ "$_sj_mode" = lease ] && tree_real "$_sj_tree" || _sj_tree=
+	_sj_sig=TERM _sj_i=0
+	# Looks again every 0.1 s (what a process forked meanwhile is found too): TERM once, up to 3 s for it to work,
+	# then KILL every round for 1 s. Then it ends, whatever is left.
+	while :; do
+		job_targets
+		[ -n "$_sj_pgs$_sj_pids" ] || return 0
+		_stopped=1
+		[ "$_sj_i" -ge 40 ] && break
+		[ "$_sj_i" -ge 30 ] && _sj_sig=KILL
+		if [ "$_sj_i" = 0 ] || [ "$_sj_sig" = KILL ]; then
+			for _sj_g in $_sj_pgs; do kill "-$_sj_sig" "-$_sj_g" 2> /dev/null; done
+			for _sj_p in $_sj_pids; do kill "-$_sj_sig" "$_sj_p" 2> /dev/null; done
+		fi
+		sleep 0.1 2> /dev/null || sleep 1
+		_sj_i=$((_sj_i + 1))
 	done
+	_survivors=$_sj_pids
+	for _sj_g in $_sj_pgs; do
+		group_alive "$_sj_g" "$_sj_job" && _survivors="$_survivors $_member"
+	done
+	return 1
 }
 
-stop_pids() { # SIGNAL TENTHS PID...: the same for single processes
-	_l_sig=$1 _l_tenths=$2
-	shift 2
-	for _l_p in "$@"; do
-		kill "-$_l_sig" "$_l_p" 2> /dev/null
+job_targets() { # (for stop_job) what is still to stop: process groups in _sj_pgs, single processes in _sj_pids
+	_sj_pgs='' _sj_pids=''
+	for _sj_g in $_sj_groups; do
+		is_number "$_sj_g" || continue
+		case $_sj_spare in *" $_sj_g "*) continue ;; esac
+		[ "$_sj_g" = "$_self_group" ] || [ "$_sj_g" = "$_sj_spare_group" ] && continue
+		case " $_sj_pgs " in *" $_sj_g "*) continue ;; esac
+		group_alive "$_sj_g" "$_sj_job" && _sj_pgs="$_sj_pgs $_sj_g"
 	done
-	_l_i=0
-	while [ "$_l_i" -lt "$_l_tenths" ]; do
-		_l_still=
-		for _l_p in "$@"; do
-			alive "$_l_p" && _l_still=1
-		done
-		[ -n "$_l_still" ] || return 0
-		sleep 0.1 2> /dev/null || sleep 1
-		_l_i=$((_l_i + 1))
+	_carrying='' _in_dir=''
+	[ -n "$_sj_job" ] && carrying "$_sj_job"
+	[ -n "$_sj_tree" ] && in_dir "$_sj_tree"
+	for _sj_p in $_carrying $_in_dir; do
+		case "$_self$_sj_spare$_sj_pids " in *" $_sj_p "*) continue ;; esac
+		proc_ids "$_sj_p" || continue
+		case $_ps_state in Z* | X* | x*) continue ;; esac
+		[ "$_ps_pgid" = "$_self_group" ] || [ "$_ps_pgid" = "$_sj_spare_group" ] && continue
+		_sj_pids="$_sj_pids $_sj_p"
 	done
 }
 
@@ -533,51 +689,26 @@ survivor() { # JOB PID: report a process of JOB that outlived SIGKILL
 	printf 'survivor\t%s\t%s\t%s\n' "$1" "$2" "$_command"
 }
 
-remove_job() { # WORKSPACE JOB [REPO]: stop every process of JOB (TERM, then KILL), end its tmux server, give its
-	# worktree back and remove its refs and directory. REPO is the bare repository to use when the job's meta
-	# names none. Prints `cleaned<TAB>JOB` or `missing<TAB>JOB`, and a `survivor` line per process left.
+remove_job() { # WORKSPACE JOB [REPO]: stop every process of JOB (stop_job), end its tmux server, give its worktree
+	# back and remove its refs and directory. REPO is the bare repository to use when the job's meta names none.
+	# Prints `cleaned<TAB>JOB` or `missing<TAB>JOB`, and a `survivor` line per process left.
 	job_paths "$1" "$2"
 	_rj_found=0
-	job_begin "$_p_dir"
 	meta_value "$_p_dir" worktree
 	_rj_tree=$_got
 	[ -n "$_rj_tree" ] || { lease_of "$1" "$2" && _rj_tree=$_p_tree; }
-	# Each tmux pane (the runner, every task) leads a process group holding what its command started, background
-	# servers and nohup'd daemons included. A pane's process may have ended while its group goes on: every
-	# recorded pid counts.
-	_rj_groups=$(tmux -f /dev/null -L "$_p_socket" list-panes -a -F '#{pane_pid}' < /dev/null 2> /dev/null)
-	for _rj_f in "$_p_dir/runner.pid" "$_p_dir"/tasks/*/pid; do
-		get "$_rj_f"
-		[ "$_stale" = 0 ] && is_number "$_got" && _rj_groups="$_rj_groups $_got"
+	stop_job "$1" "$2" "$_rj_tree" all
+	_rj_found=$_stopped
+	for _rj_p in $_survivors; do
+		survivor "$2" "$_rj_p"
 	done
-	if tmux -f /dev/null -L "$_p_socket" kill-server < /dev/null > /dev/null 2>&1; then _rj_found=1; fi
-	_rj_sockets="${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)"
-	[ -S "$_rj_sockets/$_p_socket" ] && rm -f "$_rj_sockets/$_p_socket"
-	# shellcheck disable=SC2086 # lists of pids, split on purpose
-	stop_groups TERM 30 "$2" $_rj_groups
-	# shellcheck disable=SC2086
-	stop_groups KILL 10 "$2" $_rj_groups
-	# What left its group (setsid) but still works in the job's worktree.
-	_in_dir=
-	[ -n "$_rj_tree" ] && in_dir "$_rj_tree" "$2"
-	if [ -n "$_in_dir" ]; then
-		_rj_found=1
-		# shellcheck disable=SC2086
-		stop_pids TERM 30 $_in_dir
-		# shellcheck disable=SC2086
-		stop_pids KILL 10 $_in_dir
-		for _rj_p in $_in_dir; do
-			alive "$_rj_p" && survivor "$2" "$_rj_p"
-		done
-	fi
-	for _rj_g in $_rj_groups; do
-		group_alive "$_rj_g" "$2" && survivor "$2" "$_member"
-	done
+	job_paths "$1" "$2"
 	if [ -n "$_rj_tree" ] && [ -d "$_rj_tree.lease" ]; then
 		get "$_rj_tree.lease/job"
 		[ "$_got" = "$2" ] && _rj_found=1
 		release_tree "$_rj_tree" "$2"
 	fi
+	job_paths "$1" "$2"
 	meta_value "$_p_dir" repo
 	_rj_repo=${_got:-${3:-}}
 	[ -z "$_rj_repo" ] && [ -n "$_rj_tree" ] && repo_of_tree "$_rj_tree" && _rj_repo=$_p_repo
