@@ -290,9 +290,10 @@ materialize() {
 	done 3< "$_job_dir/tasks.list"
 }
 
-# Once the job has ended its result is recorded, its worktree goes back to the pool, and older jobs and idle
-# worktrees of its repository beyond what the meta keeps (keep_jobs, warm_worktrees; none older than a week) are
-# removed.
+# Once the job has ended its result is recorded (signed with the job's key), its worktree goes back to the pool
+# (its leftover processes ended), and older jobs and idle worktrees of its repository beyond what the meta keeps
+# (keep_jobs, warm_worktrees; none older than a week) are removed, with worktrees of other repositories idle for
+# longer than a week.
 finish() {
 	record_result "$_worktree" "$_job" "$_result_key" || say "could not record the job's result"
 	release_tree "$_worktree" "$_job"
