@@ -22,7 +22,7 @@ from typing import Any
 
 from offload.errors import AuthFailed, HostKeyMismatch, JobExists, JobNotFound, OffloadError, UsageError
 from offload.jobs.fleet import Fleet, Outcome, Reach, quiet
-from offload.jobs.launch import ENV_NAME
+from offload.jobs.launch import ENV_NAME, META_COMMAND_BYTES
 from offload.jobs.playbook import Playbook, get_playbook
 from offload.jobs.state import Disk, JobStatus, State, Survivor, job_order
 from offload.jobs.worker import Sink, StartedJob, WorkerJobs
@@ -273,7 +273,7 @@ class JobService:
             validate_id(request.playbook, "playbook name")
             return get_playbook(repo_root(request.cwd), request.playbook), meta
         text = command_text(request.command)
-        return Playbook.single(in_subdirectory(request.cwd, text)), {**meta, "command": _meta_json(text)}
+        return Playbook.single(in_subdirectory(request.cwd, text)), {**meta, **command_meta(text)}
 
     # --- read ------------------------------------------------------------------------------------
 
@@ -544,6 +544,23 @@ def _errors(outcomes: Sequence[Outcome[Any]]) -> list[tuple[str, str]]:
 def _meta_json(text: str) -> str:
     """TEXT as one line of meta: a JSON string, with every control character escaped."""
     return json.dumps(text).replace("\x7f", "\\u007f")
+
+
+def command_meta(text: str) -> dict[str, str]:
+    """The meta of a command job: `command`, the command JSON-encoded, cut to META_COMMAND_BYTES (the task's cmd
+    file on the worker has all of it); when cut, `command_bytes`, its whole size in bytes."""
+    whole = _meta_json(text)
+    if len(whole) <= META_COMMAND_BYTES:
+        return {"command": whole}
+    # The longest head whose encoding fits: a character may take up to 12 bytes escaped.
+    lo, hi = 0, min(len(text), META_COMMAND_BYTES)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(_meta_json(text[:mid])) <= META_COMMAND_BYTES:
+            lo = mid
+        else:
+            hi = mid - 1
+    return {"command": _meta_json(text[:lo]), "command_bytes": str(len(text.encode("utf-8", "surrogateescape")))}
 
 
 def new_job_id() -> str:
