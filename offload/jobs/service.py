@@ -14,7 +14,7 @@ import secrets
 import shlex
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,8 @@ class RunRequest:
     repository at CWD, with the local environment variables ENV passed by name. It runs on the working tree as
     it is on disk, or on the commit REF; in a warm worktree, or with FRESH one with no ignored files left. KEEP_JOBS
     and WARM_WORKTREES override what the worker keeps once the job ends. WORKER names the worker to run on
-    (default: picked)."""
+    (default: picked). ALLOW_ENV, for a request an agent made, holds the only names ENV may give (the ones the
+    user allowed); None for the user's own request."""
 
     cwd: Path
     command: Sequence[str] = ()
@@ -49,6 +50,7 @@ class RunRequest:
     keep_jobs: int | None = None
     warm_worktrees: int | None = None
     worker: str | None = None
+    allow_env: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ class JobService:
         """
         plan, meta = self.plan(request)
         job_id = validate_id(request.job_id) if request.job_id else new_job_id()
-        env = resolve_env(request.env, os.environ if environ is None else environ)
+        env = resolve_env(request.env, os.environ if environ is None else environ, allowed=request.allow_env)
         progress = self.reach.progress
 
         def ready() -> WorkerProvider:
@@ -262,6 +264,8 @@ class JobService:
         """The playbook REQUEST runs and the meta that describes it (checked before anything is dialled)."""
         if request.playbook and request.command:
             raise UsageError("give either a command or a playbook, not both")
+        if request.allow_env is not None:
+            refuse_env(request.env, request.allow_env)
         meta: dict[str, str] = {"fresh": "1"} if request.fresh else {}
         for key, value, most in (("keep_jobs", request.keep_jobs, MAX_KEEP_JOBS),
                                  ("warm_worktrees", request.warm_worktrees, MAX_WARM_WORKTREES)):
@@ -586,17 +590,43 @@ def in_subdirectory(cwd: Path, text: str) -> str:
     return f"mkdir -p -- {where} && cd -- {where} || exit 1\n{text}"
 
 
-def resolve_env(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
-    """--env NAME takes NAME's value from ENVIRON; it never travels in an argv."""
+def resolve_env(names: Sequence[str], environ: Mapping[str, str], *,
+                allowed: Collection[str] | None = None) -> dict[str, str]:
+    """--env NAME takes NAME's value from ENVIRON; it never travels in an argv. With ALLOWED (an agent's request
+    through `offload mcp`), only those names are taken, and errors speak of the tool's `env` argument."""
+    if allowed is not None:
+        refuse_env(names, allowed)
     out: dict[str, str] = {}
     for name in names:
         if not ENV_NAME.match(name):
             raise UsageError(f"--env takes a variable name, got {name!r}",
                              hint="set the variable locally and pass only its name")
         if name not in environ:
+            if allowed is not None:
+                raise UsageError(f"env {name}: the user allowed it, but it is not set in the environment "
+                                 "`offload mcp` was started with")
             raise UsageError(f"--env {name}: {name} is not set in your environment")
         out[name] = environ[name]
     return out
+
+
+def refuse_env(names: Sequence[str], allowed: Collection[str]) -> None:
+    """A UsageError, naming the tool's `env` argument, for the NAMES an agent asked for that the user has not
+    ALLOWED: an agent gets only the variables the user let `offload mcp` pass."""
+    refused = list(dict.fromkeys(n for n in names if n not in allowed))
+    if not refused:
+        return
+
+    def said(name: str) -> str:  # an agent's text, shown short and on one line
+        return name if ENV_NAME.match(name) and len(name) <= 64 else repr(name[:60] + ("…" if len(name) > 60 else ""))
+
+    shown = ", ".join(said(n) for n in refused[:8])
+    more = f" and {len(refused) - 8} more" if len(refused) > 8 else ""
+    example = refused[0] if ENV_NAME.match(refused[0]) and len(refused[0]) <= 64 else "NAME"
+    raise UsageError(f"env: {shown}{more} {'is' if len(refused) == 1 else 'are'} not allowed; the user allowed "
+                     f"{', '.join(sorted(allowed)) or 'none'}",
+                     hint=f"the user allows one by starting the server as `offload mcp --allow-env {example}`, "
+                          "or with OFFLOAD_MCP_ALLOW_ENV")
 
 
 def failed_state(error: OffloadError | None) -> str:

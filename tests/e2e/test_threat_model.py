@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import on_worker, ran, stderr_line, worker_setup
+from tests.e2e.test_mcp import drive, mcp_session, ok, refused
 from tests.workers import git, make_repo, wait_for
 
 
@@ -172,6 +174,47 @@ def test_a_result_forged_before_the_job_ends_is_replaced_by_the_runners_own(work
 
 
 # --- 3. an agent gets only the environment the user allowed ----------------------------------------------------
+
+
+def test_an_agent_gets_only_the_variables_the_user_allowed(worker: dict[str, Any], repo: Path) -> None:
+    """A prompt-injected agent asks for the user's secrets by name: refused in one line that says how the user
+    allows a name, and no job starts. The names the user allowed (flag and setting) reach the job."""
+    secret = f"secret-{secrets.token_hex(8)}"
+    env = {**worker["env"], "AWS_SECRET_ACCESS_KEY": secret, "BUILD_FLAVOR": "debug", "BUILD_MODE": "fast"}
+    leak = 'echo "[$AWS_SECRET_ACCESS_KEY]"'
+    logs: list[str] = []
+
+    async def main() -> None:
+        async with mcp_session(repo, *worker["args"], env=env) as c:  # the default: no name allowed
+            said = await refused(c, "run", command=leak, env=["AWS_SECRET_ACCESS_KEY"], wait_seconds=30)
+            assert said.startswith("offload: env: AWS_SECRET_ACCESS_KEY is not allowed; the user allowed none ("), said
+            assert "`offload mcp --allow-env AWS_SECRET_ACCESS_KEY`" in said and "OFFLOAD_MCP_ALLOW_ENV" in said
+            assert secret not in said
+            assert [j for w in (await ok(c, "status"))["workers"] for j in w["jobs"]] == [], "no job started"
+        async with mcp_session(repo, *worker["args"], "--allow-env", "BUILD_FLAVOR",
+                               env={**env, "OFFLOAD_MCP_ALLOW_ENV": "BUILD_MODE,"}) as c:
+            said = await refused(c, "run", command=leak, env=["BUILD_FLAVOR", "AWS_SECRET_ACCESS_KEY"])
+            assert "AWS_SECRET_ACCESS_KEY is not allowed; the user allowed BUILD_FLAVOR, BUILD_MODE (" in said, said
+            done = await ok(c, "run", command='echo "[$BUILD_FLAVOR] [$BUILD_MODE] [${AWS_SECRET_ACCESS_KEY:-}]"',
+                            env=["BUILD_FLAVOR", "BUILD_MODE"], wait_seconds=60)
+            assert done["state"] == "success", done
+            logs.append((await ok(c, "logs", job=done["id"]))["data"])
+            jobs = [j for w in (await ok(c, "status"))["workers"] for j in w["jobs"]]
+            assert [j["id"] for j in jobs] == [done["id"]]
+
+    drive(main)
+    assert logs == ["[debug] [fast] []\n"]
+
+
+def test_a_bad_allowed_name_stops_the_server_before_it_serves(tmp_path: Path) -> None:
+    from tests.e2e.helpers import offload
+
+    repo = make_repo(tmp_path / "repo")
+    p = offload("mcp", "--allow-env", "NOT A NAME", cwd=repo)
+    assert p.returncode == 2 and p.stdout == b""
+    assert stderr_line(p).startswith("offload: --allow-env takes environment variable names")
+    p = offload("mcp", cwd=repo, env={"OFFLOAD_MCP_ALLOW_ENV": "PATH,OFFLOAD_JOB"})
+    assert p.returncode == 2 and "OFFLOAD_MCP_ALLOW_ENV: environment variable OFFLOAD_JOB" in stderr_line(p)
 
 
 # --- 4. an agent's get writes only inside the repository -------------------------------------------------------
