@@ -267,12 +267,13 @@ def build_server(session: Session, cwd: Callable[[], Path], allow_env: frozenset
     def get(job: JobArg,
             paths: Annotated[list[str], Field(min_length=1, description="Files, directories or globs, relative "
                                               "to the job's worktree (ignored build outputs included).")],
-            to: Annotated[str | None, Field(description="Directory to copy into (default: .offload/JOB/ of the "
-                                            "repository).")] = None) -> dict[str, Any]:
-        """Copy files from a job's worktree to this machine. A path that leaves the worktree is refused and
-        nothing is written."""
+            to: Annotated[str | None, Field(description="Directory inside the repository to copy into, relative "
+                                            "to its top (default: .offload/JOB/). Outside .offload/, files "
+                                            "already there are never replaced.")] = None) -> dict[str, Any]:
+        """Copy files from a job's worktree into the repository, by default into .offload/JOB/. A path that
+        leaves the worktree, or a `to` outside the repository, is refused and nothing is written."""
         dest = Path(to) if to else None
-        return session.call(lambda s: s.get(job, paths, cwd(), dest), retry=True).to_dict()
+        return session.call(lambda s: s.get(job, paths, cwd(), dest, within_repository=True), retry=True).to_dict()
 
     return server
 

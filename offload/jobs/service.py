@@ -133,14 +133,15 @@ class Applied:
 
 @dataclass(frozen=True)
 class Fetched:
-    """Files copied from a job's worktree."""
+    """Files copied from a job's worktree into DEST (absolute, as it really is)."""
 
     id: str
     dest: str
     files: list[str]
+    replaced: list[str] = field(default_factory=list)  # of FILES, those that replaced a file already there
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "to": self.dest, "files": self.files}
+        return {"id": self.id, "to": self.dest, "files": self.files, "replaced": self.replaced}
 
 
 @dataclass
@@ -458,26 +459,33 @@ class JobService:
         return Applied(validate_id(job_id), apply_engine.undo(local.root, job_id))
 
     def get(self, job_id: str, paths: Sequence[str], cwd: Path, to: Path | None = None, *,
-            missing_ok: bool = False) -> Fetched:
+            missing_ok: bool = False, force: bool = False, within_repository: bool = False) -> Fetched:
         """Copy PATHS (files, directories or globs; ignored artifacts too) from the job's worktree into TO,
-        by default .offload/JOB/ of the repository (kept out of git through .git/info/exclude)."""
+        by default .offload/JOB/ of the repository (kept out of git through .git/info/exclude).
+
+        Files already there are replaced only inside .offload/, or with FORCE. WITHIN_REPOSITORY is an agent's
+        request: TO, relative to the repository's top, must stay inside it, and FORCE is not taken. Nothing is
+        written through a symlink (see results.get_destination and results.extract)."""
         if not paths:
             raise UsageError("name the paths to copy from the job's worktree")
+        where = results.get_destination(cwd, validate_id(job_id), to, within_repository=within_repository)
         jobs = self._jobs_of(job_id)
-        if to is None:
-            root = repo_root(cwd)
-            dest = root / ".offload" / job_id
-        else:
-            dest = to if to.is_absolute() else cwd / to
         # The stream is spooled first: a refused path must leave nothing written.
         with tempfile.TemporaryFile(prefix="offload-get-") as spool:
             jobs.get_files(job_id, paths, spool.write, missing_ok=missing_ok)
             if spool.tell() == 0:
-                return Fetched(job_id, str(dest), [])
-            if to is None:
-                results.exclude_locally(root, ".offload")
+                return Fetched(job_id, str(where.path), [])
+            if where.scratch and where.root is not None:
+                results.exclude_locally(where.root, results.SCRATCH)
             spool.seek(0)
-            return Fetched(job_id, str(dest), results.extract(spool, dest))
+            try:
+                replace = where.scratch or (force and not within_repository)
+                unpacked = results.extract(spool, where.path, replace=replace)
+            except results.WouldReplace as e:
+                e.hint = (f"choose another `to`, or leave it out for {results.SCRATCH}/{job_id}/" if within_repository
+                          else "pass --force to replace them, or choose another --to")
+                raise
+            return Fetched(job_id, str(where.path), unpacked.names, unpacked.replaced)
 
     # --- interactive -----------------------------------------------------------------------------
 
