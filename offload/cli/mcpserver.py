@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -22,8 +22,9 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field, ValidationError
 
-from offload.errors import OffloadError, WorkerUnreachable
+from offload.errors import OffloadError, UsageError, WorkerUnreachable
 from offload.jobs.connections import persist_seconds
+from offload.jobs.launch import ENV_NAME, validate_env
 from offload.jobs.service import JobReport, JobService, RunRequest
 from offload.worker.layout import job_ref
 
@@ -32,6 +33,7 @@ T = TypeVar("T")
 PROBE_AFTER = 15.0           # a connection unused this long must answer a round trip before it is used
 LOG_LIMIT = 64 * 1024        # bytes a `logs` call returns unless asked otherwise
 MAX_LOG_LIMIT = 1024 * 1024
+ALLOW_ENV = "OFFLOAD_MCP_ALLOW_ENV"  # comma-separated names an agent may pass to its jobs, besides --allow-env
 
 INSTRUCTIONS = """\
 offload runs commands on the developer's remote worker, on an exact copy of this repository's working tree
@@ -48,6 +50,25 @@ class Refused(ToolError):
 
 def tool_error(e: OffloadError) -> Refused:
     return Refused(f"offload: {e.line()}")
+
+
+def allowed_env(flags: Iterable[str], setting: str | None) -> frozenset[str]:
+    """The environment variables an agent may pass to its jobs: the `--allow-env` FLAGS and the comma-separated
+    names of the OFFLOAD_MCP_ALLOW_ENV SETTING, none by default. A bad name is a UsageError before serving."""
+    out: set[str] = set()
+    for source, names in (("--allow-env", list(flags)), (ALLOW_ENV, (setting or "").split(","))):
+        for raw in names:
+            name = raw.strip()
+            if not name and source == ALLOW_ENV:
+                continue  # "A,B," or an empty setting
+            if not ENV_NAME.match(name):
+                raise UsageError(f"{source} takes environment variable names (letters, digits and '_'); got {raw!r}")
+            try:
+                validate_env({name: ""})
+            except UsageError as e:
+                raise UsageError(f"{source}: {e.message}") from None
+            out.add(name)
+    return frozenset(out)
 
 
 def argument_error(tool: str, e: ValidationError) -> str:
@@ -158,30 +179,35 @@ def wait_for_end(session: Session, job_id: str, seconds: float) -> JobReport | N
 JobArg = Annotated[str, Field(description="The job id that `run` returned.")]
 
 
-def build_server(session: Session, cwd: Callable[[], Path]) -> MCPServer:
-    """The MCP server whose tools run on SESSION, for the repository at CWD()."""
+def build_server(session: Session, cwd: Callable[[], Path], allow_env: frozenset[str] = frozenset()) -> MCPServer:
+    """The MCP server whose tools run on SESSION, for the repository at CWD(); `run` passes a job only the
+    environment variables in ALLOW_ENV (the ones the user allowed)."""
     server = OffloadServer("offload", instructions=INSTRUCTIONS, log_level="WARNING")
+    allowed = ", ".join(sorted(allow_env)) if allow_env else "none (the user allows a name by starting the " \
+        "server as `offload mcp --allow-env NAME`)"
 
-    @server.tool()
+    @server.tool(description="Start a job on a worker, on an exact copy of the working tree (uncommitted and "
+                             "untracked files included). Returns {\"id\", \"worker\"}, plus \"state\" and "
+                             "\"exit_code\" when the job ended within wait_seconds; poll longer jobs with `check` "
+                             f"and `logs`. Environment variables `env` may name: {allowed}.")
     def run(command: Annotated[str | None, Field(description="Shell command to run, as you would type it.")] = None,
             playbook: Annotated[str | None, Field(description="Name of a playbook in offload.yaml to run "
                                                   "instead of a command.")] = None,
             worker: Annotated[str | None, Field(description="Worker to run on (default: picked).")] = None,
             env: Annotated[list[str] | None, Field(description="Names of environment variables of the server "
-                                                   "to pass to the job (values never travel in an argv).")] = None,
+                                                   "to pass to the job (values never travel in an argv); only "
+                                                   "those the user allowed, listed in this tool's "
+                                                   "description.")] = None,
             fresh: Annotated[bool, Field(description="Run in a worktree with no ignored files left "
                                          "(a clean build).")] = False,
             ref: Annotated[str | None, Field(description="Run on this commit instead of the working "
                                              "tree.")] = None,
             wait_seconds: Annotated[float, Field(ge=0, le=3600, description="Wait up to this long for the job "
                                                  "to end.")] = 0) -> dict[str, Any]:
-        """Start a job on a worker, on an exact copy of the working tree (uncommitted and untracked files
-        included). Returns {"id", "worker"}, plus "state" and "exit_code" when the job ended within
-        wait_seconds; poll longer jobs with `check` and `logs`."""
         if not command and not playbook:
             raise Refused("offload: nothing to run: give a command or a playbook")
         request = RunRequest(cwd=cwd(), command=[command] if command else (), playbook=playbook,
-                             env=env or (), ref=ref, fresh=fresh, worker=worker)
+                             env=env or (), ref=ref, fresh=fresh, worker=worker, allow_env=allow_env)
         session.call(lambda s: s.plan(request))  # a bad command or playbook fails before anything is dialled
         submitted = session.call(lambda s: s.submit(request))
         out = submitted.to_dict()
@@ -241,23 +267,25 @@ def build_server(session: Session, cwd: Callable[[], Path]) -> MCPServer:
     def get(job: JobArg,
             paths: Annotated[list[str], Field(min_length=1, description="Files, directories or globs, relative "
                                               "to the job's worktree (ignored build outputs included).")],
-            to: Annotated[str | None, Field(description="Directory to copy into (default: .offload/JOB/ of the "
-                                            "repository).")] = None) -> dict[str, Any]:
-        """Copy files from a job's worktree to this machine. A path that leaves the worktree is refused and
-        nothing is written."""
+            to: Annotated[str | None, Field(description="Directory inside the repository to copy into, relative "
+                                            "to its top (default: .offload/JOB/). Outside .offload/, files "
+                                            "already there are never replaced.")] = None) -> dict[str, Any]:
+        """Copy files from a job's worktree into the repository, by default into .offload/JOB/. A path that
+        leaves the worktree, or a `to` outside the repository, is refused and nothing is written."""
         dest = Path(to) if to else None
-        return session.call(lambda s: s.get(job, paths, cwd(), dest), retry=True).to_dict()
+        return session.call(lambda s: s.get(job, paths, cwd(), dest, within_repository=True), retry=True).to_dict()
 
     return server
 
 
-def serve(open_service: Callable[[], JobService], cwd: Callable[[], Path]) -> None:
-    """Serve the tools on stdin and stdout until the client goes away."""
+def serve(open_service: Callable[[], JobService], cwd: Callable[[], Path],
+          allow_env: frozenset[str] = frozenset()) -> None:
+    """Serve the tools on stdin and stdout until the client goes away; jobs get only the ALLOW_ENV variables."""
     if os.environ.get("OFFLOAD_DEBUG") != "1":
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     session = Session(open_service)
     try:
-        build_server(session, cwd).run("stdio")
+        build_server(session, cwd, allow_env).run("stdio")
     except KeyboardInterrupt:
         pass
     finally:

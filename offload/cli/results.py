@@ -103,20 +103,28 @@ def apply(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worke
 @app.command(help="Copy files or directories from a job's worktree, ignored build outputs included, into "
                   ".offload/JOB/ of this repository (or --to DIR).\n\n"
                   "A path that leaves the worktree (absolute, .., or through a symlink) is refused and nothing is "
-                  "written.")
+                  "written. Nothing is written through a symlink here either. Outside .offload/, a file that is "
+                  "already there is replaced only with --force.")
 def get(job: JobArg,
         paths: Annotated[List[str], typer.Argument(help="Paths (or globs) relative to the job's worktree.",
                                                    show_default=False)],
         to: Annotated[Optional[Path], typer.Option("--to", help="Where to put them (default: .offload/JOB/).",
                                                    show_default=False)] = None,
+        force: Annotated[bool, typer.Option("--force", help="Replace files already in --to DIR (in .offload/ "
+                                                             "they always are).")] = False,
         stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, json: JsonOpt = False,
         identity: IdentityOpt = None, iap: IapOpt = False) -> None:
     from offload.cli.ui import print_json
 
     cwd = current_dir()
     with open_service(stack, outputs, worker, identity, iap) as service:
-        fetched = service.get(job, paths, cwd, to)
+        fetched = service.get(job, paths, cwd, to, force=force)
     if json:
         print_json(fetched.to_dict())
         return
-    print(f"{len(fetched.files)} entries into {fetched.dest}")
+    replaced = ""
+    if fetched.replaced:
+        names = [n if n.isprintable() else repr(n) for n in fetched.replaced]  # a job chose them
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        replaced = f", replacing {len(fetched.replaced)}: {shown}"
+    print(f"{len(fetched.files)} entries into {fetched.dest}{replaced}")

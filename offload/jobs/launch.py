@@ -14,13 +14,17 @@ from collections.abc import Mapping
 from enum import IntEnum
 from offload.errors import UsageError
 from offload.jobs.playbook import Playbook
-from offload.worker.layout import JobPaths, validate_id
+from offload.worker.layout import META_VALUE_BYTES, JobPaths, validate_id
 from offload.worker.scripts import worker_script
 
 LAUNCHED = "offload-launched"  # first word of the line the script prints when the job has started
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# What the meta keeps of values that are only shown (status, check): a command job's command (JSON-encoded; the
+# task's cmd file has all of it) and the branch or --ref a job ran.
+META_COMMAND_BYTES = 2048
+META_BRANCH_BYTES = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _RESULT_KEY = re.compile(r"[0-9a-f]{64,128}")
 # tmux finds its server through TMUX*, IFS would change how the runner reads its files, offload sets the
@@ -73,6 +77,17 @@ def validate_meta(meta: Mapping[str, str]) -> None:
             raise UsageError(f"invalid job meta key {key!r}: use lowercase letters, digits and '_'")
         if not isinstance(value, str) or _CONTROL.search(value):
             raise UsageError(f"job meta {key!r} must be one line of text without control characters")
+        if len(value.encode("utf-8", "surrogateescape")) > META_VALUE_BYTES:
+            raise UsageError(f"job meta {key!r} is longer than {META_VALUE_BYTES} bytes")
+
+
+def cut_meta(text: str, most: int) -> str:
+    """TEXT, or when it is longer than MOST bytes (UTF-8) its head ending in '…', MOST bytes in all: for a
+    value that is only shown."""
+    data = text.encode("utf-8", "surrogateescape")
+    if len(data) <= most:
+        return text
+    return data[:most - 3].decode("utf-8", "ignore") + "…"
 
 
 def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str],

@@ -14,7 +14,7 @@ import secrets
 import shlex
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Any
 
 from offload.errors import AuthFailed, HostKeyMismatch, JobExists, JobNotFound, OffloadError, UsageError
 from offload.jobs.fleet import Fleet, Outcome, Reach, quiet
-from offload.jobs.launch import ENV_NAME
+from offload.jobs.launch import ENV_NAME, META_COMMAND_BYTES
 from offload.jobs.playbook import Playbook, get_playbook
 from offload.jobs.state import Disk, JobStatus, State, Survivor, job_order
 from offload.jobs.worker import Sink, StartedJob, WorkerJobs
@@ -37,7 +37,8 @@ class RunRequest:
     repository at CWD, with the local environment variables ENV passed by name. It runs on the working tree as
     it is on disk, or on the commit REF; in a warm worktree, or with FRESH one with no ignored files left. KEEP_JOBS
     and WARM_WORKTREES override what the worker keeps once the job ends. WORKER names the worker to run on
-    (default: picked)."""
+    (default: picked). ALLOW_ENV, for a request an agent made, holds the only names ENV may give (the ones the
+    user allowed); None for the user's own request."""
 
     cwd: Path
     command: Sequence[str] = ()
@@ -49,6 +50,7 @@ class RunRequest:
     keep_jobs: int | None = None
     warm_worktrees: int | None = None
     worker: str | None = None
+    allow_env: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,14 +133,15 @@ class Applied:
 
 @dataclass(frozen=True)
 class Fetched:
-    """Files copied from a job's worktree."""
+    """Files copied from a job's worktree into DEST (absolute, as it really is)."""
 
     id: str
     dest: str
     files: list[str]
+    replaced: list[str] = field(default_factory=list)  # of FILES, those that replaced a file already there
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "to": self.dest, "files": self.files}
+        return {"id": self.id, "to": self.dest, "files": self.files, "replaced": self.replaced}
 
 
 @dataclass
@@ -220,7 +223,7 @@ class JobService:
         """
         plan, meta = self.plan(request)
         job_id = validate_id(request.job_id) if request.job_id else new_job_id()
-        env = resolve_env(request.env, os.environ if environ is None else environ)
+        env = resolve_env(request.env, os.environ if environ is None else environ, allowed=request.allow_env)
         progress = self.reach.progress
 
         def ready() -> WorkerProvider:
@@ -262,6 +265,8 @@ class JobService:
         """The playbook REQUEST runs and the meta that describes it (checked before anything is dialled)."""
         if request.playbook and request.command:
             raise UsageError("give either a command or a playbook, not both")
+        if request.allow_env is not None:
+            refuse_env(request.env, request.allow_env)
         meta: dict[str, str] = {"fresh": "1"} if request.fresh else {}
         for key, value, most in (("keep_jobs", request.keep_jobs, MAX_KEEP_JOBS),
                                  ("warm_worktrees", request.warm_worktrees, MAX_WARM_WORKTREES)):
@@ -273,7 +278,7 @@ class JobService:
             validate_id(request.playbook, "playbook name")
             return get_playbook(repo_root(request.cwd), request.playbook), meta
         text = command_text(request.command)
-        return Playbook.single(in_subdirectory(request.cwd, text)), {**meta, "command": _meta_json(text)}
+        return Playbook.single(in_subdirectory(request.cwd, text)), {**meta, **command_meta(text)}
 
     # --- read ------------------------------------------------------------------------------------
 
@@ -454,26 +459,33 @@ class JobService:
         return Applied(validate_id(job_id), apply_engine.undo(local.root, job_id))
 
     def get(self, job_id: str, paths: Sequence[str], cwd: Path, to: Path | None = None, *,
-            missing_ok: bool = False) -> Fetched:
+            missing_ok: bool = False, force: bool = False, within_repository: bool = False) -> Fetched:
         """Copy PATHS (files, directories or globs; ignored artifacts too) from the job's worktree into TO,
-        by default .offload/JOB/ of the repository (kept out of git through .git/info/exclude)."""
+        by default .offload/JOB/ of the repository (kept out of git through .git/info/exclude).
+
+        Files already there are replaced only inside .offload/, or with FORCE. WITHIN_REPOSITORY is an agent's
+        request: TO, relative to the repository's top, must stay inside it, and FORCE is not taken. Nothing is
+        written through a symlink (see results.get_destination and results.extract)."""
         if not paths:
             raise UsageError("name the paths to copy from the job's worktree")
+        where = results.get_destination(cwd, validate_id(job_id), to, within_repository=within_repository)
         jobs = self._jobs_of(job_id)
-        if to is None:
-            root = repo_root(cwd)
-            dest = root / ".offload" / job_id
-        else:
-            dest = to if to.is_absolute() else cwd / to
         # The stream is spooled first: a refused path must leave nothing written.
         with tempfile.TemporaryFile(prefix="offload-get-") as spool:
             jobs.get_files(job_id, paths, spool.write, missing_ok=missing_ok)
             if spool.tell() == 0:
-                return Fetched(job_id, str(dest), [])
-            if to is None:
-                results.exclude_locally(root, ".offload")
+                return Fetched(job_id, str(where.path), [])
+            if where.scratch and where.root is not None:
+                results.exclude_locally(where.root, results.SCRATCH)
             spool.seek(0)
-            return Fetched(job_id, str(dest), results.extract(spool, dest))
+            try:
+                replace = where.scratch or (force and not within_repository)
+                unpacked = results.extract(spool, where.path, replace=replace)
+            except results.WouldReplace as e:
+                e.hint = (f"choose another `to`, or leave it out for {results.SCRATCH}/{job_id}/" if within_repository
+                          else "pass --force to replace them, or choose another --to")
+                raise
+            return Fetched(job_id, str(where.path), unpacked.names, unpacked.replaced)
 
     # --- interactive -----------------------------------------------------------------------------
 
@@ -546,6 +558,23 @@ def _meta_json(text: str) -> str:
     return json.dumps(text).replace("\x7f", "\\u007f")
 
 
+def command_meta(text: str) -> dict[str, str]:
+    """The meta of a command job: `command`, the command JSON-encoded, cut to META_COMMAND_BYTES (the task's cmd
+    file on the worker has all of it); when cut, `command_bytes`, its whole size in bytes."""
+    whole = _meta_json(text)
+    if len(whole) <= META_COMMAND_BYTES:
+        return {"command": whole}
+    # The longest head whose encoding fits: a character may take up to 12 bytes escaped.
+    lo, hi = 0, min(len(text), META_COMMAND_BYTES)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(_meta_json(text[:mid])) <= META_COMMAND_BYTES:
+            lo = mid
+        else:
+            hi = mid - 1
+    return {"command": _meta_json(text[:lo]), "command_bytes": str(len(text.encode("utf-8", "surrogateescape")))}
+
+
 def new_job_id() -> str:
     """Sortable by start time, unique enough for one developer's workers."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -569,17 +598,43 @@ def in_subdirectory(cwd: Path, text: str) -> str:
     return f"mkdir -p -- {where} && cd -- {where} || exit 1\n{text}"
 
 
-def resolve_env(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
-    """--env NAME takes NAME's value from ENVIRON; it never travels in an argv."""
+def resolve_env(names: Sequence[str], environ: Mapping[str, str], *,
+                allowed: Collection[str] | None = None) -> dict[str, str]:
+    """--env NAME takes NAME's value from ENVIRON; it never travels in an argv. With ALLOWED (an agent's request
+    through `offload mcp`), only those names are taken, and errors speak of the tool's `env` argument."""
+    if allowed is not None:
+        refuse_env(names, allowed)
     out: dict[str, str] = {}
     for name in names:
         if not ENV_NAME.match(name):
             raise UsageError(f"--env takes a variable name, got {name!r}",
                              hint="set the variable locally and pass only its name")
         if name not in environ:
+            if allowed is not None:
+                raise UsageError(f"env {name}: the user allowed it, but it is not set in the environment "
+                                 "`offload mcp` was started with")
             raise UsageError(f"--env {name}: {name} is not set in your environment")
         out[name] = environ[name]
     return out
+
+
+def refuse_env(names: Sequence[str], allowed: Collection[str]) -> None:
+    """A UsageError, naming the tool's `env` argument, for the NAMES an agent asked for that the user has not
+    ALLOWED: an agent gets only the variables the user let `offload mcp` pass."""
+    refused = list(dict.fromkeys(n for n in names if n not in allowed))
+    if not refused:
+        return
+
+    def said(name: str) -> str:  # an agent's text, shown short and on one line
+        return name if ENV_NAME.match(name) and len(name) <= 64 else repr(name[:60] + ("…" if len(name) > 60 else ""))
+
+    shown = ", ".join(said(n) for n in refused[:8])
+    more = f" and {len(refused) - 8} more" if len(refused) > 8 else ""
+    example = refused[0] if ENV_NAME.match(refused[0]) and len(refused[0]) <= 64 else "NAME"
+    raise UsageError(f"env: {shown}{more} {'is' if len(refused) == 1 else 'are'} not allowed; the user allowed "
+                     f"{', '.join(sorted(allowed)) or 'none'}",
+                     hint=f"the user allows one by starting the server as `offload mcp --allow-env {example}`, "
+                          "or with OFFLOAD_MCP_ALLOW_ENV")
 
 
 def failed_state(error: OffloadError | None) -> str:

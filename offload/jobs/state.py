@@ -88,7 +88,8 @@ class JobStatus:
 
     @property
     def command(self) -> str | None:
-        """The command as it was given, for a `run -- COMMAND` job; None for a playbook."""
+        """The command as it was given, for a `run -- COMMAND` job; None for a playbook. A long command's meta
+        keeps only its head: then the head, then `… (N bytes)`, N being the whole command's size."""
         raw = self.meta.get("command")
         if raw is None:
             return None
@@ -96,7 +97,10 @@ class JobStatus:
             value = json.loads(raw)
         except ValueError:
             return raw
-        return value if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        whole = self.meta.get("command_bytes", "")
+        return f"{value}… ({whole} bytes)" if whole.isdigit() else value
 
     @property
     def playbook(self) -> str | None:

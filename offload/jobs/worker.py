@@ -52,13 +52,14 @@ class WorkerJobs:
     def start(self, snapshot: Snapshot, playbook: Playbook, *, job_id: str, env: dict[str, str],
               meta: dict[str, str] | None = None, result_key: str | None = None,
               before_launch: Callable[[], None] | None = None) -> StartedJob:
-        from offload.jobs.launch import launch_script
+        from offload.jobs.launch import META_BRANCH_BYTES, cut_meta, launch_script
 
         validate_id(job_id)
         paths = self.provider.paths(job_id)
         repo = paths.repo(snapshot.repo_id)
         info = {"repo": repo, "commit": snapshot.commit, "head": snapshot.head or "", "worktree": "",
-                "created": f"{time.time():.3f}", "playbook": playbook.name, "branch": snapshot.branch or ""}
+                "created": f"{time.time():.3f}", "playbook": playbook.name,
+                "branch": cut_meta(snapshot.branch or "", META_BRANCH_BYTES)}
         record = self.provider.record
         info["keep_jobs"] = str(DEFAULT_KEEP_JOBS if record.keep_jobs is None else record.keep_jobs)
         info["warm_worktrees"] = str(DEFAULT_WARM_WORKTREES if record.warm_worktrees is None else record.warm_worktrees)

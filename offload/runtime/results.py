@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import tarfile
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from offload.errors import OffloadError, SyncError, UsageError
-from offload.runtime.localgit import run_git
+from offload.runtime.localgit import repo_root, run_git
 from offload.worker.layout import job_ref, validate_id
 
 RECORD_DAYS = 60  # how long this machine remembers a job it started (its snapshot and its result key)
@@ -201,19 +202,230 @@ def diff(root: Path, snapshot: str, result: str) -> bytes:
 # --- get ---------------------------------------------------------------------------------------------------------
 
 
-def extract(stream: BinaryIO, dest: Path) -> list[str]:
-    """Unpack a tar stream into DEST, refusing any member that would land outside it (tarfile's data filter:
-    no absolute paths, no `..`, no links that leave DEST). Returns the names written."""
-    dest.mkdir(parents=True, exist_ok=True)
-    names = []
+SCRATCH = ".offload"  # the repository's own directory for what `get` copies: the only place it replaces files
+
+
+class WouldReplace(UsageError):
+    """Unpacking would replace files that are already there, outside the repository's .offload/; nothing was
+    written."""
+
+    def __init__(self, dest: Path, paths: list[str], *, hint: str | None = None) -> None:
+        shown = ", ".join(_said(p) for p in paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
+        super().__init__(f"get would replace {len(paths)} existing {'file' if len(paths) == 1 else 'files'} in "
+                         f"{_said(str(dest))}: {shown}; nothing was written", hint=hint)
+        self.dest = dest
+        self.paths = paths
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where `get` unpacks: PATH, absolute and free of symlinks from the repository's top ROOT down (when it is
+    inside the repository). SCRATCH: it is in the repository's .offload/, where files may be replaced."""
+
+    path: Path
+    root: Path | None
+    scratch: bool
+
+
+def get_destination(cwd: Path, job: str, to: Path | None, *, within_repository: bool = False) -> Destination:
+    """Where `get` of JOB from CWD unpacks: .offload/JOB/ of the repository, or TO.
+
+    The user's TO (relative to CWD) may be anywhere. With WITHIN_REPOSITORY (an agent's request), TO is relative to
+    the repository's top and must stay inside it, outside .git. Inside the repository, no directory from its top
+    down may be a symlink (a job can leave one there, `.offload` itself included), or `get` would write wherever it
+    leads; the path used is the one checked, with `..` taken away, so no symlink is followed on the way."""
+    if to is not None and "\0" in str(to):
+        raise UsageError("a destination cannot contain a NUL character")
+    if to is None or within_repository:
+        root: Path | None = repo_root(cwd)
+    else:
+        root = _repo_root_or_none(cwd)
+    if to is None:
+        assert root is not None
+        target = root / SCRATCH / job
+    elif within_repository:
+        assert root is not None
+        target = Path(os.path.normpath(root / to))
+        if not _within(target, root):
+            raise UsageError(f"to: {_said(str(to))} is outside the repository {_said(str(root))}",
+                             hint=f"give a directory inside it, or leave `to` out for {SCRATCH}/{job}/")
+        if any(part.lower() == ".git" for part in target.relative_to(root).parts):
+            raise UsageError(f"to: {_said(str(to))} is inside .git, which get never writes",
+                             hint=f"give another directory, or leave `to` out for {SCRATCH}/{job}/")
+    else:
+        target = Path(os.path.normpath(cwd / to))
+        if root is None or not _within(target, root):
+            target = target.resolve()  # the user's own path, wherever it leads: shown as it really is
+    if root is not None and _within(target, root):
+        _no_symlink_below(root, target)
+        scratch = _within(target, root / SCRATCH)
+    else:
+        root, scratch = None, False
+    return Destination(target, root, scratch)
+
+
+def _repo_root_or_none(cwd: Path) -> Path | None:
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                tar.extract(member, dest, filter="data")
-                names.append(member.name)
+        return repo_root(cwd)
+    except UsageError:
+        return None
+
+
+def _within(path: Path, top: Path) -> bool:
+    return path == top or top in path.parents
+
+
+def _no_symlink_below(root: Path, target: Path) -> None:
+    """A UsageError when a directory between ROOT (excluded) and TARGET (included) is a symlink or not a directory."""
+    here = root
+    for part in target.relative_to(root).parts:
+        here = here / part
+        try:
+            st = here.lstat()
+        except FileNotFoundError:
+            return  # made by `get`, as a directory
+        rel = _said(str(here.relative_to(root)))
+        if stat.S_ISLNK(st.st_mode):
+            raise UsageError(f"{rel} is a symlink in the repository, and get writes nowhere through a symlink",
+                             hint=f"remove {_said(str(here))} and get again")
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"cannot get into {_said(str(target))}: {rel} is not a directory")
+
+
+def _said(text: str) -> str:
+    """TEXT (a path a job chose) on one line: quoted when it holds a control character."""
+    return repr(text) if any(ord(c) < 32 or ord(c) == 127 for c in text) else text
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """The entries unpacked (directories and files, relative to the destination), and those of them that
+    replaced what was there before."""
+
+    names: list[str]
+    replaced: list[str]
+
+
+@dataclass(frozen=True)
+class _Step:
+    member: tarfile.TarInfo
+    clear: bool  # remove what is there first (a file or a symlink), so nothing is written through it
+    keep: bool  # a directory that is there already: left as it is
+
+
+def extract(stream: BinaryIO, dest: Path, *, replace: bool = True) -> Unpacked:
+    """Unpack a seekable tar stream into DEST, following no symlink: every member is checked against DEST as it
+    is and as the members before it leave it, and one that passes through a symlink, leaves DEST, has a `.git`
+    component, or would put a file where a directory is, is refused before anything is written. Without REPLACE,
+    so is a member that would replace a file or symlink already there (WouldReplace). On top, tarfile's data
+    filter drops special files, high mode bits and ownership."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r:") as tar:
+            steps, replaced = _plan_unpack(tar.getmembers(), dest)
+            if replaced and not replace:
+                raise WouldReplace(dest, replaced)
+            dest.mkdir(parents=True, exist_ok=True)
+            for step in steps:
+                target = dest / step.member.name
+                if step.clear:
+                    target.unlink()
+                if not step.keep:
+                    tar.extract(step.member, dest, filter="data")
     except (tarfile.TarError, OSError) as e:
-        raise UsageError(f"cannot unpack the job's files into {dest}: {e}") from None
-    return names
+        raise UsageError(f"cannot unpack the job's files into {_said(str(dest))}: {e}") from None
+    return Unpacked([s.member.name for s in steps], replaced)
+
+
+def _plan_unpack(members: list[tarfile.TarInfo], dest: Path) -> tuple[list[_Step], list[str]]:
+    """What unpacking MEMBERS into DEST does, step by step, and the entries already there that it replaces; a
+    UsageError for a member that must not be unpacked."""
+    made: dict[str, str] = {}  # what the members before leave at a path: "dir", "file" or "link"
+    new_dirs: set[str] = set()  # directories they make where there was none: nothing is below them yet
+
+    def kind(rel: str) -> str | None:
+        if rel in made:
+            return made[rel]
+        parts = rel.split("/")
+        if any("/".join(parts[:i]) in new_dirs for i in range(1, len(parts))):
+            return None
+        try:
+            mode = os.lstat(dest / rel).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return "link" if stat.S_ISLNK(mode) else "dir" if stat.S_ISDIR(mode) else "file"
+
+    def refuse(name: str, why: str) -> UsageError:
+        return UsageError(f"cannot unpack the job's files into {_said(str(dest))}: {_said(name)} {why}",
+                          hint="nothing was written")
+
+    steps: list[_Step] = []
+    replaced: list[str] = []
+    for member in members:
+        rel = _member_path(member.name)
+        if rel is None:
+            raise refuse(member.name, "leaves the destination")
+        if not rel:  # the destination itself ("." of `get JOB .`)
+            if not member.isdir():
+                raise refuse(member.name, "is not a directory")
+            continue
+        parts = rel.split("/")
+        if any(p.lower() == ".git" for p in parts):
+            raise refuse(rel, "is inside a .git directory, which get never writes")
+        for i in range(1, len(parts)):
+            above = "/".join(parts[:i])
+            k = kind(above)
+            if k == "link":
+                raise refuse(rel, f"passes through the symlink {_said(above)}")
+            if k == "file":
+                raise refuse(rel, f"passes through {_said(above)}, which is not a directory")
+            if k is None:  # tarfile makes it
+                new_dirs.add(above)
+                made[above] = "dir"
+        if member.isdir():
+            new = "dir"
+        elif member.issym():
+            new = "link"
+        elif member.isreg():
+            new = "file"
+        elif member.islnk():
+            new = "file"
+            # A hard link only to a file unpacked just before: never a second name for a file that was here.
+            linked = _member_path(member.linkname)
+            if not linked or made.get(linked) != "file":
+                raise refuse(rel, "is a hard link to a file this copy does not bring")
+            member = member.replace(linkname=linked, deep=False)
+        else:
+            raise refuse(rel, "is a special file")
+        if member.issym():  # refused here what the data filter would refuse at its turn, after other members
+            if os.path.isabs(member.linkname):
+                raise refuse(rel, "is a symlink to an absolute path")
+            top = os.path.realpath(dest)
+            lands = os.path.realpath(os.path.join(top, os.path.dirname(rel), member.linkname))
+            if os.path.commonpath([lands, top]) != top:
+                raise refuse(rel, "is a symlink that leads out of the destination")
+        before = kind(rel)
+        ours = rel in made
+        if before == "dir" and new != "dir":
+            raise refuse(rel, "would replace a directory")
+        clear = before in ("file", "link")
+        if clear and not ours:
+            replaced.append(rel)
+        if new == "dir" and before != "dir":
+            new_dirs.add(rel)
+        steps.append(_Step(member.replace(name=rel, deep=False), clear, before == "dir" and not ours))
+        made[rel] = new
+    return steps, replaced
+
+
+def _member_path(name: str) -> str | None:
+    """A member's name as a path relative to the destination ("" for the destination itself), or None when it
+    is absolute or has a `..` component."""
+    if name.startswith("/"):
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return None
+    return "/".join(parts)
 
 
 def exclude_locally(root: Path, directory: str) -> None:

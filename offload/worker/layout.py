@@ -47,6 +47,13 @@ DEFAULT_WARM_WORKTREES = 4    # idle warm worktrees per repository, most recentl
 MAX_KEEP_JOBS = 10_000
 MAX_WARM_WORKTREES = 100
 
+# A job's meta file stays small, whatever a command or a branch name is: a value is at most META_VALUE_BYTES
+# (launch.py refuses more; a command is cut well below it, its whole text being in the task's cmd file), and
+# status.sh reads at most META_READ_BYTES of the file (a line cut there is left out), so that what an older
+# offload or the job itself left there cannot make `status` slow or large.
+META_VALUE_BYTES = 4096
+META_READ_BYTES = 16384
+
 # Ids reach tmux, paths and refs: only inert characters. `sh/lib.sh` (is_id) applies the same rule.
 ID_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 JOB_REF_PREFIX = "refs/offload/jobs/"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import on_worker, ran, stderr_line, worker_setup
-from tests.workers import git, make_repo, wait_for
+from tests.e2e.test_mcp import drive, mcp_session, ok, refused
+from tests.workers import git, make_repo, tree_digest, wait_for
 
 
 @pytest.fixture(params=["sshd", "container"])
@@ -174,7 +176,104 @@ def test_a_result_forged_before_the_job_ends_is_replaced_by_the_runners_own(work
 # --- 3. an agent gets only the environment the user allowed ----------------------------------------------------
 
 
+def test_an_agent_gets_only_the_variables_the_user_allowed(worker: dict[str, Any], repo: Path) -> None:
+    """A prompt-injected agent asks for the user's secrets by name: refused in one line that says how the user
+    allows a name, and no job starts. The names the user allowed (flag and setting) reach the job."""
+    secret = f"secret-{secrets.token_hex(8)}"
+    env = {**worker["env"], "AWS_SECRET_ACCESS_KEY": secret, "BUILD_FLAVOR": "debug", "BUILD_MODE": "fast"}
+    leak = 'echo "[$AWS_SECRET_ACCESS_KEY]"'
+    logs: list[str] = []
+
+    async def main() -> None:
+        async with mcp_session(repo, *worker["args"], env=env) as c:  # the default: no name allowed
+            said = await refused(c, "run", command=leak, env=["AWS_SECRET_ACCESS_KEY"], wait_seconds=30)
+            assert said.startswith("offload: env: AWS_SECRET_ACCESS_KEY is not allowed; the user allowed none ("), said
+            assert "`offload mcp --allow-env AWS_SECRET_ACCESS_KEY`" in said and "OFFLOAD_MCP_ALLOW_ENV" in said
+            assert secret not in said
+            assert [j for w in (await ok(c, "status"))["workers"] for j in w["jobs"]] == [], "no job started"
+        async with mcp_session(repo, *worker["args"], "--allow-env", "BUILD_FLAVOR",
+                               env={**env, "OFFLOAD_MCP_ALLOW_ENV": "BUILD_MODE,"}) as c:
+            said = await refused(c, "run", command=leak, env=["BUILD_FLAVOR", "AWS_SECRET_ACCESS_KEY"])
+            assert "AWS_SECRET_ACCESS_KEY is not allowed; the user allowed BUILD_FLAVOR, BUILD_MODE (" in said, said
+            done = await ok(c, "run", command='echo "[$BUILD_FLAVOR] [$BUILD_MODE] [${AWS_SECRET_ACCESS_KEY:-}]"',
+                            env=["BUILD_FLAVOR", "BUILD_MODE"], wait_seconds=60)
+            assert done["state"] == "success", done
+            logs.append((await ok(c, "logs", job=done["id"]))["data"])
+            jobs = [j for w in (await ok(c, "status"))["workers"] for j in w["jobs"]]
+            assert [j["id"] for j in jobs] == [done["id"]]
+
+    drive(main)
+    assert logs == ["[debug] [fast] []\n"]
+
+
+def test_a_bad_allowed_name_stops_the_server_before_it_serves(tmp_path: Path) -> None:
+    from tests.e2e.helpers import offload
+
+    repo = make_repo(tmp_path / "repo")
+    p = offload("mcp", "--allow-env", "NOT A NAME", cwd=repo)
+    assert p.returncode == 2 and p.stdout == b""
+    assert stderr_line(p).startswith("offload: --allow-env takes environment variable names")
+    p = offload("mcp", cwd=repo, env={"OFFLOAD_MCP_ALLOW_ENV": "PATH,OFFLOAD_JOB"})
+    assert p.returncode == 2 and "OFFLOAD_MCP_ALLOW_ENV: environment variable OFFLOAD_JOB" in stderr_line(p)
+
+
 # --- 4. an agent's get writes only inside the repository -------------------------------------------------------
+
+
+def test_an_agents_get_writes_only_inside_the_repository(worker: dict[str, Any], repo: Path, tmp_path: Path) -> None:
+    ran(worker, repo, "art", "mkdir -p build; echo 'job says' > build/.bashrc; echo out > build/out.txt; "
+                             "echo 'job says' > file0.txt")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("mine\n")
+    (repo / "to-home").symlink_to(home)  # inside the repository by name, outside it in fact
+    outside = tree_digest(tmp_path / "home")
+    got: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with mcp_session(repo, *worker["args"], env=worker["env"]) as c:
+            for to in (str(home), "../../..", "../home", "build/../../home", "to-home", "to-home/sub"):
+                said = await refused(c, "get", job="art", paths=["build"], to=to)
+                assert "to: " in said or "to-home is a symlink" in said, (to, said)
+            said = await refused(c, "get", job="art", paths=["build"], to=".git/hooks")
+            assert "inside .git" in said, said
+            # Inside the repository, but over a file that is there: refused, nothing written.
+            said = await refused(c, "get", job="art", paths=["file0.txt", "build/out.txt"], to=".")
+            assert said.startswith("offload: get would replace 1 existing file in ") and "file0.txt" in said, said
+            assert "choose another `to`" in said and "--force" not in said
+            got["new"] = await ok(c, "get", job="art", paths=["build/out.txt"], to="fetched")
+            got["default"] = await ok(c, "get", job="art", paths=["build"])
+            got["again"] = await ok(c, "get", job="art", paths=["build"])  # .offload/ is offload's: replaced
+
+    drive(main)
+    assert tree_digest(tmp_path / "home") == outside
+    assert (home / ".bashrc").read_text() == "mine\n"
+    assert not (tmp_path / "fetched").exists() and not (repo / ".git" / "hooks" / "build").exists()
+    assert (repo / "file0.txt").read_text() == "content 0\n" and not (repo / "build").exists()
+    assert got["new"] == {"id": "art", "to": str(repo / "fetched"), "files": ["build/out.txt"], "replaced": []}
+    assert (repo / "fetched" / "build" / "out.txt").read_text() == "out\n"
+    assert got["default"]["to"] == str(repo / ".offload" / "art") and got["default"]["replaced"] == []
+    assert sorted(got["again"]["replaced"]) == ["build/.bashrc", "build/out.txt"]
+    assert sorted(p.name for p in repo.iterdir()) == [".git", ".gitignore", ".offload", "fetched", "file0.txt",
+                                                      "file1.txt", "file2.txt", "run.sh", "src", "to-home"]
+
+
+def test_the_cli_replaces_files_outside_offload_only_with_force(worker: dict[str, Any], repo: Path,
+                                                               tmp_path: Path) -> None:
+    ran(worker, repo, "out", "mkdir -p build; echo new > build/a; echo new > build/b")
+    target = tmp_path / "target"
+    (target / "build").mkdir(parents=True)
+    (target / "build" / "a").write_text("mine\n")
+    (tmp_path / "link").symlink_to(target)  # the user's own path, through a symlink of theirs
+    p = cmd(worker, repo, "get", "out", "build", "--to", str(tmp_path / "link"))
+    assert p.returncode == 2, p.stderr
+    assert stderr_line(p) == (f"offload: get would replace 1 existing file in {target}: build/a; nothing was "
+                              "written (pass --force to replace them, or choose another --to)")
+    assert (target / "build" / "a").read_text() == "mine\n" and not (target / "build" / "b").exists()
+    p = cmd(worker, repo, "get", "out", "build", "--to", str(tmp_path / "link"), "--force")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode() == f"3 entries into {target}, replacing 1: build/a\n", "the real destination"
+    assert (target / "build" / "a").read_text() == "new\n" and (target / "build" / "b").read_text() == "new\n"
 
 
 # --- 5. a job-made .offload symlink leads nowhere ----------------------------------------------------------------
@@ -190,6 +289,62 @@ def test_apply_leaves_out_a_dot_offload_the_job_made(worker: dict[str, Any], rep
     assert cmd(worker, repo, "get", "dotoffload", "art.txt").returncode == 0
     assert (repo / ".offload" / "dotoffload" / "art.txt").read_text() == "art\n"
     assert list(victim.iterdir()) == []
+
+
+def test_get_writes_through_no_symlink(worker: dict[str, Any], repo: Path, tmp_path: Path) -> None:
+    """A symlink can be in the working tree where get writes, `.offload` itself included (apply leaves out a
+    `.offload` a job made, but a result of an older offload, or anything else, can have put one there; here they
+    are made by hand): get refuses to write through any of them, and unpacking follows none, whether it leads
+    out of the destination or elsewhere inside it."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    ran(worker, repo, "plant", "mkdir -p build; echo job > build/a")
+    (repo / ".offload").symlink_to(victim)
+    p = cmd(worker, repo, "get", "plant", "build/a")
+    assert p.returncode == 2, p.stderr
+    assert stderr_line(p) == (f"offload: .offload is a symlink in the repository, and get writes nowhere through "
+                              f"a symlink (remove {repo / '.offload'} and get again)")
+
+    async def main() -> None:
+        async with mcp_session(repo, *worker["args"], env=worker["env"]) as c:
+            for to in (None, ".offload/mine"):
+                said = await refused(c, "get", job="plant", paths=["build/a"], **({"to": to} if to else {}))
+                assert ".offload is a symlink" in said, said
+
+    drive(main)
+    (repo / ".offload").unlink()
+    dest = repo / ".offload" / "plant"
+    dest.parent.mkdir()
+    dest.symlink_to(victim)
+    p = cmd(worker, repo, "get", "plant", "build/a")
+    assert p.returncode == 2 and ".offload/plant is a symlink" in stderr_line(p)
+    assert list(victim.iterdir()) == []
+
+    # Symlinks inside the destination: a member is never unpacked through one.
+    dest.unlink()
+    dest.mkdir()
+    (dest / "build").symlink_to(victim)
+    p = cmd(worker, repo, "get", "plant", "build/a")
+    assert p.returncode == 2
+    assert "build/a passes through the symlink build" in stderr_line(p)
+    (dest / "build").unlink()
+    (dest / "other").mkdir()
+    (dest / "build").symlink_to("other")  # inside the destination, and still not followed
+    p = cmd(worker, repo, "get", "plant", "build/a")
+    assert p.returncode == 2 and "passes through the symlink build" in stderr_line(p)
+    assert list((dest / "other").iterdir()) == []
+    # Getting the directory itself replaces the symlink with a real directory (in .offload/, files are replaced).
+    p = cmd(worker, repo, "get", "plant", "build")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode() == f"2 entries into {dest}, replacing 1: build\n"
+    assert not (dest / "build").is_symlink() and (dest / "build" / "a").read_text() == "job\n"
+    # A symlink where a file lands is replaced, not written through.
+    (dest / "build" / "a").unlink()
+    (dest / "build" / "a").symlink_to(victim / "a")
+    p = cmd(worker, repo, "get", "plant", "build/a")
+    assert p.returncode == 0, p.stderr
+    assert not (dest / "build" / "a").is_symlink() and (dest / "build" / "a").read_text() == "job\n"
+    assert list(victim.iterdir()) == [] and list((dest / "other").iterdir()) == []
 
 
 # --- 6. a broken worktree is never reused silently ---------------------------------------------------------------

@@ -17,7 +17,7 @@ from offload.jobs import launch
 from offload.jobs.launch import LaunchExit, heredoc, launch_script
 from offload.jobs.playbook import Playbook, Task, When
 from offload.jobs.state import clean_argv, status_argv
-from offload.worker.layout import JobPaths
+from offload.worker.layout import META_VALUE_BYTES, JobPaths
 from offload.worker.scripts import worker_script
 from tests.jobs.conftest import HOSTILE_DIR, LocalWorker, read, sh, wait_for
 
@@ -155,7 +155,7 @@ def test_bad_env_rejected(env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("meta", [{"Repo": "x"}, {"a-b": "x"}, {"a=b": "x"}, {"repo": "a\nb"}, {"repo": "a\tb"},
-                                  {"repo": "a\rb"}])
+                                  {"repo": "a\rb"}, {"repo": "x" * (META_VALUE_BYTES + 1)}])
 def test_bad_meta_rejected(meta: dict[str, str]) -> None:
     with pytest.raises(UsageError):
         launch_script(JobPaths("/w", "j"), Playbook.single("true"), env={}, meta=meta)

@@ -16,7 +16,7 @@ from offload.jobs.fleet import Reach
 from offload.jobs.service import JobService, RunRequest
 from offload.jobs.state import State
 from offload.outputs import StackOutputs
-from tests.workers import SshdWorker, make_repo, sshd_record
+from tests.workers import SshdWorker, git, make_repo, sshd_record
 
 SCRIPT = "printf 'one\\n'; sleep 0.3; printf 'two\\n'; exit 3"
 
@@ -98,6 +98,33 @@ def test_a_command_with_control_characters_is_kept_exactly(tmp_path: Path, monke
         assert service.wait_for(job.id, 30).job.command == command
         assert service.logs(job.id).data == b"x\ty\n"
         service.clean(job.id)
+
+
+def test_a_multi_megabyte_command_runs_whole_and_status_stays_small(sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    """The job's meta keeps the head of a long command and its size (the task's cmd file has all of it), and the
+    branch's head: `status` and `check` stay a few KiB however long the command or the branch name is."""
+    outputs = StackOutputs.from_dict({"provider": "ssh", "developer": "dev@example.com",
+                                      "workers": [sshd_record(sshd_worker, name="box")]})
+    repo = make_repo(tmp_path / "repo")
+    branch = "feature/" + "/".join(c * 200 for c in "xyz")
+    git(repo, "checkout", "-q", "-b", branch)
+    big = "é" * (3 * 1024 * 1024 // 2)
+    command = f"v='{big}'\nprintf '%s' \"$v\" | wc -c"
+    size = len(command.encode())
+    with JobService(outputs, Reach(identity=sshd_worker.key_path)) as service:
+        job = service.submit(RunRequest(cwd=repo, command=[command]))
+        report = service.wait_for(job.id, 60)
+        assert report.job.state is State.SUCCESS, service.logs(job.id).data[-500:]
+        assert service.logs(job.id).data.strip() == str(len(big.encode())).encode(), "the whole command ran"
+        status = json.dumps(service.status().to_dict()).encode()
+        check = json.dumps(report.to_dict()).encode()
+    assert len(status) < 8192 and len(check) < 8192, (len(status), len(check))
+    shown = report.to_dict()
+    assert shown["command"].startswith("v='éé") and shown["command"].endswith(f"… ({size} bytes)")
+    assert shown["meta"]["command_bytes"] == str(size)
+    assert len(shown["meta"]["command"].encode()) <= 2048
+    assert shown["meta"]["branch"].startswith("feature/xxx") and shown["meta"]["branch"].endswith("…")
+    assert len(shown["meta"]["branch"].encode()) == 256
 
 
 def test_a_limited_log_read_never_splits_a_character() -> None:

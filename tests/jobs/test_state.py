@@ -24,9 +24,9 @@ from offload.jobs.state import (
     parse_status,
     status_argv,
 )
-from offload.worker.layout import JobPaths
+from offload.worker.layout import META_READ_BYTES, JobPaths
 from tests.jobs import conftest
-from offload.worker.scripts import library
+from offload.worker.scripts import library, worker_script
 from tests.jobs.conftest import SH, WAIT, LocalWorker, pid_running, read, tmux_alive, wait_for
 from tests.workers import git, make_repo
 
@@ -119,6 +119,27 @@ def test_status_sanitizes_odd_files(tmp_path: Path) -> None:
     [odd] = parse_status(result.stdout.decode())
     assert odd.meta == {"repo": "/a\tb"}
     assert odd.state is State.PENDING  # no runner recorded yet: a launch in progress
+
+
+def test_status_reads_only_the_head_of_a_meta_file(tmp_path: Path) -> None:
+    """A meta line of megabytes (an older offload kept whole commands, and a job can write its own meta) makes
+    status neither slow nor large: only the first META_READ_BYTES are read, and a line cut there is left out."""
+    assert f'head -c {META_READ_BYTES} "$_p_dir/meta"' in worker_script("status.sh")
+    job = tmp_path / "jobs" / "long"
+    (job / "tasks" / "main").mkdir(parents=True)
+    (job / "tasks.list").write_text("main\n")
+    (job / "meta").write_text("repo=/r\nplaybook=main\ncommand=\"" + "x" * (8 * 1024 * 1024) + "\"\nbranch=b\n")
+    result = script(status_argv(str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) < 1024
+    [long] = parse_status(result.stdout.decode())
+    assert long.meta == {"repo": "/r", "playbook": "main"} and [t.name for t in long.tasks] == ["main"]
+
+
+def test_a_cut_command_says_how_long_it_was() -> None:
+    job = JobStatus("j", State.SUCCESS, meta={"command": '"make \\u00e9"', "command_bytes": "10485760"})
+    assert job.command == "make é… (10485760 bytes)" and job.to_dict()["command"] == job.command
+    assert JobStatus("j", State.SUCCESS, meta={"command": '"make"'}).command == "make"
 
 
 @pytest.fixture

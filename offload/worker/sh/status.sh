@@ -7,8 +7,9 @@
 #                                                 TMUX: 1 when the job's tmux server has its session, else 0
 #                                                 RUNNER: 1 alive, 0 gone, - not recorded yet
 #                                                 FINISHED: when the job finished (epoch seconds), or -
-#   meta  ID  KEY  VALUE                          one per line of the job's meta file; VALUE is the rest of
-#                                                 the line, tabs included
+#   meta  ID  KEY  VALUE                          one per line of the job's meta file, of its first 16384
+#                                                 bytes (META_READ_BYTES); VALUE is the rest of the line, tabs
+#                                                 included
 #   task  ID  NAME  STATE  EXIT                   STATE: pending | running | success | failed | skipped
 #                                                 EXIT: the exit code, or -
 #
@@ -37,11 +38,13 @@ one() { # JOB
 	is_number "$finished" || finished=-
 	printf 'job\t%s\t%s\t%s\t%s\t%s\n' "$1" "$_state" "$server" "$_runner" "$finished"
 	if [ -f "$_p_dir/meta" ]; then
-		while IFS= read -r line <&4; do
+		# Read byte by byte, a line of megabytes would take seconds: only the head of the file, where offload
+		# keeps every line short. A line cut at its end has no newline, and read leaves it out.
+		head -c 16384 "$_p_dir/meta" | while IFS= read -r line; do
 			key=${line%%=*}
 			case $key in "$line" | '' | *"$tab"*) continue ;; esac
 			printf 'meta\t%s\t%s\t%s\n' "$1" "$key" "${line#*=}"
-		done 4< "$_p_dir/meta"
+		done
 	fi
 	[ -f "$_p_dir/tasks.list" ] || return 0
 	while IFS= read -r t <&3; do
