@@ -22,10 +22,10 @@ IAP_RANGE = "35.235.240.0/20"
 # The contract as a JSON Schema (docs/outputs.md explains each field; `offload outputs --schema` prints it).
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "stack-outputs.schema.json"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-_HOST = re.compile(r"^[A-Za-z0-9:.\[\]_-]{1,253}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_CONTAINER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_HOST = re.compile(r"[A-Za-z0-9:.\[\]_-]{1,253}")
 _CORE_FIELDS = ("name", "host", "port", "user", "container", "workspace", "instance", "project", "zone",
                 "host_keys", "proxy_command")
 _OPTIONAL_TEXT = ("instance", "project", "zone", "proxy_command", "region", "workstation_cluster",
@@ -58,7 +58,7 @@ class ProviderType(str, Enum):
 
 def validate_name(value: object, key: str) -> str:
     """A worker or resource name: letters, digits, '.', '_' and '-', at most 63 characters."""
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ConfigError(f"{key} must be 1-63 letters, digits, '.', '_' or '-' starting with a letter or digit; "
                           f"got {value!r}")
     return value
@@ -69,7 +69,7 @@ def validate_host_key(value: object, key: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{key} must be a public key line such as 'ssh-ed25519 AAAA...'; got {value!r}")
     parts = value.split()
-    if len(parts) < 2 or parts[0] not in _KEY_TYPES or not re.match(r"^[A-Za-z0-9+/]+=*$", parts[1]):
+    if len(parts) < 2 or parts[0] not in _KEY_TYPES or not re.fullmatch(r"[A-Za-z0-9+/]+=*", parts[1]):
         raise ConfigError(f"{key} must be a public key line '<type> <base64>' with type one of "
                           f"{', '.join(_KEY_TYPES)}; got {value[:40]!r}")
     return f"{parts[0]} {parts[1]}"
@@ -113,14 +113,14 @@ class WorkerRecord:
     def __post_init__(self) -> None:
         where = f"workers[{self.name!r}]"
         validate_name(self.name, "workers[].name")
-        if not isinstance(self.host, str) or not _HOST.match(self.host):
+        if not isinstance(self.host, str) or not _HOST.fullmatch(self.host):
             raise ConfigError(f"{where}.host must be a hostname or IP address; got {self.host!r}")
         if self.port is not None and (isinstance(self.port, bool) or not isinstance(self.port, int)
                                       or not 1 <= self.port <= 65535):
             raise ConfigError(f"{where}.port must be an integer from 1 to 65535 or null; got {self.port!r}")
-        if self.user is not None and (not isinstance(self.user, str) or not _USER.match(self.user)):
+        if self.user is not None and (not isinstance(self.user, str) or not _USER.fullmatch(self.user)):
             raise ConfigError(f"{where}.user must be a login name (letters, digits, '_', '.', '-'); got {self.user!r}")
-        if self.container is not None and (not isinstance(self.container, str) or not _CONTAINER.match(self.container)):
+        if self.container is not None and (not isinstance(self.container, str) or not _CONTAINER.fullmatch(self.container)):
             raise ConfigError(f"{where}.container must be a container name or null; got {self.container!r}")
         if not isinstance(self.workspace, str) or not self.workspace.startswith("/") \
                 or any(ord(c) < 32 or ord(c) == 127 for c in self.workspace) or "/../" in f"{self.workspace}/":
@@ -254,7 +254,7 @@ def local_outputs(workspace: str | None = None) -> StackOutputs:
 
     ws = workspace or os.environ.get("OFFLOAD_LOCAL_WORKSPACE") or str(cache_dir() / "local")
     user = getpass.getuser()
-    if not _USER.match(user):
+    if not _USER.fullmatch(user):
         user = None
     return StackOutputs(ProviderType.LOCAL, developer=user or "",
                         workers=(WorkerRecord(name="local", host="localhost", workspace=ws, user=user),))

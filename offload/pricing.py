@@ -36,7 +36,7 @@ _SHARED_CORE: dict[str, float] = {
     "e2-medium": 0.033503,
 }
 
-_SHAPE = re.compile(r"^(?P<family>[a-z0-9]+)-(?P<shape>standard|highmem|highcpu)-(?P<vcpus>\d{1,3})$")
+_SHAPE = re.compile(r"(?P<family>[a-z0-9]+)-(?P<shape>standard|highmem|highcpu)-(?P<vcpus>\d{1,3})")
 
 
 def hourly_cost(machine_type: str | None) -> float | None:
@@ -46,7 +46,7 @@ def hourly_cost(machine_type: str | None) -> float | None:
     name = machine_type.rsplit("/", 1)[-1]
     if name in _SHARED_CORE:
         return _SHARED_CORE[name]
-    m = _SHAPE.match(name)
+    m = _SHAPE.fullmatch(name)
     if not m or m["family"] not in _RATES or (m["family"], m["shape"]) not in _MEMORY_PER_VCPU:
         return None
     vcpus = int(m["vcpus"])

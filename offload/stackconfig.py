@@ -73,15 +73,15 @@ WORKSTATION_DISK_SIZES = (10, 50, 100, 200, 500, 1000)
 HOST_KEYS_ACCEPTED = ("name", "host", "port", "user", "container", "workspace", "host_keys", "proxy_command")
 
 _DOMAIN_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_EMAIL = re.compile(rf"^[a-z0-9._%+-]{{1,64}}@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+$")
-_MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]{1,40}$")
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
-_PROJECT = re.compile(r"^(?:[a-z][-a-z0-9.]{0,61}:)?[a-z][-a-z0-9]{0,62}$")  # lenient: the API has the last word
-_ZONE = re.compile(r"^(?P<region>[a-z]+-[a-z]+[0-9]+)-[a-z]$")
-_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
-_NETWORK_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.:-]{0,1000}$")
-_NAME_PREFIX = re.compile(r"^[a-z][-a-z0-9]{4,22}[a-z0-9]$")
-_PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")
+_EMAIL = re.compile(rf"[a-z0-9._%+-]{{1,64}}@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+")
+_MACHINE_TYPE = re.compile(r"[a-z][a-z0-9]*-[a-z0-9-]{1,40}")
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
+_PROJECT = re.compile(r"(?:[a-z][-a-z0-9.]{0,61}:)?[a-z][-a-z0-9]{0,62}")  # lenient: the API has the last word
+_ZONE = re.compile(r"(?P<region>[a-z]+-[a-z]+[0-9]+)-[a-z]")
+_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
+_NETWORK_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.:-]{0,1000}")
+_NAME_PREFIX = re.compile(r"[a-z][-a-z0-9]{4,22}[a-z0-9]")
+_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
 
 T = TypeVar("T")
 
@@ -273,7 +273,7 @@ def _provider(value: Any) -> ProviderType:
 
 def is_email(text: str) -> bool:
     """TEXT is an email address `offload:developer` accepts (after lowercasing)."""
-    return bool(_EMAIL.match(text.strip().lower()))
+    return bool(_EMAIL.fullmatch(text.strip().lower()))
 
 
 def _developer(value: Any) -> str:
@@ -281,7 +281,7 @@ def _developer(value: Any) -> str:
         raise ConfigError(f"{DEVELOPER} is required: the developer's email, such as dev@example.com; it names the "
                           "workers and chooses who is granted access")
     text = str(value).strip().lower()
-    if not _EMAIL.match(text):
+    if not _EMAIL.fullmatch(text):
         raise ConfigError(f"{DEVELOPER} must be an email address such as dev@example.com; got {value!r}")
     return text
 
@@ -296,7 +296,7 @@ def _project(value: Any, provider: ProviderType) -> str:
         raise ConfigError(f"{GCP_PROJECT} is required for provider {provider.value}: the Google Cloud project "
                           "id the workers live in (pulumi config set gcp:project PROJECT)")
     text = str(value).strip()
-    if not _PROJECT.match(text):
+    if not _PROJECT.fullmatch(text):
         raise ConfigError(f"{GCP_PROJECT} must be a Google Cloud project id such as my-project-123; got {text!r}")
     return text
 
@@ -306,13 +306,13 @@ def _location(values: Mapping[str, Any], provider: ProviderType) -> tuple[str | 
     zone = _opt_str(values, GCP_ZONE)
     region = _opt_str(values, GCP_REGION)
     if zone is not None:
-        m = _ZONE.match(zone)
+        m = _ZONE.fullmatch(zone)
         if not m:
             raise ConfigError(f"{GCP_ZONE} must be a Compute Engine zone such as us-west1-a; got {zone!r}")
         if region is not None and region != m["region"]:
             raise ConfigError(f"{GCP_REGION} {region!r} does not contain {GCP_ZONE} {zone!r}; set one of them")
         region = m["region"]
-    if region is not None and not _REGION.match(region):
+    if region is not None and not _REGION.fullmatch(region):
         raise ConfigError(f"{GCP_REGION} must be a Google Cloud region such as us-west1; got {region!r}")
     if provider in (ProviderType.GCE_COS, ProviderType.GCE_LINUX) and zone is None:
         raise ConfigError(f"{GCP_ZONE} is required for provider {provider.value}: the zone for the workers, "
@@ -327,7 +327,7 @@ def _network(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
     network = _opt_str(values, NETWORK)
     subnetwork = _opt_str(values, SUBNETWORK)
     for key, ref in ((NETWORK, network), (SUBNETWORK, subnetwork)):
-        if ref is not None and not _NETWORK_REF.match(ref):
+        if ref is not None and not _NETWORK_REF.fullmatch(ref):
             raise ConfigError(f"{key} must be a network name or resource path such as "
                               f"projects/PROJECT/global/networks/NAME; got {ref!r}")
     if (network is None) != (subnetwork is None):
@@ -367,7 +367,7 @@ def _match(values: Mapping[str, Any], key: str, default: str, pattern: re.Patter
     if _blank(value):
         return default
     text = str(value).strip() if isinstance(value, str) else value
-    if not isinstance(text, str) or not pattern.match(text):
+    if not isinstance(text, str) or not pattern.fullmatch(text):
         raise ConfigError(f"{key} must be {accepted}; got {value!r}")
     return text
 
@@ -428,7 +428,7 @@ def _workspace(value: Any) -> str | None:
     if _blank(value):
         return None
     text = str(value).strip()
-    if not _PATH.match(text) or "/../" in f"{text}/" or text == "/":
+    if not _PATH.fullmatch(text) or "/../" in f"{text}/" or text == "/":
         raise ConfigError(f"{WORKSPACE} must be an absolute path such as /srv/offload; got {value!r}")
     return text.rstrip("/")
 

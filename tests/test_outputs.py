@@ -79,6 +79,11 @@ def test_a_null_port_or_user_stays_null_for_the_runtime_to_take_from_ssh_config(
      "hourly_cost_usd must be a number"),
     ({"workers": [{"name": "w", "host": "h", "workspace": "/w", "idle_stop_minutes": "30"}]},
      "idle_stop_minutes must be a whole number of minutes or null"),
+    # A final newline does not end a name: each rule holds for the whole text.
+    ({"workers": [{"name": "w\n", "host": "h", "workspace": "/w"}]}, "workers[].name must be"),
+    ({"workers": [{"name": "w", "host": "h\n", "workspace": "/w"}]}, "host must be a hostname"),
+    ({"workers": [{"name": "w", "host": "h", "workspace": "/w", "user": "u\n"}]}, "user must be a login name"),
+    ({"workers": [{"name": "w", "host": "h", "workspace": "/w", "container": "c\n"}]}, "container must be"),
 ])
 def test_bad_outputs_name_the_field(change: dict, message: str) -> None:
     data = dict(CONTRACT_EXAMPLE, **change)

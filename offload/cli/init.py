@@ -24,9 +24,9 @@ from offload.errors import ConfigError, UsageError
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord, fingerprint
 from offload.stackconfig import is_email
 
-_STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_HOST_SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)(?::(?P<port>\d{1,5}))?$")
-_PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._/:+-]*$")
+_STACK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_HOST_SPEC = re.compile(r"(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)(?::(?P<port>\d{1,5}))?")
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._/:+-]*")
 _CLOUD = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION)
 
 
@@ -135,7 +135,7 @@ def init(
 
     stack_name = stack or default_stack_name(email or (values["offload:hosts"][0]["name"] if kind is ProviderType.SSH
                                                        else ""))
-    if not _STACK.match(stack_name):
+    if not _STACK.fullmatch(stack_name):
         raise UsageError(f"--stack must be letters, digits, '.', '_' or '-'; got {stack_name!r}")
     _validate(values)
     where = _stack_dir(project_dir)
@@ -272,7 +272,7 @@ def _gcloud_properties(env: Mapping[str, str]) -> dict[tuple[str, str], str]:
             name = (base / "active_config").read_text().strip()
         except OSError:
             name = "default"
-    if not re.match(r"^[a-z][-a-z0-9]*$", name or ""):
+    if not re.fullmatch(r"[a-z][-a-z0-9]*", name or ""):
         return {}
     parser = configparser.ConfigParser(interpolation=None)
     try:
@@ -298,13 +298,13 @@ def parse_host(spec: str, index: int, workspace: str | None) -> dict[str, Any]:
     """USER@HOST[:PORT] -> an `offload:hosts` entry; the name is the host's first label (or ssh-INDEX)."""
     import getpass
 
-    m = _HOST_SPEC.match(spec.strip())
+    m = _HOST_SPEC.fullmatch(spec.strip())
     if not m:
         raise ConfigError(f"--host must be USER@HOST[:PORT]; got {spec!r}")
     host = m["host"].strip("[]")
     user = m["user"] or getpass.getuser()
     first = host.split(".", 1)[0]
-    name = first if re.match(r"^[A-Za-z][A-Za-z0-9-]{0,62}$", first) and not host.replace(".", "").isdigit() \
+    name = first if re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,62}", first) and not host.replace(".", "").isdigit() \
         else f"ssh-{index}"
     return {"name": name, "host": host, "port": int(m["port"] or 22), "user": user,
             "workspace": workspace or ("/root/offload" if user == "root" else f"/home/{user}/offload")}
@@ -365,7 +365,7 @@ def _scalar(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     text = str(value)
-    if _PLAIN.match(text):
+    if _PLAIN.fullmatch(text):
         import yaml
 
         if yaml.safe_load(text) == text:

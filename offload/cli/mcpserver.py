@@ -61,7 +61,7 @@ def allowed_env(flags: Iterable[str], setting: str | None) -> frozenset[str]:
             name = raw.strip()
             if not name and source == ALLOW_ENV:
                 continue  # "A,B," or an empty setting
-            if not ENV_NAME.match(name):
+            if not ENV_NAME.fullmatch(name):
                 raise UsageError(f"{source} takes environment variable names (letters, digits and '_'); got {raw!r}")
             try:
                 validate_env({name: ""})

@@ -29,7 +29,7 @@ BLOCK_BEGIN = "# >>> offload: managed by `offload ssh-config --install` >>>"
 BLOCK_END = "# <<< offload <<<"
 SERVER_ALIVE_INTERVAL = 30
 SERVER_ALIVE_COUNT_MAX = 4
-_SAFE = re.compile(r"^[A-Za-z0-9@%+=:,./_~-]+$")
+_SAFE = re.compile(r"[A-Za-z0-9@%+=:,./_~-]+")
 
 
 @app.command("ssh-config", epilog="Exit codes: 0 ok, 2 usage or configuration error.")
@@ -149,7 +149,7 @@ def _path_value(path: Path) -> str:
     if "\n" in text or '"' in text:
         raise ConfigError(f"cannot use {text!r} in ssh_config: it contains a newline or a double quote")
     text = text.replace("%", "%%")
-    return text if _SAFE.match(text) else f'"{text}"'
+    return text if _SAFE.fullmatch(text) else f'"{text}"'
 
 
 def _write_private(path: Path, text: str) -> None:

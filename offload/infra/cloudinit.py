@@ -44,7 +44,7 @@ LINUX_PACKAGES = ("git", "tmux", "rsync", "ca-certificates")
 APT_ATTEMPTS = 20
 APT_RETRY_SECONDS = 15
 
-_UNIT_VALUE = re.compile(r"^[A-Za-z0-9._/:@+-]+$")
+_UNIT_VALUE = re.compile(r"[A-Za-z0-9._/:@+-]+")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def _env(**values: str | int) -> str:
     lines = []
     for key, value in values.items():
         text = str(value)
-        if not _UNIT_VALUE.match(text):
+        if not _UNIT_VALUE.fullmatch(text):
             raise ConfigError(f"cannot pass {key}={text!r} to the worker's boot units: only letters, digits and "
                               "._/:@+- are allowed")
         lines.append(f"Environment={key}={text}")

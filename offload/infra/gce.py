@@ -39,7 +39,7 @@ PUBLIC_REGISTRY_PROJECTS = ("cloud-workstations-images",)
 _ARTIFACT_REGISTRY = re.compile(r"^(?P<location>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[^/]+)/(?P<repo>[^/@:]+)/")
 _GCR = re.compile(r"^(?P<host>(?:(?P<multi>us|eu|asia)\.)?gcr\.io)/(?P<project>[^/]+)/")
 _GCR_LOCATIONS = {"us": "us", "eu": "europe", "asia": "asia", None: "us"}
-_ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class GceWorkersArgs:
     protect_data_disk: bool = True
 
     def __post_init__(self) -> None:
-        if not _ZONE.match(self.zone):
+        if not _ZONE.fullmatch(self.zone):
             raise ConfigError(f"zone must be a Compute Engine zone such as us-west1-a; got {self.zone!r}")
         check_shape(self.workers, self.idle_stop_minutes)
         if not 10 <= self.data_disk_gb <= 65536:

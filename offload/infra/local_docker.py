@@ -19,7 +19,7 @@ from offload.outputs import WorkerRecord
 from offload.paths import cache_dir
 from offload.worker.container import ENTRYPOINT, RESTART, WorkerContainer
 
-_PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")
+_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
 
 
 def default_workspace_root() -> str:
@@ -40,7 +40,7 @@ class LocalDockerArgs:
     def __post_init__(self) -> None:
         check_shape(self.workers, 0)
         root = (self.workspace_root or default_workspace_root()).rstrip("/")
-        if not _PATH.match(root) or "/../" in f"{root}/":
+        if not _PATH.fullmatch(root) or "/../" in f"{root}/":
             raise ConfigError(f"the workspace root must be an absolute path; got {root!r}")
         object.__setattr__(self, "workspace_root", root)
 

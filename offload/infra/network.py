@@ -48,12 +48,12 @@ class NetworkArgs:
         return network_project(self.existing_network) or self.project
 
 
-_NETWORK_PROJECT = re.compile(r"^(?:https://[^/]+/compute/v1/)?projects/(?P<project>[^/]+)/global/networks/[^/]+$")
+_NETWORK_PROJECT = re.compile(r"(?:https://[^/]+/compute/v1/)?projects/(?P<project>[^/]+)/global/networks/[^/]+")
 
 
 def network_project(network: str | None) -> str | None:
     """The project named in a network's resource path; None for a bare name (the stack's own project)."""
-    m = _NETWORK_PROJECT.match(network or "")
+    m = _NETWORK_PROJECT.fullmatch(network or "")
     return m["project"] if m else None
 
 

@@ -19,8 +19,8 @@ from offload.worker.scripts import worker_script
 
 LAUNCHED = "offload-launched"  # first word of the line the script prints when the job has started
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_META_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_META_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # What the meta keeps of values that are only shown (status, check): a command job's command (JSON-encoded; the
 # task's cmd file has all of it) and the branch or --ref a job ran.
 META_COMMAND_BYTES = 2048
@@ -30,7 +30,7 @@ _RESULT_KEY = re.compile(r"[0-9a-f]{64,128}")
 # tmux finds its server through TMUX*, IFS would change how the runner reads its files, offload sets the
 # OFFLOAD_* ones for every task, and graph.sh keeps its own variables to names starting with '_' (a variable
 # imported from the environment stays exported, so a clash would change what the task sees).
-_RESERVED_ENV = re.compile(r"^(TMUX.*|IFS|_.*|OFFLOAD_(JOB|JOB_DIR|WORKTREE|TASK))$")
+_RESERVED_ENV = re.compile(r"(TMUX.*|IFS|_.*|OFFLOAD_(JOB|JOB_DIR|WORKTREE|TASK))")
 
 
 class LaunchExit(IntEnum):
@@ -63,9 +63,9 @@ def heredoc(path_expr: str, text: str, otherwise: str = "") -> str:
 
 def validate_env(env: Mapping[str, str]) -> None:
     for name, value in env.items():
-        if not isinstance(name, str) or not ENV_NAME.match(name):
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
             raise UsageError(f"invalid environment variable name {name!r}: use letters, digits and '_'")
-        if _RESERVED_ENV.match(name):
+        if _RESERVED_ENV.fullmatch(name):
             raise UsageError(f"environment variable {name} cannot be passed to a job: offload's runner needs it")
         if not isinstance(value, str) or "\0" in value:
             raise UsageError(f"environment variable {name} must be text without NUL characters")
@@ -73,7 +73,7 @@ def validate_env(env: Mapping[str, str]) -> None:
 
 def validate_meta(meta: Mapping[str, str]) -> None:
     for key, value in meta.items():
-        if not isinstance(key, str) or not _META_KEY.match(key):
+        if not isinstance(key, str) or not _META_KEY.fullmatch(key):
             raise UsageError(f"invalid job meta key {key!r}: use lowercase letters, digits and '_'")
         if not isinstance(value, str) or _CONTROL.search(value):
             raise UsageError(f"job meta {key!r} must be one line of text without control characters")

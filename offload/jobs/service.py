@@ -606,7 +606,7 @@ def resolve_env(names: Sequence[str], environ: Mapping[str, str], *,
         refuse_env(names, allowed)
     out: dict[str, str] = {}
     for name in names:
-        if not ENV_NAME.match(name):
+        if not ENV_NAME.fullmatch(name):
             raise UsageError(f"--env takes a variable name, got {name!r}",
                              hint="set the variable locally and pass only its name")
         if name not in environ:
@@ -626,11 +626,11 @@ def refuse_env(names: Sequence[str], allowed: Collection[str]) -> None:
         return
 
     def said(name: str) -> str:  # an agent's text, shown short and on one line
-        return name if ENV_NAME.match(name) and len(name) <= 64 else repr(name[:60] + ("…" if len(name) > 60 else ""))
+        return name if ENV_NAME.fullmatch(name) and len(name) <= 64 else repr(name[:60] + ("…" if len(name) > 60 else ""))
 
     shown = ", ".join(said(n) for n in refused[:8])
     more = f" and {len(refused) - 8} more" if len(refused) > 8 else ""
-    example = refused[0] if ENV_NAME.match(refused[0]) and len(refused[0]) <= 64 else "NAME"
+    example = refused[0] if ENV_NAME.fullmatch(refused[0]) and len(refused[0]) <= 64 else "NAME"
     raise UsageError(f"env: {shown}{more} {'is' if len(refused) == 1 else 'are'} not allowed; the user allowed "
                      f"{', '.join(sorted(allowed)) or 'none'}",
                      hint=f"the user allows one by starting the server as `offload mcp --allow-env {example}`, "

@@ -29,8 +29,8 @@ __all__ = ["ComputeApi", "InstanceInfo", "hourly_cost", "ENDPOINT_ENV", "ADC_HIN
 ENDPOINT_ENV = "OFFLOAD_COMPUTE_ENDPOINT"
 ADC_HINT = "run `gcloud auth application-default login`"
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 # "GET https://compute.googleapis.com/...: The resource ... was not found" -> the part after the URL.
 _HTTP_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ")
 
@@ -286,7 +286,7 @@ def label_filter(labels: Mapping[str, str]) -> str:
     """A Compute list filter matching every label in LABELS: `labels.k = "v" AND ...`."""
     terms = []
     for key, value in sorted(labels.items()):
-        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+        if not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(value):
             raise ConfigError(f"label {key}={value!r} is not a valid GCE label (lowercase letters, digits, '_', '-')")
         terms.append(f'labels.{key} = "{value}"')
     return " AND ".join(terms)

@@ -31,8 +31,8 @@ ENDPOINT_ENV = "OFFLOAD_OSLOGIN_ENDPOINT"
 ADC_HINT = "run `gcloud auth application-default login` as the stack's developer"
 # The scope OS Login's own clients ask for; enough to read a profile and import a key, nothing else.
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-_EMAIL = re.compile(r"^[^\s/@]+@[^\s/@]+$")
-_USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
+_EMAIL = re.compile(r"[^\s/@]+@[^\s/@]+")
+_USERNAME = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class OsLoginApi:
     """One developer's OS Login profile, as seen from one project."""
 
     def __init__(self, email: str, project: str | None = None, *, timeout: float = 30.0) -> None:
-        if not _EMAIL.match(email or ""):
+        if not _EMAIL.fullmatch(email or ""):
             raise ConfigError(f"OS Login needs the developer's email; got {email!r}")
         self.email = email
         self.project = project
@@ -100,7 +100,7 @@ class OsLoginApi:
             (a for a in accounts if self.project and a.account_id == self.project), None) or (
             accounts[0] if accounts else None)
         username = chosen.username if chosen is not None else None
-        if username is not None and not _USERNAME.match(username):
+        if username is not None and not _USERNAME.fullmatch(username):
             raise CloudApiError(self.email, f"OS Login gave {self.email} the login name {username!r}, which is not "
                                             "a POSIX user name offload can use")
         keys = tuple(k.key for k in profile.ssh_public_keys.values() if k.key)

@@ -10,9 +10,9 @@ from offload.outputs import WorkerRecord
 
 # Close to GCE's naming rules but not stricter than the API is about short names; '%' in particular must
 # never appear, since ssh expands %-tokens in ProxyCommand.
-_INSTANCE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
-_PROJECT = re.compile(r"^(?:[a-z][-a-z0-9.]{0,61}:)?[a-z][-a-z0-9]{0,61}$")
-_ZONE = re.compile(r"^[a-z][-a-z0-9]{0,62}$")
+_INSTANCE = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_PROJECT = re.compile(r"(?:[a-z][-a-z0-9.]{0,61}:)?[a-z][-a-z0-9]{0,61}")
+_ZONE = re.compile(r"[a-z][-a-z0-9]{0,62}")
 
 
 def iap_proxy_command(worker: WorkerRecord) -> str:
@@ -23,7 +23,7 @@ def iap_proxy_command(worker: WorkerRecord) -> str:
         if not value:
             raise ConfigError(f"worker {worker.name!r} has no {key} in the stack outputs, so it cannot be "
                               f"reached through IAP")
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise ConfigError(f"worker {worker.name!r} has an invalid GCE {key} {value!r}")
     q = shlex.quote
     return (f"gcloud compute start-iap-tunnel {q(worker.instance or '')} %p --listen-on-stdin "

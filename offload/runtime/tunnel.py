@@ -23,7 +23,7 @@ from offload.errors import ConfigError, OffloadError, WorkerUnreachable
 
 _ANNOUNCED = re.compile(rb"port \[(\d+)\]")
 # GCP resource ids; never '%', which ssh would expand in a ProxyCommand.
-_RESOURCE = re.compile(r"^[a-z][-a-z0-9.:]{0,99}$")
+_RESOURCE = re.compile(r"[a-z][-a-z0-9.:]{0,99}")
 START_TIMEOUT = 60.0
 
 
@@ -38,7 +38,7 @@ def workstation_tunnel_argv(workstation: str, port: int, *, project: str, region
 def workstation_proxy_command(project: str, region: str, cluster: str, config: str) -> str:
     """The ProxyCommand that reaches port %p of workstation %h through its tunnel: this Python, this module."""
     for key, value in (("project", project), ("region", region), ("cluster", cluster), ("config", config)):
-        if not _RESOURCE.match(value):
+        if not _RESOURCE.fullmatch(value):
             raise ConfigError(f"invalid workstation {key} {value!r} in the stack outputs")
     argv = [sys.executable, "-m", "offload.runtime.tunnel", "workstation", f"--project={project}",
             f"--region={region}", f"--cluster={cluster}", f"--config={config}"]

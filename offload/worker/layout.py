@@ -55,13 +55,13 @@ META_VALUE_BYTES = 4096
 META_READ_BYTES = 16384
 
 # Ids reach tmux, paths and refs: only inert characters. `sh/lib.sh` (is_id) applies the same rule.
-ID_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+ID_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 JOB_REF_PREFIX = "refs/offload/jobs/"
 
 
 def validate_id(value: object, what: str = "job id") -> str:
     """VALUE if it is a valid job, task or playbook id, else a one-line UsageError naming WHAT."""
-    if not isinstance(value, str) or not ID_RULE.match(value):
+    if not isinstance(value, str) or not ID_RULE.fullmatch(value):
         raise UsageError(f"invalid {what} {value!r}: use 1-63 letters, digits, '_' or '-', starting with a letter "
                          "or digit")
     return value

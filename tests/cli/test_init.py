@@ -192,6 +192,13 @@ def test_local_needs_no_stack_file(cli: RunCli, tmp_path: Path) -> None:
     assert not (tmp_path / "stacks").exists()
 
 
+def test_a_stack_name_with_a_trailing_newline_is_refused(cli: RunCli, tmp_path: Path) -> None:
+    r = cli("init", "--provider", "gce-cos", "--project", "my-proj-123", "--zone", "us-west1-b",
+            "--developer", "dev@example.com", "--stack", "dev\n", "--dir", str(tmp_path), "--yes")
+    assert (r.exit_code, r.stderr) == (2, "offload: --stack must be letters, digits, '.', '_' or '-'; got 'dev\\n'\n")
+    assert not (tmp_path / "stacks").exists()
+
+
 def test_values_that_need_quoting_round_trip() -> None:
     text = init_cmd.render_stack_file("s", init_cmd.ProviderType.SSH, {
         "offload:provider": "ssh", "offload:developer": "dev@example.com",

@@ -44,6 +44,7 @@ def test_iap_proxy_command_is_exact() -> None:
     ("zone", "us-west1-a; rm -rf ~", "worker 'w' has an invalid GCE zone 'us-west1-a; rm -rf ~'"),
     ("project", "p%h", "worker 'w' has an invalid GCE project 'p%h'"),
     ("instance", "$(reboot)", "worker 'w' has an invalid GCE instance '$(reboot)'"),
+    ("zone", "us-west1-a\n", "worker 'w' has an invalid GCE zone 'us-west1-a\\n'"),
 ])
 def test_iap_proxy_command_refuses_what_is_not_a_gce_name(field: str, value: str | None, message: str) -> None:
     fields = {"instance": "offload-dev-0", "project": "my-proj-1", "zone": "us-west1-a", field: value}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -149,6 +150,20 @@ def test_hostile_job_id_is_rejected(sshd_worker: SshdWorker, repo: Path, tmp_pat
     for bad in ["a'b", "x$(touch /tmp/pwned)", "a;b", "a\nb", "-rf"]:
         p = offload("run", "--outputs", str(out), "--job", bad, "--", "true", cwd=repo, key=sshd_worker.key_path)
         assert p.returncode == 2 and "invalid job id" in stderr_line(p)
+
+
+def test_a_job_id_with_a_trailing_newline_is_refused_before_anything_is_dialled(
+        sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
+    """`$` before a final newline is no end of the id: the refusal comes from offload itself, not from the worker's
+    shell after a sync."""
+    out = _outputs(tmp_path, sshd_worker)
+    before = sshd_worker.accepted_count()
+    p = offload("run", "--outputs", str(out), "--job", "nl1\n", "--", "true", cwd=repo, key=sshd_worker.key_path)
+    assert (p.returncode, stderr_line(p)) == (2, "offload: invalid job id 'nl1\\n': use 1-63 letters, digits, '_' "
+                                                 "or '-', starting with a letter or digit")
+    assert sshd_worker.accepted_count() == before, "no SSH login"
+    agent = json.loads(offload("agent", "status", "--json", cwd=repo).stdout)
+    assert not agent["running"], "no connection agent was started to dial it either"
 
 
 def test_hostile_command_text_is_inert(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:

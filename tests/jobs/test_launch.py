@@ -148,14 +148,14 @@ def test_hostile_job_ids_rejected(job: str) -> None:
 
 @pytest.mark.parametrize("env", [{"A-B": "x"}, {"1A": "x"}, {"A B": "x"}, {"$(x)": "x"}, {"": "x"},
                                  {"TMUX": "x"}, {"TMUX_TMPDIR": "/x"}, {"IFS": "x"}, {"A": "x\0y"},
-                                 {"_got": "x"}, {"OFFLOAD_TASK": "x"}])
+                                 {"_got": "x"}, {"OFFLOAD_TASK": "x"}, {"A\n": "x"}, {"TMUX\n": "x"}])
 def test_bad_env_rejected(env: dict[str, str]) -> None:
     with pytest.raises(UsageError):
         launch_script(JobPaths("/w", "j"), Playbook.single("true"), env=env, meta={})
 
 
 @pytest.mark.parametrize("meta", [{"Repo": "x"}, {"a-b": "x"}, {"a=b": "x"}, {"repo": "a\nb"}, {"repo": "a\tb"},
-                                  {"repo": "a\rb"}, {"repo": "x" * (META_VALUE_BYTES + 1)}])
+                                  {"repo": "a\rb"}, {"repo": "x" * (META_VALUE_BYTES + 1)}, {"repo\n": "x"}])
 def test_bad_meta_rejected(meta: dict[str, str]) -> None:
     with pytest.raises(UsageError):
         launch_script(JobPaths("/w", "j"), Playbook.single("true"), env={}, meta=meta)

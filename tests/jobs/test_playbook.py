@@ -40,7 +40,7 @@ playbooks:
         when: always
 """
 
-HOSTILE_NAMES = ["a;b", "$(touch x)", "a b", "-x", "_x", "a\nb", "`x`", "", "é", "a/b", "..", "a" * 64, "x'y"]
+HOSTILE_NAMES = ["a;b", "$(touch x)", "a b", "-x", "_x", "a\nb", "nl1\n", "`x`", "", "é", "a/b", "..", "a" * 64, "x'y"]
 
 
 def test_valid_file(tmp_path: Path) -> None:

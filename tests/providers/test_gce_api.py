@@ -127,6 +127,9 @@ def test_label_filter_refuses_what_is_not_a_label() -> None:
     assert label_filter({}) == ""
     with pytest.raises(ConfigError):
         label_filter({"owner": 'x" OR name = "y'})
+    for key, value in (("owner\n", "x"), ("owner", "x\n")):
+        with pytest.raises(ConfigError):
+            label_filter({key: value})
 
 
 def test_host_keys_come_from_guest_attributes(compute_fake: ComputeFake) -> None:
@@ -206,6 +209,7 @@ def test_for_worker_needs_instance_project_and_zone() -> None:
     ("e2-medium", 0.033503),
     ("m1-megamem-96", None),
     ("custom-4-16384", None),
+    ("e2-standard-4\n", None),
     (None, None),
 ])
 def test_hourly_cost(machine_type: str | None, cost: float | None) -> None:

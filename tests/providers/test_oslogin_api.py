@@ -63,3 +63,5 @@ def test_an_unusable_login_name_is_refused(oslogin_fake: OsLoginFake) -> None:
 def test_the_email_is_checked_before_any_call() -> None:
     with pytest.raises(ConfigError):
         OsLoginApi("users/../x", "p")
+    with pytest.raises(ConfigError):
+        OsLoginApi("dev@example.com\n", "p")
