@@ -11,9 +11,10 @@ import re
 import secrets
 import shlex
 from collections.abc import Mapping
-from enum import IntEnum
+
 from offload.errors import UsageError
 from offload.jobs.playbook import Playbook
+from offload.worker.exits import LaunchExit
 from offload.worker.layout import META_VALUE_BYTES, JobPaths, validate_id
 from offload.worker.scripts import worker_script
 
@@ -31,17 +32,6 @@ _RESULT_KEY = re.compile(r"[0-9a-f]{64,128}")
 # OFFLOAD_* ones for every task, and graph.sh keeps its own variables to names starting with '_' (a variable
 # imported from the environment stays exported, so a clash would change what the task sees).
 _RESERVED_ENV = re.compile(r"(TMUX.*|IFS|_.*|OFFLOAD_(JOB|JOB_DIR|WORKTREE|TASK))")
-
-
-class LaunchExit(IntEnum):
-    """Exit codes of the launch script."""
-
-    OK = 0
-    FAILED = 1  # anything else; the message is on stderr
-    JOB_EXISTS = 17  # the job directory, or a tmux server for this job, already exists
-    NO_WORKTREE = 18  # the worktree the sync step should have made is missing
-    NO_TMUX = 19  # tmux is not installed where the job runs
-    TMUX_FAILED = 20  # tmux could not start the job's session
 
 
 def heredoc(path_expr: str, text: str, otherwise: str = "") -> str:
@@ -109,6 +99,7 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
     # Paths are written out literally (quoted) wherever they are used: the job's environment is exported into
     # this same shell, so no shell variable can be trusted to still hold a path after the exports.
     job_dir, worktree = q(paths.job_dir), q(paths.worktree)
+    abort = f"abort {LaunchExit.FAILED}"  # a failure once the job directory exists: it goes again
     lines = [
         "set -u",
         # The job's files are private; its tmux server (so the runner, the tasks and the checkout) gets the
@@ -126,28 +117,28 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
         f"mkdir -m 700 {job_dir} || die {LaunchExit.JOB_EXISTS} {q(f'cannot create the directory of job {job}')}",
         # From here on a failure must not leave a half-written job behind.
         f"abort() {{ rm -rf {job_dir}; die \"$@\"; }}",
-        f"mkdir {job_dir}/tasks || abort 1 'cannot write the job directory'",
+        f"mkdir {job_dir}/tasks || {abort} 'cannot write the job directory'",
         # The boot it started in: after a reboot, the pids it records name other processes.
         f"cat /proc/sys/kernel/random/boot_id > {job_dir}/boot 2>/dev/null || rm -f {job_dir}/boot",
-        heredoc(f"{job_dir}/graph.sh", worker_script("graph.sh"), "abort 1 'cannot write graph.sh'").rstrip("\n"),
+        heredoc(f"{job_dir}/graph.sh", worker_script("graph.sh"), f"{abort} 'cannot write graph.sh'").rstrip("\n"),
         heredoc(f"{job_dir}/meta", "".join(f"{k}={v}\n" for k, v in meta.items()),
-                "abort 1 'cannot write meta'").rstrip("\n"),
+                f"{abort} 'cannot write meta'").rstrip("\n"),
     ]
     if result_key is not None:
         # printf is a builtin: the key is in no argv. The umask is 077 here.
-        lines.append(f"printf '%s\\n' {result_key} > {job_dir}/result-key || abort 1 'cannot write the job directory'")
+        lines.append(f"printf '%s\\n' {result_key} > {job_dir}/result-key || {abort} 'cannot write the job directory'")
     for task in playbook.tasks:
         task_dir = q(paths.task_dir(task.name))
         lines += [
-            f"mkdir {task_dir} || abort 1 'cannot write the job directory'",
-            heredoc(f"{task_dir}/cmd", task.run, "abort 1 'cannot write a task'").rstrip("\n"),
+            f"mkdir {task_dir} || {abort} 'cannot write the job directory'",
+            heredoc(f"{task_dir}/cmd", task.run, f"{abort} 'cannot write a task'").rstrip("\n"),
             (f"printf '%s\\n' {' '.join(q(n) for n in task.needs)} > {task_dir}/needs" if task.needs
-             else f": > {task_dir}/needs") + " || abort 1 'cannot write a task'",
-            f"printf '%s\\n' {q(task.when.value)} > {task_dir}/when || abort 1 'cannot write a task'",
+             else f": > {task_dir}/needs") + f" || {abort} 'cannot write a task'",
+            f"printf '%s\\n' {q(task.when.value)} > {task_dir}/when || {abort} 'cannot write a task'",
         ]
     # tasks.list is written last: graph.sh takes a directory without it for one that is not a job.
     lines.append(f"printf '%s\\n' {' '.join(q(t.name) for t in playbook.tasks)} > {job_dir}/tasks.list "
-                 "|| abort 1 'cannot write tasks.list'")
+                 f"|| {abort} 'cannot write tasks.list'")
     lines += [f"export {name}={q(value)}" for name, value in env.items()]
     lines.append(f"export OFFLOAD_JOB={q(job)} OFFLOAD_JOB_DIR={job_dir} OFFLOAD_WORKTREE={worktree}")
     # The session's command is constant text: the paths reach it through the server's environment.
@@ -158,7 +149,7 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
         # The tmux server and the runner outlive the launch (they linger for `offload attach`) and keep the
         # directory they start in: the job's own, not wherever the caller was (its repository, on the local
         # worker). Each task enters its worktree itself.
-        f"cd {job_dir} || abort 1 {q(f'cannot enter the directory of job {job}')}",
+        f"cd {job_dir} || {abort} {q(f'cannot enter the directory of job {job}')}",
         f"runner=$(SHELL=/bin/sh tmux -f /dev/null -L {q(paths.tmux_socket)} new-session -d -s {q(job)} "
         f"-n offload -x 200 -y 50 -P -F '#{{pane_pid}}' {q(runner)} </dev/null) "
         f"|| abort {LaunchExit.TMUX_FAILED} {q(f'tmux could not start the session of job {job}')}",
@@ -167,7 +158,7 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
         f"case $runner in ''|*[!0-9]*) ;; *) {{ (umask 077 && printf '%s\\n' \"$runner\" > {job_dir}/runner.pid.tmp) "
         f"&& mv -f {job_dir}/runner.pid.tmp {job_dir}/runner.pid; }} 2>/dev/null || "
         f"{{ tmux -f /dev/null -L {q(paths.tmux_socket)} kill-server </dev/null >/dev/null 2>&1; "
-        f"abort 1 {q(f'cannot write the state of job {job}')}\"$(df -Pk {job_dir} 2>/dev/null | "
+        f"{abort} {q(f'cannot write the state of job {job}')}\"$(df -Pk {job_dir} 2>/dev/null | "
         "awk 'NR == 2 && $4 < 64 {print \": no space left on the worker (\" $4 \" KB free)\"}')\"; } ;; esac",
         f"printf '%s %s %s\\n' {q(LAUNCHED)} {q(job)} \"$runner\"",
     ]

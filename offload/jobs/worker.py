@@ -15,6 +15,7 @@ from offload.jobs.state import (Disk, JobStatus, State, Survivor, attach_probe_a
                                 parse_clean, parse_disk, parse_log_frames, parse_status, read_logs_argv,
                                 result_argv, status_argv)
 from offload.providers import Snapshot, WorkerProvider, check
+from offload.worker.exits import AttachProbeExit, GetExit, LogExit, ResultExit
 from offload.worker.layout import DEFAULT_KEEP_JOBS, DEFAULT_WARM_WORKTREES, JobPaths, validate_id
 
 RECONNECT_TIMEOUT = 300.0
@@ -130,7 +131,7 @@ class WorkerJobs:
             sink(chunk)
 
         def stream_rest() -> int:
-            if self.provider.stream(log_argv(paths, task, position, follow=True), counted) == 3:
+            if self.provider.stream(log_argv(paths, task, position, follow=True), counted) == LogExit.NO_TASK:
                 raise self._not_found(f"no task {task} in job {job_id}")
             return position
 
@@ -227,18 +228,19 @@ class WorkerJobs:
         thin pack of what the result needs beyond HAVES."""
         out = io.BytesIO()
         code = self.provider.stream(result_argv(self.provider.workspace, job_id, haves), out.write)
-        if code == 5:
+        if code == ResultExit.NO_JOB:
             raise self._not_found(f"no job {job_id}")
-        if code == 6:
+        if code == ResultExit.NOT_ENDED:
             raise JobRunning(f"job {job_id} has not ended; its result is recorded when it does",
                              hint=f"wait with `offload logs {job_id} -f`")
-        if code == 7:
+        if code == ResultExit.NO_RESULT:
             raise OffloadError(f"job {job_id} on worker {self.worker} has no result: it ended without one, and "
                                "its worktree has been used by another job since")
         data = out.getvalue()
         header, _, pack = data.partition(b"\n")
         fields = header.decode("utf-8", "replace").split("\t")
-        if code != 0 or len(fields) != 4 or fields[0] != "result" or not re.fullmatch(r"[0-9a-f]{40,64}", fields[1]):
+        if (code != ResultExit.OK or len(fields) != 4 or fields[0] != "result"
+                or not re.fullmatch(r"[0-9a-f]{40,64}", fields[1])):
             raise OffloadError(f"cannot read the result of job {job_id} from worker {self.worker} (exit {code})")
         return fields[1], "" if fields[2] == "-" else fields[2], fields[3], pack
 
@@ -248,14 +250,14 @@ class WorkerJobs:
         code = self.provider.stream(get_argv(self.provider.workspace, job_id, paths, missing_ok=missing_ok),
                                     sink, stderr=errors.write)
         said = errors.getvalue().decode("utf-8", "replace").strip().splitlines()
-        if code == 5:
+        if code == GetExit.NO_JOB:
             raise self._not_found(f"no job {job_id}")
-        if code == 8:
+        if code == GetExit.WORKTREE_GONE:
             raise OffloadError(f"the files of job {job_id} are gone: another job has used its worktree since",
                                hint=f"its result is kept: `offload pull {job_id}`")
-        if code == 9:
+        if code == GetExit.PATH_REFUSED:
             raise UsageError(said[-1].removeprefix("offload: ") if said else "a path was refused")
-        if code != 0:
+        if code != GetExit.OK:
             raise OffloadError(f"cannot copy files of job {job_id} from worker {self.worker}: "
                                f"{said[-1] if said else f'exit {code}'}")
 
@@ -268,7 +270,7 @@ class WorkerJobs:
             names = [t.name for t in self.job(job_id).tasks]
             task = names[0] if len(names) == 1 else None
         probe = self.provider.exec(attach_probe_argv(paths, task), timeout=30)
-        if probe.exit_code == 9:
+        if probe.exit_code == AttachProbeExit.NO_SESSION:
             raise JobNotFound(f"job {job_id} has no live tmux session on worker {self.worker}",
                               hint=f"its output stays available: `offload logs {job_id}`")
         argv = ["tmux", "-L", paths.tmux_socket, "attach-session", "-t", f"={job_id}"]

@@ -12,14 +12,12 @@ from offload.errors import JobExists, SyncError
 from offload.runtime.localgit import run_git
 from offload.runtime.snapshot import Snapshot, take_snapshot
 from offload.runtime.transport import Result, Transport
+from offload.worker.exits import ReceiveExit
 from offload.worker.layout import JobPaths
 from offload.worker.scripts import worker_script
 
 __all__ = ["Snapshot", "SyncStats", "build_pack", "push_snapshot", "take_snapshot"]
 
-# receive.sh exits with these when the worker lacks objects the pack builds on, and when the job exists.
-RC_MISSING_OBJECTS = 3
-RC_JOB_EXISTS = 4
 # A pack is kept as it comes (index-pack) from this many objects (git's own transfer.unpackLimit) or this many
 # bytes; a smaller one is unpacked into loose objects. unpack-objects holds each object in memory and compresses
 # it again; index-pack only reads it through.
@@ -88,13 +86,13 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
     result = _receive(transport, paths, snap, pack)
     stats.round_trips += 1
     stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
-    if result.exit_code == RC_MISSING_OBJECTS:
+    if result.exit_code == ReceiveExit.MISSING_OBJECTS:
         pack = build_pack(snap, worker_haves())
         result = _receive(transport, paths, snap, pack)
         stats.round_trips += 1
         stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
         stats.retried = True
-    if result.exit_code == RC_JOB_EXISTS:
+    if result.exit_code == ReceiveExit.JOB_EXISTS:
         raise JobExists(transport.worker, f"job {paths.job} already exists on worker {transport.worker}",
                         hint=f"pick another --job, or remove it with `offload clean {paths.job}`")
     if not result.ok:

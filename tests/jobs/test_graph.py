@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from offload.jobs.playbook import Playbook, Task, When
+from offload.worker.exits import GraphExit
 from offload.worker.scripts import worker_script
 from tests.jobs import conftest
 from tests.jobs.conftest import SH, WAIT, LocalWorker, read, tmux, tmux_alive, wait_for
@@ -118,7 +119,7 @@ def test_restarted_runner_does_not_rerun_tasks(worker: LocalWorker) -> None:
     # A second runner refuses while the first one lives.
     second = subprocess.run([SH, paths.graph_script, paths.job_dir, paths.worktree], capture_output=True,
                             text=True, timeout=WAIT, stdin=subprocess.DEVNULL)
-    assert second.returncode == 4
+    assert second.returncode == GraphExit.RUNNER_ALIVE
     assert f"already has a runner (pid {runner_pid})" in second.stderr
 
     os.kill(runner_pid, signal.SIGKILL)

@@ -14,9 +14,10 @@ import pytest
 
 from offload.errors import UsageError
 from offload.jobs import launch
-from offload.jobs.launch import LaunchExit, heredoc, launch_script
+from offload.jobs.launch import heredoc, launch_script
 from offload.jobs.playbook import Playbook, Task, When
 from offload.jobs.state import clean_argv, status_argv
+from offload.worker.exits import LaunchExit
 from offload.worker.layout import META_VALUE_BYTES, JobPaths
 from offload.worker.scripts import worker_script
 from tests.jobs.conftest import HOSTILE_DIR, LocalWorker, read, sh, wait_for

@@ -24,6 +24,7 @@ from offload.jobs.state import (
     parse_status,
     status_argv,
 )
+from offload.worker.exits import LogExit
 from offload.worker.layout import META_READ_BYTES, JobPaths
 from tests.jobs import conftest
 from offload.worker.scripts import library, worker_script
@@ -319,7 +320,7 @@ def test_log_once_and_errors(tmp_path: Path) -> None:
     assert script(argv + ["x"]).returncode == 2, "a limit is a number"
     assert script(argv[:-1] + ["follow", "3"]).returncode == 2, "a followed log takes no limit"
     missing = script(log_argv(paths, "nope", 0))
-    assert missing.returncode == 3
+    assert missing.returncode == LogExit.NO_TASK
     with pytest.raises(ValueError):
         log_argv(paths, "t", -1)
     with pytest.raises(ValueError):

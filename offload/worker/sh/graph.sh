@@ -10,6 +10,9 @@
 # Restarting the runner is safe: it never starts a task that has a state, and a second runner refuses to start
 # while the first is alive (runner.pid). A task whose process is gone without an exit code is marked failed.
 #
+# Exit 12: the job already has a live runner; 2: bad arguments, not a job directory, or no such task; 1: a state it
+# cannot write (offload/worker/exits.py: GraphExit).
+#
 # A state the runner cannot write (a full disk) ends the job: the runner starts nothing more, ends the job's tmux
 # server at once and exits. Readers then see the tasks that could not finish as failed (lib.sh: task_state).
 #
@@ -112,7 +115,7 @@ lock() {
 	get "$_job_dir/runner.pid"
 	if is_number "$_got" && [ "$_got" != "$$" ] && alive "$_got"; then
 		printf 'offload: job %s already has a runner (pid %s)\n' "$_job" "$_got" >&2
-		exit 4
+		exit 12
 	fi
 	put "$_job_dir/runner.pid" "$$" && return 0
 	printf 'offload: cannot write %s/runner.pid%s\n' "$_job_dir" "$(space_left "$_job_dir")" >&2

@@ -1,7 +1,7 @@
 # log.sh WORKSPACE JOB TASK OFFSET [follow|once [LIMIT]]: print the task's log from byte OFFSET on, each byte
 # exactly once. With `follow`, keep printing what is appended until the task has finished (or nobody is left who
 # could finish it) and the log is drained; with `once LIMIT`, print at most LIMIT bytes.
-# Exit 2: a bad offset, limit or task name; 3: no such task.
+# Exit 2: a bad offset, limit, job id or task name; 10: no such task; 1: anything else.
 set -u
 workspace=${1:?workspace}
 job=${2:?job}
@@ -23,7 +23,7 @@ if ! is_id "$job" || ! is_id "$task"; then
 fi
 job_paths "$workspace" "$job"
 log=$_p_dir/tasks/$task/log
-[ -d "$_p_dir/tasks/$task" ] || { printf 'offload: no task %s in job %s\n' "$task" "$job" >&2; exit 3; }
+[ -d "$_p_dir/tasks/$task" ] || { printf 'offload: no task %s in job %s\n' "$task" "$job" >&2; exit 10; }
 
 finished() {
 	job_begin "$_p_dir"
