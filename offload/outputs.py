@@ -31,6 +31,9 @@ _CORE_FIELDS = ("name", "host", "port", "user", "container", "workspace", "insta
 _OPTIONAL_TEXT = ("instance", "project", "zone", "proxy_command", "region", "workstation_cluster",
                   "workstation_config", "image", "machine_type")
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
+# One line: the type, the key and an optional comment, apart by spaces or tabs (as OpenSSH reads them).
+_HOST_KEY = re.compile(rf"[ \t]*({'|'.join(_KEY_TYPES)})[ \t]+([A-Za-z0-9+/]+=*)(?:[ \t][^\n]*)?")
+_WHOLE_NUMBERS = ("port", "idle_stop_minutes", "keep_jobs", "warm_worktrees")
 
 
 class ProviderType(str, Enum):
@@ -68,11 +71,11 @@ def validate_host_key(value: object, key: str) -> str:
     """A public host key line: '<type> <base64>' with an optional comment."""
     if not isinstance(value, str):
         raise ConfigError(f"{key} must be a public key line such as 'ssh-ed25519 AAAA...'; got {value!r}")
-    parts = value.split()
-    if len(parts) < 2 or parts[0] not in _KEY_TYPES or not re.fullmatch(r"[A-Za-z0-9+/]+=*", parts[1]):
+    m = _HOST_KEY.fullmatch(value)
+    if not m:
         raise ConfigError(f"{key} must be a public key line '<type> <base64>' with type one of "
                           f"{', '.join(_KEY_TYPES)}; got {value[:40]!r}")
-    return f"{parts[0]} {parts[1]}"
+    return f"{m[1]} {m[2]}"
 
 
 def fingerprint(key_line: str) -> str:
@@ -151,6 +154,10 @@ class WorkerRecord:
         if missing:
             raise ConfigError(f"workers[{index}] is missing {', '.join(missing)}")
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        for key_name in _WHOLE_NUMBERS:
+            v = values.get(key_name)
+            if isinstance(v, float) and v.is_integer():
+                values[key_name] = int(v)  # JSON has numbers, not integers: 22.0 is the whole number 22
         for key_name in ("user", "container", *_OPTIONAL_TEXT):
             if values.get(key_name) == "":
                 values[key_name] = None  # an empty string means "not set", as null does
@@ -191,8 +198,10 @@ class StackOutputs:
         if not isinstance(data, dict):
             raise ConfigError("stack outputs must be a JSON object with provider, developer and workers")
         provider = ProviderType.parse(data.get("provider"))
-        developer = data.get("developer") or ""
-        if not isinstance(developer, str):
+        developer = data.get("developer")
+        if developer is None:
+            developer = ""
+        elif not isinstance(developer, str):
             raise ConfigError(f"developer must be a string; got {developer!r}")
         workers = data.get("workers")
         if not isinstance(workers, list) or not workers:

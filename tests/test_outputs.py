@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import stat
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 
 from offload.errors import ConfigError
-from offload.outputs import ProviderType, StackOutputs, WorkerRecord, local_outputs
+from offload.outputs import SCHEMA_PATH, ProviderType, StackOutputs, WorkerRecord, local_outputs
 from offload.runtime.hostkeys import KnownHosts, host_id
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE9pOv8ZbVm7V0b1lHn2wVJkG1mL5C0jz3I9q9b6g4kQ"
@@ -128,3 +132,96 @@ def test_known_hosts_is_private_openssh_format_and_idempotent(tmp_path: Path) ->
     assert known.lookup(name) == [other]
     with pytest.raises(ConfigError):
         known.add(name, "not a key")
+
+
+# --- the reader and the JSON Schema say the same ------------------------------------------------------------------
+
+SCHEMA = json.loads(SCHEMA_PATH.read_text())
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
+# Rules the schema cannot say (docs/outputs.md): there the reader is the last word.
+READER_ONLY = {"duplicate names"}
+BASE = {"provider": "ssh", "developer": "dev@example.com",
+        "workers": [{"name": "w", "host": "h", "workspace": "/w"}]}
+_FIELD_CASES: dict[str, list[Any]] = {
+    "name": ["", None, 5, "w\n", "a b", ".w", "w.x", "x" * 63, "x" * 64],
+    "host": ["", None, 5, "h\n", "h;rm", "[::1]", "x" * 253, "x" * 254],
+    "workspace": ["", None, 5, "rel", "/", "/w\n", "/w\tx", "/w\x7f", "/a/../b", "/a/..", "/a/.../b"],
+    "port": [None, 0, 1, 65535, 65536, -1, "22", True, 22.0, 22.5],
+    "user": [None, "", 5, "u\n", "a b", "_u", "x" * 64, "x" * 65],
+    "container": [None, "", 5, "c\n", "_c", "x" * 128, "x" * 129],
+    "instance": [None, "", 5, "i"],
+    "proxy_command": [None, "", 5, "ssh -W %h:%p bastion", "a\nb"],
+    "image": [None, "", "offload-worker:latest"],
+    "host_keys": [None, [], "k", [5], [KEY], [KEY + " c"], [KEY + "\tc"], ["  " + KEY], [KEY.replace(" ", " \t ")],
+                  [KEY + "\n"], [KEY + " a\nb"], ["ssh-dss AAAA"], ["ssh-ed25519 AAAA=x"], ["ssh-ed25519"]],
+    "hourly_cost_usd": [None, 0, 0.5, -1, "x", True],
+    "idle_stop_minutes": [None, 0, 30, -1, "30", True, 30.0, 30.5],
+    "keep_jobs": [None, 0, 3, -1, 3.0, 2.5],
+    "warm_worktrees": [None, 0, 3.0, 2.5, False],
+    "future_field": [1, None],
+}
+
+
+def _corpus() -> list[tuple[str, Any]]:
+    cases: list[tuple[str, Any]] = [("contract example", CONTRACT_EXAMPLE), ("least", BASE)]
+    blocks = re.findall(r"```json\n(.*?)```", DOCS.read_text(), re.S)
+    cases += [(f"docs/outputs.md example {i}", json.loads(b)) for i, b in enumerate(blocks) if "..." not in b]
+    for key, value in [("provider", "moon"), ("provider", None), ("developer", None), ("developer", ""),
+                       ("developer", 5), ("developer", 0), ("developer", False), ("developer", []),
+                       ("workers", []), ("workers", None), ("workers", {}), ("workers", ["w"]), ("extra", 1)]:
+        cases.append((f"{key}={value!r}", {**BASE, key: value}))
+    for key in ("provider", "developer", "workers"):
+        cases.append((f"no {key}", {k: v for k, v in BASE.items() if k != key}))
+    for key, values in _FIELD_CASES.items():
+        cases += [(f"workers[0].{key}={v!r}", {**BASE, "workers": [{**BASE["workers"][0], key: v}]}) for v in values]
+    for key in ("name", "host", "workspace"):
+        worker = {k: v for k, v in BASE["workers"][0].items() if k != key}
+        cases.append((f"no workers[0].{key}", {**BASE, "workers": [worker]}))
+    cases.append(("duplicate names", {**BASE, "workers": BASE["workers"] * 2}))
+    cases.append(("not an object", ["ssh"]))
+    return cases
+
+
+def _ecma_end(pattern: str) -> str:
+    """PATTERN with each `$` that is an anchor made `\\Z`: the end of the text, as in ECMA-262."""
+    out, escaped, in_class = [], False, False
+    for c in pattern:
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == "[":
+            in_class = True
+        elif c == "]":
+            in_class = False
+        elif c == "$" and not in_class:
+            c = "\\Z"
+        out.append(c)
+    return "".join(out)
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """`pattern` as JSON Schema means it (ECMA-262, where `$` is the end of the text), not as Python's re reads
+    it (`$` also before a final newline), which the jsonschema package uses."""
+    if validator.is_type(instance, "string") and not re.search(_ecma_end(pattern), instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+SCHEMA_VALIDATOR = jsonschema.validators.extend(jsonschema.validators.validator_for(SCHEMA),
+                                                {"pattern": _ecma_pattern})(SCHEMA)
+
+
+def test_the_corpus_holds_both_kinds() -> None:
+    verdicts = [SCHEMA_VALIDATOR.is_valid(data) for _, data in _corpus()]
+    assert verdicts.count(True) >= 30 and verdicts.count(False) >= 50
+
+
+@pytest.mark.parametrize(("case", "data"), _corpus(), ids=[case for case, _ in _corpus()])
+def test_the_reader_and_the_schema_agree(case: str, data: Any) -> None:
+    SCHEMA_VALIDATOR.check_schema(SCHEMA)
+    try:
+        StackOutputs.from_dict(copy.deepcopy(data))
+        read = True
+    except ConfigError:
+        read = False
+    assert read == (SCHEMA_VALIDATOR.is_valid(data) and case not in READER_ONLY)
