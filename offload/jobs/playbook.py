@@ -1,4 +1,8 @@
-"""Playbooks: named task graphs read from `offload.yaml` at the repository root, checked with line numbers."""
+"""Playbooks: named task graphs read from `offload.yaml` at the repository root, checked with line numbers.
+
+The rules of a playbook live in `Task` and `Playbook`, whoever builds them (a command line, an agent, offload.yaml);
+the reader of offload.yaml checks only the file's shape, and gives a rule's error the line of the part it names.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +41,22 @@ class When(str, Enum):
     ALWAYS = "always"  # whatever happened
 
 
+class PlaybookError(UsageError):
+    """A playbook or task that breaks a rule, with the part it is about: TASK (None: the playbook itself), PART
+    (`name`, `run`, `needs`, `when`, `tasks` or `artifacts`) and INDEX, the item of a list."""
+
+    def __init__(self, message: str, *, task: str | None = None, part: str = "name", index: int | None = None):
+        super().__init__(message)
+        self.task, self.part, self.index = task, part, index
+
+
+def _valid_id(value: object, what: str, **where: object) -> str:
+    try:
+        return validate_id(value, what)
+    except UsageError as e:
+        raise PlaybookError(e.message, **where) from None  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -45,14 +65,18 @@ class Task:
     when: When = When.SUCCESS
 
     def __post_init__(self) -> None:
-        validate_id(self.name, "task name")
+        _valid_id(self.name, "task name", task=self.name)
         problem = command_problem(self.run)
         if problem:
-            raise UsageError(f"task {self.name!r}: {problem}")
-        for need in self.needs:
-            validate_id(need, "task name")
-        if len(set(self.needs)) != len(self.needs):
-            raise UsageError(f"task {self.name!r} lists a need twice")
+            raise PlaybookError(f"task {self.name!r}: {problem}", task=self.name, part="run")
+        for i, need in enumerate(self.needs):
+            _valid_id(need, "task name", task=self.name, part="needs", index=i)
+            if need in self.needs[:i]:
+                raise PlaybookError(f"task {self.name!r} needs {need!r} twice", task=self.name, part="needs",
+                                    index=i)
+        if self.when not in {w.value for w in When}:
+            raise PlaybookError(f"task {self.name!r}: invalid 'when' {self.when!r} (expected one of "
+                                f"{', '.join(w.value for w in When)})", task=self.name, part="when")
         object.__setattr__(self, "when", When(self.when))
 
 
@@ -63,24 +87,25 @@ class Playbook:
     artifacts: tuple[str, ...] = ()  # paths or globs in the worktree that `run --wait` brings home
 
     def __post_init__(self) -> None:
-        validate_id(self.name, "playbook name")
-        for artifact in self.artifacts:
-            problem = artifact_problem(artifact)
-            if problem:
-                raise UsageError(f"playbook {self.name!r}: {problem}")
+        _valid_id(self.name, "playbook name")
         if not self.tasks:
-            raise UsageError(f"playbook {self.name!r} has no tasks")
+            raise PlaybookError(f"playbook {self.name!r} has no tasks", part="tasks")
         names = [t.name for t in self.tasks]
-        for name in names:
-            if names.count(name) > 1:
-                raise UsageError(f"playbook {self.name!r} has two tasks named {name!r}")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise PlaybookError(f"playbook {self.name!r} has two tasks named {name!r}", task=name)
         for t in self.tasks:
-            for need in t.needs:
+            for i, need in enumerate(t.needs):
                 if need not in names:
-                    raise UsageError(f"task {t.name!r} needs unknown task {need!r}")
+                    raise PlaybookError(f"task {t.name!r} needs unknown task {need!r}{_suggest(need, sorted(names))}",
+                                        task=t.name, part="needs", index=i)
         cycle = find_cycle({t.name: t.needs for t in self.tasks})
         if cycle:
-            raise UsageError(f"dependency cycle: {' -> '.join(cycle)}")
+            raise PlaybookError(f"task {cycle[0]!r} is in a dependency cycle: {' -> '.join(cycle)}", task=cycle[0])
+        for i, artifact in enumerate(self.artifacts):
+            problem = artifact_problem(artifact)
+            if problem:
+                raise PlaybookError(f"playbook {self.name!r}: {problem}", part="artifacts", index=i)
 
     @classmethod
     def single(cls, command: str) -> Playbook:
@@ -192,6 +217,18 @@ class _Reader:
         except UsageError as e:
             raise self.error(node, e.message) from None
 
+    def at(self, e: PlaybookError, key: yaml.ScalarNode, body: dict[str, yaml.Node],
+           tasks: dict[str, tuple[yaml.ScalarNode, dict[str, yaml.Node]]]) -> ConfigError:
+        """The rule E broke, at the line of the part of playbook KEY (BODY) it names; TASKS holds each task's
+        key and body."""
+        owner, parts = (key, body) if e.task is None else tasks[e.task]
+        node = parts.get(e.part, owner) if e.part != "name" else owner
+        if _is_null(node):  # an empty part is the line of what it belongs to
+            node = owner
+        if e.index is not None:
+            node = _item(node, e.index)
+        return self.error(node, e.message)
+
     def books(self, root: yaml.Node | None) -> list[tuple[yaml.ScalarNode, yaml.Node]]:
         """The (name, body) pairs under `playbooks`, with the names checked and the bodies not yet read."""
         if root is None:
@@ -214,70 +251,40 @@ class _Reader:
         name = key.value
         body = self.known_keys(self.mapping(node, f"playbook {name!r}"), _PLAYBOOK_KEYS, f"playbook {name!r}")
         tasks_node = body.get("tasks")
-        if tasks_node is None or _is_null(tasks_node):
-            raise self.error(key, f"playbook {name!r} has no tasks")
-        pairs = self.mapping(tasks_node, f"the tasks of playbook {name!r}")
-        if not pairs:
-            raise self.error(tasks_node, f"playbook {name!r} has no tasks")
-        tasks = [self.task(k, v) for k, v in pairs]
-        names = {t.name for t in tasks}
-        lines = {k.value: k for k, _ in pairs}
-        for (task_key, task_node), t in zip(pairs, tasks, strict=True):
-            needs_node = _child(task_node, "needs")
-            for i, need in enumerate(t.needs):
-                if need not in names:
-                    raise self.error(_item(needs_node, i) or task_key,
-                                     f"task {t.name!r} needs unknown task {need!r}"
-                                     f"{_suggest(need, sorted(names))}")
-        cycle = find_cycle({t.name: t.needs for t in tasks})
-        if cycle:
-            raise self.error(lines[cycle[0]], f"task {cycle[0]!r} is in a dependency cycle: {' -> '.join(cycle)}")
-        artifacts = self.artifacts(name, body.get("artifacts"))
+        pairs = [] if tasks_node is None or _is_null(tasks_node) else self.mapping(
+            tasks_node, f"the tasks of playbook {name!r}")
+        nodes = {k.value: (k, {} if _is_null(v) else self.known_keys(self.mapping(v, f"task {k.value!r}"),
+                                                                     _TASK_KEYS, f"task {k.value!r}"))
+                 for k, v in pairs}
         try:
-            return Playbook(name, tuple(tasks), artifacts)
-        except UsageError as e:  # every rule was checked above; keep the line if one slips through
-            raise self.error(key, e.message) from None
+            tasks = tuple(self.task(task_key, nodes[task_key.value][1]) for task_key, _ in pairs)
+            return Playbook(name, tasks, self.artifacts(name, body.get("artifacts")))
+        except PlaybookError as e:
+            raise self.at(e, key, body, nodes) from None
 
     def artifacts(self, playbook: str, node: yaml.Node | None) -> tuple[str, ...]:
         if node is None or _is_null(node):
             return ()
-        items = [node] if isinstance(node, yaml.ScalarNode) else node.value if isinstance(
-            node, yaml.SequenceNode) else None
-        if items is None:
-            raise self.error(node, f"playbook {playbook!r}: 'artifacts' must be a list of paths or globs")
-        out = []
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
         for item in items:
             if not isinstance(item, yaml.ScalarNode) or item.tag != _STR:
                 raise self.error(item, f"playbook {playbook!r}: 'artifacts' must be a list of paths or globs")
-            problem = artifact_problem(item.value)
-            if problem:
-                raise self.error(item, f"playbook {playbook!r}: {problem}")
-            out.append(item.value)
-        return tuple(out)
+        return tuple(item.value for item in items)
 
-    def task(self, key: yaml.ScalarNode, node: yaml.Node) -> Task:
-        name = self.name(key, "task name")
-        if _is_null(node):
-            raise self.error(key, f"task {name!r} has no 'run'")
-        body = self.known_keys(self.mapping(node, f"task {name!r}"), _TASK_KEYS, f"task {name!r}")
+    def task(self, key: yaml.ScalarNode, body: dict[str, yaml.Node]) -> Task:
+        """The task KEY (its BODY's keys known) as the file gives it; Task checks its rules."""
+        name = key.value
         run_node = body.get("run")
         if run_node is None:
             raise self.error(key, f"task {name!r} has no 'run'")
         if not isinstance(run_node, yaml.ScalarNode) or run_node.tag != _STR:
             raise self.error(run_node, f"task {name!r}: 'run' must be a string, not {_kind(run_node)}")
-        problem = command_problem(run_node.value)
-        if problem:
-            raise self.error(run_node, f"task {name!r}: {problem}")
-        needs = self.needs(name, body.get("needs"))
-        when = When.SUCCESS
         when_node = body.get("when")
-        if when_node is not None:
-            accepted = ", ".join(w.value for w in When)
-            if not isinstance(when_node, yaml.ScalarNode) or when_node.value not in {w.value for w in When}:
-                shown = repr(when_node.value) if isinstance(when_node, yaml.ScalarNode) else _kind(when_node)
-                raise self.error(when_node, f"task {name!r}: invalid 'when' {shown} (expected one of {accepted})")
-            when = When(when_node.value)
-        return Task(name, run_node.value, needs, when)
+        if when_node is not None and not isinstance(when_node, yaml.ScalarNode):
+            raise self.error(when_node, f"task {name!r}: invalid 'when' {_kind(when_node)} (expected one of "
+                                        f"{', '.join(w.value for w in When)})")
+        when = When.SUCCESS.value if when_node is None else when_node.value
+        return Task(name, run_node.value, self.needs(name, body.get("needs")), when)  # type: ignore[arg-type]
 
     def needs(self, task: str, node: yaml.Node | None) -> tuple[str, ...]:
         if node is None or _is_null(node):
@@ -288,15 +295,10 @@ class _Reader:
             items = node.value
         else:
             raise self.error(node, f"task {task!r}: 'needs' must be a list of task names, not {_kind(node)}")
-        out: list[str] = []
         for item in items:
             if not isinstance(item, yaml.ScalarNode):
                 raise self.error(item, f"task {task!r}: 'needs' must be a list of task names")
-            need = self.name(item, "task name")
-            if need in out:
-                raise self.error(item, f"task {task!r} needs {need!r} twice")
-            out.append(need)
-        return tuple(out)
+        return tuple(item.value for item in items)
 
 
 def _kind(node: yaml.Node) -> str:
@@ -311,15 +313,7 @@ def _is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
 
 
-def _child(node: yaml.Node, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return v
-    return None
-
-
-def _item(node: yaml.Node | None, index: int) -> yaml.Node | None:
+def _item(node: yaml.Node, index: int) -> yaml.Node:
     if isinstance(node, yaml.SequenceNode) and index < len(node.value):
         return node.value[index]
     return node

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,7 +145,41 @@ ERRORS = [
                  "cannot start any token", id="syntax-tab"),
     pytest.param("a: 1\n---\nb: 2\n", "offload.yaml:2:1: YAML syntax error: but found another document",
                  id="two-documents"),
+    pytest.param("playbooks:\n  p:\n    tasks:\n      a: {run: x}\n    artifacts:\n      - out/\n      - ../up\n",
+                 "offload.yaml:7: playbook 'p': artifact '../up' leaves the worktree: use a path relative to it",
+                 id="artifact-leaves"),
+    pytest.param("playbooks:\n  p:\n    tasks:\n      a: {run: x}\n    artifacts: /abs\n",
+                 "offload.yaml:5: playbook 'p': artifact '/abs' leaves the worktree: use a path relative to it",
+                 id="artifact-absolute"),
+    pytest.param("playbooks:\n  p:\n    tasks:\n      a: {run: x}\n    artifacts: {a: 1}\n",
+                 "offload.yaml:5: playbook 'p': 'artifacts' must be a list of paths or globs", id="artifacts-mapping"),
+    pytest.param("playbooks:\n  p:\n    tasks:\n      a: {run: x}\n      b:\n        run: y\n        needs:\n"
+                 "          - a\n          - b-c\n          - 'x y'\n",
+                 "offload.yaml:10: invalid task name 'x y': use 1-63 letters, digits, '_' or '-', starting with a "
+                 "letter or digit", id="bad-need-line-of-item"),
 ]
+
+# Each rule is the dataclasses' own: the file's reader adds only the line. Python text of the same playbook, and
+# the error it gives.
+RULES = [
+    ("a: {run: x, needs: [b]}\n      b: {run: y, needs: [c]}\n      c: {run: z, needs: [a]}",
+     lambda: Playbook("p", (Task("a", "x", ("b",)), Task("b", "y", ("c",)), Task("c", "z", ("a",))))),
+    ("a: {run: x, needs: [biuld]}\n      build: {run: y}",
+     lambda: Playbook("p", (Task("a", "x", ("biuld",)), Task("build", "y")))),
+    ("a: {run: x}\n      b: {run: y, needs: [a, a]}", lambda: Task("b", "y", ("a", "a"))),
+    ("a: {run: x, when: sometimes}", lambda: Task("a", "x", when="sometimes")),  # type: ignore[arg-type]
+    ("a: {run: ' '}", lambda: Task("a", " ")),
+    ("'a;b': {run: x}", lambda: Task("a;b", "x")),
+]
+
+
+@pytest.mark.parametrize("tasks, build", RULES)
+def test_the_reader_gives_the_rules_of_the_dataclasses(tasks: str, build: Any) -> None:
+    with pytest.raises(UsageError) as built:
+        build()
+    with pytest.raises(ConfigError) as read:
+        parse_playbooks(f"playbooks:\n  p:\n    tasks:\n      {tasks}\n")
+    assert re.fullmatch(r"offload\.yaml:\d+: (.*)", read.value.message)[1] == built.value.message
 
 
 @pytest.mark.parametrize("text, message", ERRORS)
