@@ -129,15 +129,6 @@ def email_hash(email: str, length: int = 6) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:length]
 
 
-def check_shape(workers: int, idle_stop_minutes: int) -> None:
-    """The checks every Args dataclass repeats when it is built without going through the stack config."""
-    if not 1 <= workers <= MAX_WORKERS:
-        raise ConfigError(f"workers must be from 1 to {MAX_WORKERS}; got {workers}")
-    if not 0 <= idle_stop_minutes <= MAX_IDLE_STOP_MINUTES:
-        raise ConfigError(f"idle_stop_minutes must be from 0 (never) to {MAX_IDLE_STOP_MINUTES}; "
-                          f"got {idle_stop_minutes}")
-
-
 def worker_labels(developer: str) -> dict[str, str]:
     """Labels on every cloud resource that takes them: whose it is and what it is for."""
     owner = re.sub(r"[^a-z0-9_-]", "_", developer.lower())[:63]

@@ -19,8 +19,7 @@ from offload.errors import ConfigError
 from offload.infra.access import DeveloperAccess, DeveloperAccessArgs
 from offload.infra.cloudinit import DATA_DEVICE_NAME
 from offload.stackconfig import (DEFAULT_DATA_DISK_GB, DEFAULT_IDLE_STOP_MINUTES, DEFAULT_MACHINE_TYPE,
-                                  DEFAULT_SUBNET_CIDR, StackConfig, args_from, check_shape, os_login_user,
-                                  parse_ssh_source_ranges, worker_labels)
+                                  DEFAULT_SUBNET_CIDR, StackConfig, args_from, os_login_user, worker_labels)
 from offload.infra.network import Network, NetworkArgs
 from offload.infra.project import GCE_APIS, ProjectServices, depends_on_of
 from offload.outputs import IAP_RANGE, WorkerRecord
@@ -39,12 +38,12 @@ PUBLIC_REGISTRY_PROJECTS = ("cloud-workstations-images",)
 _ARTIFACT_REGISTRY = re.compile(r"^(?P<location>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[^/]+)/(?P<repo>[^/@:]+)/")
 _GCR = re.compile(r"^(?P<host>(?:(?P<multi>us|eu|asia)\.)?gcr\.io)/(?P<project>[^/]+)/")
 _GCR_LOCATIONS = {"us": "us", "eu": "europe", "asia": "asia", None: "us"}
-_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
 
 
 @dataclass(frozen=True)
 class GceWorkersArgs:
-    """One developer's GCE workers; everything but project, zone and developer has a secure default."""
+    """One developer's GCE workers; everything but project, zone and developer has a secure default. The values
+    are the stack config's (`from_config`), which checked each one when it was read."""
 
     project: str
     zone: str
@@ -58,14 +57,6 @@ class GceWorkersArgs:
     network: str | None = None
     subnetwork: str | None = None
     protect_data_disk: bool = True
-
-    def __post_init__(self) -> None:
-        if not _ZONE.fullmatch(self.zone):
-            raise ConfigError(f"zone must be a Compute Engine zone such as us-west1-a; got {self.zone!r}")
-        check_shape(self.workers, self.idle_stop_minutes)
-        if not 10 <= self.data_disk_gb <= 65536:
-            raise ConfigError(f"data_disk_gb must be from 10 to 65536; got {self.data_disk_gb}")
-        object.__setattr__(self, "ssh_source_ranges", parse_ssh_source_ranges(list(self.ssh_source_ranges)))
 
     @classmethod
     def from_config(cls, config: StackConfig) -> Self:

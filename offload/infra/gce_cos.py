@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from offload.errors import ConfigError
 from offload.infra.cloudinit import COS_WORKSPACE, IMAGE_ATTRIBUTE, WORKER_CONTAINER, cos_user_data
 from offload.stackconfig import DEFAULT_WORKER_IMAGE, os_login_user
 from offload.infra.gce import GceWorkers, GceWorkersArgs
@@ -16,11 +15,6 @@ class GceCosArgs(GceWorkersArgs):
     """GCE worker args plus the worker container image."""
 
     image: str = DEFAULT_WORKER_IMAGE
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.image or any(c.isspace() for c in self.image):
-            raise ConfigError(f"image must be a container image reference; got {self.image!r}")
 
 
 class GceCosWorkers(GceWorkers):

@@ -6,20 +6,16 @@ restart always, with its workspace bind-mounted at the same path inside and out.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_docker as docker
 
-from offload.errors import ConfigError
-from offload.stackconfig import DEFAULT_WORKER_IMAGE, StackConfig, check_shape
+from offload.stackconfig import DEFAULT_WORKER_IMAGE, StackConfig
 from offload.outputs import WorkerRecord
 from offload.paths import cache_dir
 from offload.worker.container import ENTRYPOINT, RESTART, WorkerContainer
-
-_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
 
 
 def default_workspace_root() -> str:
@@ -29,7 +25,8 @@ def default_workspace_root() -> str:
 
 @dataclass(frozen=True)
 class LocalDockerArgs:
-    """The developer's local worker containers: how many, from which image, with workspaces under a root."""
+    """The developer's local worker containers: how many, from which image, with workspaces under a root. The
+    values are the stack config's (`from_config`), which checked each one when it was read."""
 
     developer: str
     workers: int = 1
@@ -38,11 +35,7 @@ class LocalDockerArgs:
     workspace_root: str = ""
 
     def __post_init__(self) -> None:
-        check_shape(self.workers, 0)
-        root = (self.workspace_root or default_workspace_root()).rstrip("/")
-        if not _PATH.fullmatch(root) or "/../" in f"{root}/":
-            raise ConfigError(f"the workspace root must be an absolute path; got {root!r}")
-        object.__setattr__(self, "workspace_root", root)
+        object.__setattr__(self, "workspace_root", (self.workspace_root or default_workspace_root()).rstrip("/"))
 
     @classmethod
     def from_config(cls, config: StackConfig) -> "LocalDockerArgs":

@@ -7,23 +7,16 @@ from typing import Any
 
 import pulumi
 
-from offload.errors import ConfigError
 from offload.stackconfig import StackConfig, static_workers
 from offload.outputs import WorkerRecord
 
 
 @dataclass(frozen=True)
 class SshHostsArgs:
-    """The hosts, already validated as worker records (see offload:hosts)."""
+    """The hosts, already validated as worker records, at least one and with unique names (the stack config
+    checked offload:hosts when it was read)."""
 
     hosts: tuple[WorkerRecord, ...]
-
-    def __post_init__(self) -> None:
-        if not self.hosts:
-            raise ConfigError("the ssh provider needs at least one host in offload:hosts")
-        names = [h.name for h in self.hosts]
-        if len(set(names)) != len(names):
-            raise ConfigError("offload:hosts names must be unique")
 
     @classmethod
     def from_config(cls, config: StackConfig) -> "SshHostsArgs":

@@ -11,12 +11,10 @@ from typing import Any
 import pulumi
 from pulumi_gcp import workstations as ws
 
-from offload.errors import ConfigError
 from offload.infra.access import WorkstationAccess, WorkstationAccessArgs
 from offload.stackconfig import (DEFAULT_DATA_DISK_GB, DEFAULT_IDLE_STOP_MINUTES, DEFAULT_MACHINE_TYPE,
-                                  DEFAULT_SUBNET_CIDR, DEFAULT_WORKSTATION_IMAGE, MAX_RUNNING_TIMEOUT_MINUTES,
-                                  WORKSTATION_DISK_SIZES,
-                                  StackConfig, args_from, check_shape, worker_labels)
+                                  DEFAULT_SUBNET_CIDR, DEFAULT_WORKSTATION_IMAGE, StackConfig, args_from,
+                                  worker_labels)
 from offload.infra.gce import WORKER_SCOPES, WorkerServiceAccount
 from offload.infra.network import Network, NetworkArgs
 from offload.infra.project import WORKSTATION_APIS, ProjectServices
@@ -31,7 +29,8 @@ WORKSTATION_WORKSPACE = f"{WORKSTATION_HOME}/{WORKSTATION_USER}/offload"
 
 @dataclass(frozen=True)
 class WorkstationArgs:
-    """One developer's workstations; the home disk (dataDiskGb) holds the workspace."""
+    """One developer's workstations; the home disk (dataDiskGb) holds the workspace. The values are the stack
+    config's (`from_config`), which checked each one when it was read."""
 
     project: str
     region: str
@@ -49,19 +48,8 @@ class WorkstationArgs:
     # hours, which kills long jobs); 0 means never.
     running_timeout_minutes: int = 0
 
-    def __post_init__(self) -> None:
-        check_shape(self.workers, self.idle_stop_minutes)
-        if not 0 <= self.running_timeout_minutes <= MAX_RUNNING_TIMEOUT_MINUTES:
-            raise ConfigError(f"running_timeout_minutes must be from 0 (never) to {MAX_RUNNING_TIMEOUT_MINUTES}; "
-                              f"got {self.running_timeout_minutes}")
-        if self.data_disk_gb not in WORKSTATION_DISK_SIZES:
-            raise ConfigError(f"data_disk_gb must be one of {', '.join(map(str, WORKSTATION_DISK_SIZES))}; "
-                              f"got {self.data_disk_gb}")
-
     @classmethod
     def from_config(cls, config: StackConfig) -> "WorkstationArgs":
-        if config.region is None or config.project is None:
-            raise ConfigError("provider workstation needs gcp:project and gcp:zone or gcp:region")
         return args_from(cls, config)
 
     @property

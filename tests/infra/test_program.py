@@ -3,12 +3,13 @@ and every GCE worker keeps the security baseline."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from offload.stackconfig import STACK_PROVIDERS, default_name_prefix
+from offload.stackconfig import STACK_PROVIDERS, default_name_prefix, read_stack_config
 from offload.outputs import IAP_RANGE, StackOutputs
 from tests.infra.conftest import STACK_FILES, stack_file
 from tests.infra.mocks import ACCOUNT, DISK, FIREWALL, INSTANCE, Run, run_program, stack_config
@@ -56,6 +57,24 @@ def test_there_is_an_example_stack_for_every_provider_type() -> None:
 def test_no_example_stack_suggests_scanning_for_the_keys_it_pins(path: Path) -> None:
     """A key scanned over the network is trust on first use; pinned keys must come from a source already trusted."""
     assert "keyscan" not in path.read_text()
+
+
+@pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
+def test_the_args_take_the_stack_configs_values_as_they_are(path: Path) -> None:
+    """The stack config checks every value once, where it is read; a component's Args carry them unchanged."""
+    from offload.infra.gce_cos import GceCosArgs
+    from offload.infra.gce_linux import GceLinuxArgs
+    from offload.infra.local import LocalWorkerArgs
+    from offload.infra.local_docker import LocalDockerArgs
+    from offload.infra.ssh_hosts import SshHostsArgs
+    from offload.infra.workstation import WorkstationArgs
+
+    config = read_stack_config(stack_config(path))
+    args_class = {"gce-cos": GceCosArgs, "gce-linux": GceLinuxArgs, "workstation": WorkstationArgs,
+                  "local-docker": LocalDockerArgs, "ssh": SshHostsArgs, "local": LocalWorkerArgs}[config.provider.value]
+    args = args_class.from_config(config)
+    shared = [f.name for f in dataclasses.fields(args) if hasattr(config, f.name)]
+    assert [getattr(args, name) for name in shared] == [getattr(config, name) for name in shared]
 
 
 @pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
