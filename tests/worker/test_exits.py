@@ -53,6 +53,7 @@ def code_of(text: str) -> str:
             i += 2
         elif c == "'":
             end = text.find("'", i + 1)
+            end = n if end < 0 else end
             out.append("''" + "\n" * text.count("\n", i, end))
             i = end + 1
         elif c == '"':
