@@ -33,12 +33,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from offload.frames import HEADER, pack, peer_uid, recv_frame, send_frame
+from offload.frames import HEADER, MAX_PAYLOAD, pack, peer_uid, recv_frame, send_frame
 from offload.paths import InstallationFiles, code_stamp, installation_of
 
 WARM_COMMANDS = frozenset({"run", "status", "check", "logs", "clean", "pull", "diff", "apply", "get"})
 REQUEST_DEADLINE = 5.0  # seconds a client has, once connected, to send its whole request (it takes microseconds)
-MAX_REQUEST = 1 << 24  # bytes: the arguments and the environment
 MAX_PENDING = 64  # clients still sending; past that, the one that has waited longest is dropped
 
 
@@ -429,7 +428,7 @@ class _Server:
             self._forget(pending)  # gone, or sent more descriptors than a request has
             return False
         pending.data += data
-        if len(pending.data) >= HEADER.size and HEADER.unpack(pending.data[:HEADER.size])[1] > MAX_REQUEST:
+        if len(pending.data) >= HEADER.size and HEADER.unpack(pending.data[:HEADER.size])[1] > MAX_PAYLOAD:
             self._forget(pending)
             return False
         if pending.wants():
