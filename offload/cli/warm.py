@@ -61,7 +61,7 @@ def eligible(argv: list[str]) -> bool:
     if not argv or argv[0] not in WARM_COMMANDS:
         return False
     words = argv[:argv.index("--")] if "--" in argv else argv
-    return not (argv[0] == "run" and ("--attach" in words or "-a" in words))
+    return not (argv[0] == "run" and "--attach" in words)
 
 
 def _place() -> Path | None:

@@ -145,7 +145,6 @@ def test_interactive_commands_start_the_usual_way() -> None:
     assert warm.eligible(["run", "--wait", "--", "make"])
     assert warm.eligible(["run", "--", "make", "--attach"]), "words after -- are the job's"
     assert not warm.eligible(["run", "--attach", "--", "make"])
-    assert not warm.eligible(["run", "-a", "--", "make"])
     assert not any(warm.eligible([c, "job"]) for c in ("attach", "shell", "mcp", "agent", "fleet", "init"))
     assert not warm.eligible([])
 
