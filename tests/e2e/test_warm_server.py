@@ -26,7 +26,9 @@ from tests.e2e.helpers import offload, spawn
 from tests.workers import (SshdWorker, children_map, kill_pids, make_repo, proc_alive, proc_cmdline, proc_stat,
                            sshd_record, wait_for, write_outputs)
 
-import offload.cli.warm as warm
+import offload.cli.warm.client as warm
+from offload import paths as offload_paths
+from offload.cli.main import eligible
 
 
 @pytest.fixture
@@ -142,11 +144,11 @@ def test_no_server_when_persist_is_zero_and_agent_stop_stops_it(setup: dict[str,
 
 
 def test_interactive_commands_start_the_usual_way() -> None:
-    assert warm.eligible(["run", "--wait", "--", "make"])
-    assert warm.eligible(["run", "--", "make", "--attach"]), "words after -- are the job's"
-    assert not warm.eligible(["run", "--attach", "--", "make"])
-    assert not any(warm.eligible([c, "job"]) for c in ("attach", "shell", "mcp", "agent", "fleet", "init"))
-    assert not warm.eligible([])
+    assert eligible(["run", "--wait", "--", "make"])
+    assert eligible(["run", "--", "make", "--attach"]), "words after -- are the job's"
+    assert not eligible(["run", "--attach", "--", "make"])
+    assert not any(eligible([c, "job"]) for c in ("attach", "shell", "mcp", "agent", "fleet", "init"))
+    assert not eligible([])
 
 
 def test_every_installations_socket_fits_where_the_agent_puts_it(tmp_path: Path) -> None:
@@ -244,7 +246,7 @@ def _installation(base: Path) -> str:
     import sysconfig
 
     source = base / "src"
-    shutil.copytree(Path(warm.__file__).resolve().parents[1], source / "offload",
+    shutil.copytree(Path(offload_paths.__file__).resolve().parent, source / "offload",
                     ignore=shutil.ignore_patterns("__pycache__"))
     with open(source / "offload" / "cli" / "app.py", "a") as f:
         f.write(MARKER)
