@@ -5,7 +5,6 @@ its own, and a client that stalls holds up no other."""
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import shutil
@@ -168,14 +167,13 @@ def test_the_server_answers_only_its_own_user(setup: dict[str, Any]) -> None:
     assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
     dirs = [d for d in (sock.parent, *sock.parents) if d != Path("/")]
     modes = {d: stat.S_IMODE(d.stat().st_mode) for d in dirs}
-    probe = ("import array, json, socket, struct, sys\n"
+    probe = ("import json, socket, struct, sys\n"
              "s = socket.socket(socket.AF_UNIX)\n"
              "s.connect(sys.argv[1])\n"
              "s.settimeout(5)\n"
              "req = json.dumps({'argv': ['status'], 'cwd': '/', 'env': {}, 'umask': 18, 'stamp': sys.argv[2]}).encode()\n"
              "try:\n"
-             "    s.sendmsg([struct.pack('>cI', b'q', len(req)) + req],\n"
-             "              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [0, 1, 2]))])\n"
+             "    socket.send_fds(s, [struct.pack('>cI', b'q', len(req)) + req], [0, 1, 2])\n"
              "    print(repr(s.recv(100)))\n"
              "except (ConnectionResetError, BrokenPipeError):\n"
              "    print(repr(b''))\n")
@@ -201,8 +199,7 @@ def test_a_command_of_another_installation_runs_itself_and_leaves_the_server(set
     request = json.dumps({"argv": ["status"], "cwd": "/", "env": {}, "umask": 0o22, "stamp": other}).encode()
     with socket.socket(socket.AF_UNIX) as s, open(os.devnull, "wb") as null:
         s.connect(str(sock_path))
-        s.sendmsg([struct.pack(">cI", b"q", len(request)) + request],
-                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [null.fileno()] * 3))])
+        socket.send_fds(s, [struct.pack(">cI", b"q", len(request)) + request], [null.fileno()] * 3)
         s.settimeout(10)
         assert s.recv(5)[:1] == b"!", "refused: nothing ran"
     time.sleep(0.5)

@@ -6,7 +6,6 @@ The `offload` executable imports this first: it loads nothing heavy.
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import signal
@@ -59,8 +58,7 @@ def forward(argv: list[str]) -> int | None:
         os.umask(umask)
         request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
                               "stamp": stamp}).encode("utf-8", "surrogateescape")
-        fds = array.array("i", [0, 1, 2])
-        sock.sendmsg([pack(b"q", request)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        socket.send_fds(sock, [pack(b"q", request)], [0, 1, 2])
         frame = recv_frame(sock)
     except OSError:
         frame = None

@@ -9,7 +9,6 @@ server's exit never touches it.
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import signal
@@ -79,7 +78,7 @@ class _Pending:
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.data = bytearray()
-        self.fds = array.array("i")
+        self.fds: list[int] = []
         self.deadline = deadline
 
     def wants(self) -> int:
@@ -91,7 +90,7 @@ class _Pending:
     def drop(self) -> None:
         for fd in self.fds:
             os.close(fd)
-        self.fds = array.array("i")
+        self.fds = []
         self.sock.close()
 
 
@@ -177,16 +176,14 @@ class _Server:
         """Read what PENDING has sent; once its request is whole, answer it. True when this server is stale and
         must go."""
         try:
-            data, ancillary, flags, _ = pending.sock.recvmsg(min(pending.wants(), 1 << 16),
-                                                             socket.CMSG_SPACE(3 * pending.fds.itemsize),
-                                                             socket.MSG_CMSG_CLOEXEC)
+            data, fds, flags, _ = socket.recv_fds(pending.sock, min(pending.wants(), 1 << 16), 3)
         except BlockingIOError:
             return False
         except OSError:
-            data, ancillary, flags = b"", [], 0
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                pending.fds.frombytes(payload[:len(payload) - len(payload) % pending.fds.itemsize])
+            data, fds, flags = b"", [], 0
+        for fd in fds:
+            os.set_inheritable(fd, False)  # recv_fds takes no MSG_CMSG_CLOEXEC before Python 3.13
+        pending.fds += fds
         if not data or flags & socket.MSG_CTRUNC:
             self._forget(pending)  # gone, or sent more descriptors than a request has
             return False
