@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-import offload.runtime.agent as agent_module
+import offload.runtime.agent.server as agent_server
+from offload import paths as offload_paths
 from tests.e2e.helpers import all_cmdlines, offload, spawn, stderr_line
 from tests.workers import (SshdWorker, all_pids, kill_pids, make_repo, proc_alive, proc_cmdline, proc_uid,
                            proxy_relay, sshd_record, wait_for, write_outputs)
@@ -333,7 +334,7 @@ def test_changed_code_retires_the_agent_and_a_running_logs_f_streams_to_its_end(
     assert p.returncode == 0, p.stderr
     old = agent_state(setup)["pid"]
     follower = spawn("logs", "--outputs", str(setup["out"]), "-f", "long", cwd=setup["repo"], env=setup["env"])
-    source = Path(agent_module.__file__)
+    source = Path(agent_server.__file__)
     before = source.stat()
     try:
         assert follower.stdout is not None and follower.stdout.read(6) == b"begin\n"
@@ -365,7 +366,7 @@ def test_another_installation_has_an_agent_of_its_own(setup: dict[str, Any], tmp
     assert cmd(setup, "status").returncode == 0
     pid = agent_state(setup)["pid"]
     other = tmp_path / "other"
-    shutil.copytree(Path(agent_module.__file__).parents[1], other / "offload",
+    shutil.copytree(Path(offload_paths.__file__).parent, other / "offload",
                     ignore=shutil.ignore_patterns("__pycache__"))
     theirs = {"PYTHONPATH": str(other)}
     before = ssh.accepted_count()
