@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from offload.frames import HEADER, MAX_PAYLOAD, peer_uid, send_frame
+from offload.listener import Listener
 from offload.paths import InstallationFiles, code_stamp, installation_of
 
 REQUEST_DEADLINE = 5.0  # seconds a client has, once connected, to send its whole request (it takes microseconds)
@@ -40,34 +41,12 @@ def serve(directory: Path, persist: float) -> int:
 
     command()
     preload()
-    path = where.socket
+    where.socket.unlink(missing_ok=True)  # a server that held the lock before this one is gone
+    listener = Listener(where.socket, where.pid)
     try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old)
-    inode = os.stat(path).st_ino
-    where.pid.write_text(f"{os.getpid()}\n")
-    listener.listen(64)
-    try:
-        return _Server(listener, stamp, lock.fileno()).run(persist, lambda: _same(path, inode))
+        return _Server(listener.socket, stamp, lock.fileno()).run(persist, listener.ours)
     finally:
         listener.close()
-        if _same(path, inode):
-            path.unlink(missing_ok=True)
-            where.pid.unlink(missing_ok=True)
-
-
-def _same(path: Path, inode: int) -> bool:
-    try:
-        return os.stat(path).st_ino == inode
-    except OSError:
-        return False
 
 
 class _Pending:

@@ -17,6 +17,7 @@ from typing import Any
 
 from offload.errors import OffloadError
 from offload.frames import peer_uid, recv_exact, recv_frame, send_frame
+from offload.listener import Listener
 from offload.paths import InstallationFiles, code_stamp, installation_of, private_dir
 from offload.runtime.agent.protocol import CHUNK, DialSpec, error_payload
 
@@ -51,29 +52,21 @@ class Agent:
         self._last = time.monotonic()
         self._stopping = threading.Event()
         self._retiring = threading.Event()
-        self._inode = 0
+        self._listener: Listener | None = None
 
     # -- serving --
 
     def serve(self) -> None:
         threading.Thread(target=_preload, daemon=True).start()
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            server.bind(str(self.path))
-        finally:
-            os.umask(old)
-        os.chmod(self.path, 0o600)
-        inode = self._inode = os.stat(self.path).st_ino
-        server.listen(64)
+        listener = self._listener = Listener(self.path, self.files.pid)
+        server = listener.socket
         server.settimeout(min(max(self.persist / 4, 0.05), 1.0))
-        self.files.pid.write_text(f"{os.getpid()}\n")
         try:
             while not self._stopping.is_set() and not self._retiring.is_set():
                 try:
                     client, _ = server.accept()
                 except socket.timeout:
-                    if self._idle() or not _same_inode(self.path, inode):
+                    if self._idle() or not listener.ours():
                         break
                     continue
                 self._take(client)
@@ -88,10 +81,7 @@ class Agent:
                     client.setblocking(True)
                     self._take(client)
         finally:
-            server.close()
-            if _same_inode(self.path, inode):
-                for path in (self.files.socket, self.files.pid):
-                    path.unlink(missing_ok=True)
+            listener.close()
             if self._retiring.is_set() and not self._stopping.is_set():
                 with self._done:
                     self._done.wait_for(lambda: self._active == 0 or self._stopping.is_set())
@@ -105,14 +95,13 @@ class Agent:
     def _retire(self) -> None:
         """Offload's code has changed since this agent started: let go of the socket, so that the next command
         starts an agent with the code as it is now, and finish what is in hand (a `logs -f` streams on to its
-        end) before exiting. The pid file goes first: a new agent can only start once the socket is gone."""
+        end) before exiting."""
         with self._lock:
             if self._retiring.is_set():
                 return
             self._retiring.set()
-        if _same_inode(self.path, self._inode):
-            for path in (self.files.pid, self.files.socket):
-                path.unlink(missing_ok=True)
+        if self._listener is not None:
+            self._listener.let_go()
 
     def _idle(self) -> bool:
         with self._lock:
@@ -260,13 +249,6 @@ def _preload() -> None:
         import paramiko  # noqa: F401
     except ImportError:
         pass
-
-
-def _same_inode(path: Path, inode: int) -> bool:
-    try:
-        return os.stat(path).st_ino == inode
-    except OSError:
-        return False
 
 
 def _read_line(sock: socket.socket, limit: int = 1 << 20) -> bytes:
