@@ -40,6 +40,10 @@ class ConnectOptions:
     proxy_command: str | None = None
     known_hosts: KnownHosts = field(default_factory=KnownHosts.default)
     notice: Callable[[str], None] = lambda msg: print(f"offload: {msg}", file=sys.stderr)
+    # The ssh-agent the dial may use, and a proxy command may too: the user's SSH_AUTH_SOCK, else none. Given to
+    # paramiko explicitly, never through this process's environment (the connection agent dials for many
+    # commands at once, each with its own).
+    ssh_agent: str | None = field(default_factory=lambda: os.environ.get("SSH_AUTH_SOCK") or None)
 
     @classmethod
     def from_env(cls, identity: Path | None = None) -> "ConnectOptions":
@@ -120,6 +124,43 @@ def check_identity(path: Path) -> None:
         raise UsageError(f"SSH key {path} is a public key, not a private key", hint=hint)
 
 
+def use_ssh_agent(conn: "fabric.Connection", path: str | None) -> None:
+    """Have CONN log in with the keys of the ssh-agent at PATH, and of no other (none without PATH). paramiko's own
+    Agent reads SSH_AUTH_SOCK from the environment of the process, which in the connection agent is no request's
+    own; so the client gets an agent bound to PATH instead (SSHClient keeps it in `_agent`, and uses it from
+    there; tests/runtime/test_paramiko_api.py pins what this relies on)."""
+    if not path:
+        conn.connect_kwargs["allow_agent"] = False
+        return
+    conn.connect_kwargs["allow_agent"] = True
+    conn.client._agent = _agent_at(path)
+
+
+def _agent_at(path: str) -> "paramiko.Agent":
+    """The ssh-agent listening at PATH, as paramiko's Agent. It is reached when paramiko first asks for its keys;
+    one that does not answer has none, as paramiko treats a dangling SSH_AUTH_SOCK."""
+    import paramiko
+
+    class AgentAt(paramiko.Agent):
+        def __init__(self) -> None:
+            paramiko.agent.AgentSSH.__init__(self)
+            self._reached = False
+
+        def get_keys(self):  # noqa: ANN202
+            if not self._reached:
+                self._reached = True
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    conn.connect(path)
+                except OSError:
+                    conn.close()
+                    return ()
+                self._connect(conn)
+            return super().get_keys()
+
+    return AgentAt()
+
+
 def _load_keys(client: "paramiko.SSHClient", name: str, keys: list[str]) -> None:
     from paramiko import PKey
 
@@ -175,11 +216,10 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     if opts.identity:
         connect_kwargs["key_filename"] = [str(opts.identity)]
         connect_kwargs["look_for_keys"] = False
-        connect_kwargs["allow_agent"] = bool(os.environ.get("SSH_AUTH_SOCK"))
     where = f"worker {worker.name} at {worker.user + '@' if worker.user else ''}{worker.host}:{worker.port}"
     if gateway:
         try:
-            connect_kwargs["sock"] = ProxyPipe(gateway)
+            connect_kwargs["sock"] = ProxyPipe(gateway, ssh_agent=opts.ssh_agent)
         except paramiko.ssh_exception.ProxyCommandFailure as e:  # the command cannot even start
             raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
                                     f"{e.error}") from None
@@ -189,8 +229,22 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
         connect_kwargs=connect_kwargs, gateway=False if gateway else None,
         config=Config(overrides={"run": {"hide": True, "warn": True}}),
     )
+    if isinstance(conn.gateway, str):
+        # A ProxyCommand of ~/.ssh/config runs as ours do: with this dial's ssh-agent, failing with its own error.
+        try:
+            conn.connect_kwargs["sock"] = ProxyPipe(conn.gateway, ssh_agent=opts.ssh_agent)
+        except paramiko.ssh_exception.ProxyCommandFailure as e:
+            raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
+                                    f"{e.error}") from None
+        conn.gateway = None
+        if early is not None:
+            early.close()
+            early = None
+    for hop in (conn, conn.gateway):  # a ProxyJump of ~/.ssh/config logs in to its jump host too
+        if isinstance(hop, fabric.Connection):
+            use_ssh_agent(hop, opts.ssh_agent)
     if early is not None:
-        # ~/.ssh/config may send this host elsewhere (HostName, Port, ProxyCommand): then it decides.
+        # ~/.ssh/config may send this host elsewhere (HostName, Port, ProxyJump): then it decides.
         if conn.gateway or conn.host != dial_host or conn.port != worker.port:
             early.close()
         else:
@@ -269,7 +323,8 @@ def scan_host_key(worker: WorkerRecord, opts: ConnectOptions) -> str:
     gateway = expand_proxy_command(worker.proxy_command or opts.proxy_command, worker)
     dial_host = sshconf.lookup(worker.host).hostname
     try:
-        sock = ProxyPipe(gateway) if gateway else socket.create_connection((dial_host, worker.port), timeout=timeout)
+        sock = (ProxyPipe(gateway, ssh_agent=opts.ssh_agent) if gateway
+                else socket.create_connection((dial_host, worker.port), timeout=timeout))
     except paramiko.ssh_exception.ProxyCommandFailure as e:
         raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
                                 f"{e.error}") from None
@@ -306,9 +361,10 @@ def _bad_key_file(e: Exception) -> bool:
 
 class ProxyPipe:
     """A ProxyCommand as the socket paramiko reads and writes, that fails at once, with the command's own
-    error, when the command exits (paramiko's own spins until its timeout and reports a banner error)."""
+    error, when the command exits (paramiko's own spins until its timeout and reports a banner error). The command
+    gets SSH_AGENT as its SSH_AUTH_SOCK (none when None): `ssh -W` to a bastion logs in with the dial's ssh-agent."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, *, ssh_agent: str | None = None) -> None:
         import collections
         import shlex
         import subprocess
@@ -317,9 +373,12 @@ class ProxyPipe:
         self.command = command
         self.timeout: float | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "SSH_AGENT_PID")}
+        if ssh_agent:
+            env["SSH_AUTH_SOCK"] = ssh_agent
         try:
             self.process = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
+                                            stderr=subprocess.PIPE, bufsize=0, start_new_session=True, env=env)
         except OSError as e:
             self._fail(f"cannot run it: {e.strerror or e}")
         threading.Thread(target=self._drain, daemon=True).start()

@@ -380,3 +380,92 @@ def test_another_installation_has_an_agent_of_its_own(setup: dict[str, Any], tmp
     assert agent_state(setup)["pid"] == pid
     assert cmd(setup, "run", "--wait", "--", "echo this").stdout == b"this\n"
     assert ssh.accepted_count() - before == 1, "this installation's commands still go through its agent"
+
+# A ProxyCommand that notes the ssh-agent it was given, and holds its dial until COUNT dials have started: the
+# requests' logins then overlap in the agent, as those of commands that start together do.
+GATED_RELAY = """\
+import os, socket, sys, threading, time
+gate, count, host, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+with open(os.path.join(gate, str(os.getpid())), "w") as f:
+    f.write(os.environ.get("SSH_AUTH_SOCK", "none"))
+deadline = time.monotonic() + 30
+while len(os.listdir(gate)) < count and time.monotonic() < deadline:
+    time.sleep(0.01)
+s = socket.create_connection((host, port))
+def up():
+    while data := os.read(0, 65536):
+        s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while data := s.recv(65536):
+    os.write(1, data)
+"""
+
+
+@pytest.fixture
+def ssh_agents(tmp_path: Path) -> Any:
+    """A factory for real ssh-agents, each holding one key: `ssh_agents(KEY)` is the agent's socket. Each is
+    stopped by its pid at teardown."""
+    import tempfile
+
+    from tests.workers import stop_process
+
+    short = Path(tempfile.mkdtemp(prefix="oa-", dir="/dev/shm"))  # a socket's path must stay under 108 bytes
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(key: Path) -> str:
+        sock = short / f"agent{len(started)}.sock"
+        proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        started.append(proc)
+        wait_for(lambda: sock.exists(), timeout=10, what="ssh-agent's socket")
+        subprocess.run(["ssh-add", "-q", str(key)], env=dict(os.environ, SSH_AUTH_SOCK=str(sock)), check=True,
+                       capture_output=True, timeout=30)
+        return str(sock)
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            stop_process(proc, proc.pid)
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_each_request_logs_in_with_its_own_ssh_agent_and_no_other(setup: dict[str, Any], tmp_path: Path,
+                                                                  ssh_agents: Any) -> None:
+    """Three commands dial at once through the agent: one whose ssh-agent holds the key the worker accepts, one
+    whose ssh-agent holds another key, and one with that other key as its identity file and no ssh-agent. Only
+    the first logs in: no dial used another request's ssh-agent, and a proxy command got its own request's."""
+    from tests.workers import generate_keypair
+
+    ssh: SshdWorker = setup["ssh"]
+    other, _ = generate_keypair(tmp_path / "keys" / "other")
+    accepted, refused = ssh_agents(ssh.key_path), ssh_agents(other)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (tmp_path / "gated.py").write_text(GATED_RELAY)
+    relay = f"{sys.executable} -S {tmp_path / 'gated.py'} {gate} 3 %h %p"
+    out = write_outputs(tmp_path / "gated.json", "ssh", [sshd_record(ssh, proxy_command=relay)])
+    before = ssh.accepted_count()
+    requests = {"its agent's key": {"SSH_AUTH_SOCK": accepted}, "another key in its agent": {"SSH_AUTH_SOCK": refused},
+                "another key as its identity": {"OFFLOAD_SSH_KEY": str(other)}}
+    procs = {what: spawn("run", "--outputs", str(out), "--wait", "--", "echo in", cwd=setup["repo"], env=env)
+             for what, env in requests.items()}
+    results = {}
+    for what, proc in procs.items():
+        try:
+            out_, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        results[what] = (proc.returncode, out_, err.decode())
+    code, printed, err = results["its agent's key"]
+    assert (code, printed) == (0, b"in\n"), err
+    for what in ("another key in its agent", "another key as its identity"):
+        code, printed, err = results[what]
+        assert code == 208 and "refused the SSH login" in err, (what, err)  # 8, moved out by --wait
+    assert ssh.accepted_count() - before == 1
+    assert sorted(f.read_text() for f in gate.iterdir()) == sorted([accepted, refused, "none"]), \
+        "each proxy command had its own request's ssh-agent"
+    assert agent_state(setup)["running"], "all three went through the agent"

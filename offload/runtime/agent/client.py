@@ -97,11 +97,13 @@ def _start_agent(directory: Path, persist: float) -> None:
                 log.unlink()
         except OSError:
             pass
+        # The agent has no ssh-agent of its own: each request brings its own, and uses no other.
+        env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "SSH_AGENT_PID")}
         with open(log, "ab") as err:
             os.chmod(log, 0o600)
             process = subprocess.Popen([sys.executable, "-m", "offload.runtime.agent", str(directory), str(persist)],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                       start_new_session=True, close_fds=True, cwd="/")
+                                       start_new_session=True, close_fds=True, cwd="/", env=env)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:

@@ -70,7 +70,7 @@ class DialSpec:
     known_hosts: str = ""
     connect_timeout: float = 15.0
     timeout: float | None = None
-    auth_sock: str | None = None             # the ssh-agent offered when no identity file is given
+    auth_sock: str | None = None             # the request's ssh-agent (its SSH_AUTH_SOCK), the only one its dial uses
     identity_stamp: str = ""                 # the identity file's inode, size and mtime: a new key, a new login
     key_source: str = ""                     # where HOST_KEYS come from (a KeySource), for what a refusal says
 
@@ -91,7 +91,7 @@ class DialSpec:
                    proxy_command=proxy_command or record.proxy_command or options.proxy_command,
                    identity=identity, known_hosts=str(options.known_hosts.path),
                    connect_timeout=options.connect_timeout, timeout=timeout,
-                   auth_sock=None if identity else os.environ.get("SSH_AUTH_SOCK"), identity_stamp=stamp,
+                   auth_sock=options.ssh_agent, identity_stamp=stamp,
                    key_source=source)
 
     def key(self) -> str:

@@ -336,9 +336,7 @@ def _dial(spec: DialSpec, notice: Callable[[str], None]) -> Any:
                           proxy_command=spec.proxy_command)
     options = ConnectOptions(identity=Path(spec.identity) if spec.identity else None,
                              connect_timeout=spec.connect_timeout, known_hosts=KnownHosts(Path(spec.known_hosts)),
-                             notice=notice)
-    if spec.auth_sock:
-        os.environ["SSH_AUTH_SOCK"] = spec.auth_sock
+                             notice=notice, ssh_agent=spec.auth_sock)
     conn = open_connection(record, options, extra_keys=list(spec.host_keys), proxy_command=spec.proxy_command,
                            timeout=spec.timeout, key_source=KeySource(spec.key_source) if spec.key_source else None)
     return SshTransport(spec.name, conn)
