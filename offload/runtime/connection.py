@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from offload.errors import AUTH_HINT, AuthFailed, HostKeyMismatch, UsageError, WorkerUnreachable
 from offload.outputs import WorkerRecord
-from offload.runtime import sshconf
+from offload.runtime import user_ssh_config
 from offload.runtime.hostkeys import KnownHosts, host_id
 
 if TYPE_CHECKING:
@@ -187,15 +187,15 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     import logging
 
     timeout = opts.connect_timeout if timeout is None else timeout
-    worker = sshconf.resolve(worker)
+    worker = user_ssh_config.resolve(worker)
     if opts.identity:
         check_identity(opts.identity)
 
     gateway = expand_proxy_command(proxy_command or worker.proxy_command or opts.proxy_command, worker)
     # Dial before the (slow) paramiko import: the worker's sshd starts its side of the session meanwhile,
     # and when a fleet is queried every worker is dialled at once instead of after the import lock.
-    dial_host = sshconf.lookup(worker.host).hostname
-    early = None if gateway else _dial_early(dial_host, worker.port or sshconf.DEFAULT_PORT, timeout)
+    dial_host = user_ssh_config.lookup(worker.host).hostname
+    early = None if gateway else _dial_early(dial_host, worker.port or user_ssh_config.DEFAULT_PORT, timeout)
 
     import fabric
     import paramiko
@@ -318,10 +318,10 @@ def scan_host_key(worker: WorkerRecord, opts: ConnectOptions) -> str:
     if os.environ.get("OFFLOAD_DEBUG") != "1":
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     timeout = opts.connect_timeout
-    worker = sshconf.resolve(worker)  # an alias of ~/.ssh/config: its port, and below its HostName
+    worker = user_ssh_config.resolve(worker)  # an alias of ~/.ssh/config: its port, and below its HostName
     where = f"{worker.host}:{worker.port}"
     gateway = expand_proxy_command(worker.proxy_command or opts.proxy_command, worker)
-    dial_host = sshconf.lookup(worker.host).hostname
+    dial_host = user_ssh_config.lookup(worker.host).hostname
     try:
         sock = (ProxyPipe(gateway, ssh_agent=opts.ssh_agent) if gateway
                 else socket.create_connection((dial_host, worker.port), timeout=timeout))

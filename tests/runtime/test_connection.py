@@ -255,7 +255,7 @@ def test_an_identity_file_of_ssh_config_that_does_not_exist_is_passed_over(sshd_
 def test_without_an_ssh_config_entry_a_null_port_and_user_are_22_and_the_local_user(tmp_path: Path) -> None:
     import getpass
 
-    from offload.runtime.sshconf import resolve
+    from offload.runtime.user_ssh_config import resolve
 
     record = WorkerRecord.from_dict({"name": "w", "host": "box.example", "port": None, "user": None,
                                      "workspace": "/w"})

@@ -1,5 +1,7 @@
 """What the user's ~/.ssh/config says about a worker's host: the HostName, Port and User an alias stands for.
 
+Read only: the entries `offload ssh-config` writes for plain ssh are `offload.cli.ssh_config`'s.
+
 A worker record may name an OpenSSH alias as its host and leave `port` or `user` null; they are then taken from
 ~/.ssh/config (read with paramiko.SSHConfig, as fabric reads it), else 22 and the local user. The HostName and
 port found here are also the name under which known_hosts files keep the host's keys, for paramiko and OpenSSH.
