@@ -14,8 +14,9 @@ class SshProvider(WorkerProvider):
     kind = ProviderType.SSH
 
     def __init__(self, record: WorkerRecord, outputs: StackOutputs, options: ProviderOptions | None = None) -> None:
-        # A null port or user is the user's ~/.ssh/config's (else 22 and the local user), for every verb alike.
-        super().__init__(user_ssh_config.resolve(record), outputs, options)
+        # A null port or user is the user's ~/.ssh/config's (else 22 and the local user), for every verb alike;
+        # the connection agent parses the file.
+        super().__init__(user_ssh_config.resolve(record, agent.host_config), outputs, options)
 
     def _connect(self, *, extra_keys: list[str] | None = None, proxy_command: str | None = None,
                  timeout: float | None = None) -> Transport:

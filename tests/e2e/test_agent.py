@@ -20,7 +20,7 @@ import pytest
 
 import offload.runtime.agent.server as agent_server
 from offload import paths as offload_paths
-from tests.e2e.helpers import all_cmdlines, offload, spawn, stderr_line
+from tests.e2e.helpers import SSH_LIBRARIES, all_cmdlines, offload, spawn, stderr_line, top_modules_loaded
 from tests.workers import (SshdWorker, all_pids, kill_pids, make_repo, proc_alive, proc_cmdline, proc_uid,
                            proxy_relay, sshd_record, wait_for, write_outputs)
 
@@ -223,18 +223,25 @@ def test_secrets_pass_through_the_socket_only(setup: dict[str, Any]) -> None:
     assert done == [0], "the job saw the secret it was given"
 
 
-def test_a_warm_command_loads_no_ssh_library(setup: dict[str, Any]) -> None:
-    assert cmd(setup, "run", "--job", "imp", "--wait", "--", "true").returncode == 0
-    full = dict(os.environ, **setup["env"])
+@pytest.mark.parametrize("ssh_config", [False, True], ids=["no ~/.ssh/config", "an alias in ~/.ssh/config"])
+def test_a_warm_command_loads_no_ssh_library(setup: dict[str, Any], tmp_path: Path, isolated_home: Path,
+                                              ssh_config: bool) -> None:
+    """With the agent up, a command loads no SSH library: not to dial, and not to read ~/.ssh/config (the worker's
+    host an alias there, its port and user left to it): the agent parses that file."""
+    ssh: SshdWorker = setup["ssh"]
+    s = setup
+    if ssh_config:
+        (isolated_home / ".ssh").mkdir(mode=0o700)
+        (isolated_home / ".ssh" / "config").write_text(f"Host offload-alias\n    HostName {ssh.host}\n"
+                                                       f"    Port {ssh.port}\n    User {ssh.user}\n")
+        record = sshd_record(ssh, host="offload-alias", port=None, user=None)
+        s = dict(setup, out=write_outputs(tmp_path / "alias.json", "ssh", [record]))
+    assert cmd(s, "run", "--job", "imp", "--wait", "--", "true").returncode == 0
     for args in (["check", "imp"], ["run", "--wait", "--", "true"]):
-        p = subprocess.run([sys.executable, "-X", "importtime", "-m", "offload", args[0], "--outputs",
-                            str(setup["out"]), *args[1:]], cwd=setup["repo"], env=full, capture_output=True,
-                           timeout=60)
-        assert p.returncode == 0, p.stderr
-        loaded = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.decode().splitlines()
-                  if line.startswith("import time:")}
+        loaded = top_modules_loaded(args[0], "--outputs", str(s["out"]), *args[1:], cwd=s["repo"], env=s["env"])
         assert "offload" in loaded
-        assert not loaded & {"paramiko", "fabric", "invoke", "cryptography"}, args
+        assert not loaded & SSH_LIBRARIES, args
+    assert [c["host"] for c in agent_state(s)["connections"]] == ["offload-alias" if ssh_config else ssh.host]
 
 
 def peak_memory(pid: int) -> int:

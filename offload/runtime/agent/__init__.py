@@ -20,14 +20,14 @@ code has changed (offload was upgraded or edited) retires the agent: it lets go 
 request and any later one with `retry` (the client asks again and so starts a new agent), finishes the requests it
 has in hand, then exits.
 
-`client` is the command's side (`connect`, the `AgentTransport` it returns, `status`, `stop`); `server` is the
-agent process (`python -m offload.runtime.agent`); `protocol` is what they say to each other.
+`client` is the command's side (`connect`, the `AgentTransport` it returns, `host_config`, `status`, `stop`);
+`server` is the agent process (`python -m offload.runtime.agent`); `protocol` is what they say to each other.
 """
 
 from offload.paths import persist_seconds
 from offload.runtime.agent.client import (START_TIMEOUT, AgentTransport, AgentUnavailable, agent_files, connect,
-                                          status, stop)
+                                          host_config, status, stop)
 from offload.runtime.agent.protocol import DialSpec
 
 __all__ = ["START_TIMEOUT", "AgentTransport", "AgentUnavailable", "DialSpec", "agent_files", "connect",
-           "persist_seconds", "status", "stop"]
+           "host_config", "persist_seconds", "status", "stop"]

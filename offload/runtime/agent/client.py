@@ -19,6 +19,7 @@ import offload.errors as errors
 from offload.errors import OffloadError
 from offload.frames import peer_uid, recv_frame, send_frame
 from offload.paths import InstallationFiles, agent_dir, code_stamp, persist_seconds, private_dir
+from offload.runtime import user_ssh_config
 from offload.runtime.agent.protocol import CHUNK, DialSpec, error_from
 from offload.runtime.transport import Result, Sink, Transport
 
@@ -285,6 +286,20 @@ class AgentTransport:
         if self._own is not None:
             self._own.close()
             self._own = None
+
+
+def host_config(host: str) -> user_ssh_config.HostConfig:
+    """HOST as the user's ~/.ssh/config describes it, parsed by the agent, which has the SSH libraries loaded: a
+    command that reaches its workers through the agent loads none. Parsed here when the agent cannot be used."""
+    return user_ssh_config.lookup(host, _read_in_agent)
+
+
+def _read_in_agent(path: Path, host: str) -> user_ssh_config.HostConfig:
+    try:
+        reply = _asking(lambda: _reply(_request({"op": "ssh-config", "path": str(path), "host": host}, start=True)))
+    except AgentUnavailable:
+        return user_ssh_config.read(path, host)
+    return user_ssh_config.HostConfig.from_dict(reply)
 
 
 def status() -> dict[str, Any]:

@@ -124,7 +124,7 @@ class Agent:
 
     def _handle(self, client: socket.socket, header: dict[str, Any]) -> None:
         op = header.get("op")
-        if op in ("open", "step", "alive"):
+        if op in ("open", "step", "alive", "ssh-config"):
             declined = self._declined(str(header.get("stamp", "")))
             if declined is not None:
                 send_frame(client, b"d", json.dumps(declined).encode())
@@ -142,6 +142,8 @@ class Agent:
             self._open(client, header)
         elif op == "step":
             self._step(client, header)
+        elif op == "ssh-config":
+            self._ssh_config(client, header)
 
     def _declined(self, theirs: str) -> dict[str, Any] | None:
         """Why a request with code stamp THEIRS is not taken, or None when it is. A command of another
@@ -218,6 +220,17 @@ class Agent:
             if held_now is not None:
                 held_now.used = time.monotonic()
         send_frame(client, b"x", json.dumps({"exit": code}).encode())
+
+    def _ssh_config(self, client: socket.socket, header: dict[str, Any]) -> None:
+        """A command's ~/.ssh/config, parsed for one host (the command loads no SSH library to do it)."""
+        from offload.runtime.user_ssh_config import lookup_in
+
+        try:
+            found = lookup_in(Path(str(header.get("path"))), str(header.get("host")))
+        except OffloadError as e:
+            send_frame(client, b"!", error_payload(e))
+            return
+        send_frame(client, b"r", json.dumps(found.to_dict()).encode())
 
     def _status(self) -> dict[str, Any]:
         now = time.monotonic()
