@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from offload.errors import RemoteCommandError, WorkerUnreachable
+from offload.errors import RemoteCommandError, WorkerUnreachable, reason
 
 if TYPE_CHECKING:
     import fabric
@@ -201,7 +201,7 @@ class SshTransport:
             chan.exec_command(shlex.join(argv))
         except Exception as e:  # paramiko raises SSHException/EOFError/socket errors here
             raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} was lost: "
-                                    f"{e or type(e).__name__}") from e
+                                    f"{reason(e)}") from e
         return chan
 
     @staticmethod
