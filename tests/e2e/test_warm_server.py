@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import offload, spawn
-from tests.workers import (SshdWorker, children_map, kill_pids, make_repo, proc_alive, proc_cmdline, proc_stat,
-                           sshd_record, wait_for, write_outputs)
+from tests.workers import (SshdWorker, all_pids, children_map, kill_pids, make_repo, proc_alive, proc_cmdline,
+                           proc_stat, sshd_record, wait_for, write_outputs)
 
 import offload.cli.warm.client as warm
 from offload import paths as offload_paths
@@ -132,8 +132,11 @@ def test_no_server_when_persist_is_zero_and_agent_stop_stops_it(setup: dict[str,
     zero = dict(setup, env=dict(setup["env"], OFFLOAD_PERSIST="0"))
     for _ in range(2):
         assert cmd(zero, "status").returncode == 0
-    time.sleep(1)
-    assert not list((Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent").glob("warm-*.pid"))
+    # A command starts a server (and creates its log) before it exits: had either started one, it would show now.
+    directory = offload_paths.agent_dir()
+    assert not list(directory.glob("warm-*.log")) and not list(directory.glob("warm-*.pid"))
+    assert not [pid for pid in all_pids() if "offload.cli.warm" in proc_cmdline(pid)
+                and str(directory) in proc_cmdline(pid)]
     pid = server(setup)
     state = json.loads(offload("agent", "status", "--json", cwd=setup["repo"], env=setup["env"]).stdout)
     assert state["warm_server_pid"] == pid
@@ -202,8 +205,14 @@ def test_a_command_of_another_installation_runs_itself_and_leaves_the_server(set
         socket.send_fds(s, [struct.pack(">cI", b"q", len(request)) + request], [null.fileno()] * 3)
         s.settimeout(10)
         assert s.recv(5)[:1] == b"!", "refused: nothing ran"
-    time.sleep(0.5)
-    assert proc_alive(pid) and not children_map().get(pid), "the server serves on"
+    assert not children_map().get(pid), "it forked nothing for it"
+    # The server answers the next request as it did this one: it serves on, and did not take itself for stale.
+    with socket.socket(socket.AF_UNIX) as s, open(os.devnull, "wb") as null:
+        s.connect(str(sock_path))
+        socket.send_fds(s, [struct.pack(">cI", b"q", len(request)) + request], [null.fileno()] * 3)
+        s.settimeout(10)
+        assert s.recv(5)[:1] == b"!"
+    assert proc_alive(pid) and warm.server_pid() == pid, "the server serves on"
 
 
 def test_agent_stop_also_stops_a_server_still_starting(setup: dict[str, Any]) -> None:
@@ -213,10 +222,11 @@ def test_agent_stop_also_stops_a_server_still_starting(setup: dict[str, Any]) ->
             f"{sys.executable} -m offload agent stop")
     p = subprocess.run(both, shell=True, cwd=setup["repo"], env=env, capture_output=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert "stopped the warm command server " in p.stdout.decode(), p.stdout
-    time.sleep(1)
-    pidfile = warm.files().pid
-    assert not pidfile.exists() or not proc_alive(int(pidfile.read_text() or 0))
+    stopped = [line for line in p.stdout.decode().splitlines() if line.startswith("stopped the warm command server ")]
+    assert stopped, p.stdout
+    pid = int(stopped[0].split()[-1])
+    wait_for(lambda: not proc_alive(pid), timeout=20, what="the stopped server to exit")
+    assert warm.server_pid() is None
 
 
 MARKER = '''
