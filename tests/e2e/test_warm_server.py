@@ -200,18 +200,18 @@ def test_a_command_of_another_installation_runs_itself_and_leaves_the_server(set
     sock_path = warm.files().socket
     other = "/opt/other/bin/python|/opt/other/offload:1"
     request = json.dumps({"argv": ["status"], "cwd": "/", "env": {}, "umask": 0o22, "stamp": other}).encode()
-    with socket.socket(socket.AF_UNIX) as s, open(os.devnull, "wb") as null:
-        s.connect(str(sock_path))
-        socket.send_fds(s, [struct.pack(">cI", b"q", len(request)) + request], [null.fileno()] * 3)
-        s.settimeout(10)
-        assert s.recv(5)[:1] == b"!", "refused: nothing ran"
+
+    def answer() -> bytes:
+        with socket.socket(socket.AF_UNIX) as s, open(os.devnull, "wb") as null:
+            s.connect(str(sock_path))
+            socket.send_fds(s, [struct.pack(">cI", b"q", len(request)) + request], [null.fileno()] * 3)
+            s.settimeout(10)
+            return s.recv(5)[:1]
+
+    assert answer() == b"!", "refused: nothing ran"
     assert not children_map().get(pid), "it forked nothing for it"
     # The server answers the next request as it did this one: it serves on, and did not take itself for stale.
-    with socket.socket(socket.AF_UNIX) as s, open(os.devnull, "wb") as null:
-        s.connect(str(sock_path))
-        socket.send_fds(s, [struct.pack(">cI", b"q", len(request)) + request], [null.fileno()] * 3)
-        s.settimeout(10)
-        assert s.recv(5)[:1] == b"!"
+    assert answer() == b"!"
     assert proc_alive(pid) and warm.server_pid() == pid, "the server serves on"
 
 
