@@ -1,5 +1,5 @@
-"""`python -m offload` runs the CLI, through a warm server when one answers (see `offload.cli.warm`)."""
+"""`python -m offload` runs the CLI, through a warm server when one answers (see `offload.cli.main`)."""
 
-from offload.cli.warm import main
+from offload.cli.main import main
 
 main()

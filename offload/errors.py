@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class OffloadError(Exception):
     """Base of every error offload reports to the user as a single line."""
@@ -106,3 +108,16 @@ class PulumiUnavailable(OffloadError):
     """The Pulumi CLI, which the Automation API drives, is not installed."""
 
     exit_code = 6
+
+
+def reason(e: BaseException) -> str:
+    """What an exception says went wrong, for a one-line error; never empty, as an `EOFError()` or a socket error
+    raised without a message would be: its strerror, its errno's text, its own text, else its class."""
+    if isinstance(e, OSError):
+        if e.strerror:
+            return e.strerror
+        if isinstance(e.errno, int):
+            return os.strerror(e.errno)
+    if isinstance(e, EOFError) and not str(e).strip():
+        return "the other side closed the connection (EOFError)"
+    return str(e).strip() or type(e).__name__

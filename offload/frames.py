@@ -10,9 +10,14 @@ import socket
 import struct
 
 HEADER = struct.Struct(">cI")
+# The most a frame may carry: a warm command's request (its arguments and environment) is the largest. A peer that
+# announces more is dropped unread, so that no peer makes the other side wait for, or hold, more than this.
+MAX_PAYLOAD = 1 << 24
 
 
 def pack(kind: bytes, payload: bytes = b"") -> bytes:
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"a frame carries at most {MAX_PAYLOAD} bytes, not {len(payload)}")
     return HEADER.pack(kind, len(payload)) + payload
 
 
@@ -32,7 +37,8 @@ def recv_exact(sock: socket.socket, size: int) -> bytes | None:
 
 
 def recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
-    """The next frame as (kind, payload), or None when the other side has gone (closed or reset)."""
+    """The next frame as (kind, payload), or None when the other side has gone (closed or reset) or has announced
+    more than MAX_PAYLOAD (the caller then drops it, as a peer gone)."""
     try:
         return _recv_frame(sock)
     except OSError:
@@ -44,6 +50,8 @@ def _recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
     if head is None:
         return None
     kind, size = HEADER.unpack(head)
+    if size > MAX_PAYLOAD:
+        return None
     payload = recv_exact(sock, size) if size else b""
     return None if payload is None else (kind, payload)
 

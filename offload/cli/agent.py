@@ -21,9 +21,8 @@ app.add_typer(agent_app, name="agent")
 def status(json: JsonOpt = False) -> None:
     """Whether the agent runs, and the connections it holds."""
     from offload.cli.ui import print_json
+    from offload.cli.warm.client import server_pid
     from offload.jobs.connections import agent_status
-
-    from offload.cli.warm import server_pid
 
     state = agent_status()
     state["warm_server_pid"] = server_pid()
@@ -47,7 +46,7 @@ def status(json: JsonOpt = False) -> None:
 def stop() -> None:
     """Stop the agent (its connections close) and this installation's warm command server. The next command starts
     new ones."""
-    from offload.cli.warm import stop_server
+    from offload.cli.warm.client import stop_server
     from offload.jobs.connections import stop_agent
 
     warm = stop_server()  # the warm command server goes too: commands it is running go on

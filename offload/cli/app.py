@@ -99,4 +99,4 @@ def main(argv: list[str] | None = None) -> None:
 
 # Command modules register themselves on `app` when imported (so `app` is complete for CliRunner too); each
 # keeps its heavy imports inside its commands.
-from offload.cli import agent, fleet, init, jobs, outputs, results, run, serve, sshconfig  # noqa: E402,F401
+from offload.cli import agent, fleet, init, jobs, outputs, results, run, serve, ssh_config  # noqa: E402,F401

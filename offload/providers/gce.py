@@ -19,7 +19,7 @@ from offload.outputs import ProviderType
 from offload.paths import cache_dir
 from offload.providers.base import WorkerStatus
 from offload.providers.ssh import SshProvider
-from offload.runtime import sshconf
+from offload.runtime import agent, user_ssh_config
 from offload.runtime.transport import Transport
 
 WAKE_TIMEOUT = 300.0
@@ -133,7 +133,7 @@ class GceLinuxProvider(SshProvider):
         if self.record.host_keys:
             return []
         known = self.options.connect.known_hosts
-        name = sshconf.known_name(self.record)
+        name = user_ssh_config.known_name(self.record, agent.host_config)  # parsed by the agent, on every dial
         remembered = known.lookup(name)
         if remembered and not refresh:
             return remembered
@@ -152,7 +152,7 @@ class GceLinuxProvider(SshProvider):
         """Pinned keys into the managed known_hosts; without them, the keys the instance publishes (once none
         is known). A CloudApiError when none is known and the API cannot tell."""
         known = self.options.connect.known_hosts
-        name = sshconf.known_name(self.record)
+        name = user_ssh_config.known_name(self.record)
         if self.record.host_keys or known.lookup(name):
             return super().trust_host_keys()
         for key in self.published_host_keys():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.providers.base import ProviderOptions, SshEntry, WorkerProvider
-from offload.runtime import agent, sshconf
+from offload.runtime import agent, user_ssh_config
 from offload.runtime.agent import DialSpec
 from offload.runtime.connection import check_identity, open_connection, scan_host_key
 from offload.runtime.transport import SshTransport, Transport
@@ -14,8 +14,9 @@ class SshProvider(WorkerProvider):
     kind = ProviderType.SSH
 
     def __init__(self, record: WorkerRecord, outputs: StackOutputs, options: ProviderOptions | None = None) -> None:
-        # A null port or user is the user's ~/.ssh/config's (else 22 and the local user), for every verb alike.
-        super().__init__(sshconf.resolve(record), outputs, options)
+        # A null port or user is the user's ~/.ssh/config's (else 22 and the local user), for every verb alike;
+        # the connection agent parses the file.
+        super().__init__(user_ssh_config.resolve(record, agent.host_config), outputs, options)
 
     def _connect(self, *, extra_keys: list[str] | None = None, proxy_command: str | None = None,
                  timeout: float | None = None) -> Transport:
@@ -46,8 +47,8 @@ class SshProvider(WorkerProvider):
         """The record's address as plain ssh needs it: an alias of ~/.ssh/config resolved to its HostName (ssh does
         not look the HostName of one Host entry up again), with the alias's keys and ProxyCommand."""
         r = self.record
-        alias = sshconf.lookup(r.host)
-        return SshEntry(name=r.name, host=alias.hostname, port=r.port or sshconf.DEFAULT_PORT, user=r.user,
+        alias = user_ssh_config.lookup(r.host)
+        return SshEntry(name=r.name, host=alias.hostname, port=r.port or user_ssh_config.DEFAULT_PORT, user=r.user,
                         known_hosts=self.options.connect.known_hosts.path,
                         proxy_command=self.ssh_proxy_command() or alias.proxy_command, container=r.container,
                         identity_files=alias.identity_files)
@@ -59,7 +60,7 @@ class SshProvider(WorkerProvider):
         """With keys pinned in the outputs, exactly those: an older key of the host is forgotten, so that plain ssh
         refuses it as offload does. Without, the key remembered from offload's first connection, if any."""
         known = self.options.connect.known_hosts
-        name = sshconf.known_name(self.record)
+        name = user_ssh_config.known_name(self.record)
         pinned = list(dict.fromkeys(self.record.host_keys))
         if pinned and sorted(known.lookup(name)) != sorted(pinned):
             known.replace(name, pinned)

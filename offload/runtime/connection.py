@@ -12,9 +12,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from offload.errors import AUTH_HINT, AuthFailed, HostKeyMismatch, UsageError, WorkerUnreachable
+from offload.errors import AUTH_HINT, AuthFailed, HostKeyMismatch, UsageError, WorkerUnreachable, reason
 from offload.outputs import WorkerRecord
-from offload.runtime import sshconf
+from offload.runtime import user_ssh_config
 from offload.runtime.hostkeys import KnownHosts, host_id
 
 if TYPE_CHECKING:
@@ -40,6 +40,10 @@ class ConnectOptions:
     proxy_command: str | None = None
     known_hosts: KnownHosts = field(default_factory=KnownHosts.default)
     notice: Callable[[str], None] = lambda msg: print(f"offload: {msg}", file=sys.stderr)
+    # The ssh-agent the dial may use, and a proxy command may too: the user's SSH_AUTH_SOCK, else none. Given to
+    # paramiko explicitly, never through this process's environment (the connection agent dials for many
+    # commands at once, each with its own).
+    ssh_agent: str | None = field(default_factory=lambda: os.environ.get("SSH_AUTH_SOCK") or None)
 
     @classmethod
     def from_env(cls, identity: Path | None = None) -> "ConnectOptions":
@@ -120,6 +124,43 @@ def check_identity(path: Path) -> None:
         raise UsageError(f"SSH key {path} is a public key, not a private key", hint=hint)
 
 
+def use_ssh_agent(conn: "fabric.Connection", path: str | None) -> None:
+    """Have CONN log in with the keys of the ssh-agent at PATH, and of no other (none without PATH). paramiko's own
+    Agent reads SSH_AUTH_SOCK from the environment of the process, which in the connection agent is no request's
+    own; so the client gets an agent bound to PATH instead (SSHClient keeps it in `_agent`, and uses it from
+    there; tests/runtime/test_paramiko_api.py pins what this relies on)."""
+    if not path:
+        conn.connect_kwargs["allow_agent"] = False
+        return
+    conn.connect_kwargs["allow_agent"] = True
+    conn.client._agent = _agent_at(path)
+
+
+def _agent_at(path: str) -> "paramiko.Agent":
+    """The ssh-agent listening at PATH, as paramiko's Agent. It is reached when paramiko first asks for its keys;
+    one that does not answer has none, as paramiko treats a dangling SSH_AUTH_SOCK."""
+    import paramiko
+
+    class AgentAt(paramiko.Agent):
+        def __init__(self) -> None:
+            paramiko.agent.AgentSSH.__init__(self)
+            self._reached = False
+
+        def get_keys(self):  # noqa: ANN202
+            if not self._reached:
+                self._reached = True
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    conn.connect(path)
+                except OSError:
+                    conn.close()
+                    return ()
+                self._connect(conn)
+            return super().get_keys()
+
+    return AgentAt()
+
+
 def _load_keys(client: "paramiko.SSHClient", name: str, keys: list[str]) -> None:
     from paramiko import PKey
 
@@ -143,76 +184,125 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     with a notice. A changed key is always refused. A null port or user comes from ~/.ssh/config. KEY_SOURCE says
     where the keys come from when the caller knows better than WORKER and EXTRA_KEYS tell (the connection agent).
     """
-    import logging
-
     timeout = opts.connect_timeout if timeout is None else timeout
-    worker = sshconf.resolve(worker)
+    worker = user_ssh_config.resolve(worker)
     if opts.identity:
         check_identity(opts.identity)
-
     gateway = expand_proxy_command(proxy_command or worker.proxy_command or opts.proxy_command, worker)
     # Dial before the (slow) paramiko import: the worker's sshd starts its side of the session meanwhile,
     # and when a fleet is queried every worker is dialled at once instead of after the import lock.
-    dial_host = sshconf.lookup(worker.host).hostname
-    early = None if gateway else _dial_early(dial_host, worker.port or sshconf.DEFAULT_PORT, timeout)
+    dial_host = user_ssh_config.lookup(worker.host).hostname
+    early = None if gateway else _dial_early(dial_host, worker.port or user_ssh_config.DEFAULT_PORT, timeout)
+    _quiet_paramiko()
+    where = f"worker {worker.name} at {worker.user + '@' if worker.user else ''}{worker.host}:{worker.port}"
+    conn = _connection(worker, opts, gateway, timeout, where)
+    _use_early_socket(conn, early, dial_host, worker.port)
+    _pass_over_missing_key_files(conn)
+    refuse = _trust(conn, worker, opts, extra_keys, key_source or _key_source(worker, extra_keys), where)
+    _log_in(conn, worker, opts, where, timeout, refuse)
+    _tune(conn)
+    return conn
 
-    import fabric
-    import paramiko
-    from fabric.config import Config
+
+def _quiet_paramiko() -> None:
+    """paramiko logs transport failures with tracebacks; ours become one-line errors instead."""
+    import logging
 
     if os.environ.get("OFFLOAD_DEBUG") != "1":
-        # paramiko logs transport failures with tracebacks; ours become one-line errors instead.
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
-    pinned = list(worker.host_keys) + list(extra_keys or [])
-    trust = Trust.PINNED if pinned else Trust.FIRST_USE
-    source = key_source or _key_source(worker, extra_keys)
-    connect_kwargs: dict = {
-        "banner_timeout": timeout,
-        "auth_timeout": timeout,
-        "channel_timeout": timeout,
-    }
+
+def _connection(worker: WorkerRecord, opts: ConnectOptions, gateway: str | None, timeout: float,
+                where: str) -> "fabric.Connection":
+    """The fabric Connection to WORKER, not yet open: through our own proxy pipe (GATEWAY's, or the ProxyCommand
+    of ~/.ssh/config), logging in with the identity and the ssh-agent of OPTS and no other."""
+    import fabric
+    from fabric.config import Config
+
+    connect_kwargs: dict = {"banner_timeout": timeout, "auth_timeout": timeout, "channel_timeout": timeout}
     if opts.identity:
         connect_kwargs["key_filename"] = [str(opts.identity)]
         connect_kwargs["look_for_keys"] = False
-        connect_kwargs["allow_agent"] = bool(os.environ.get("SSH_AUTH_SOCK"))
-    where = f"worker {worker.name} at {worker.user + '@' if worker.user else ''}{worker.host}:{worker.port}"
     if gateway:
-        try:
-            connect_kwargs["sock"] = ProxyPipe(gateway)
-        except paramiko.ssh_exception.ProxyCommandFailure as e:  # the command cannot even start
-            raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
-                                    f"{e.error}") from None
+        connect_kwargs["sock"] = _proxy_pipe(gateway, opts, worker, where)
     conn = fabric.Connection(
         worker.host, user=worker.user, port=worker.port, connect_timeout=max(1, round(timeout)),
         # Our own proxy pipe (when there is one) replaces fabric's, and ~/.ssh/config must not add another.
         connect_kwargs=connect_kwargs, gateway=False if gateway else None,
         config=Config(overrides={"run": {"hide": True, "warn": True}}),
     )
-    if early is not None:
-        # ~/.ssh/config may send this host elsewhere (HostName, Port, ProxyCommand): then it decides.
-        if conn.gateway or conn.host != dial_host or conn.port != worker.port:
-            early.close()
-        else:
-            conn.connect_kwargs["sock"] = early
+    if isinstance(conn.gateway, str):
+        # A ProxyCommand of ~/.ssh/config runs as ours do: with this dial's ssh-agent, failing with its own error.
+        conn.connect_kwargs["sock"] = _proxy_pipe(conn.gateway, opts, worker, where)
+        conn.gateway = None
+    for hop in (conn, conn.gateway):  # a ProxyJump of ~/.ssh/config logs in to its jump host too
+        if isinstance(hop, fabric.Connection):
+            use_ssh_agent(hop, opts.ssh_agent)
+    return conn
+
+
+def _proxy_pipe(command: str, opts: ConnectOptions, worker: WorkerRecord, where: str) -> "ProxyPipe":
+    from paramiko.ssh_exception import ProxyCommandFailure
+
+    try:
+        return ProxyPipe(command, ssh_agent=opts.ssh_agent)
+    except ProxyCommandFailure as e:  # the command cannot even start
+        raise _proxy_failed(worker, where, e) from None
+
+
+def _proxy_failed(worker: WorkerRecord, where: str, e: Exception) -> WorkerUnreachable:
+    command, error = getattr(e, "command", ""), getattr(e, "error", "")
+    return WorkerUnreachable(worker.name, f"cannot reach {where} through `{command.split()[0]} ...`: {error}")
+
+
+def _use_early_socket(conn: "fabric.Connection", early: socket.socket | None, dial_host: str,
+                      port: int | None) -> None:
+    """Log in over EARLY, the TCP connection made before paramiko was loaded, unless ~/.ssh/config sends this host
+    elsewhere (HostName, Port, ProxyCommand, ProxyJump): then it decides."""
+    if early is None:
+        return
+    if conn.gateway or "sock" in conn.connect_kwargs or conn.host != dial_host or conn.port != port:
+        early.close()
+    else:
+        conn.connect_kwargs["sock"] = early
+
+
+def _pass_over_missing_key_files(conn: "fabric.Connection") -> None:
+    """OpenSSH passes over an IdentityFile of ~/.ssh/config that does not exist (a `Host *` default, say); paramiko
+    would stop at it. An explicit identity was checked before."""
     keys = conn.connect_kwargs.get("key_filename")
-    if keys:
-        # OpenSSH passes over an IdentityFile of ~/.ssh/config that does not exist (a `Host *` default, say);
-        # paramiko would stop at it. An explicit identity was checked above.
-        present = [k for k in keys if os.path.exists(os.path.expanduser(k))]
-        if present:
-            conn.connect_kwargs["key_filename"] = present
-        else:
-            del conn.connect_kwargs["key_filename"]
+    if not keys:
+        return
+    present = [k for k in keys if os.path.exists(os.path.expanduser(k))]
+    if present:
+        conn.connect_kwargs["key_filename"] = present
+    else:
+        del conn.connect_kwargs["key_filename"]
+
+
+def _trust(conn: "fabric.Connection", worker: WorkerRecord, opts: ConnectOptions, extra_keys: list[str] | None,
+           source: KeySource, where: str) -> Callable[[str], HostKeyMismatch]:
+    """Give CONN the host keys it may accept (pinned, else remembered) and the policy for a key it does not know;
+    the refusal for a key that does not match."""
+    pinned = list(worker.host_keys) + list(extra_keys or [])
+    trust = Trust.PINNED if pinned else Trust.FIRST_USE
     # paramiko looks the key up under the address it dials: an alias's HostName, not the alias.
     name = host_id(conn.host, conn.port)
-    client = conn.client
-    _load_keys(client, name, pinned or opts.known_hosts.lookup(name))
+    _load_keys(conn.client, name, pinned or opts.known_hosts.lookup(name))
 
     def refuse(seen: str) -> HostKeyMismatch:
         return refusal(worker, where, seen, source, opts.known_hosts.path, name)
 
-    client.set_missing_host_key_policy(_policy(worker, opts, trust, refuse))
+    conn.client.set_missing_host_key_policy(_policy(worker, opts, trust, refuse))
+    return refuse
+
+
+def _log_in(conn: "fabric.Connection", worker: WorkerRecord, opts: ConnectOptions, where: str, timeout: float,
+            refuse: Callable[[str], HostKeyMismatch]) -> None:
+    """Open CONN, turning each way it can fail into offload's one-line error."""
+    import paramiko
+
+    unreachable_hint = "is it running? try `offload status`"
     try:
         conn.open()
     except HostKeyMismatch:
@@ -228,14 +318,12 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
         raise AuthFailed(worker.name, f"{where} refused the SSH login{with_key}", hint=AUTH_HINT) from None
     except (socket.timeout, TimeoutError):
         raise WorkerUnreachable(worker.name, f"cannot reach {where}: timed out after {timeout:.0f}s",
-                                hint="is it running? try `offload status`") from None
+                                hint=unreachable_hint) from None
     except paramiko.ssh_exception.NoValidConnectionsError as e:
-        reason = next(iter(e.errors.values()), e)
-        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {getattr(reason, 'strerror', None) or reason}",
-                                hint="is it running? try `offload status`") from None
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {reason(next(iter(e.errors.values()), e))}",
+                                hint=unreachable_hint) from None
     except paramiko.ssh_exception.ProxyCommandFailure as e:
-        raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
-                                f"{e.error}") from None
+        raise _proxy_failed(worker, where, e) from None
     except paramiko.SSHException as e:
         if _no_key(e):
             raise AuthFailed(worker.name, f"no SSH key to log in to {where} with: no --identity or "
@@ -243,38 +331,31 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
         if _bad_key_file(e):
             raise UsageError(f"cannot use {opts.identity or 'the SSH key'} as an SSH private key: {e}",
                              hint=AUTH_HINT) from None
-        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {e or type(e).__name__}",
-                                hint="is it running? try `offload status`") from None
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {reason(e)}", hint=unreachable_hint) from None
     except (OSError, EOFError) as e:
         if isinstance(e, OSError) and e.filename is not None:  # a key file named in ~/.ssh/config
-            raise UsageError(f"cannot read SSH key {e.filename}: {e.strerror or e}", hint=AUTH_HINT) from None
-        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {e or type(e).__name__}",
-                                hint="is it running? try `offload status`") from None
-    _tune(conn)
-    return conn
+            raise UsageError(f"cannot read SSH key {e.filename}: {reason(e)}", hint=AUTH_HINT) from None
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {reason(e)}", hint=unreachable_hint) from None
 
 
 def scan_host_key(worker: WorkerRecord, opts: ConnectOptions) -> str:
     """The host key WORKER presents ('type base64'), read in the key exchange without logging in: what a new
     worker's setup shows for the user to confirm before it is pinned. Nothing is trusted or remembered here."""
-    import logging
-
     import paramiko
 
-    if os.environ.get("OFFLOAD_DEBUG") != "1":
-        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    _quiet_paramiko()
     timeout = opts.connect_timeout
-    worker = sshconf.resolve(worker)  # an alias of ~/.ssh/config: its port, and below its HostName
+    worker = user_ssh_config.resolve(worker)  # an alias of ~/.ssh/config: its port, and below its HostName
     where = f"{worker.host}:{worker.port}"
     gateway = expand_proxy_command(worker.proxy_command or opts.proxy_command, worker)
-    dial_host = sshconf.lookup(worker.host).hostname
+    dial_host = user_ssh_config.lookup(worker.host).hostname
     try:
-        sock = ProxyPipe(gateway) if gateway else socket.create_connection((dial_host, worker.port), timeout=timeout)
+        sock = (ProxyPipe(gateway, ssh_agent=opts.ssh_agent) if gateway
+                else socket.create_connection((dial_host, worker.port), timeout=timeout))
     except paramiko.ssh_exception.ProxyCommandFailure as e:
-        raise WorkerUnreachable(worker.name, f"cannot reach {where} through `{e.command.split()[0]} ...`: "
-                                f"{e.error}") from None
+        raise _proxy_failed(worker, where, e) from None
     except OSError as e:
-        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {e.strerror or e}",
+        raise WorkerUnreachable(worker.name, f"cannot reach {where}: {reason(e)}",
                                 hint="is the host up and its sshd listening on that port?") from None
     transport = paramiko.Transport(sock)
     transport.banner_timeout = timeout
@@ -282,7 +363,7 @@ def scan_host_key(worker: WorkerRecord, opts: ConnectOptions) -> str:
         transport.start_client(timeout=timeout)
         key = transport.get_remote_server_key()
     except (paramiko.SSHException, OSError, EOFError) as e:
-        raise WorkerUnreachable(worker.name, f"cannot read the host key of {where}: {e or type(e).__name__}",
+        raise WorkerUnreachable(worker.name, f"cannot read the host key of {where}: {reason(e)}",
                                 hint="is an SSH server listening on that port?") from None
     finally:
         transport.close()
@@ -306,9 +387,10 @@ def _bad_key_file(e: Exception) -> bool:
 
 class ProxyPipe:
     """A ProxyCommand as the socket paramiko reads and writes, that fails at once, with the command's own
-    error, when the command exits (paramiko's own spins until its timeout and reports a banner error)."""
+    error, when the command exits (paramiko's own spins until its timeout and reports a banner error). The command
+    gets SSH_AGENT as its SSH_AUTH_SOCK (none when None): `ssh -W` to a bastion logs in with the dial's ssh-agent."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, *, ssh_agent: str | None = None) -> None:
         import collections
         import shlex
         import subprocess
@@ -317,11 +399,14 @@ class ProxyPipe:
         self.command = command
         self.timeout: float | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "SSH_AGENT_PID")}
+        if ssh_agent:
+            env["SSH_AUTH_SOCK"] = ssh_agent
         try:
             self.process = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
+                                            stderr=subprocess.PIPE, bufsize=0, start_new_session=True, env=env)
         except OSError as e:
-            self._fail(f"cannot run it: {e.strerror or e}")
+            self._fail(f"cannot run it: {reason(e)}")
         threading.Thread(target=self._drain, daemon=True).start()
 
     def _drain(self) -> None:

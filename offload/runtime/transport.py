@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from offload.errors import RemoteCommandError, WorkerUnreachable
+from offload.errors import RemoteCommandError, WorkerUnreachable, reason
 
 if TYPE_CHECKING:
     import fabric
@@ -158,7 +158,8 @@ def _end_input(chan) -> None:
     """Send EOF on the channel's input, unless it is closed already. paramiko's `shutdown_write` lets go of the
     channel's lock before it sends the EOF, so the transport thread can answer the server's CLOSE first; an EOF after
     a CLOSE makes sshd drop the whole connection (and, through the connection agent, every command sharing it).
-    Here the EOF goes out under the lock, the way paramiko sends data."""
+    Here the EOF goes out under the lock, the way paramiko sends data, through two private methods of paramiko's
+    (tests/runtime/test_paramiko_api.py fails by name should a release change them)."""
     with chan.lock:
         if chan.closed or chan.eof_sent or chan.transport is None:
             return
@@ -200,7 +201,7 @@ class SshTransport:
             chan.exec_command(shlex.join(argv))
         except Exception as e:  # paramiko raises SSHException/EOFError/socket errors here
             raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} was lost: "
-                                    f"{e or type(e).__name__}") from e
+                                    f"{reason(e)}") from e
         return chan
 
     @staticmethod

@@ -90,3 +90,22 @@ def ran(worker: dict[str, Any], repo: Path, job: str, command: str) -> None:
     """Run COMMAND as job JOB and wait for it; it must succeed."""
     p = on_worker(worker, repo, "run", "--job", job, "--wait", "--", command)
     assert p.returncode == 0, (p.stdout, p.stderr)
+
+
+SSH_LIBRARIES = frozenset({"paramiko", "fabric", "invoke", "cryptography"})
+
+
+def top_modules_loaded(*args: str, cwd: Path, env: dict[str, str] | None = None) -> set[str]:
+    """The top-level modules `offload ARGS` loads, by `-X importtime`: run by the executable (which hands the command
+    to a warm server when one answers) and run in a process of its own (where the command itself runs, as a warm
+    server's child would). Each must succeed."""
+    full = dict(os.environ, **(env or {}))
+    in_process = "import sys; from offload.cli.app import main; main(sys.argv[1:])"
+    loaded: set[str] = set()
+    for how in (["-m", "offload"], ["-c", in_process]):
+        p = subprocess.run([sys.executable, "-X", "importtime", *how, *args], cwd=cwd, env=full, capture_output=True,
+                           timeout=60)
+        assert p.returncode == 0, (how, p.stderr.decode()[-3000:])
+        loaded |= {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.decode().splitlines()
+                   if line.startswith("import time:")}
+    return loaded

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-import offload.runtime.agent as agent_module
-from tests.e2e.helpers import all_cmdlines, offload, spawn, stderr_line
+import offload.runtime.agent.server as agent_server
+from offload import paths as offload_paths
+from tests.e2e.helpers import SSH_LIBRARIES, all_cmdlines, offload, spawn, stderr_line, top_modules_loaded
 from tests.workers import (SshdWorker, all_pids, kill_pids, make_repo, proc_alive, proc_cmdline, proc_uid,
                            proxy_relay, sshd_record, wait_for, write_outputs)
 
@@ -222,18 +223,25 @@ def test_secrets_pass_through_the_socket_only(setup: dict[str, Any]) -> None:
     assert done == [0], "the job saw the secret it was given"
 
 
-def test_a_warm_command_loads_no_ssh_library(setup: dict[str, Any]) -> None:
-    assert cmd(setup, "run", "--job", "imp", "--wait", "--", "true").returncode == 0
-    full = dict(os.environ, **setup["env"])
+@pytest.mark.parametrize("ssh_config", [False, True], ids=["no ~/.ssh/config", "an alias in ~/.ssh/config"])
+def test_a_warm_command_loads_no_ssh_library(setup: dict[str, Any], tmp_path: Path, isolated_home: Path,
+                                              ssh_config: bool) -> None:
+    """With the agent up, a command loads no SSH library: not to dial, and not to read ~/.ssh/config (the worker's
+    host an alias there, its port and user left to it): the agent parses that file."""
+    ssh: SshdWorker = setup["ssh"]
+    s = setup
+    if ssh_config:
+        (isolated_home / ".ssh").mkdir(mode=0o700)
+        (isolated_home / ".ssh" / "config").write_text(f"Host offload-alias\n    HostName {ssh.host}\n"
+                                                       f"    Port {ssh.port}\n    User {ssh.user}\n")
+        record = sshd_record(ssh, host="offload-alias", port=None, user=None)
+        s = dict(setup, out=write_outputs(tmp_path / "alias.json", "ssh", [record]))
+    assert cmd(s, "run", "--job", "imp", "--wait", "--", "true").returncode == 0
     for args in (["check", "imp"], ["run", "--wait", "--", "true"]):
-        p = subprocess.run([sys.executable, "-X", "importtime", "-m", "offload", args[0], "--outputs",
-                            str(setup["out"]), *args[1:]], cwd=setup["repo"], env=full, capture_output=True,
-                           timeout=60)
-        assert p.returncode == 0, p.stderr
-        loaded = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.decode().splitlines()
-                  if line.startswith("import time:")}
+        loaded = top_modules_loaded(args[0], "--outputs", str(s["out"]), *args[1:], cwd=s["repo"], env=s["env"])
         assert "offload" in loaded
-        assert not loaded & {"paramiko", "fabric", "invoke", "cryptography"}, args
+        assert not loaded & SSH_LIBRARIES, args
+    assert [c["host"] for c in agent_state(s)["connections"]] == ["offload-alias" if ssh_config else ssh.host]
 
 
 def peak_memory(pid: int) -> int:
@@ -333,7 +341,7 @@ def test_changed_code_retires_the_agent_and_a_running_logs_f_streams_to_its_end(
     assert p.returncode == 0, p.stderr
     old = agent_state(setup)["pid"]
     follower = spawn("logs", "--outputs", str(setup["out"]), "-f", "long", cwd=setup["repo"], env=setup["env"])
-    source = Path(agent_module.__file__)
+    source = Path(agent_server.__file__)
     before = source.stat()
     try:
         assert follower.stdout is not None and follower.stdout.read(6) == b"begin\n"
@@ -365,7 +373,7 @@ def test_another_installation_has_an_agent_of_its_own(setup: dict[str, Any], tmp
     assert cmd(setup, "status").returncode == 0
     pid = agent_state(setup)["pid"]
     other = tmp_path / "other"
-    shutil.copytree(Path(agent_module.__file__).parents[1], other / "offload",
+    shutil.copytree(Path(offload_paths.__file__).parent, other / "offload",
                     ignore=shutil.ignore_patterns("__pycache__"))
     theirs = {"PYTHONPATH": str(other)}
     before = ssh.accepted_count()
@@ -379,3 +387,92 @@ def test_another_installation_has_an_agent_of_its_own(setup: dict[str, Any], tmp
     assert agent_state(setup)["pid"] == pid
     assert cmd(setup, "run", "--wait", "--", "echo this").stdout == b"this\n"
     assert ssh.accepted_count() - before == 1, "this installation's commands still go through its agent"
+
+# A ProxyCommand that notes the ssh-agent it was given, and holds its dial until COUNT dials have started: the
+# requests' logins then overlap in the agent, as those of commands that start together do.
+GATED_RELAY = """\
+import os, socket, sys, threading, time
+gate, count, host, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+with open(os.path.join(gate, str(os.getpid())), "w") as f:
+    f.write(os.environ.get("SSH_AUTH_SOCK", "none"))
+deadline = time.monotonic() + 30
+while len(os.listdir(gate)) < count and time.monotonic() < deadline:
+    time.sleep(0.01)
+s = socket.create_connection((host, port))
+def up():
+    while data := os.read(0, 65536):
+        s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while data := s.recv(65536):
+    os.write(1, data)
+"""
+
+
+@pytest.fixture
+def ssh_agents(tmp_path: Path) -> Any:
+    """A factory for real ssh-agents, each holding one key: `ssh_agents(KEY)` is the agent's socket. Each is
+    stopped by its pid at teardown."""
+    import tempfile
+
+    from tests.workers import stop_process
+
+    short = Path(tempfile.mkdtemp(prefix="oa-", dir="/dev/shm"))  # a socket's path must stay under 108 bytes
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(key: Path) -> str:
+        sock = short / f"agent{len(started)}.sock"
+        proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        started.append(proc)
+        wait_for(lambda: sock.exists(), timeout=10, what="ssh-agent's socket")
+        subprocess.run(["ssh-add", "-q", str(key)], env=dict(os.environ, SSH_AUTH_SOCK=str(sock)), check=True,
+                       capture_output=True, timeout=30)
+        return str(sock)
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            stop_process(proc, proc.pid)
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_each_request_logs_in_with_its_own_ssh_agent_and_no_other(setup: dict[str, Any], tmp_path: Path,
+                                                                  ssh_agents: Any) -> None:
+    """Three commands dial at once through the agent: one whose ssh-agent holds the key the worker accepts, one
+    whose ssh-agent holds another key, and one with that other key as its identity file and no ssh-agent. Only
+    the first logs in: no dial used another request's ssh-agent, and a proxy command got its own request's."""
+    from tests.workers import generate_keypair
+
+    ssh: SshdWorker = setup["ssh"]
+    other, _ = generate_keypair(tmp_path / "keys" / "other")
+    accepted, refused = ssh_agents(ssh.key_path), ssh_agents(other)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (tmp_path / "gated.py").write_text(GATED_RELAY)
+    relay = f"{sys.executable} -S {tmp_path / 'gated.py'} {gate} 3 %h %p"
+    out = write_outputs(tmp_path / "gated.json", "ssh", [sshd_record(ssh, proxy_command=relay)])
+    before = ssh.accepted_count()
+    requests = {"its agent's key": {"SSH_AUTH_SOCK": accepted}, "another key in its agent": {"SSH_AUTH_SOCK": refused},
+                "another key as its identity": {"OFFLOAD_SSH_KEY": str(other)}}
+    procs = {what: spawn("run", "--outputs", str(out), "--wait", "--", "echo in", cwd=setup["repo"], env=env)
+             for what, env in requests.items()}
+    results = {}
+    for what, proc in procs.items():
+        try:
+            out_, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        results[what] = (proc.returncode, out_, err.decode())
+    code, printed, err = results["its agent's key"]
+    assert (code, printed) == (0, b"in\n"), err
+    for what in ("another key in its agent", "another key as its identity"):
+        code, printed, err = results[what]
+        assert code == 208 and "refused the SSH login" in err, (what, err)  # 8, moved out by --wait
+    assert ssh.accepted_count() - before == 1
+    assert sorted(f.read_text() for f in gate.iterdir()) == sorted([accepted, refused, "none"]), \
+        "each proxy command had its own request's ssh-agent"
+    assert agent_state(setup)["running"], "all three went through the agent"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from offload.runtime.hostkeys import KnownHosts, host_id
-from tests.e2e.helpers import container_hostname, offload, stderr_line
+from tests.e2e.helpers import SSH_LIBRARIES, container_hostname, offload, stderr_line, top_modules_loaded
 from tests.fakes.compute_api import ComputeFake
 from tests.fakes.oslogin_api import OsLoginFake
 from tests.workers import SshDockerWorker, make_repo, path_without, sshd_record, write_outputs
@@ -70,6 +70,21 @@ def test_running_instance_needs_no_api_call_once_keys_are_known(gce, compute_fak
     assert p.returncode == 0 and p.stdout == b"warm\n", p.stderr
     assert compute_fake.requests == []
     assert ssh.accepted_count() - before == 0, "the connection agent holds the connection of the first run"
+
+
+def test_a_warm_command_loads_no_ssh_library_to_read_ssh_config(gce, isolated_home: Path) -> None:
+    """Every dial of a GCE worker looks its host up in ~/.ssh/config (the name its keys are known by); with the
+    agent up, the agent parses the file, and the command loads no SSH library."""
+    worker, inst, out, repo = gce
+    key = worker.ssh.key_path
+    (isolated_home / ".ssh").mkdir(mode=0o700)
+    (isolated_home / ".ssh" / "config").write_text("Host elsewhere\n    User someone\n")
+    assert offload("run", "--outputs", str(out), "--job", "g1", "--wait", "--", "true", cwd=repo,
+                   key=key).returncode == 0
+    for args in (["check", "g1"], ["run", "--wait", "--", "true"]):
+        loaded = top_modules_loaded(args[0], "--outputs", str(out), *args[1:], cwd=repo,
+                                    env={"OFFLOAD_SSH_KEY": str(key)})
+        assert "offload" in loaded and not loaded & SSH_LIBRARIES, args
 
 
 def test_key_not_in_guest_attributes_is_refused(gce, compute_fake: ComputeFake) -> None:

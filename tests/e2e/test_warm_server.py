@@ -5,7 +5,6 @@ its own, and a client that stalls holds up no other."""
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import shutil
@@ -23,10 +22,12 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import offload, spawn
-from tests.workers import (SshdWorker, children_map, kill_pids, make_repo, proc_alive, proc_cmdline, proc_stat,
-                           sshd_record, wait_for, write_outputs)
+from tests.workers import (SshdWorker, all_pids, children_map, kill_pids, make_repo, proc_alive, proc_cmdline,
+                           proc_stat, sshd_record, wait_for, write_outputs)
 
-import offload.cli.warm as warm
+import offload.cli.warm.client as warm
+from offload import paths as offload_paths
+from offload.cli.main import eligible
 
 
 @pytest.fixture
@@ -131,8 +132,11 @@ def test_no_server_when_persist_is_zero_and_agent_stop_stops_it(setup: dict[str,
     zero = dict(setup, env=dict(setup["env"], OFFLOAD_PERSIST="0"))
     for _ in range(2):
         assert cmd(zero, "status").returncode == 0
-    time.sleep(1)
-    assert not list((Path(os.environ["OFFLOAD_CACHE_DIR"]) / "agent").glob("warm-*.pid"))
+    # A command starts a server (and creates its log) before it exits: had either started one, it would show now.
+    directory = offload_paths.agent_dir()
+    assert not list(directory.glob("warm-*.log")) and not list(directory.glob("warm-*.pid"))
+    assert not [pid for pid in all_pids() if "offload.cli.warm" in proc_cmdline(pid)
+                and str(directory) in proc_cmdline(pid)]
     pid = server(setup)
     state = json.loads(offload("agent", "status", "--json", cwd=setup["repo"], env=setup["env"]).stdout)
     assert state["warm_server_pid"] == pid
@@ -142,12 +146,11 @@ def test_no_server_when_persist_is_zero_and_agent_stop_stops_it(setup: dict[str,
 
 
 def test_interactive_commands_start_the_usual_way() -> None:
-    assert warm.eligible(["run", "--wait", "--", "make"])
-    assert warm.eligible(["run", "--", "make", "--attach"]), "words after -- are the job's"
-    assert not warm.eligible(["run", "--attach", "--", "make"])
-    assert not warm.eligible(["run", "-a", "--", "make"])
-    assert not any(warm.eligible([c, "job"]) for c in ("attach", "shell", "mcp", "agent", "fleet", "init"))
-    assert not warm.eligible([])
+    assert eligible(["run", "--wait", "--", "make"])
+    assert eligible(["run", "--", "make", "--attach"]), "words after -- are the job's"
+    assert not eligible(["run", "--attach", "--", "make"])
+    assert not any(eligible([c, "job"]) for c in ("attach", "shell", "mcp", "agent", "fleet", "init"))
+    assert not eligible([])
 
 
 def test_every_installations_socket_fits_where_the_agent_puts_it(tmp_path: Path) -> None:
@@ -167,14 +170,13 @@ def test_the_server_answers_only_its_own_user(setup: dict[str, Any]) -> None:
     assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
     dirs = [d for d in (sock.parent, *sock.parents) if d != Path("/")]
     modes = {d: stat.S_IMODE(d.stat().st_mode) for d in dirs}
-    probe = ("import array, json, socket, struct, sys\n"
+    probe = ("import json, socket, struct, sys\n"
              "s = socket.socket(socket.AF_UNIX)\n"
              "s.connect(sys.argv[1])\n"
              "s.settimeout(5)\n"
              "req = json.dumps({'argv': ['status'], 'cwd': '/', 'env': {}, 'umask': 18, 'stamp': sys.argv[2]}).encode()\n"
              "try:\n"
-             "    s.sendmsg([struct.pack('>cI', b'q', len(req)) + req],\n"
-             "              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [0, 1, 2]))])\n"
+             "    socket.send_fds(s, [struct.pack('>cI', b'q', len(req)) + req], [0, 1, 2])\n"
              "    print(repr(s.recv(100)))\n"
              "except (ConnectionResetError, BrokenPipeError):\n"
              "    print(repr(b''))\n")
@@ -198,14 +200,19 @@ def test_a_command_of_another_installation_runs_itself_and_leaves_the_server(set
     sock_path = warm.files().socket
     other = "/opt/other/bin/python|/opt/other/offload:1"
     request = json.dumps({"argv": ["status"], "cwd": "/", "env": {}, "umask": 0o22, "stamp": other}).encode()
-    with socket.socket(socket.AF_UNIX) as s, open(os.devnull, "wb") as null:
-        s.connect(str(sock_path))
-        s.sendmsg([struct.pack(">cI", b"q", len(request)) + request],
-                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [null.fileno()] * 3))])
-        s.settimeout(10)
-        assert s.recv(5)[:1] == b"!", "refused: nothing ran"
-    time.sleep(0.5)
-    assert proc_alive(pid) and not children_map().get(pid), "the server serves on"
+
+    def answer() -> bytes:
+        with socket.socket(socket.AF_UNIX) as s, open(os.devnull, "wb") as null:
+            s.connect(str(sock_path))
+            socket.send_fds(s, [struct.pack(">cI", b"q", len(request)) + request], [null.fileno()] * 3)
+            s.settimeout(10)
+            return s.recv(5)[:1]
+
+    assert answer() == b"!", "refused: nothing ran"
+    assert not children_map().get(pid), "it forked nothing for it"
+    # The server answers the next request as it did this one: it serves on, and did not take itself for stale.
+    assert answer() == b"!"
+    assert proc_alive(pid) and warm.server_pid() == pid, "the server serves on"
 
 
 def test_agent_stop_also_stops_a_server_still_starting(setup: dict[str, Any]) -> None:
@@ -215,10 +222,11 @@ def test_agent_stop_also_stops_a_server_still_starting(setup: dict[str, Any]) ->
             f"{sys.executable} -m offload agent stop")
     p = subprocess.run(both, shell=True, cwd=setup["repo"], env=env, capture_output=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert "stopped the warm command server " in p.stdout.decode(), p.stdout
-    time.sleep(1)
-    pidfile = warm.files().pid
-    assert not pidfile.exists() or not proc_alive(int(pidfile.read_text() or 0))
+    stopped = [line for line in p.stdout.decode().splitlines() if line.startswith("stopped the warm command server ")]
+    assert stopped, p.stdout
+    pid = int(stopped[0].split()[-1])
+    wait_for(lambda: not proc_alive(pid), timeout=20, what="the stopped server to exit")
+    assert warm.server_pid() is None
 
 
 MARKER = '''
@@ -245,7 +253,7 @@ def _installation(base: Path) -> str:
     import sysconfig
 
     source = base / "src"
-    shutil.copytree(Path(warm.__file__).resolve().parents[1], source / "offload",
+    shutil.copytree(Path(offload_paths.__file__).resolve().parent, source / "offload",
                     ignore=shutil.ignore_patterns("__pycache__"))
     with open(source / "offload" / "cli" / "app.py", "a") as f:
         f.write(MARKER)

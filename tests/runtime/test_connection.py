@@ -81,6 +81,33 @@ def test_unreachable_worker_is_one_line_naming_it(tmp_path: Path) -> None:
     assert "gone-worker" in e.value.line() and "\n" not in e.value.line()
 
 
+def test_a_worker_that_hangs_up_in_the_handshake_is_unreachable_with_a_reason(tmp_path: Path) -> None:
+    """The server sends its banner and closes: paramiko raises an EOFError that says nothing of itself, and the
+    error says what happened instead of ending in an empty reason."""
+    import threading
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+
+        def hang_up() -> None:
+            client, _ = srv.accept()
+            with client:
+                client.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+                client.shutdown(socket.SHUT_WR)
+                while client.recv(65536):  # read what the client sends, so that it sees an end, not a reset
+                    pass
+
+        server = threading.Thread(target=hang_up, daemon=True)
+        server.start()
+        record = WorkerRecord(name="rude", host="127.0.0.1", port=srv.getsockname()[1], user="u", workspace="/w")
+        with pytest.raises(WorkerUnreachable) as e:
+            open_connection(record, ConnectOptions(known_hosts=KnownHosts(tmp_path / "kh"), connect_timeout=10))
+        server.join(timeout=10)
+    assert e.value.line() == (f"cannot reach worker rude at u@127.0.0.1:{record.port}: the other side closed the "
+                              "connection (EOFError) (is it running? try `offload status`)")
+
+
 def test_silent_worker_times_out_within_the_connect_timeout(tmp_path: Path) -> None:
     # A listener that accepts TCP but never speaks SSH: the banner wait must honour the timeout.
     with socket.socket() as srv:
@@ -255,7 +282,7 @@ def test_an_identity_file_of_ssh_config_that_does_not_exist_is_passed_over(sshd_
 def test_without_an_ssh_config_entry_a_null_port_and_user_are_22_and_the_local_user(tmp_path: Path) -> None:
     import getpass
 
-    from offload.runtime.sshconf import resolve
+    from offload.runtime.user_ssh_config import resolve
 
     record = WorkerRecord.from_dict({"name": "w", "host": "box.example", "port": None, "user": None,
                                      "workspace": "/w"})

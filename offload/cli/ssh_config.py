@@ -1,4 +1,6 @@
-"""`offload ssh-config`: OpenSSH `Host` entries for the workers, so plain ssh, rsync and editors reach them.
+"""`offload ssh-config`: writes OpenSSH `Host` entries for the workers, so plain ssh, rsync and editors reach them.
+
+(What offload reads of the user's own ~/.ssh/config is `offload.runtime.user_ssh_config`.)
 
 Every entry verifies the worker's host key against offload's managed known_hosts (StrictHostKeyChecking yes).
 Each worker's provider says how plain ssh reaches it and puts the keys it trusts there first: exactly the keys the

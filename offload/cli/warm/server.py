@@ -1,30 +1,14 @@
-"""Warm commands: the `offload` entry point, and the server that runs a command in a process already warm.
-
-Most of what a command costs on this machine is starting Python and loading offload. The warm server loads it
-once and then forks a child per command; the `offload` process a user starts hands it the command (its
-arguments, working directory, environment and umask) and its own stdin, stdout and stderr (passed over a Unix
-socket, so output goes straight to the terminal or pipe), forwards the signals it gets to the child, and exits
-with the child's exit code. The child reaches workers through the connection agent like any command. Only the
-job commands that need no terminal of their own go this way; `attach`, `shell`, `run --attach` and everything
-else start the usual way.
-
-Each installation of offload (a Python and a package root: another virtualenv, another checkout) has a server of
-its own, beside the agent's socket (see `offload.paths.agent_dir`) under a name made from the installation, so a
-server only ever runs its own installation's code. It answers only its own user, and exits after OFFLOAD_PERSIST
-idle seconds (0: no server); a command that finds none runs the usual way and starts one for the next. A server
-whose code is older than the command's (offload changed since it started) is not used, and exits.
+"""The warm command server: load offload once, then fork a child per command that becomes the command (the user's
+streams, directory, environment and umask) and runs it.
 
 The server is one thread: it reads every request at once, each under a deadline of its own, so a client that
 connects and sends nothing costs the others nothing; and it forks with no other thread about. Each child leads a
 session of its own, so the user's process can stop it and its helpers (Ctrl-Z) and continue them, and the
 server's exit never touches it.
-
-This module is what the `offload` executable imports first: it loads nothing heavy unless it has to.
 """
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import signal
@@ -33,234 +17,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from offload.frames import HEADER, pack, peer_uid, recv_frame, send_frame
+from offload.frames import HEADER, MAX_PAYLOAD, peer_uid, send_frame
+from offload.listener import Listener
 from offload.paths import InstallationFiles, code_stamp, installation_of
 
-WARM_COMMANDS = frozenset({"run", "status", "check", "logs", "clean", "pull", "diff", "apply", "get"})
 REQUEST_DEADLINE = 5.0  # seconds a client has, once connected, to send its whole request (it takes microseconds)
-MAX_REQUEST = 1 << 24  # bytes: the arguments and the environment
 MAX_PENDING = 64  # clients still sending; past that, the one that has waited longest is dropped
-
-
-def main() -> None:
-    """The `offload` executable: a warm server's child runs the command when one answers, else this process."""
-    argv = sys.argv[1:]
-    code = forward(argv) if eligible(argv) else None
-    if code is not None:
-        sys.exit(code)
-    from offload.cli.app import main as cli_main
-
-    try:
-        cli_main(argv)
-    finally:
-        if eligible(argv):
-            start_server()
-
-
-def eligible(argv: list[str]) -> bool:
-    """A job command that needs no terminal of its own (not `run --attach`)."""
-    if not argv or argv[0] not in WARM_COMMANDS:
-        return False
-    words = argv[:argv.index("--")] if "--" in argv else argv
-    return not (argv[0] == "run" and ("--attach" in words or "-a" in words))
-
-
-def _place() -> Path | None:
-    """The server's directory, when the settings allow a server at all."""
-    from offload.paths import agent_dir, persist_seconds, private_dir
-
-    try:
-        if persist_seconds() == 0:
-            return None
-    except Exception:  # a malformed setting: the usual path reports it
-        return None
-    directory = agent_dir()
-    return directory if private_dir(directory) else None
-
-
-def files(stamp: str | None = None) -> InstallationFiles | None:
-    """This installation's warm server files, when the settings allow a server at all."""
-    directory = _place()
-    return None if directory is None else InstallationFiles(directory, "warm", stamp)
-
-
-# --- the client: the `offload` process a user starts --------------------------------------------------------------
-
-
-def forward(argv: list[str]) -> int | None:
-    """Run ARGV in a warm server's child; its exit code, or None when no server took the command (nothing ran)."""
-    directory = _place()
-    if directory is None:
-        return None
-    stamp = code_stamp()
-    where = InstallationFiles(directory, "warm", stamp)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(where.socket))
-        if peer_uid(sock) != os.getuid():
-            sock.close()
-            return None
-    except OSError:
-        sock.close()
-        return None
-    control = _JobControl()
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
-                              "stamp": stamp}).encode("utf-8", "surrogateescape")
-        fds = array.array("i", [0, 1, 2])
-        sock.sendmsg([pack(b"q", request)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        frame = recv_frame(sock)
-    except OSError:
-        frame = None
-    if frame is None or frame[0] != b"p":
-        sock.close()
-        control.release()
-        return None  # refused (a stale server): nothing ran
-    control.attach(int(frame[1]))
-    with sock:
-        while True:
-            frame = recv_frame(sock)
-            if frame is None:
-                print("offload: the warm command ended without an exit code (was it killed?); `offload status` "
-                      "shows what it did", file=sys.stderr)
-                return 1
-            if frame[0] == b"x":
-                return int(frame[1])
-
-
-class _JobControl:
-    """The signals of the user's process, for its warm child. Ctrl-Z (SIGTSTP) stops the child, then this process;
-    SIGCONT (`fg`, `bg`) continues the child; SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on. The child leads a
-    session of its own, so stopping its process group stops the helpers it started too. A Ctrl-Z that comes before
-    the child is known waits for it."""
-
-    def __init__(self) -> None:
-        self.child: int | None = None
-        self.stop_asked = False
-        signal.signal(signal.SIGTSTP, self._suspend)
-        signal.signal(signal.SIGCONT, self._resume)
-
-    def attach(self, child: int) -> None:
-        """The child runs: from now on signals are its."""
-        self.child = child
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(signum, self._relay)
-        if self.stop_asked:
-            self._suspend(signal.SIGTSTP, None)
-
-    def release(self) -> None:
-        """No child runs (this process runs the command itself): a Ctrl-Z that came meanwhile stops it now."""
-        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-        signal.signal(signal.SIGCONT, signal.SIG_DFL)
-        if self.stop_asked:
-            os.kill(os.getpid(), signal.SIGTSTP)
-
-    def _relay(self, signum: int, _frame: object) -> None:
-        if self.child is not None:
-            _signal(self.child, signum)
-
-    def _suspend(self, _signum: int, _frame: object) -> None:
-        if self.child is None:
-            self.stop_asked = True
-            return
-        # SIGSTOP, not SIGTSTP: the child's session is its own, so its process group is orphaned, and the kernel
-        # drops SIGTSTP sent to an orphaned group.
-        _signal(-self.child, signal.SIGSTOP)
-        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
-        signal.signal(signal.SIGTSTP, self._suspend)
-
-    def _resume(self, _signum: int, _frame: object) -> None:
-        if self.child is not None:
-            _signal(-self.child, signal.SIGCONT)
-
-
-def _signal(target: int, signum: int) -> None:
-    """Send SIGNUM to a process (TARGET > 0) or a process group (-TARGET) that may be gone already."""
-    try:
-        if target > 0:
-            os.kill(target, signum)
-        else:
-            os.killpg(-target, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def start_server() -> None:
-    """Start a warm server in the background for the next command, unless one runs (never waits for it)."""
-    import subprocess
-
-    where = files()
-    if where is None:
-        return
-    try:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with probe:
-            probe.connect(str(where.socket))
-        return
-    except OSError:
-        pass
-    from offload.paths import persist_seconds
-
-    try:
-        with open(where.log, "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "offload.cli.warm", str(where.socket.parent),
-                              str(persist_seconds())],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                             start_new_session=True, close_fds=True, cwd="/")
-    except OSError:
-        pass
-
-
-def server_pid(where: InstallationFiles | None = None) -> int | None:
-    """The pid of this installation's warm server, when one runs."""
-    where = where or files()
-    try:
-        pid = int(where.pid.read_text()) if where else 0
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return pid if b"offload.cli.warm" in f.read() else None
-    except (OSError, ValueError):
-        return None
-
-
-def _lock_held(where: InstallationFiles) -> bool:
-    """A server holds the lock: it runs, or is starting and has not written its pid yet."""
-    import fcntl
-
-    try:
-        with open(where.lock, "rb") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return False
-    except OSError:
-        return False
-
-
-def stop_server() -> int | None:
-    """Stop this installation's warm server (commands it started go on); its pid, or None when none ran. A server
-    still starting (the previous command started it a moment ago) is waited for, briefly, and stopped too."""
-    import time
-
-    where = files()
-    pid = server_pid(where)
-    deadline = time.monotonic() + 5
-    while pid is None and where is not None and _lock_held(where) and time.monotonic() < deadline:
-        time.sleep(0.05)
-        pid = server_pid(where)
-    if pid is not None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return None
-    return pid
-
-
-# --- the server ---------------------------------------------------------------------------------------------------
 
 
 def serve(directory: Path, persist: float) -> int:
@@ -279,34 +41,12 @@ def serve(directory: Path, persist: float) -> int:
 
     command()
     preload()
-    path = where.socket
+    where.socket.unlink(missing_ok=True)  # a server that held the lock before this one is gone
+    listener = Listener(where.socket, where.pid)
     try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old)
-    inode = os.stat(path).st_ino
-    where.pid.write_text(f"{os.getpid()}\n")
-    listener.listen(64)
-    try:
-        return _Server(listener, stamp, lock.fileno()).run(persist, lambda: _same(path, inode))
+        return _Server(listener.socket, stamp, lock.fileno()).run(persist, listener.ours)
     finally:
         listener.close()
-        if _same(path, inode):
-            path.unlink(missing_ok=True)
-            where.pid.unlink(missing_ok=True)
-
-
-def _same(path: Path, inode: int) -> bool:
-    try:
-        return os.stat(path).st_ino == inode
-    except OSError:
-        return False
 
 
 class _Pending:
@@ -317,7 +57,7 @@ class _Pending:
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.data = bytearray()
-        self.fds = array.array("i")
+        self.fds: list[int] = []
         self.deadline = deadline
 
     def wants(self) -> int:
@@ -329,7 +69,7 @@ class _Pending:
     def drop(self) -> None:
         for fd in self.fds:
             os.close(fd)
-        self.fds = array.array("i")
+        self.fds = []
         self.sock.close()
 
 
@@ -415,21 +155,19 @@ class _Server:
         """Read what PENDING has sent; once its request is whole, answer it. True when this server is stale and
         must go."""
         try:
-            data, ancillary, flags, _ = pending.sock.recvmsg(min(pending.wants(), 1 << 16),
-                                                             socket.CMSG_SPACE(3 * pending.fds.itemsize),
-                                                             socket.MSG_CMSG_CLOEXEC)
+            data, fds, flags, _ = socket.recv_fds(pending.sock, min(pending.wants(), 1 << 16), 3)
         except BlockingIOError:
             return False
         except OSError:
-            data, ancillary, flags = b"", [], 0
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                pending.fds.frombytes(payload[:len(payload) - len(payload) % pending.fds.itemsize])
+            data, fds, flags = b"", [], 0
+        for fd in fds:
+            os.set_inheritable(fd, False)  # recv_fds takes no MSG_CMSG_CLOEXEC before Python 3.13
+        pending.fds += fds
         if not data or flags & socket.MSG_CTRUNC:
             self._forget(pending)  # gone, or sent more descriptors than a request has
             return False
         pending.data += data
-        if len(pending.data) >= HEADER.size and HEADER.unpack(pending.data[:HEADER.size])[1] > MAX_REQUEST:
+        if len(pending.data) >= HEADER.size and HEADER.unpack(pending.data[:HEADER.size])[1] > MAX_PAYLOAD:
             self._forget(pending)
             return False
         if pending.wants():
@@ -482,7 +220,10 @@ class _Server:
             return
         self.selector.unregister(watch)
         os.close(watch)
-        _signal(-pid, signal.SIGCONT)  # a stopped child notices its user has gone, and ends
+        try:
+            os.killpg(pid, signal.SIGCONT)  # a stopped child notices its user has gone, and ends
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def _reap(self) -> None:
         try:
@@ -578,5 +319,3 @@ def _child(client: socket.socket, fds: list[int], request: dict) -> None:
         os._exit(code)
 
 
-if __name__ == "__main__":
-    sys.exit(serve(Path(sys.argv[1]), float(sys.argv[2])))
