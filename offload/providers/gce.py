@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from offload.errors import AuthFailed, CloudApiError, ConfigError, HostKeyMismatch, WorkerUnreachable
+from offload.errors import AuthFailed, CloudApiError, CloudNotFound, ConfigError, HostKeyMismatch, WorkerUnreachable
 from offload.outputs import ProviderType
 from offload.paths import cache_dir
 from offload.providers.base import WorkerStatus
@@ -255,18 +255,16 @@ class GceLinuxProvider(SshProvider):
     def _instance_status(self) -> str:
         try:
             return self._api().get(self.record.instance or "").status
-        except CloudApiError as e:
-            if "not found" in e.message.lower():
-                return "MISSING"
-            raise
+        except CloudNotFound:
+            return "MISSING"
 
     def get_status(self) -> WorkerStatus:
         try:
             info = self._api().get(self.record.instance or "")
+        except CloudNotFound:
+            return WorkerStatus(self.name, self.kind.value, "missing", self.record.machine_type,
+                                self.record.hourly_cost_usd)
         except CloudApiError as e:
-            if "not found" in e.message.lower():
-                return WorkerStatus(self.name, self.kind.value, "missing", self.record.machine_type,
-                                    self.record.hourly_cost_usd)
             return WorkerStatus(self.name, self.kind.value, "unknown", self.record.machine_type,
                                 self.record.hourly_cost_usd, error=e.line())
         from offload.pricing import hourly_cost

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from offload.errors import CloudApiError, ConfigError
+from offload.errors import CloudApiError, CloudNotFound, ConfigError
 from offload.outputs import WorkerRecord, validate_host_key
 from offload.pricing import hourly_cost
 from offload.providers.google_api import LOGIN_HINT, GoogleApi, one_line
@@ -105,18 +105,16 @@ class ComputeApi:
 
     def host_keys(self, instance: str) -> list[str]:
         """The host keys the guest environment published ('ssh-ed25519 AAAA...' lines); [] before it has."""
-        from google.api_core import exceptions
         from google.cloud import compute_v1
 
         request = compute_v1.GetGuestAttributesInstanceRequest(project=self.project, zone=self.zone,
                                                                instance=instance, query_path="hostkeys/")
-        with self._google.errors("read host keys of", instance):
-            try:
+        try:
+            with self._google.errors("read host keys of", instance):
                 attrs = self._instances.get_guest_attributes(request=request, retry=self._retry,
                                                              timeout=self.timeout)
-            except exceptions.NotFound:
-                # Still booting, or guest attributes are off: no keys published yet.
-                return []
+        except CloudNotFound:
+            return []  # still booting, or guest attributes are off: no keys published yet
         keys = []
         for item in attrs.query_value.items:
             if item.namespace != "hostkeys" or not item.value:
@@ -128,17 +126,16 @@ class ComputeApi:
 
     def guest_attributes(self, instance: str, namespace: str) -> dict[str, str]:
         """The guest attributes under NAMESPACE/ as {key: value}; {} before the guest has published any."""
-        from google.api_core import exceptions
         from google.cloud import compute_v1
 
         request = compute_v1.GetGuestAttributesInstanceRequest(project=self.project, zone=self.zone,
                                                                instance=instance, query_path=f"{namespace}/")
-        with self._google.errors("read guest attributes of", instance):
-            try:
+        try:
+            with self._google.errors("read guest attributes of", instance):
                 attrs = self._instances.get_guest_attributes(request=request, retry=self._retry,
                                                              timeout=self.timeout)
-            except exceptions.NotFound:
-                return {}
+        except CloudNotFound:
+            return {}
         return {item.key: item.value for item in attrs.query_value.items if item.namespace == namespace}
 
     # -- state changes ----------------------------------------------------------------------------------
