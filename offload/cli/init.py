@@ -18,11 +18,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from offload.cli.app import app
 from offload.cli.common import IdentityOpt
 from offload.errors import ConfigError, UsageError
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord, fingerprint
 from offload.stackconfig import is_email
+
+app = typer.Typer()
 
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _HOST_SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)(?::(?P<port>\d{1,5}))?$")

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from offload.cli.app import app
 from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir,
                                 open_service)
 from offload.errors import UsageError
 
 if TYPE_CHECKING:
     from offload.jobs.state import JobStatus
+
+app = typer.Typer()
 
 JobArg = Annotated[str, typer.Argument(help="Job id, as `offload run` printed it.", show_default=False)]
 TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="Task name (default: the job's only task, "

@@ -8,10 +8,11 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from offload.cli.app import app
 from offload.worker.layout import job_ref
 from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir,
                                 open_service)
+
+app = typer.Typer()
 
 JobArg = Annotated[str, typer.Argument(help="Job id, as `offload run` printed it.", show_default=False)]
 UnverifiedOpt = Annotated[bool, typer.Option(

@@ -7,9 +7,11 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from offload.cli.app import app
-from offload.cli.common import IapOpt, IdentityOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir, open_service
+from offload.cli.common import (IapOpt, IdentityOpt, Invocation, OutputsOpt, StackOpt, WorkerOpt, current_dir,
+                                open_service)
 from offload.errors import OffloadError, UsageError
+
+app = typer.Typer()
 
 
 @app.command(context_settings={"allow_interspersed_args": False},
@@ -19,6 +21,7 @@ from offload.errors import OffloadError, UsageError
                   "and exits with the job's exit code (offload's own failures then exit with 200 plus their usual "
                   "code); --attach opens the job's tmux session.")
 def run(
+    ctx: typer.Context,
     command: Annotated[Optional[List[str]], typer.Argument(help="The command to run, after `--`.",
                                                            show_default=False)] = None,
     stack: StackOpt = None,
@@ -50,11 +53,10 @@ def run(
                                                           "offload:warmWorktrees, else 4).",
                                                           show_default=False)] = None,
 ) -> None:
-    from offload.cli.app import waiting_for_job
     from offload.cli.ui import Progress
     from offload.jobs.service import JobService, RunRequest
 
-    waiting_for_job(wait)
+    ctx.ensure_object(Invocation).exits_with_job = wait
     if wait and attach:
         raise UsageError("--wait and --attach exclude each other; pick one")
     if json_out and (wait or attach):
