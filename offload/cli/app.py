@@ -15,9 +15,33 @@ from offload.errors import OffloadError
 # `docker run` keeps 125 and up for its own: WAIT_FAILURE_BASE plus the code offload exits with otherwise.
 WAIT_FAILURE_BASE = 200
 
+# What each exit code of offload means, for `offload --help` (docs/cli.md has the whole table).
+EXIT_CODES = {
+    0: "success",
+    1: "a failure: a step on a worker, the sync, a cloud API call or pulumi failed; check: the job failed",
+    2: "bad usage or configuration",
+    3: "a worker cannot be reached, or a GCE worker is stopped",
+    4: "a worker's host key does not match the pinned or remembered one",
+    5: "no such job",
+    6: "the pulumi CLI is not installed",
+    7: "the job has not ended, so it has no result yet",
+    8: "the worker refused the SSH login",
+    130: "interrupted",
+    141: "the output was closed",
+}
+
+
+def _epilog() -> str:
+    lines = ["Exit codes:", *(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()),
+             f"run --wait: the job's own exit code, and {WAIT_FAILURE_BASE} + N for offload's own failure N",
+             "run --attach, attach, shell: the exit code of tmux or of the shell"]
+    return "\n".join(lines)
+
+
 app = typer.Typer(
     name="offload",
     help="Offload heavy development work to your workers.",
+    epilog=_epilog(),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from offload.cli.app import WAIT_FAILURE_BASE, app
+from offload import errors
+from offload.cli.app import EXIT_CODES, WAIT_FAILURE_BASE, app
 from tests.cli.conftest import RunCli
 
 COMMANDS = ("run", "status", "logs", "attach", "shell", "check", "clean", "fleet", "init", "ssh-config")
@@ -52,6 +53,29 @@ def test_the_detach_keys_depend_on_whether_the_user_is_inside_tmux(monkeypatch) 
     assert attach_note("j1") == "attaching to job j1; detach with C-b d, and the job keeps running"
     monkeypatch.setenv("TMUX", "/tmp/tmux-0/default,123,0")
     assert detach_keys() == "C-b C-b d"
+
+
+def test_help_ends_with_every_exit_code_offload_gives() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    epilog = " ".join(result.output[result.output.index("Exit codes:"):].split())
+    assert epilog.startswith("Exit codes: 0 success 1 a failure")
+    for code, meaning in EXIT_CODES.items():
+        assert f" {code} {meaning}" in epilog
+    assert "run --wait: the job's own exit code, and 200 + N for offload's own failure N" in epilog
+    # Every exit code an error of offload's can carry is one the epilog explains.
+    raised = {cls.exit_code for cls in _subclasses(errors.OffloadError) if cls.__module__.startswith("offload.")}
+    assert raised <= set(EXIT_CODES), sorted(raised - set(EXIT_CODES))
+
+
+def _subclasses(cls: type) -> set[type]:
+    import offload.runtime.results  # noqa: F401  (ResultUnverified and the apply errors live outside errors.py)
+    import offload.runtime.apply  # noqa: F401
+
+    found = set()
+    for sub in cls.__subclasses__():
+        found |= {sub} | _subclasses(sub)
+    return found
 
 
 @pytest.mark.parametrize(("args", "code"), [
