@@ -26,7 +26,6 @@ from offload.errors import OffloadError, UsageError, WorkerUnreachable
 from offload.jobs.connections import persist_seconds
 from offload.jobs.launch import ENV_NAME, validate_env
 from offload.jobs.service import JobReport, JobService, RunRequest
-from offload.worker.layout import job_ref
 
 T = TypeVar("T")
 
@@ -246,7 +245,7 @@ def build_server(session: Session, cwd: Callable[[], Path], allow_env: frozenset
         logs."""
         return session.call(lambda s: s.clean(job, cwd())).to_dict()
 
-    @server.tool(description=f"Fetch a job's result into {job_ref('JOB')} of this repository (only the objects "
+    @server.tool(description="Fetch a job's result into refs/offload/jobs/JOB of this repository (only the objects "
                              "it lacks) and return its diffstat; nothing else is written locally.")
     def pull(job: JobArg) -> dict[str, Any]:
         return session.call(lambda s: s.pull(job, cwd()), retry=True).to_dict()

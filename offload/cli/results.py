@@ -8,7 +8,6 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from offload.worker.layout import job_ref
 from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir,
                                 open_service)
 
@@ -20,7 +19,7 @@ UnverifiedOpt = Annotated[bool, typer.Option(
     "elsewhere, a runner that died, or a record something on the worker changed).")]
 
 
-@app.command(help=f"Fetch a job's result into the ref {job_ref('JOB')} of this repository and print its "
+@app.command(help="Fetch a job's result into the ref refs/offload/jobs/JOB of this repository and print its "
                   "diffstat.\n\n"
                   "Only the objects this repository lacks travel; nothing else is written locally.")
 def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
@@ -34,7 +33,7 @@ def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker
     if json:
         print_json(pulled.to_dict())
         return
-    print(f"{job_ref(pulled.id)} -> {pulled.result[:12]} ({pulled.pack_bytes} bytes received)")
+    print(f"{pulled.ref} -> {pulled.result[:12]} ({pulled.pack_bytes} bytes received)")
     sys.stdout.write(pulled.stat or " no changes\n")
 
 

@@ -1,7 +1,7 @@
 """A job's result at home: the record that proves a result is its runner's own, its objects in the local
 repository, its diff, and its files (offload/runtime/apply.py brings its changes into the working tree).
 
-Only the result commands write locally, and only this: `pull` adds objects and the job's ref (`job_ref`); `apply`
+Only the result commands write locally, and only this: `pull` adds objects and the job's ref (`pulled_ref`); `apply`
 changes the working-tree files the job changed and keeps what they were under `refs/offload/backup/JOB`; `get`
 writes under its destination.
 
@@ -138,8 +138,9 @@ class Pulled:
     stat: str  # `git diff --stat` of the job's changes
 
 
-def result_ref(job: str) -> str:
-    """Where `pull` keeps a job's result in the local repository."""
+def pulled_ref(job: str) -> str:
+    """Where `pull` keeps a job's result in the local repository. It has the name of the ref that holds the job's
+    snapshot on the worker (layout.job_ref); here it holds the result."""
     return job_ref(job)
 
 
@@ -167,7 +168,7 @@ def store_result(root: Path, job: str, result: str, snapshot: str, pack: bytes, 
         run_git(["index-pack", "--stdin"], cwd=root, stdin=p.stdout)
     if not local_commit(root, result):
         raise SyncError("local", f"the result of job {job} did not arrive whole")
-    run_git(["update-ref", result_ref(job), result], cwd=root)
+    run_git(["update-ref", pulled_ref(job), result], cwd=root)
     return len(pack)
 
 
@@ -447,5 +448,5 @@ def exclude_locally(root: Path, directory: str) -> None:
 
 
 __all__ = ["JobRecord", "Pulled", "ResultUnverified", "check_result", "descends", "diff", "diffstat", "exclude_locally",
-           "extract", "forget_record", "load_record", "local_commit", "new_result_key", "result_mac", "result_ref",
+           "extract", "forget_record", "load_record", "local_commit", "new_result_key", "pulled_ref", "result_mac",
            "save_record", "snapshot_of_result", "store_result", "unverified_hint"]
