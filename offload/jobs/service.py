@@ -528,10 +528,10 @@ class JobService:
             jobs = WorkerJobs(p)
             return [(job, jobs.clean(job)) for job in by_worker.get(p.name, [])]
 
-        results = self.fleet.each(clean_worker)
-        report.cleaned = [(o.provider.name, j) for o in results for j, _ in (o.value or [])]
-        report.survivors = [(o.provider.name, s) for o in results for _, left in (o.value or []) for s in left]
-        report.errors += _errors(results)
+        cleaned = self.fleet.each(clean_worker)
+        report.cleaned = [(o.provider.name, j) for o in cleaned for j, _ in (o.value or [])]
+        report.survivors = [(o.provider.name, s) for o in cleaned for _, left in (o.value or []) for s in left]
+        report.errors += _errors(cleaned)
         self._where.clear()
         return report
 
