@@ -127,17 +127,6 @@ def check_result(record: JobRecord | None, job: str, worker: str, result: str, m
                                "something on the worker changed it", hint=hint)
 
 
-@dataclass(frozen=True)
-class Pulled:
-    """A job's result in the local repository."""
-
-    job: str
-    result: str
-    snapshot: str
-    pack_bytes: int
-    stat: str  # `git diff --stat` of the job's changes
-
-
 def pulled_ref(job: str) -> str:
     """Where `pull` keeps a job's result in the local repository. It has the name of the ref that holds the job's
     snapshot on the worker (layout.job_ref); here it holds the result."""
@@ -447,6 +436,6 @@ def exclude_locally(root: Path, directory: str) -> None:
         f.write(("" if not current or current.endswith("\n") else "\n") + line + "\n")
 
 
-__all__ = ["JobRecord", "Pulled", "ResultUnverified", "check_result", "descends", "diff", "diffstat", "exclude_locally",
+__all__ = ["JobRecord", "ResultUnverified", "check_result", "descends", "diff", "diffstat", "exclude_locally",
            "extract", "forget_record", "load_record", "local_commit", "new_result_key", "pulled_ref", "result_mac",
            "save_record", "snapshot_of_result", "store_result", "unverified_hint"]
