@@ -63,10 +63,13 @@ def remember_login(email: str, project: str, username: str) -> None:
 
 class GceLinuxProvider(SshProvider):
     kind = ProviderType.GCE_LINUX
-    _os_login_done = False
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (the base class's signature)
         super().__init__(*args, **kwargs)
+        # Whether this worker's keys were registered with OS Login during this session (once is enough).
+        self._os_login_done = False
+        # The instance's status as the Compute API last gave it (None: not asked yet).
+        self._last_status: str | None = None
         r, developer = self.record, self.outputs.developer
         # The name the stack guessed, which its boot put in the docker group (gce-cos).
         self.guessed_user = r.user
@@ -206,8 +209,6 @@ class GceLinuxProvider(SshProvider):
             if not fresh or set(fresh) == set(keys):
                 raise
             return self._connect(extra_keys=fresh, proxy_command=proxy, timeout=timeout)
-
-    _last_status: str | None = None
 
     def _open_host(self, wake: bool) -> Transport:
         keys = self._trusted_keys()
