@@ -26,6 +26,7 @@ from offload.errors import OffloadError, UsageError, WorkerUnreachable
 from offload.jobs.connections import persist_seconds
 from offload.jobs.launch import ENV_NAME, validate_env
 from offload.jobs.service import JobReport, JobService, RunRequest
+from offload.worker.layout import pulled_ref
 
 T = TypeVar("T")
 
@@ -261,7 +262,7 @@ def _add_job_tools(server: MCPServer, session: Session, cwd: Callable[[], Path])
 def _add_result_tools(server: MCPServer, session: Session, cwd: Callable[[], Path]) -> None:
     """The tools that bring a job's work home: pull, diff, apply and get."""
 
-    @server.tool(description="Fetch a job's result into refs/offload/jobs/JOB of this repository (only the objects "
+    @server.tool(description=f"Fetch a job's result into {pulled_ref('JOB')} of this repository (only the objects "
                              "it lacks) and return its diffstat; nothing else is written locally.")
     def pull(job: JobArg) -> dict[str, Any]:
         return session.call(lambda s: s.pull(job, cwd()), retry=True).to_dict()

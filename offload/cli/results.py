@@ -10,6 +10,7 @@ import typer
 
 from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir,
                                 open_service)
+from offload.worker.layout import pulled_ref
 
 app = typer.Typer()
 
@@ -19,7 +20,7 @@ UnverifiedOpt = Annotated[bool, typer.Option(
     "elsewhere, a runner that died, or a record something on the worker changed).")]
 
 
-@app.command(help="Fetch a job's result into the ref refs/offload/jobs/JOB of this repository and print its "
+@app.command(help=f"Fetch a job's result into the ref {pulled_ref('JOB')} of this repository and print its "
                   "diffstat.\n\n"
                   "Only the objects this repository lacks travel; nothing else is written locally.")
 def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,

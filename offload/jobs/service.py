@@ -29,7 +29,7 @@ from offload.jobs.worker import Sink, StartedJob, WorkerJobs
 from offload.outputs import StackOutputs
 from offload.providers import (LocalRepository, WorkerProvider, apply_engine, local_repository, repo_root,
                                results, snapshot_of_ref, take_snapshot)
-from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES, validate_id
+from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES, pulled_ref, validate_id
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -115,7 +115,7 @@ class Pulled:
 
     @property
     def ref(self) -> str:
-        return results.pulled_ref(self.id)
+        return pulled_ref(self.id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "worker": self.worker, "ref": self.ref, "result": self.result,
@@ -382,7 +382,7 @@ class JobService:
     def _local(self, job_id: str, cwd: Path) -> tuple[LocalRepository, str | None]:
         """The local repository at CWD, which must be the one the job ran, and the job's result in it (if pulled)."""
         local = local_repository(cwd)
-        result = results.local_commit(local.root, results.pulled_ref(validate_id(job_id)))
+        result = results.local_commit(local.root, pulled_ref(validate_id(job_id)))
         return local, result
 
     def pull(self, job_id: str, cwd: Path, *, unverified: bool = False, verb: str = "pull") -> Pulled:
@@ -430,7 +430,7 @@ class JobService:
         if record is not None and record.verified == result:
             return local, record.snapshot, result
         if not unverified:
-            raise results.ResultUnverified(f"the result of job {job_id} in {results.pulled_ref(job_id)} was not "
+            raise results.ResultUnverified(f"the result of job {job_id} in {pulled_ref(job_id)} was not "
                                            "proved to be its runner's when it was pulled",
                                            hint=results.unverified_hint(verb, job_id))
         return local, results.snapshot_of_result(local.root, result), result

@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from offload.errors import OffloadError, SyncError, UsageError
 from offload.runtime.localgit import repo_root, run_git
-from offload.worker.layout import job_ref, validate_id
+from offload.worker.layout import pulled_ref, validate_id
 
 RECORD_DAYS = 60  # how long this machine remembers a job it started (its snapshot and its result key)
 
@@ -125,12 +125,6 @@ def check_result(record: JobRecord | None, job: str, worker: str, result: str, m
     if not hmac.compare_digest(mac, result_mac(record.key, job, result)):
         raise ResultUnverified(f"the result of job {job} on worker {worker} is not the one its runner recorded: "
                                "something on the worker changed it", hint=hint)
-
-
-def pulled_ref(job: str) -> str:
-    """Where `pull` keeps a job's result in the local repository. It has the name of the ref that holds the job's
-    snapshot on the worker (layout.job_ref); here it holds the result."""
-    return job_ref(job)
 
 
 def local_commit(root: Path, rev: str, env: dict[str, str] | None = None) -> str | None:
@@ -437,5 +431,5 @@ def exclude_locally(root: Path, directory: str) -> None:
 
 
 __all__ = ["JobRecord", "ResultUnverified", "check_result", "descends", "diff", "diffstat", "exclude_locally",
-           "extract", "forget_record", "load_record", "local_commit", "new_result_key", "pulled_ref", "result_mac",
+           "extract", "forget_record", "load_record", "local_commit", "new_result_key", "result_mac",
            "save_record", "snapshot_of_result", "store_result", "unverified_hint"]

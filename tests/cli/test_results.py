@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from offload.cli.mcpserver import Session, build_server
-from offload.runtime.results import pulled_ref
+from offload.worker.layout import pulled_ref
 from tests.cli.conftest import RunCli
 
 
