@@ -104,6 +104,11 @@ class CloudApiError(WorkerError):
     """A call to the cloud provider's API (wake, stop, guest attributes) failed."""
 
 
+class CloudNotFound(CloudApiError):
+    """The cloud provider's API answered that what was asked for does not exist (its 404): an instance that was
+    never created or was deleted, guest attributes not yet published."""
+
+
 class PulumiUnavailable(OffloadError):
     """The Pulumi CLI, which the Automation API drives, is not installed."""
 

@@ -174,10 +174,6 @@ class WorkerRecord:
         data["host_keys"] = list(self.host_keys)
         return {k: v for k, v in data.items() if k in _CORE_FIELDS or v is not None}
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port or 22}"
-
 
 @dataclass(frozen=True)
 class StackOutputs:

@@ -1,5 +1,5 @@
 """The house rules that a scan of the source can check: imports run one way, nothing reaches into another
-module's private names, and nothing points at a file that is not in the repository."""
+module's private names or attributes, and nothing points at a file that is not in the repository."""
 
 from __future__ import annotations
 
@@ -106,6 +106,70 @@ def test_no_module_takes_another_modules_private_names() -> None:
              if i.target.startswith("offload") and i.target != i.module
              and any(n.startswith("_") and not n.startswith("__") for n in i.names)]
     assert not wrong, "\n".join(wrong)
+
+
+# Private attributes of other libraries that a module of offload uses on purpose, each with why. Anything else
+# written `x._name`, where x is neither self nor cls and the module does not define _name itself, reaches into
+# another module's internals.
+FOREIGN_PRIVATE = {
+    # paramiko: a channel's EOF sent under the channel's lock, the way paramiko sends data (`_end_input`); its
+    # public `shutdown_write` lets go of the lock first, and an EOF after the server's CLOSE drops the connection.
+    # Being private, these may change with a paramiko release.
+    "offload.runtime.transport": {"_send_eof", "_send_user_message"},
+}
+# Names public despite their underscore, by the name they are reached through: `os._exit` is the documented way for
+# a forked child to end without running its parent's cleanup.
+PUBLIC_UNDERSCORED = {("os", "_exit")}
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    """The names a module defines itself: its functions and classes, the names its module and class bodies
+    assign, and the attributes it sets on self or cls."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name)
+              and node.value.id in ("self", "cls")):
+            names.add(node.attr)
+    for scope in [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef))]:
+        for statement in scope.body:
+            targets = statement.targets if isinstance(statement, ast.Assign) else (
+                [statement.target] if isinstance(statement, ast.AnnAssign) else [])
+            names |= {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+    return names
+
+
+def _private_reaches(module: str, tree: ast.Module) -> list[str]:
+    """`x._name` in MODULE where x is not self or cls, _name is not MODULE's own and not allowed above."""
+    own = _defined_names(tree) | FOREIGN_PRIVATE.get(module, set())
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+            continue
+        receiver = node.value.id if isinstance(node.value, ast.Name) else None
+        if receiver in ("self", "cls") or node.attr in own or (receiver, node.attr) in PUBLIC_UNDERSCORED:
+            continue
+        found.append(f"{module}:{node.lineno} reaches {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_reaches_into_another_modules_private_attributes() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        wrong += _private_reaches(_module_name(path), ast.parse(path.read_text(), str(path)))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_private_attribute_check_sees_a_reach() -> None:
+    source = ("import os\n_CACHE = {}\n\n"
+              "class Pool:\n    _size = 1\n\n    def grow(self, other):\n        self._extra = other._size\n\n"
+              "def pick(fleet, pool, chan):\n"
+              "    fleet._subset([])\n    chan._send_eof()\n    pool._extra, pool._size, _CACHE.clear()\n"
+              "    os._exit(0)\n")
+    found = _private_reaches("offload.example", ast.parse(source))
+    assert [line.split(" reaches ")[1] for line in found] == ["fleet._subset", "chan._send_eof"]
+    assert _private_reaches("offload.runtime.transport", ast.parse("def f(chan):\n    chan._send_eof()\n")) == []
 
 
 def test_the_checks_catch_a_wrong_arrow(tmp_path: Path) -> None:

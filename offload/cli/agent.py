@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from offload.cli.app import app
 from offload.cli.common import JsonOpt
 
-agent_app = typer.Typer(
+app = typer.Typer(
     name="agent",
     help="The connection agent: it keeps each worker's SSH connection (and tunnel) open between commands, so a "
          "warm command opens none. The first command that dials a worker starts it; it exits after "
          "OFFLOAD_PERSIST idle seconds (default 600; 0 turns it off).",
     no_args_is_help=True,
 )
-app.add_typer(agent_app, name="agent")
 
 
-@agent_app.command()
+@app.command()
 def status(json: JsonOpt = False) -> None:
     """Whether the agent runs, and the connections it holds."""
     from offload.cli.ui import print_json
@@ -42,7 +40,7 @@ def status(json: JsonOpt = False) -> None:
         print("  no connections")
 
 
-@agent_app.command()
+@app.command()
 def stop() -> None:
     """Stop the agent (its connections close) and this installation's warm command server. The next command starts
     new ones."""

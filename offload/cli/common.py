@@ -1,9 +1,10 @@
-"""Options shared by commands, the one place that decides where the stack outputs come from, and the job
-service every job command goes through."""
+"""Options shared by commands, the one place that decides where the stack outputs come from, the job service
+every job command goes through, and what a command tells the error boundary about its exit code."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
@@ -28,6 +29,17 @@ IdentityOpt = Annotated[Optional[Path], typer.Option("--identity", "-i", help="S
                                                      "(env OFFLOAD_SSH_KEY; else ssh-agent or ~/.ssh/config).",
                                                      show_default=False)]
 IapOpt = Annotated[bool, typer.Option("--iap", help="Reach GCE workers through an IAP tunnel.")]
+
+
+@dataclass
+class Invocation:
+    """One command line's state that the error boundary reads, handed to the commands as Typer's context object.
+
+    EXITS_WITH_JOB: whether the exit code is the job's (`run --wait`), so that offload's own failures take other
+    codes; None until the command has parsed its options and said.
+    """
+
+    exits_with_job: bool | None = None
 
 
 def current_dir() -> Path:

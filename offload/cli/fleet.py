@@ -9,17 +9,15 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from offload.cli.app import app
 from offload.cli.common import JsonOpt, OutputsOpt, StackOpt, open_fleet, resolve_outputs
 from offload.errors import OffloadError, UsageError
 from offload.outputs import ProviderType, StackOutputs
 
-fleet_app = typer.Typer(
+app = typer.Typer(
     name="fleet",
     help="Deploy your stack's workers (up, preview, destroy) and stop, start or list them.",
     no_args_is_help=True,
 )
-app.add_typer(fleet_app, name="fleet")
 
 EXIT_CODES = "Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 6 the pulumi CLI is missing."
 LIVE_EXIT_CODES = "Exit codes: 0 ok, 1 failure on some worker, 2 usage or configuration error."
@@ -35,7 +33,7 @@ T = TypeVar("T")
 # -- Pulumi: up, preview, destroy --------------------------------------------------------------------------------
 
 
-@fleet_app.command(epilog=EXIT_CODES)
+@app.command(epilog=EXIT_CODES)
 def up(stack: DeployStackOpt = None) -> None:
     """Create or update the stack's workers with `pulumi up` (the stack file comes from `offload init`).
 
@@ -50,7 +48,7 @@ def up(stack: DeployStackOpt = None) -> None:
                f"next: offload run --stack {name} -- COMMAND")
 
 
-@fleet_app.command(epilog=EXIT_CODES)
+@app.command(epilog=EXIT_CODES)
 def preview(stack: DeployStackOpt = None) -> None:
     """Show what `fleet up` would change, without changing anything."""
     name = _stack_name(stack, "preview")
@@ -58,7 +56,7 @@ def preview(stack: DeployStackOpt = None) -> None:
     _run_pulumi(lambda: st.preview(on_output=_echo, color=_color()), f"cannot preview stack {name!r}")
 
 
-@fleet_app.command(epilog=EXIT_CODES)
+@app.command(epilog=EXIT_CODES)
 def destroy(stack: DeployStackOpt = None,
             yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Delete every resource of the stack: workers, their disks and network. Asks first unless --yes."""
@@ -103,19 +101,19 @@ def _color() -> str:
 # -- Live state: stop, start, list -------------------------------------------------------------------------------
 
 
-@fleet_app.command(epilog=LIVE_EXIT_CODES)
+@app.command(epilog=LIVE_EXIT_CODES)
 def stop(stack: StackOpt = None, outputs: OutputsOpt = None, worker: FleetWorkerOpt = None) -> None:
     """Stop the stack's GCE instances and wait until they are off (disks and workspaces stay). GCE workers only."""
     _change_state(resolve_outputs(outputs, stack), worker, "stop")
 
 
-@fleet_app.command(epilog=LIVE_EXIT_CODES)
+@app.command(epilog=LIVE_EXIT_CODES)
 def start(stack: StackOpt = None, outputs: OutputsOpt = None, worker: FleetWorkerOpt = None) -> None:
     """Start (or resume) the stack's GCE instances and wait until they run. GCE workers only."""
     _change_state(resolve_outputs(outputs, stack), worker, "start")
 
 
-@fleet_app.command("list", epilog=LIVE_EXIT_CODES)
+@app.command("list", epilog=LIVE_EXIT_CODES)
 def list_workers(stack: StackOpt = None, outputs: OutputsOpt = None, worker: FleetWorkerOpt = None,
                  as_json: JsonOpt = False) -> None:
     """List the stack's workers: provider, state, machine type and estimated hourly cost, without connecting.

@@ -18,11 +18,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from offload.cli.app import app
 from offload.cli.common import IdentityOpt
 from offload.errors import ConfigError, UsageError
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord, fingerprint
 from offload.stackconfig import is_email
+
+app = typer.Typer()
 
 _STACK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _HOST_SPEC = re.compile(r"(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)(?::(?P<port>\d{1,5}))?")
@@ -101,37 +102,16 @@ def init(
         return
     if name and kind is not ProviderType.SSH:
         raise UsageError("--name is for provider ssh (the other provider types name their workers)")
-    cloud = kind in _CLOUD
-    # IAM is granted to the Google account, which may differ from the email git commits with.
-    email_default = (found.account or found.email) if cloud else (found.email or found.account)
-    if kind is ProviderType.SSH:
-        # Hosts you already have are not named or granted by email: it is only recorded, when known (a detected
-        # one that is no email address, such as git's `me@laptop`, is left out rather than refused).
-        email = developer or (email_default if email_default and is_email(email_default) else "")
-    else:
-        email = developer or email_default or ask.text("Your email (names and labels your workers)", "--developer")
-    email = email.strip().lower()
+    email = _developer_email(kind, developer, found, ask)
     values: dict[str, Any] = {"offload:provider": kind.value}
     if email:
         values["offload:developer"] = email
-    if cloud:
+    if kind in _CLOUD:
         values["gcp:project"] = project or ask.text("Google Cloud project", "--project", default=found.project)
         values["gcp:zone"] = zone or ask.text("Zone", "--zone", default=found.zone)
     if kind is ProviderType.SSH:
-        specs = host or [ask.text("Host (USER@HOST[:PORT])", "--host")]
-        if name and len(name) != len(specs):
-            raise UsageError(f"--name is given {len(name)} times for {len(specs)} --host; give one per host, "
-                             "in the same order")
-        entries = [parse_host(spec, i, workspace) for i, spec in enumerate(specs)]
-        names = [e["name"] for e in entries]
-        for i, e in enumerate(entries):
-            if names.count(e["name"]) > 1:
-                e["name"] = f"{e['name']}-{i}"
-            if name:
-                e["name"] = name[i]
-            elif mode is Mode.INTERACTIVE:
-                e["name"] = ask.text(f"Worker name for {e['host']}", "--name", default=e["name"])
-        values["offload:hosts"] = entries
+        values["offload:hosts"] = _host_entries(host or [ask.text("Host (USER@HOST[:PORT])", "--host")], name,
+                                                workspace, ask)
 
     stack_name = stack or default_stack_name(email or (values["offload:hosts"][0]["name"] if kind is ProviderType.SSH
                                                        else ""))
@@ -147,12 +127,44 @@ def init(
         values["offload:hosts"] = _set_up_hosts(values, identity, mode, yes, in_home=workspace is None)
     where.ensure()
     path.parent.mkdir(parents=True, exist_ok=True)
-    step = next_step(stack_name, kind, stack_dir=None if _looked_up(where) else where.root, identity=identity)
     path.write_text(render_stack_file(stack_name, kind, values))
     if found.sources:
         typer.echo(f"detected: {', '.join(found.sources)}")
     typer.echo(f"wrote {path}" + (f" for developer {email}" if email else ""))
-    typer.echo(step)
+    typer.echo(next_step(stack_name, kind, stack_dir=None if _looked_up(where) else where.root, identity=identity))
+
+
+def _developer_email(kind: ProviderType, given: str | None, found: Detected, ask: "_Asker") -> str:
+    """The developer's email, lowercased: GIVEN, else a detected one, else asked for; for ssh hosts it may be
+    empty."""
+    # IAM is granted to the Google account, which may differ from the email git commits with.
+    detected = (found.account or found.email) if kind in _CLOUD else (found.email or found.account)
+    if kind is ProviderType.SSH:
+        # Hosts you already have are not named or granted by email: it is only recorded, when known (a detected
+        # one that is no email address, such as git's `me@laptop`, is left out rather than refused).
+        email = given or (detected if detected and is_email(detected) else "")
+    else:
+        email = given or detected or ask.text("Your email (names and labels your workers)", "--developer")
+    return email.strip().lower()
+
+
+def _host_entries(specs: list[str], names: list[str] | None, workspace: str | None,
+                  ask: "_Asker") -> list[dict[str, Any]]:
+    """The `offload:hosts` entries for the --host SPECS, named by --name (one per host), else after their hosts
+    (asked for on a terminal)."""
+    if names and len(names) != len(specs):
+        raise UsageError(f"--name is given {len(names)} times for {len(specs)} --host; give one per host, "
+                         "in the same order")
+    entries = [parse_host(spec, i, workspace) for i, spec in enumerate(specs)]
+    guessed = [e["name"] for e in entries]
+    for i, e in enumerate(entries):
+        if guessed.count(e["name"]) > 1:
+            e["name"] = f"{e['name']}-{i}"
+        if names:
+            e["name"] = names[i]
+        elif ask.mode is Mode.INTERACTIVE:
+            e["name"] = ask.text(f"Worker name for {e['host']}", "--name", default=e["name"])
+    return entries
 
 
 def _set_up_hosts(values: dict[str, Any], identity: Path | None, mode: "Mode", yes: bool, *,

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from offload.cli.app import app
 from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir,
                                 open_service)
 from offload.errors import UsageError
@@ -16,14 +15,16 @@ from offload.errors import UsageError
 if TYPE_CHECKING:
     from offload.jobs.state import JobStatus
 
+app = typer.Typer()
+
 JobArg = Annotated[str, typer.Argument(help="Job id, as `offload run` printed it.", show_default=False)]
 TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="Task name (default: the job's only task, "
                                                 "or every task).", show_default=False)]
 
 
 @app.command(help="Every worker of the stack: state, machine type, cost, idle stop, and each job (oldest first) "
-                  "with its start, duration, command and tasks.\n\n"
-                  "Exit codes: 0 when every worker answered, 1 when some could not be queried, 2 on bad usage.")
+                  "with its start, duration, command and tasks.",
+             epilog="Exit codes: 0 when every worker answered, 1 when some could not be queried, 2 on bad usage.")
 def status(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, json: JsonOpt = False,
            identity: IdentityOpt = None, iap: IapOpt = False) -> None:
     from offload.cli.ui import Progress, print_json, print_table
@@ -139,8 +140,8 @@ def shell(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worke
         raise typer.Exit(service.shell(job))
 
 
-@app.command(help="Exit 0 only when every task of the job succeeded.\n\n"
-                  "Exit codes: 0 success, 1 failed, 7 still running, 5 no such job.")
+@app.command(help="Exit 0 only when every task of the job succeeded.",
+             epilog="Exit codes: 0 success, 1 failed, 7 still running, 5 no such job.")
 def check(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
           json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
     from offload.cli.ui import print_json

@@ -26,7 +26,7 @@ from offload.errors import OffloadError, UsageError, WorkerUnreachable
 from offload.jobs.connections import persist_seconds
 from offload.jobs.launch import ENV_NAME, validate_env
 from offload.jobs.service import JobReport, JobService, RunRequest
-from offload.worker.layout import job_ref
+from offload.worker.layout import pulled_ref
 
 T = TypeVar("T")
 
@@ -183,6 +183,14 @@ def build_server(session: Session, cwd: Callable[[], Path], allow_env: frozenset
     """The MCP server whose tools run on SESSION, for the repository at CWD(); `run` passes a job only the
     environment variables in ALLOW_ENV (the ones the user allowed)."""
     server = OffloadServer("offload", instructions=INSTRUCTIONS, log_level="WARNING")
+    _add_run(server, session, cwd, allow_env)
+    _add_job_tools(server, session, cwd)
+    _add_result_tools(server, session, cwd)
+    return server
+
+
+def _add_run(server: MCPServer, session: Session, cwd: Callable[[], Path], allow_env: frozenset[str]) -> None:
+    """The `run` tool, whose description names the environment variables a job may be given."""
     allowed = ", ".join(sorted(allow_env)) if allow_env else "none (the user allows a name by starting the " \
         "server as `offload mcp --allow-env NAME`)"
 
@@ -217,6 +225,10 @@ def build_server(session: Session, cwd: Callable[[], Path], allow_env: frozenset
                 out.update(state=report.job.state.value, exit_code=report.job.exit_code)
         return out
 
+
+def _add_job_tools(server: MCPServer, session: Session, cwd: Callable[[], Path]) -> None:
+    """The tools about jobs as they are on their workers: status, check, logs and clean."""
+
     @server.tool()
     def status() -> dict[str, Any]:
         """Every worker of the stack: its state, cost and workspace, and its jobs, oldest first (the same object
@@ -246,7 +258,11 @@ def build_server(session: Session, cwd: Callable[[], Path], allow_env: frozenset
         logs."""
         return session.call(lambda s: s.clean(job, cwd())).to_dict()
 
-    @server.tool(description=f"Fetch a job's result into {job_ref('JOB')} of this repository (only the objects "
+
+def _add_result_tools(server: MCPServer, session: Session, cwd: Callable[[], Path]) -> None:
+    """The tools that bring a job's work home: pull, diff, apply and get."""
+
+    @server.tool(description=f"Fetch a job's result into {pulled_ref('JOB')} of this repository (only the objects "
                              "it lacks) and return its diffstat; nothing else is written locally.")
     def pull(job: JobArg) -> dict[str, Any]:
         return session.call(lambda s: s.pull(job, cwd()), retry=True).to_dict()
@@ -274,8 +290,6 @@ def build_server(session: Session, cwd: Callable[[], Path], allow_env: frozenset
         leaves the worktree, or a `to` outside the repository, is refused and nothing is written."""
         dest = Path(to) if to else None
         return session.call(lambda s: s.get(job, paths, cwd(), dest, within_repository=True), retry=True).to_dict()
-
-    return server
 
 
 def serve(open_service: Callable[[], JobService], cwd: Callable[[], Path],

@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
-from offload.cli.app import app
 from offload.cli.common import OutputsOpt, StackOpt, resolve_outputs
 from offload.outputs import SCHEMA_PATH
+
+
+app = typer.Typer()
 
 
 @app.command("outputs", epilog="Exit codes: 0 ok, 2 the stack or outputs file is invalid, 6 the pulumi CLI is "

@@ -8,10 +8,11 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from offload.cli.app import app
-from offload.worker.layout import job_ref
 from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir,
                                 open_service)
+from offload.worker.layout import pulled_ref
+
+app = typer.Typer()
 
 JobArg = Annotated[str, typer.Argument(help="Job id, as `offload run` printed it.", show_default=False)]
 UnverifiedOpt = Annotated[bool, typer.Option(
@@ -19,7 +20,7 @@ UnverifiedOpt = Annotated[bool, typer.Option(
     "elsewhere, a runner that died, or a record something on the worker changed).")]
 
 
-@app.command(help=f"Fetch a job's result into the ref {job_ref('JOB')} of this repository and print its "
+@app.command(help=f"Fetch a job's result into the ref {pulled_ref('JOB')} of this repository and print its "
                   "diffstat.\n\n"
                   "Only the objects this repository lacks travel; nothing else is written locally.")
 def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
@@ -33,7 +34,7 @@ def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker
     if json:
         print_json(pulled.to_dict())
         return
-    print(f"{job_ref(pulled.id)} -> {pulled.result[:12]} ({pulled.pack_bytes} bytes received)")
+    print(f"{pulled.ref} -> {pulled.result[:12]} ({pulled.pack_bytes} bytes received)")
     sys.stdout.write(pulled.stat or " no changes\n")
 
 

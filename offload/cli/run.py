@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, List, Optional
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, List, Optional
 
 import typer
 
-from offload.cli.app import app
-from offload.cli.common import IapOpt, IdentityOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir, open_service
+from offload.cli.common import (IapOpt, IdentityOpt, Invocation, OutputsOpt, StackOpt, WorkerOpt, current_dir,
+                                open_service)
 from offload.errors import OffloadError, UsageError
+
+if TYPE_CHECKING:
+    from offload.cli.ui import Progress
+    from offload.jobs.service import JobService, Submitted
+
+
+app = typer.Typer()
 
 
 @app.command(context_settings={"allow_interspersed_args": False},
@@ -19,6 +28,7 @@ from offload.errors import OffloadError, UsageError
                   "and exits with the job's exit code (offload's own failures then exit with 200 plus their usual "
                   "code); --attach opens the job's tmux session.")
 def run(
+    ctx: typer.Context,
     command: Annotated[Optional[List[str]], typer.Argument(help="The command to run, after `--`.",
                                                            show_default=False)] = None,
     stack: StackOpt = None,
@@ -50,19 +60,11 @@ def run(
                                                           "offload:warmWorktrees, else 4).",
                                                           show_default=False)] = None,
 ) -> None:
-    from offload.cli.app import waiting_for_job
     from offload.cli.ui import Progress
     from offload.jobs.service import JobService, RunRequest
 
-    waiting_for_job(wait)
-    if wait and attach:
-        raise UsageError("--wait and --attach exclude each other; pick one")
-    if json_out and (wait or attach):
-        raise UsageError("--json describes the started job; it does not go with --wait or --attach")
-    if attach and not sys.stdin.isatty():
-        raise UsageError("--attach needs a terminal", hint="use --wait to stream the output instead")
-    if playbook and command:
-        raise UsageError("give either a command after `--` or --playbook, not both")
+    ctx.ensure_object(Invocation).exits_with_job = wait
+    _check_options(command, playbook, wait=wait, attach=attach, json_out=json_out)
     request = RunRequest(cwd=current_dir(), command=command or (), playbook=playbook, env=env or (), job_id=job,
                          ref=ref, fresh=fresh, keep_jobs=keep_jobs, warm_worktrees=warm_worktrees)
     plan, _ = JobService.plan(request)  # a bad command or playbook fails before any worker is dialled
@@ -73,35 +75,72 @@ def run(
             started = service.submit(request)
         # The spinner is gone: from here the job owns the terminal.
         if attach:
-            from offload.cli.ui import attach_note
-
-            raise typer.Exit(service.attach(started.id, on_attach=lambda: progress.note(attach_note(started.id))))
+            raise typer.Exit(_attach(service, started, progress))
         if wait:
-            from offload.cli.ui import OutputClosed, write_out
-
-            # On stderr: stdout is the job's output, as is.
-            progress.note(f"job {started.id} runs on {started.worker}")
-            try:
-                code = service.wait(started.id, write_out, on_reconnect=progress.note)
-            except (KeyboardInterrupt, OutputClosed) as stopped:
-                why = "the output was closed; " if isinstance(stopped, OutputClosed) else ""
-                progress.note(f"stopped watching: {why}job {started.id} goes on on {started.worker} "
-                              f"(`offload logs {started.id} -f`, `offload clean {started.id}`)")
-                raise typer.Exit(141 if why else 130) from None
-            if code != 0:
-                try:
-                    note = service.check(started.id).note
-                except OffloadError:
-                    note = None  # the job's own exit code is what matters here
-                if note:
-                    progress.note(note)
+            code = _wait(service, started, progress)
             if plan.artifacts:
-                try:
-                    got = service.get(started.id, plan.artifacts, request.cwd, missing_ok=True)
-                    progress.note(f"{len(got.files)} artifact entries of job {started.id} in {got.dest}")
-                except OffloadError as e:
-                    progress.note(f"the artifacts of job {started.id} could not be copied: {e.line()}")
+                _copy_artifacts(service, started, plan.artifacts, request.cwd, progress)
             raise typer.Exit(code)
+    _report_started(started, json_out, progress)
+
+
+def _check_options(command: list[str] | None, playbook: str | None, *, wait: bool, attach: bool,
+                   json_out: bool) -> None:
+    """The combinations of options that cannot work, refused before anything else happens."""
+    if wait and attach:
+        raise UsageError("--wait and --attach exclude each other; pick one")
+    if json_out and (wait or attach):
+        raise UsageError("--json describes the started job; it does not go with --wait or --attach")
+    if attach and not sys.stdin.isatty():
+        raise UsageError("--attach needs a terminal", hint="use --wait to stream the output instead")
+    if playbook and command:
+        raise UsageError("give either a command after `--` or --playbook, not both")
+
+
+def _attach(service: JobService, started: Submitted, progress: Progress) -> int:
+    """Attach to the started job's tmux session; tmux's exit code."""
+    from offload.cli.ui import attach_note
+
+    return service.attach(started.id, on_attach=lambda: progress.note(attach_note(started.id)))
+
+
+def _wait(service: JobService, started: Submitted, progress: Progress) -> int:
+    """Stream the started job's output to its end; its exit code. Stopping to watch (Ctrl-C, a closed output)
+    exits at once, and the job goes on."""
+    from offload.cli.ui import OutputClosed, write_out
+
+    # On stderr: stdout is the job's output, as is.
+    progress.note(f"job {started.id} runs on {started.worker}")
+    try:
+        code = service.wait(started.id, write_out, on_reconnect=progress.note)
+    except (KeyboardInterrupt, OutputClosed) as stopped:
+        why = "the output was closed; " if isinstance(stopped, OutputClosed) else ""
+        progress.note(f"stopped watching: {why}job {started.id} goes on on {started.worker} "
+                      f"(`offload logs {started.id} -f`, `offload clean {started.id}`)")
+        raise typer.Exit(141 if why else 130) from None
+    if code != 0:
+        try:
+            note = service.check(started.id).note
+        except OffloadError:
+            note = None  # the job's own exit code is what matters here
+        if note:
+            progress.note(note)
+    return code
+
+
+def _copy_artifacts(service: JobService, started: Submitted, artifacts: Sequence[str], cwd: Path,
+                    progress: Progress) -> None:
+    """The playbook's artifacts into the repository, once the job has ended; a failure is a note, since the exit
+    code stays the job's."""
+    try:
+        got = service.get(started.id, artifacts, cwd, missing_ok=True)
+        progress.note(f"{len(got.files)} artifact entries of job {started.id} in {got.dest}")
+    except OffloadError as e:
+        progress.note(f"the artifacts of job {started.id} could not be copied: {e.line()}")
+
+
+def _report_started(started: Submitted, json_out: bool, progress: Progress) -> None:
+    """The started job's id on stdout (or the job as JSON), and where to follow it when on a terminal."""
     if json_out:
         from offload.cli.ui import print_json
 

@@ -7,8 +7,10 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from offload.cli.app import app
 from offload.cli.common import IapOpt, IdentityOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir, open_service
+
+
+app = typer.Typer()
 
 
 @app.command(help="Serve offload's job commands to a coding agent as MCP tools on stdin and stdout.\n\n"

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Annotated, Union
 
 import typer
 
-from offload.cli.app import app
 from offload.cli.common import IdentityOpt, OutputsOpt, StackOpt, open_fleet, resolve_outputs
 from offload.errors import ConfigError, OffloadError
 from offload.outputs import StackOutputs
 
 if TYPE_CHECKING:
     from offload.jobs.fleet import SshEntry
+
+app = typer.Typer()
 
 INCLUDE_FILE = Path("config.d") / "offload"
 BLOCK_BEGIN = "# >>> offload: managed by `offload ssh-config --install` >>>"

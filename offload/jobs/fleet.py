@@ -57,11 +57,15 @@ class Fleet:
     """The providers for a stack's workers; each opens at most one connection during an invocation."""
 
     def __init__(self, outputs: StackOutputs, reach: Reach | ProviderOptions | None = None,
-                 only: str | None = None) -> None:
+                 only: str | None = None, *, providers: Sequence[WorkerProvider] | None = None) -> None:
+        """The workers of OUTPUTS (only ONLY, when given), reached as REACH says; or, with PROVIDERS, a fleet of
+        those providers, already made (a part of another fleet)."""
         self.outputs = outputs
-        options = reach.options() if isinstance(reach, Reach) else reach
-        records = [outputs.worker(only)] if only else list(outputs.workers)
-        self.providers = [provider_for(outputs, r, options) for r in records]
+        if providers is None:
+            options = reach.options() if isinstance(reach, Reach) else reach
+            records = [outputs.worker(only)] if only else list(outputs.workers)
+            providers = [provider_for(outputs, r, options) for r in records]
+        self.providers = list(providers)
 
     def each(self, fn: Callable[[WorkerProvider], T]) -> list[Outcome[T]]:
         """Run FN for every worker concurrently; collect values and errors instead of stopping at the first."""
@@ -118,16 +122,10 @@ class Fleet:
         def load(p: WorkerProvider) -> int:
             return sum(1 for j in WorkerJobs(p).jobs() if j.state is State.RUNNING)
 
-        loads = [o for o in Fleet._subset(self, running).each(load) if o.error is None]
+        loads = [o for o in Fleet(self.outputs, providers=running).each(load) if o.error is None]
         if not loads:
             return running[0]
         return min(loads, key=lambda o: o.value or 0).provider
-
-    def _subset(self, providers: Sequence[WorkerProvider]) -> "Fleet":
-        sub = Fleet.__new__(Fleet)
-        sub.outputs = self.outputs
-        sub.providers = list(providers)
-        return sub
 
     def find_job(self, job_id: str) -> WorkerProvider:
         """The worker that holds JOB_ID."""

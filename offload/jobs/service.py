@@ -29,7 +29,7 @@ from offload.jobs.worker import Sink, StartedJob, WorkerJobs
 from offload.outputs import StackOutputs
 from offload.providers import (LocalRepository, WorkerProvider, apply_engine, local_repository, repo_root,
                                results, snapshot_of_ref, take_snapshot)
-from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES, job_ref, validate_id
+from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES, pulled_ref, validate_id
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -104,7 +104,7 @@ class LogChunk:
 
 @dataclass(frozen=True)
 class Pulled:
-    """A job's result, fetched into the job's ref (layout.job_ref) of the local repository."""
+    """A job's result, fetched into the job's ref of the local repository (`ref`)."""
 
     id: str
     worker: str
@@ -113,8 +113,12 @@ class Pulled:
     pack_bytes: int
     stat: str
 
+    @property
+    def ref(self) -> str:
+        return pulled_ref(self.id)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "worker": self.worker, "ref": job_ref(self.id), "result": self.result,
+        return {"id": self.id, "worker": self.worker, "ref": self.ref, "result": self.result,
                 "snapshot": self.snapshot, "pack_bytes": self.pack_bytes, "stat": self.stat}
 
 
@@ -378,7 +382,7 @@ class JobService:
     def _local(self, job_id: str, cwd: Path) -> tuple[LocalRepository, str | None]:
         """The local repository at CWD, which must be the one the job ran, and the job's result in it (if pulled)."""
         local = local_repository(cwd)
-        result = results.local_commit(local.root, results.result_ref(validate_id(job_id)))
+        result = results.local_commit(local.root, pulled_ref(validate_id(job_id)))
         return local, result
 
     def pull(self, job_id: str, cwd: Path, *, unverified: bool = False, verb: str = "pull") -> Pulled:
@@ -426,8 +430,8 @@ class JobService:
         if record is not None and record.verified == result:
             return local, record.snapshot, result
         if not unverified:
-            raise results.ResultUnverified(f"the result of job {job_id} in {job_ref(job_id)} was not proved to be "
-                                           "its runner's when it was pulled",
+            raise results.ResultUnverified(f"the result of job {job_id} in {pulled_ref(job_id)} was not "
+                                           "proved to be its runner's when it was pulled",
                                            hint=results.unverified_hint(verb, job_id))
         return local, results.snapshot_of_result(local.root, result), result
 
@@ -524,10 +528,10 @@ class JobService:
             jobs = WorkerJobs(p)
             return [(job, jobs.clean(job)) for job in by_worker.get(p.name, [])]
 
-        results = self.fleet.each(clean_worker)
-        report.cleaned = [(o.provider.name, j) for o in results for j, _ in (o.value or [])]
-        report.survivors = [(o.provider.name, s) for o in results for _, left in (o.value or []) for s in left]
-        report.errors += _errors(results)
+        cleaned = self.fleet.each(clean_worker)
+        report.cleaned = [(o.provider.name, j) for o in cleaned for j, _ in (o.value or [])]
+        report.survivors = [(o.provider.name, s) for o in cleaned for _, left in (o.value or []) for s in left]
+        report.errors += _errors(cleaned)
         self._where.clear()
         return report
 

@@ -18,8 +18,6 @@ from typing import Any
 from offload.worker.layout import JobPaths, validate_id
 from offload.worker.scripts import worker_script
 
-STATUS_VERSION = "2"
-
 
 class State(str, Enum):
     """The state of a job or a task."""
@@ -106,13 +104,6 @@ class JobStatus:
     def playbook(self) -> str | None:
         """The playbook's name, for a playbook job."""
         return None if self.command is not None else (self.meta.get("playbook") or None)
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from launch to the end; None until the job has finished."""
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return max(0.0, self.finished_at - self.started_at)
 
     def to_dict(self) -> dict[str, Any]:
         """The job as `status --json`, `check --json` and the MCP tools give it."""

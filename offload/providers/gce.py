@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from offload.errors import AuthFailed, CloudApiError, ConfigError, HostKeyMismatch, WorkerUnreachable
+from offload.errors import AuthFailed, CloudApiError, CloudNotFound, ConfigError, HostKeyMismatch, WorkerUnreachable
 from offload.outputs import ProviderType
 from offload.paths import cache_dir
 from offload.providers.base import WorkerStatus
@@ -63,10 +63,13 @@ def remember_login(email: str, project: str, username: str) -> None:
 
 class GceLinuxProvider(SshProvider):
     kind = ProviderType.GCE_LINUX
-    _os_login_done = False
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (the base class's signature)
         super().__init__(*args, **kwargs)
+        # Whether this worker's keys were registered with OS Login during this session (once is enough).
+        self._os_login_done = False
+        # The instance's status as the Compute API last gave it (None: not asked yet).
+        self._last_status: str | None = None
         r, developer = self.record, self.outputs.developer
         # The name the stack guessed, which its boot put in the docker group (gce-cos).
         self.guessed_user = r.user
@@ -207,8 +210,6 @@ class GceLinuxProvider(SshProvider):
                 raise
             return self._connect(extra_keys=fresh, proxy_command=proxy, timeout=timeout)
 
-    _last_status: str | None = None
-
     def _open_host(self, wake: bool) -> Transport:
         keys = self._trusted_keys()
         routes = self._routes()
@@ -255,18 +256,16 @@ class GceLinuxProvider(SshProvider):
     def _instance_status(self) -> str:
         try:
             return self._api().get(self.record.instance or "").status
-        except CloudApiError as e:
-            if "not found" in e.message.lower():
-                return "MISSING"
-            raise
+        except CloudNotFound:
+            return "MISSING"
 
     def get_status(self) -> WorkerStatus:
         try:
             info = self._api().get(self.record.instance or "")
+        except CloudNotFound:
+            return WorkerStatus(self.name, self.kind.value, "missing", self.record.machine_type,
+                                self.record.hourly_cost_usd)
         except CloudApiError as e:
-            if "not found" in e.message.lower():
-                return WorkerStatus(self.name, self.kind.value, "missing", self.record.machine_type,
-                                    self.record.hourly_cost_usd)
             return WorkerStatus(self.name, self.kind.value, "unknown", self.record.machine_type,
                                 self.record.hourly_cost_usd, error=e.line())
         from offload.pricing import hourly_cost

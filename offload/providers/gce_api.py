@@ -1,8 +1,9 @@
 """The few live Compute Engine calls offload makes: read, start, stop and list instances, and read host keys.
 
 google-cloud-compute costs about two seconds to import, so it is imported inside the calls, never at module
-import. Credentials are Application Default Credentials; with OFFLOAD_COMPUTE_ENDPOINT set (an emulator or a
-test fake) the client talks plain REST to that endpoint without credentials.
+import. Credentials and errors are those of every Google Cloud client of offload (offload/providers/google_api.py);
+with OFFLOAD_COMPUTE_ENDPOINT set (an emulator or a test fake) the client talks plain REST to that endpoint without
+credentials.
 """
 
 from __future__ import annotations
@@ -11,28 +12,24 @@ import contextlib
 import os
 import re
 import time
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from offload.errors import CloudApiError, ConfigError
+from offload.errors import CloudApiError, CloudNotFound, ConfigError
 from offload.outputs import WorkerRecord, validate_host_key
 from offload.pricing import hourly_cost
+from offload.providers.google_api import LOGIN_HINT, GoogleApi, one_line
 
 if TYPE_CHECKING:
     from google.cloud import compute_v1
 
-__all__ = ["ComputeApi", "InstanceInfo", "hourly_cost", "ENDPOINT_ENV", "ADC_HINT"]
+__all__ = ["ComputeApi", "InstanceInfo", "hourly_cost", "ENDPOINT_ENV"]
 
 ENDPOINT_ENV = "OFFLOAD_COMPUTE_ENDPOINT"
-ADC_HINT = "run `gcloud auth application-default login`"
-_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
-# "GET https://compute.googleapis.com/...: The resource ... was not found" -> the part after the URL.
-_HTTP_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ")
 
 RUNNING = "RUNNING"
 TERMINATED = "TERMINATED"
@@ -74,6 +71,11 @@ class ComputeApi:
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.endpoint = os.environ.get(ENDPOINT_ENV) or None
+        self._google = GoogleApi(
+            "Compute API", "compute.googleapis.com", ENDPOINT_ENV, self.endpoint, login_hint=LOGIN_HINT,
+            not_found_hint="check the stack outputs, or run `offload fleet up`",
+            denied_hint=f"{LOGIN_HINT} with an account allowed to manage instances in {project}",
+            where=f"project {project} zone {zone}")
 
     @classmethod
     def for_worker(cls, worker: WorkerRecord, **kwargs: Any) -> "ComputeApi":
@@ -87,7 +89,7 @@ class ComputeApi:
     # -- reads ------------------------------------------------------------------------------------------
 
     def get(self, instance: str) -> InstanceInfo:
-        with self._errors("read", instance):
+        with self._google.errors("read", instance):
             return _info(self._instances.get(project=self.project, zone=self.zone, instance=instance,
                                              retry=self._retry, timeout=self.timeout))
 
@@ -97,24 +99,22 @@ class ComputeApi:
 
         request = compute_v1.ListInstancesRequest(project=self.project, zone=self.zone,
                                                   filter=label_filter(labels or {}))
-        with self._errors("list", f"instances in {self.project}/{self.zone}"):
+        with self._google.errors("list", f"instances in {self.project}/{self.zone}"):
             return [_info(i) for i in self._instances.list(request=request, retry=self._retry,
                                                             timeout=self.timeout)]
 
     def host_keys(self, instance: str) -> list[str]:
         """The host keys the guest environment published ('ssh-ed25519 AAAA...' lines); [] before it has."""
-        from google.api_core import exceptions
         from google.cloud import compute_v1
 
         request = compute_v1.GetGuestAttributesInstanceRequest(project=self.project, zone=self.zone,
                                                                instance=instance, query_path="hostkeys/")
-        with self._errors("read host keys of", instance):
-            try:
+        try:
+            with self._google.errors("read host keys of", instance):
                 attrs = self._instances.get_guest_attributes(request=request, retry=self._retry,
                                                              timeout=self.timeout)
-            except exceptions.NotFound:
-                # Still booting, or guest attributes are off: no keys published yet.
-                return []
+        except CloudNotFound:
+            return []  # still booting, or guest attributes are off: no keys published yet
         keys = []
         for item in attrs.query_value.items:
             if item.namespace != "hostkeys" or not item.value:
@@ -126,17 +126,16 @@ class ComputeApi:
 
     def guest_attributes(self, instance: str, namespace: str) -> dict[str, str]:
         """The guest attributes under NAMESPACE/ as {key: value}; {} before the guest has published any."""
-        from google.api_core import exceptions
         from google.cloud import compute_v1
 
         request = compute_v1.GetGuestAttributesInstanceRequest(project=self.project, zone=self.zone,
                                                                instance=instance, query_path=f"{namespace}/")
-        with self._errors("read guest attributes of", instance):
-            try:
+        try:
+            with self._google.errors("read guest attributes of", instance):
                 attrs = self._instances.get_guest_attributes(request=request, retry=self._retry,
                                                              timeout=self.timeout)
-            except exceptions.NotFound:
-                return {}
+        except CloudNotFound:
+            return {}
         return {item.key: item.value for item in attrs.query_value.items if item.namespace == namespace}
 
     # -- state changes ----------------------------------------------------------------------------------
@@ -154,7 +153,7 @@ class ComputeApi:
         op = None
         if info.status not in _STARTING:
             verb = "resume" if info.status == SUSPENDED else "start"
-            with self._errors(verb, instance):
+            with self._google.errors(verb, instance):
                 call = self._instances.resume_unary if verb == "resume" else self._instances.start_unary
                 op = call(project=self.project, zone=self.zone, instance=instance, timeout=self.timeout)
             self._check_operation(op, verb, instance)
@@ -168,7 +167,7 @@ class ComputeApi:
         info = self.get(instance)
         if info.status == TERMINATED:
             return info
-        with self._errors("stop", instance):
+        with self._google.errors("stop", instance):
             op = self._instances.stop_unary(project=self.project, zone=self.zone, instance=instance,
                                             timeout=self.timeout)
         self._check_operation(op, "stop", instance)
@@ -183,7 +182,7 @@ class ComputeApi:
         while True:
             if op is not None and not op.done:
                 # The instances client would poll its operation on the default host, not on our endpoint.
-                with self._errors(verb, instance):
+                with self._google.errors(verb, instance):
                     op = self._operations.get(project=self.project, zone=self.zone, operation=op.name,
                                               retry=self._retry, timeout=self.timeout)
                 self._check_operation(op, verb, instance)
@@ -205,22 +204,11 @@ class ComputeApi:
         errors = list(op.error.errors) if op.error else []
         if errors or op.http_error_status_code >= 400:
             detail = "; ".join(f"{e.code}: {e.message}" for e in errors) or op.http_error_message
-            raise CloudApiError(instance, _one_line(f"cannot {verb} instance {instance}: {detail}"))
+            raise CloudApiError(instance, one_line(f"cannot {verb} instance {instance}: {detail}"))
 
     @cached_property
     def _client_args(self) -> dict[str, Any]:
-        if self.endpoint:
-            from google.auth.credentials import AnonymousCredentials
-
-            return {"credentials": AnonymousCredentials(), "transport": "rest",
-                    "client_options": {"api_endpoint": self.endpoint}}
-        import google.auth
-
-        # User ADC (`gcloud auth application-default login`) warns about quota projects on every request.
-        warnings.filterwarnings("ignore", message="Your application has authenticated using end user credentials",
-                                category=UserWarning)
-        credentials, _ = google.auth.default(scopes=_SCOPES)
-        return {"credentials": credentials, "transport": "rest"}
+        return self._google.client_args()  # once: both clients use the same credentials
 
     @cached_property
     def _instances(self) -> "compute_v1.InstancesClient":
@@ -244,43 +232,6 @@ class ComputeApi:
                                                              exceptions.DeadlineExceeded,
                                                              exceptions.TooManyRequests))
 
-    @contextlib.contextmanager
-    def _errors(self, action: str, instance: str) -> Iterator[None]:
-        """Turn client and auth exceptions into a one-line CloudApiError that says what to do next."""
-        import google.auth.exceptions as auth_errors
-        import requests
-        from google.api_core import exceptions
-
-        where = f"project {self.project} zone {self.zone}"
-        try:
-            yield
-        except auth_errors.DefaultCredentialsError:
-            raise CloudApiError(instance, f"cannot {action} {instance}: no Google Cloud credentials found",
-                                hint=ADC_HINT) from None
-        except auth_errors.RefreshError as e:
-            raise CloudApiError(instance, _one_line(f"cannot {action} {instance}: Google Cloud credentials "
-                                                    f"could not be refreshed: {_first(e)}"), hint=ADC_HINT) from None
-        except exceptions.NotFound:
-            raise CloudApiError(instance, f"cannot {action} {instance}: not found in {where}",
-                                hint="check the stack outputs, or run `offload fleet up`") from None
-        except (exceptions.Forbidden, exceptions.Unauthorized) as e:
-            raise CloudApiError(instance, _one_line(f"cannot {action} {instance}: permission denied in {where}: "
-                                                    f"{_api_message(e)}"),
-                                hint=f"{ADC_HINT} with an account allowed to manage instances in {self.project}"
-                                ) from None
-        except exceptions.RetryError as e:
-            cause = _api_message(e.cause) if e.cause is not None else str(e)
-            raise CloudApiError(instance, _one_line(f"cannot {action} {instance}: the Compute API kept failing: "
-                                                    f"{cause}"), hint="retry in a minute") from None
-        except exceptions.GoogleAPICallError as e:
-            raise CloudApiError(instance, _one_line(f"cannot {action} {instance}: {e.code or ''} "
-                                                    f"{_api_message(e)}")) from None
-        except requests.exceptions.RequestException as e:
-            endpoint = self.endpoint or "compute.googleapis.com"
-            raise CloudApiError(instance, _one_line(f"cannot {action} {instance}: cannot reach the Compute API at "
-                                                    f"{endpoint}: {type(e).__name__}"),
-                                hint=f"check your network{' or ' + ENDPOINT_ENV if self.endpoint else ''}") from None
-
 
 def label_filter(labels: Mapping[str, str]) -> str:
     """A Compute list filter matching every label in LABELS: `labels.k = "v" AND ...`."""
@@ -301,16 +252,3 @@ def _info(inst: "compute_v1.Instance") -> InstanceInfo:
         internal_ip=(nics[0].network_i_p or None) if nics else None,
         labels=dict(inst.labels),
     )
-
-
-def _api_message(e: BaseException) -> str:
-    message = getattr(e, "message", None) or str(e)
-    return _HTTP_PREFIX.sub("", str(message))
-
-
-def _first(e: BaseException) -> str:
-    return str(e.args[0]) if e.args else str(e)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -5,22 +5,22 @@ character: external accounts get an `ext_` prefix, long names are cut, and admin
 So the runtime asks: `posixAccounts[].username` of the login profile is the name to log in with. A key that OS
 Login does not hold is refused at the first login, so the developer's public key is imported to the profile.
 
-Like the Compute API, the client is imported inside the calls; with OFFLOAD_OSLOGIN_ENDPOINT set (a test fake)
+Like the Compute API's, the client is imported inside the calls, and its credentials and errors are those of every
+Google Cloud client of offload (offload/providers/google_api.py); with OFFLOAD_OSLOGIN_ENDPOINT set (a test fake)
 the client talks plain REST to that endpoint without credentials.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from offload.errors import CloudApiError, ConfigError
+from offload.providers.google_api import LOGIN_HINT, GoogleApi
 
 if TYPE_CHECKING:
     from google.cloud import oslogin_v1
@@ -28,9 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["OsLoginApi", "LoginProfile", "ENDPOINT_ENV"]
 
 ENDPOINT_ENV = "OFFLOAD_OSLOGIN_ENDPOINT"
-ADC_HINT = "run `gcloud auth application-default login` as the stack's developer"
-# The scope OS Login's own clients ask for; enough to read a profile and import a key, nothing else.
-_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+ADC_HINT = f"{LOGIN_HINT} as the stack's developer"
 _EMAIL = re.compile(r"[^\s/@]+@[^\s/@]+")
 _USERNAME = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
 
@@ -58,6 +56,9 @@ class OsLoginApi:
         self.project = project
         self.timeout = timeout
         self.endpoint = os.environ.get(ENDPOINT_ENV) or None
+        refused = f"{ADC_HINT}; a profile can only be changed by its own account"
+        self._google = GoogleApi("OS Login API", "oslogin.googleapis.com", ENDPOINT_ENV, self.endpoint,
+                                 login_hint=ADC_HINT, not_found_hint=refused, denied_hint=refused)
 
     @property
     def user(self) -> str:
@@ -69,7 +70,7 @@ class OsLoginApi:
         from google.cloud import oslogin_v1
 
         request = oslogin_v1.GetLoginProfileRequest(name=self.user, project_id=self.project or "")
-        with self._errors("read the OS Login profile of"):
+        with self._google.errors("read the OS Login profile of", self.email):
             profile = self._client.get_login_profile(request=request, timeout=self.timeout)
         return self._profile(profile)
 
@@ -85,7 +86,7 @@ class OsLoginApi:
             request = oslogin_v1.ImportSshPublicKeyRequest(
                 parent=self.user, ssh_public_key=common.SshPublicKey(key=_key_id(key)),
                 project_id=self.project or "")
-            with self._errors("register an SSH key with the OS Login profile of"):
+            with self._google.errors("register an SSH key with the OS Login profile of", self.email):
                 response = self._client.import_ssh_public_key(request=request, timeout=self.timeout)
             profile = self._profile(response.login_profile)
         return profile
@@ -110,55 +111,10 @@ class OsLoginApi:
     def _client(self) -> "oslogin_v1.OsLoginServiceClient":
         from google.cloud import oslogin_v1
 
-        if self.endpoint:
-            from google.auth.credentials import AnonymousCredentials
-
-            return oslogin_v1.OsLoginServiceClient(credentials=AnonymousCredentials(), transport="rest",
-                                                   client_options={"api_endpoint": self.endpoint})
-        import google.auth
-
-        warnings.filterwarnings("ignore", message="Your application has authenticated using end user credentials",
-                                category=UserWarning)
-        credentials, _ = google.auth.default(scopes=_SCOPES)
-        return oslogin_v1.OsLoginServiceClient(credentials=credentials, transport="rest")
-
-    @contextlib.contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """Client and auth exceptions as one-line CloudApiErrors that say what to do next."""
-        import google.auth.exceptions as auth_errors
-        import requests
-        from google.api_core import exceptions
-
-        who = self.email
-        try:
-            yield
-        except auth_errors.DefaultCredentialsError:
-            raise CloudApiError(who, f"cannot {action} {who}: no Google Cloud credentials found",
-                                hint=ADC_HINT) from None
-        except auth_errors.RefreshError as e:
-            raise CloudApiError(who, _one_line(f"cannot {action} {who}: Google Cloud credentials could not be "
-                                               f"refreshed: {e.args[0] if e.args else e}"), hint=ADC_HINT) from None
-        except (exceptions.Forbidden, exceptions.Unauthorized, exceptions.NotFound) as e:
-            raise CloudApiError(who, _one_line(f"cannot {action} {who}: {_message(e)}"),
-                                hint=f"{ADC_HINT}; a profile can only be changed by its own account") from None
-        except exceptions.GoogleAPICallError as e:
-            raise CloudApiError(who, _one_line(f"cannot {action} {who}: {e.code or ''} {_message(e)}")) from None
-        except requests.exceptions.RequestException as e:
-            endpoint = self.endpoint or "oslogin.googleapis.com"
-            raise CloudApiError(who, f"cannot {action} {who}: cannot reach the OS Login API at {endpoint}: "
-                                     f"{type(e).__name__}", hint="check your network") from None
+        return oslogin_v1.OsLoginServiceClient(**self._google.client_args())
 
 
 def _key_id(key: str) -> str:
     """'type base64' of a public key line: OS Login compares keys without their comments."""
     parts = key.split()
     return " ".join(parts[:2]) if len(parts) >= 2 else key.strip()
-
-
-def _message(e: Any) -> str:
-    message = getattr(e, "message", None) or str(e)
-    return re.sub(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ", "", str(message))
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

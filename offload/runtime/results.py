@@ -1,7 +1,7 @@
 """A job's result at home: the record that proves a result is its runner's own, its objects in the local
 repository, its diff, and its files (offload/runtime/apply.py brings its changes into the working tree).
 
-Only the result commands write locally, and only this: `pull` adds objects and the job's ref (`job_ref`); `apply`
+Only the result commands write locally, and only this: `pull` adds objects and the job's ref (`pulled_ref`); `apply`
 changes the working-tree files the job changed and keeps what they were under `refs/offload/backup/JOB`; `get`
 writes under its destination.
 
@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from offload.errors import OffloadError, SyncError, UsageError
 from offload.runtime.localgit import repo_root, run_git
-from offload.worker.layout import job_ref, validate_id
+from offload.worker.layout import pulled_ref, validate_id
 
 RECORD_DAYS = 60  # how long this machine remembers a job it started (its snapshot and its result key)
 
@@ -127,22 +127,6 @@ def check_result(record: JobRecord | None, job: str, worker: str, result: str, m
                                "something on the worker changed it", hint=hint)
 
 
-@dataclass(frozen=True)
-class Pulled:
-    """A job's result in the local repository."""
-
-    job: str
-    result: str
-    snapshot: str
-    pack_bytes: int
-    stat: str  # `git diff --stat` of the job's changes
-
-
-def result_ref(job: str) -> str:
-    """Where `pull` keeps a job's result in the local repository."""
-    return job_ref(job)
-
-
 def local_commit(root: Path, rev: str, env: dict[str, str] | None = None) -> str | None:
     """REV as a commit id, if the repository (with ENV's object directories) has it."""
     if not rev:
@@ -167,7 +151,7 @@ def store_result(root: Path, job: str, result: str, snapshot: str, pack: bytes, 
         run_git(["index-pack", "--stdin"], cwd=root, stdin=p.stdout)
     if not local_commit(root, result):
         raise SyncError("local", f"the result of job {job} did not arrive whole")
-    run_git(["update-ref", result_ref(job), result], cwd=root)
+    run_git(["update-ref", pulled_ref(job), result], cwd=root)
     return len(pack)
 
 
@@ -446,6 +430,6 @@ def exclude_locally(root: Path, directory: str) -> None:
         f.write(("" if not current or current.endswith("\n") else "\n") + line + "\n")
 
 
-__all__ = ["JobRecord", "Pulled", "ResultUnverified", "check_result", "descends", "diff", "diffstat", "exclude_locally",
-           "extract", "forget_record", "load_record", "local_commit", "new_result_key", "result_mac", "result_ref",
+__all__ = ["JobRecord", "ResultUnverified", "check_result", "descends", "diff", "diffstat", "exclude_locally",
+           "extract", "forget_record", "load_record", "local_commit", "new_result_key", "result_mac",
            "save_record", "snapshot_of_result", "store_result", "unverified_hint"]

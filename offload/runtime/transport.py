@@ -369,11 +369,3 @@ class ContainerTransport:
 
     def close(self) -> None:
         self.base.close()
-
-
-def env_flag(name: str, default: float) -> float:
-    """A numeric setting from the environment, falling back to DEFAULT when unset or malformed."""
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default

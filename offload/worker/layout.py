@@ -30,7 +30,8 @@ worker-side shell library (`sh/lib.sh`) lays out in the same way.
         result                            `COMMIT MAC`: the job's result and the runner's proof of it (`-`: none)
 
 A job's snapshot is kept under the ref `refs/offload/jobs/<job>` of its repository, and its result's objects
-under `refs/offload/results/<job>`. The tmux server of a job
+under `refs/offload/results/<job>`; in the local repository, `pull` puts the result under a ref of the job's ref's
+name (`pulled_ref`). The tmux server of a job
 is `tmux -L offload-<job>`, its session is named `<job>`, and every task runs in a window named after the task.
 """
 
@@ -70,6 +71,12 @@ def validate_id(value: object, what: str = "job id") -> str:
 def job_ref(job: str) -> str:
     """The ref that holds JOB's snapshot in its repository on the worker."""
     return f"{JOB_REF_PREFIX}{job}"
+
+
+def pulled_ref(job: str) -> str:
+    """The ref of the local repository that `pull` fetches JOB's result into. It has the name job_ref gives the
+    job's snapshot on the worker; here it holds the result."""
+    return job_ref(job)
 
 
 def tmux_socket(job: str) -> str:

@@ -15,17 +15,15 @@ of the instance, so callers have to poll. Tests set state through `add()` and re
 from __future__ import annotations
 
 import itertools
-import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.fakes.json_api import JsonApiFake
 
 BASE = "https://www.googleapis.com/compute/v1"
 _PATH = re.compile(r"^/compute/v1/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/"
@@ -82,10 +80,13 @@ class Request:
         return self.path.split("/zones/", 1)[-1].split("/", 1)[-1]
 
 
-class ComputeFake:
+class ComputeFake(JsonApiFake):
     """The fake server: start() binds 127.0.0.1 on a free port; stop() shuts it down and joins its thread."""
 
+    name = "compute-fake"
+
     def __init__(self, *, transition_gets: int = 1, operation_polls: int = 1, delay: float = 0.0) -> None:
+        super().__init__()
         self.transition_gets = transition_gets
         self.operation_polls = operation_polls
         # Seconds each response waits, so requests made concurrently overlap; `peak_in_flight` counts them.
@@ -97,17 +98,8 @@ class ComputeFake:
         self._operations: dict[str, dict[str, Any]] = {}
         self._failures: list[dict[str, Any]] = []
         self._ids = itertools.count(1000)
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- test-facing API ---------------------------------------------------------------------------------
-
-    @property
-    def endpoint(self) -> str:
-        assert self._server is not None, "fake is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def add(self, name: str, *, project: str = "p", zone: str = "us-west1-a", **state: Any) -> FakeInstance:
         inst = FakeInstance(name=name, project=project, zone=zone, id=next(self._ids), **state)
@@ -126,65 +118,18 @@ class ComputeFake:
             return [r for r in self.requests
                     if (method is None or r.method == method) and (target is None or r.target == target)]
 
-    def start(self) -> "ComputeFake":
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:  # noqa: N802
-                fake._handle(self, "POST")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="compute-fake", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> "ComputeFake":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- the HTTP side -----------------------------------------------------------------------------------
 
-    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        if length:
-            handler.rfile.read(length)
-        url = urlsplit(handler.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+    def answer(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         with self._lock:
-            self.requests.append(Request(method, url.path, query))
+            self.requests.append(Request(method, path, query))
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
         if self.delay:
             time.sleep(self.delay)
         with self._lock:
             self._in_flight -= 1
-            status, body = self._failure(method, url.path) or self._route(method, url.path, query)
-        data = json.dumps(body).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json; charset=UTF-8")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+            return self._failure(method, path) or self._route(method, path, query)
 
     def _failure(self, method: str, path: str) -> tuple[int, dict[str, Any]] | None:
         for f in self._failures:

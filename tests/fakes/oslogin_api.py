@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
 import pytest
+
+from tests.fakes.json_api import JsonApiFake
 
 
 @dataclass
@@ -56,21 +56,15 @@ class Request:
     body: dict[str, Any]
 
 
-class OsLoginFake:
+class OsLoginFake(JsonApiFake):
     """The fake server: start() binds 127.0.0.1 on a free port; stop() shuts it down and joins its thread."""
 
+    name = "oslogin-fake"
+
     def __init__(self) -> None:
+        super().__init__()
         self.users: dict[str, FakeUser] = {}
         self.requests: list[Request] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def endpoint(self) -> str:
-        assert self._server is not None, "fake is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def add(self, email: str, username: str, **state: Any) -> FakeUser:
         user = FakeUser(email=email, username=username, **state)
@@ -82,58 +76,12 @@ class OsLoginFake:
         with self._lock:
             return [r for r in self.requests if method is None or r.method == method]
 
-    def start(self) -> "OsLoginFake":
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:  # noqa: N802
-                fake._handle(self, "POST")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="oslogin-fake", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> "OsLoginFake":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length) if length else b""
-        url = urlsplit(handler.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        body = json.loads(raw) if raw else {}
-        path = unquote(url.path)
+    def answer(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        data = json.loads(body) if body else {}
+        path = unquote(path)
         with self._lock:
-            self.requests.append(Request(method, path, query, body))
-            status, answer = self._route(method, path, query, body)
-        data = json.dumps(answer).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json; charset=UTF-8")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+            self.requests.append(Request(method, path, query, data))
+            return self._route(method, path, query, data)
 
     def _route(self, method: str, path: str, query: dict[str, str],
                body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

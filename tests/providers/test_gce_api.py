@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from offload.errors import CloudApiError, ConfigError
+from offload.errors import CloudApiError, CloudNotFound, ConfigError
 from offload.outputs import WorkerRecord
 from offload.pricing import hourly_cost
 from offload.providers.gce_api import ComputeApi, InstanceInfo, label_filter
@@ -145,10 +145,24 @@ def test_host_keys_are_empty_until_published(compute_fake: ComputeFake) -> None:
 
 
 def test_missing_instance_is_one_line_with_a_next_step(compute_fake: ComputeFake) -> None:
-    with pytest.raises(CloudApiError) as e:
+    with pytest.raises(CloudNotFound) as e:
         _api().get("gone")
     assert e.value.line() == ("cannot read gone: not found in project p zone us-west1-a "
                               "(check the stack outputs, or run `offload fleet up`)")
+
+
+def test_not_found_is_the_apis_404_and_not_words_in_a_message(compute_fake: ComputeFake) -> None:
+    """The client's NotFound (HTTP 404) is what makes a CloudNotFound; another failure whose message happens to
+    say "not found" stays a plain CloudApiError."""
+    compute_fake.add("w0", status="TERMINATED")
+    compute_fake.fail("POST", "/instances/w0/start", 400, "The resource 'projects/p/global/images/x' was not found")
+    with pytest.raises(CloudApiError) as e:
+        _api().start("w0")
+    assert not isinstance(e.value, CloudNotFound)
+    assert "was not found" in e.value.message
+    compute_fake.fail("GET", "/instances/w0", 404, "The resource 'projects/p/zones/us-west1-a/instances/w0' is gone")
+    with pytest.raises(CloudNotFound):
+        _api().get("w0")
 
 
 def test_permission_denied_says_how_to_log_in(compute_fake: ComputeFake) -> None:

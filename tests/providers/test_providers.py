@@ -19,6 +19,7 @@ from offload.runtime.connection import ConnectOptions
 from offload.providers.base import ProviderOptions
 from offload.runtime.hostkeys import KnownHosts
 from offload.runtime.transport import ContainerTransport, SshTransport
+from tests.fakes.compute_api import ComputeFake
 from tests.workers import DockerWorker, SshDockerWorker, SshdWorker, docker_record, sshd_record
 
 VERBS = ("provision", "ensure_ready", "exec", "sync", "launch", "get_status", "stop", "start", "attach", "close",
@@ -106,3 +107,16 @@ def test_missing_container_without_an_image_is_a_clear_error(docker_worker: Dock
             provider.exec(["true"])  # a read starts nothing
         with pytest.raises(WorkerError, match="missing .* no image"):
             provider.provision()
+
+
+def test_a_gce_worker_is_missing_only_when_the_compute_api_says_404(compute_fake: ComputeFake) -> None:
+    compute_fake.add("here")
+    compute_fake.fail("GET", "/instances/here", 400, "Invalid value: the zone was not found in this project")
+    gone = WorkerRecord(name="gone", host="10.0.0.9", workspace="/w", instance="gone", project="p",
+                        zone="us-west1-a")
+    here = WorkerRecord(name="here", host="10.0.0.8", workspace="/w", instance="here", project="p",
+                        zone="us-west1-a")
+    outputs = StackOutputs(ProviderType.GCE_LINUX, "dev@example.com", (gone, here))
+    assert provider_for(outputs, gone).get_status().state == "missing"
+    status = provider_for(outputs, here).get_status()
+    assert status.state == "unknown" and "was not found in this project" in (status.error or "")
