@@ -116,6 +116,10 @@ FOREIGN_PRIVATE = {
     # public `shutdown_write` lets go of the lock first, and an EOF after the server's CLOSE drops the connection.
     # Being private, these may change with a paramiko release.
     "offload.runtime.transport": {"_send_eof", "_send_user_message"},
+    # paramiko: SSHClient keeps the ssh-agent it logs in with in `_agent`; each login is given an agent bound to
+    # its own request's socket there, since paramiko's own reads SSH_AUTH_SOCK from the process's environment
+    # (`use_ssh_agent`). tests/runtime/test_paramiko_api.py pins it.
+    "offload.runtime.connection": {"_agent"},
 }
 # Names public despite their underscore, by the name they are reached through: `os._exit` is the documented way for
 # a forked child to end without running its parent's cleanup.
