@@ -20,7 +20,7 @@ import pytest
 
 import offload.runtime.agent as agent_module
 from tests.e2e.helpers import all_cmdlines, offload, spawn, stderr_line
-from tests.workers import (SshdWorker, all_pids, kill_pids, make_repo, proc_alive, proc_cmdline, proc_uid,
+from tests.workers import (PipeReader, SshdWorker, all_pids, kill_pids, make_repo, proc_alive, proc_cmdline, proc_uid,
                            proxy_relay, sshd_record, wait_for, write_outputs)
 
 
@@ -134,18 +134,17 @@ def test_a_killed_agent_in_the_middle_of_a_command(setup: dict[str, Any]) -> Non
     state = agent_state(setup)
     proc = spawn("run", "--outputs", str(setup["out"]), "--job", "mid", "--wait", "--",
                  "echo begin; sleep 2; echo end", cwd=setup["repo"], env=setup["env"])
+    begun = PipeReader(proc.stdout)
     try:
-        job_dir = Path(ssh.workspace) / "jobs" / "mid"
-        wait_for(lambda: (job_dir / "tasks" / "main" / "log").exists(), timeout=30, what="the job to start")
-        time.sleep(0.3)
+        begun.wait_for(b"begin\n", timeout=60)  # the agent is streaming the job's output
         kill_pids([state["pid"]])
-        out, err = proc.communicate(timeout=60)
+        rest, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert out == b"begin\nend\n", "the output goes on from where it was, nothing twice, nothing lost"
+    assert begun.data + rest == b"begin\nend\n", "the output goes on from where it was, nothing twice, nothing lost"
     assert err == f"offload: job mid runs on ssh-{ssh.port}\n".encode(), "nothing but the job id"
 
 
