@@ -69,6 +69,21 @@ def test_the_first_command_starts_the_agent_and_the_next_ones_open_no_connection
     assert len(ssh.session_pids()) == 2, "one connection (its privileged and user sshd processes)"
 
 
+def test_agent_status_json_without_an_agent_and_with_one(setup: dict[str, Any]) -> None:
+    """The two shapes docs/agent.md gives: `persist_seconds` and the connections only from a running agent."""
+    ssh: SshdWorker = setup["ssh"]
+    none = agent_state(setup)
+    assert none == {"running": False, "pid": None, "socket": none["socket"], "connections": [],
+                    "warm_server_pid": none["warm_server_pid"]}
+    assert cmd(setup, "status", env={"OFFLOAD_PERSIST": "30"}).returncode == 0
+    state = agent_state(setup)
+    assert set(state) == {"running", "pid", "socket", "connections", "persist_seconds", "warm_server_pid"}
+    assert (state["running"], state["persist_seconds"], state["socket"]) == (True, 30, none["socket"])
+    (held,) = state["connections"]
+    assert set(held) == {"worker", "host", "port", "user", "proxy", "alive", "idle_seconds", "open_seconds", "steps"}
+    assert (held["worker"], held["port"], held["proxy"], held["alive"]) == (f"ssh-{ssh.port}", ssh.port, False, True)
+
+
 def test_the_agent_exits_when_idle_and_the_next_command_starts_another(setup: dict[str, Any]) -> None:
     ssh: SshdWorker = setup["ssh"]
     env = {"OFFLOAD_PERSIST": "1.5"}
