@@ -17,6 +17,7 @@ from offload.jobs.fleet import Reach
 from offload.jobs.service import JobService, RunRequest
 from offload.jobs.state import State
 from offload.outputs import StackOutputs
+from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES
 from tests.workers import SshdWorker, git, make_repo, sshd_record
 
 SCRIPT = "printf 'one\\n'; sleep 0.3; printf 'two\\n'; exit 3"
@@ -143,6 +144,18 @@ def test_a_bad_request_fails_before_any_worker_is_dialled(tmp_path: Path) -> Non
     # The command as given is kept as one line of meta; the task runs it in the same subdirectory.
     assert json.loads(meta["command"]) == shlex.join(argv) and "\n" not in meta["command"]
     assert book.tasks[0].run == f"mkdir -p -- src && cd -- src || exit 1\n{shlex.join(argv)}"
+
+
+@pytest.mark.parametrize(("field", "most"), [("keep_jobs", MAX_KEEP_JOBS), ("warm_worktrees", MAX_WARM_WORKTREES)])
+def test_what_a_worker_keeps_is_capped_before_any_worker_is_dialled(tmp_path: Path, field: str, most: int) -> None:
+    repo = make_repo(tmp_path / "repo")
+    flag = "--" + field.replace("_", "-")
+    for value in (-1, most + 1):
+        with pytest.raises(UsageError) as caught:
+            JobService.plan(RunRequest(cwd=repo, command=["true"], **{field: value}))
+        assert caught.value.message == f"{flag} takes a number from 0 to {most}; got {value}"
+    for value in (0, most):
+        assert JobService.plan(RunRequest(cwd=repo, command=["true"], **{field: value}))[1][field] == str(value)
 
 
 def test_a_command_with_control_characters_is_kept_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
