@@ -157,19 +157,16 @@ def test_finished_jobs_and_idle_worktrees_are_pruned(sshd_worker: SshdWorker, re
     for i in range(3, 5):
         assert offload("run", "--outputs", str(out), "--job", f"s{i}", "--keep-jobs", "2", "--warm-worktrees", "1",
                        "--wait", "--", "true", cwd=repo, env=env).returncode == 0
-    # The held jobs end on their own once `go` is there, and each end prunes.
 
-    def pruned() -> bool:
-        nonlocal jobs, ids, trees
+    def pruned() -> tuple[dict[str, Any], list[str], list[Path]] | None:
+        """The status, the jobs and the idle worktrees, once the held jobs have ended (each end prunes)."""
         jobs = json.loads(offload("status", "--json", "--outputs", str(out), cwd=repo, env=env).stdout)
         ids = [j["id"] for j in jobs["workers"][0]["jobs"]]
         trees = [t for t in pool.iterdir() if t.name.isdigit()]
-        return len(ids) == 3 and len(trees) == 1
+        return (jobs, ids, trees) if len(ids) == 3 and len(trees) == 1 else None
 
-    jobs: dict[str, Any] = {}
-    ids: list[str] = []
-    trees: list[Path] = []
-    wait_for(pruned, timeout=30, what="the worker to keep three jobs and one idle worktree", interval=0.5)
+    jobs, ids, trees = wait_for(pruned, timeout=30, what="the worker to keep three jobs and one idle worktree",
+                                interval=0.5)
     assert ids[-1] == "s4" and len(ids) == 3, "the last job and the two finished before it are kept"
     assert len(trees) == 1, "one idle warm worktree is kept"
     kept = trees[0].name

@@ -14,8 +14,8 @@ import pytest
 from offload.jobs.playbook import Playbook, Task, When
 from offload.worker.scripts import worker_script
 from tests.jobs import conftest
-from tests.workers import children_map, proc_cmdline
 from tests.jobs.conftest import SH, WAIT, LocalWorker, pid_running, read, tmux, tmux_alive, wait_for
+from tests.workers import children_map, proc_cmdline
 
 
 def test_independent_tasks_run_in_parallel(worker: LocalWorker) -> None:
@@ -218,7 +218,7 @@ def test_attached_client_keeps_the_server(worker: LocalWorker) -> None:
         runner = int(read(f"{paths.job_dir}/runner.pid") or 0)
         naps: set[int] = set()
 
-        def napping() -> int:
+        def napping() -> bool:
             kids = children_map()
             naps.update(p for p in kids.get(runner, ()) if proc_cmdline(p) == ["sleep", "1"])
             return len(naps) >= 2
