@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import re
+import select
 import shutil
 import signal
 import socket
@@ -48,6 +49,8 @@ STOP_TIMEOUT = 10.0
 class TestbedError(RuntimeError):
     """A test worker could not be started or stopped; the message says what and shows its log."""
 
+    __test__ = False  # a test module that imports it must not have pytest take it for a test class
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Waiting and processes
@@ -63,6 +66,33 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interva
         if time.monotonic() >= deadline:
             raise TestbedError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+class PipeReader:
+    """What a child process writes to one of its pipes, read as it comes, so that a test waits for a line of it
+    rather than for a time. Reads only what is there (never blocks), so the test can go on to `communicate()`,
+    which returns the rest."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.fd = pipe.fileno()
+        self.data = b""
+        self.closed = False
+
+    def read(self) -> bytes:
+        """Everything read so far, after taking in what has arrived."""
+        while not self.closed and select.select([self.fd], [], [], 0)[0]:
+            chunk = os.read(self.fd, 65536)
+            self.data += chunk
+            self.closed = not chunk
+        return self.data
+
+    def wait_for(self, text: bytes, *, timeout: float) -> bytes:
+        """Wait until TEXT has been written; everything read so far."""
+        try:
+            wait_for(lambda: text in self.read(), timeout=timeout, what=repr(text))
+        except TestbedError as e:
+            raise TestbedError(f"{e}; read so far: {self.data[-2000:]!r}") from None
+        return self.data
 
 
 def run(argv: Sequence[str], *, timeout: float = 60, check: bool = True, env: dict[str, str] | None = None,

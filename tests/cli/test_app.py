@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,19 +28,6 @@ def test_status_json_on_the_default_local_worker() -> None:
     assert result.exit_code == 0, result.output
     (worker,) = json.loads(result.output)["workers"]
     assert worker["name"] == "local" and worker["state"] == "running" and worker["jobs"] == []
-
-
-def test_help_loads_no_pulumi_cloud_or_ssh_library() -> None:
-    """`offload --help` (and every command's import) stays off the slow libraries: they load only when a
-    command needs them."""
-    code = ("import sys\n"
-            "from offload.cli.app import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "slow = ('pulumi', 'pulumi_gcp', 'pulumi_docker', 'google.cloud', 'fabric', 'paramiko', 'invoke')\n"
-            "print([m for m in slow if m in sys.modules], file=sys.stderr)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "Usage:" in result.stdout and "status" in result.stdout
-    assert result.stderr.strip().splitlines()[-1] == "[]"
 
 
 def test_the_detach_keys_depend_on_whether_the_user_is_inside_tmux(monkeypatch) -> None:

@@ -21,7 +21,7 @@ import pytest
 import offload.runtime.agent.server as agent_server
 from offload import paths as offload_paths
 from tests.e2e.helpers import SSH_LIBRARIES, all_cmdlines, offload, spawn, stderr_line, top_modules_loaded
-from tests.workers import (SshdWorker, all_pids, kill_pids, make_repo, proc_alive, proc_cmdline, proc_uid,
+from tests.workers import (PipeReader, SshdWorker, all_pids, kill_pids, make_repo, proc_alive, proc_cmdline, proc_uid,
                            proxy_relay, sshd_record, wait_for, write_outputs)
 
 
@@ -68,6 +68,21 @@ def test_the_first_command_starts_the_agent_and_the_next_ones_open_no_connection
     (held,) = again["connections"]
     assert held["alive"] is True and held["steps"] > 5
     assert len(ssh.session_pids()) == 2, "one connection (its privileged and user sshd processes)"
+
+
+def test_agent_status_json_without_an_agent_and_with_one(setup: dict[str, Any]) -> None:
+    """The two shapes docs/agent.md gives: `persist_seconds` and the connections only from a running agent."""
+    ssh: SshdWorker = setup["ssh"]
+    none = agent_state(setup)
+    assert none == {"running": False, "pid": None, "socket": none["socket"], "connections": [],
+                    "warm_server_pid": none["warm_server_pid"]}
+    assert cmd(setup, "status", env={"OFFLOAD_PERSIST": "30"}).returncode == 0
+    state = agent_state(setup)
+    assert set(state) == {"running", "pid", "socket", "connections", "persist_seconds", "warm_server_pid"}
+    assert (state["running"], state["persist_seconds"], state["socket"]) == (True, 30, none["socket"])
+    (held,) = state["connections"]
+    assert set(held) == {"worker", "host", "port", "user", "proxy", "alive", "idle_seconds", "open_seconds", "steps"}
+    assert (held["worker"], held["port"], held["proxy"], held["alive"]) == (f"ssh-{ssh.port}", ssh.port, False, True)
 
 
 def test_the_agent_exits_when_idle_and_the_next_command_starts_another(setup: dict[str, Any]) -> None:
@@ -135,18 +150,17 @@ def test_a_killed_agent_in_the_middle_of_a_command(setup: dict[str, Any]) -> Non
     state = agent_state(setup)
     proc = spawn("run", "--outputs", str(setup["out"]), "--job", "mid", "--wait", "--",
                  "echo begin; sleep 2; echo end", cwd=setup["repo"], env=setup["env"])
+    begun = PipeReader(proc.stdout)
     try:
-        job_dir = Path(ssh.workspace) / "jobs" / "mid"
-        wait_for(lambda: (job_dir / "tasks" / "main" / "log").exists(), timeout=30, what="the job to start")
-        time.sleep(0.3)
+        begun.wait_for(b"begin\n", timeout=60)  # the agent is streaming the job's output
         kill_pids([state["pid"]])
-        out, err = proc.communicate(timeout=60)
+        rest, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert out == b"begin\nend\n", "the output goes on from where it was, nothing twice, nothing lost"
+    assert begun.data + rest == b"begin\nend\n", "the output goes on from where it was, nothing twice, nothing lost"
     assert err == f"offload: job mid runs on ssh-{ssh.port}\n".encode(), "nothing but the job id"
 
 

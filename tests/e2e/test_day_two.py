@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.helpers import offload, spawn, stderr_line
-from tests.workers import SshdWorker, git, make_repo, sshd_record, write_outputs
+from tests.workers import PipeReader, SshdWorker, git, make_repo, sshd_record, wait_for, write_outputs
 
 PLAYBOOK = """\
 playbooks:
@@ -36,14 +34,33 @@ def _key(worker: SshdWorker) -> dict[str, str]:
     return {"OFFLOAD_SSH_KEY": str(worker.key_path)}
 
 
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
 def test_playbook_graph_survives_a_dropped_connection(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
     out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
     proc = spawn("run", "--outputs", str(out), "--playbook", "review", "--job", "pb1", "--wait",
                  cwd=repo, env=_key(sshd_worker))
-    time.sleep(2.0)
-    assert sshd_worker.kill_sessions()
-    stdout, stderr = proc.communicate(timeout=90)
+    err = PipeReader(proc.stderr)
+    try:
+        # The drop comes once the job runs and `run` is waiting on it: its note says so, and the first task started.
+        err.wait_for(b"job pb1 runs on", timeout=60)
+        build = Path(sshd_worker.workspace) / "jobs" / "pb1" / "tasks" / "build"
+        wait_for(lambda: _read(build / "state") == "running", timeout=30, what="the build task to start")
+        logins = sshd_worker.accepted_count()
+        assert sshd_worker.kill_sessions()
+        stdout, rest = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    stderr = err.data + rest
     assert proc.returncode == 1, stderr
+    assert sshd_worker.accepted_count() > logins, "the rest of the job came over a new connection"
     text = stdout.decode()
     for line in ["[build] built", "[lint] linted", "[test] test 5", "[triage] triaging", "[report] report"]:
         assert line in text, text
@@ -59,14 +76,27 @@ def test_playbook_graph_survives_a_dropped_connection(sshd_worker: SshdWorker, r
 
 def test_logs_follow_resumes_after_a_drop(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
     out = write_outputs(tmp_path / "o.json", "ssh", [sshd_record(sshd_worker)])
-    assert offload("run", "--outputs", str(out), "--job", "lf", "--",
-                   "for i in 1 2 3 4 5 6; do echo n$i; sleep 0.4; done", cwd=repo, env=_key(sshd_worker)).returncode == 0
+    go = Path(sshd_worker.workspace) / "go"
+    # The job writes two lines, then holds until the test has dropped the connection `logs -f` follows it on.
+    command = f"echo n1; echo n2; until [ -e {go} ]; do sleep 0.05; done; for i in 3 4 5 6; do echo n$i; done"
+    assert offload("run", "--outputs", str(out), "--job", "lf", "--", command, cwd=repo,
+                   env=_key(sshd_worker)).returncode == 0
     proc = spawn("logs", "lf", "-f", "--outputs", str(out), cwd=repo, env=_key(sshd_worker))
-    time.sleep(1.0)
-    sshd_worker.kill_sessions()
-    stdout, stderr = proc.communicate(timeout=60)
+    lines = PipeReader(proc.stdout)
+    try:
+        lines.wait_for(b"n2\n", timeout=60)
+        logins = sshd_worker.accepted_count()
+        assert sshd_worker.kill_sessions()
+        go.touch()
+        rest, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
     assert proc.returncode == 0, stderr
-    assert stdout.decode() == "".join(f"n{i}\n" for i in range(1, 7))
+    assert lines.data + rest == b"".join(f"n{i}\n".encode() for i in range(1, 7))
+    assert b"reconnecting" in stderr, "the drop came in the middle of the stream, and logs says so"
+    assert sshd_worker.accepted_count() > logins, "the rest of the log came over a new connection"
 
 
 def test_clean_removes_one_job_and_nothing_else(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:

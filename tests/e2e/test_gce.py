@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from offload.runtime.hostkeys import KnownHosts, host_id
 from tests.e2e.helpers import SSH_LIBRARIES, container_hostname, offload, stderr_line, top_modules_loaded
 from tests.fakes.compute_api import ComputeFake
 from tests.fakes.oslogin_api import OsLoginFake
-from tests.workers import SshDockerWorker, make_repo, path_without, sshd_record, write_outputs
+from tests.workers import SshDockerWorker, make_repo, path_without, sshd_record, wait_for, write_outputs
 
 
 def _b64(key_line: str) -> str:
@@ -38,12 +37,9 @@ def test_stopped_instance_is_woken_through_the_compute_api(gce, compute_fake: Co
     ssh.stop()
 
     def boot_when_started() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if compute_fake.calls("POST", "instances/offload-dev-0/start"):
-                ssh.restart()
-                return
-            time.sleep(0.05)
+        wait_for(lambda: compute_fake.calls("POST", "instances/offload-dev-0/start"), timeout=60,
+                 what="the start call")
+        ssh.restart()
 
     booter = threading.Thread(target=boot_when_started, daemon=True)
     booter.start()

@@ -7,13 +7,13 @@ import secrets
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.helpers import offload
-from tests.workers import SshdWorker, make_repo, sshd_record, write_outputs
+from tests.workers import (SshdWorker, TestbedError, descendants, make_repo, proc_comm, proc_cwd, sshd_record,
+                           wait_for, write_outputs)
 
 
 class Terminal:
@@ -33,13 +33,20 @@ class Terminal:
         return p.stdout
 
     def wait_for(self, text: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def showing() -> str | None:
             screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
+            return screen if text in screen else None
+
+        try:
+            return wait_for(showing, timeout=timeout, what=f"{text!r} on the screen", interval=0.1)
+        except TestbedError as e:
+            raise AssertionError(f"{e}; screen:\n{self.screen()}") from None
+
+    def processes(self) -> list[int]:
+        """The processes running in the pane: its shell and everything under it."""
+        p = subprocess.run(["tmux", "-L", self.socket, "display-message", "-p", "-t", "0", "#{pane_pid}"],
+                           capture_output=True, text=True, timeout=30)
+        return descendants(int(p.stdout)) if p.stdout.strip().isdigit() else []
 
     def keys(self, *keys: str) -> None:
         subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "0", *keys], check=True, timeout=30)
@@ -104,7 +111,9 @@ def test_shell_opens_in_the_job_worktree(tmp_path: Path, terminals) -> None:
     (repo / "wip.txt").write_text("work in progress\n")
     assert offload("run", "--job", "sh1", "--wait", "--", "true", cwd=repo).returncode == 0
     term = terminals(_cli("shell", "sh1"), repo)
-    time.sleep(0.5)
+    # Typed once the login shell runs in the worktree, as a user would type at its prompt.
+    wait_for(lambda: [p for p in term.processes() if proc_comm(p) == "bash" and "/trees/" in (proc_cwd(p) or "")],
+             timeout=30, what="the shell to start in the job's worktree")
     term.keys("cat wip.txt; pwd", "Enter")
     screen = term.wait_for("work in progress")
     assert "/trees/" in screen

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import all_cmdlines, container_hostname, offload, spawn, stderr_line
-from tests.workers import DockerWorker, docker_record, git, make_repo, proc_cwd, proc_stat, tree_digest, write_outputs
+from tests.workers import (DockerWorker, docker_record, git, make_repo, proc_cwd, proc_stat, tree_digest, wait_for,
+                           write_outputs)
 
 
 @pytest.fixture
@@ -195,7 +196,6 @@ def test_command_runs_in_the_same_subdirectory(repo: Path) -> None:
 
 def test_interrupting_wait_leaves_the_job_running(repo: Path) -> None:
     import signal
-    import time
 
     from tests.e2e.helpers import spawn
 
@@ -206,11 +206,8 @@ def test_interrupting_wait_leaves_the_job_running(repo: Path) -> None:
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert b"keepgoing goes on" in stderr
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if offload("check", "keepgoing", cwd=repo).returncode == 0:
-            break
-        time.sleep(0.3)
+    wait_for(lambda: offload("check", "keepgoing", cwd=repo).returncode == 0, timeout=30,
+             what="the job to succeed on its own", interval=0.3)
     assert offload("logs", "keepgoing", cwd=repo).stdout == b"started\nfinished\n"
 
 
@@ -242,10 +239,7 @@ def test_a_full_workspace_fails_the_job_and_says_so(repo: Path, small_disk: Any)
                 env=env, timeout=60)
     assert p.returncode == 1
     assert "no space left" in p.stderr.decode(), p.stderr
-    deadline = time.monotonic() + 10
-    while not _runner_gone(workspace) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _runner_gone(workspace), "the runner goes on"
+    wait_for(lambda: _runner_gone(workspace), timeout=30, what="the runner to end")
     check = offload("check", "filler", "--json", cwd=repo, env=env)
     assert check.returncode == 1
     report = json.loads(check.stdout)
@@ -284,9 +278,8 @@ def test_leftovers_of_an_interrupted_launch_are_listed_and_cleaned(repo: Path, t
         subprocess.run(["rm", "-rf", str(workspace / "jobs" / job)], check=True)
     (pool,) = list((workspace / "trees").iterdir())
     lease = pool / "1.lease"
-    deadline = time.monotonic() + 10
-    while lease.exists() and time.monotonic() < deadline:  # the runners give the worktree back as they finish
-        time.sleep(0.05)
+    # The runners give the worktree back as they finish.
+    wait_for(lambda: not lease.exists(), timeout=30, what="the worktree to be given back")
     lease.mkdir()
     (lease / "job").write_text("half\n")
     old = time.time() - 600

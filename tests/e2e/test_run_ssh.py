@@ -247,10 +247,7 @@ def test_clean_leaves_no_process_of_the_job(sshd_worker: SshdWorker, repo: Path,
     def servers() -> list[bytes]:
         return [c for c in all_cmdlines() if f"sleep\0{marker}".encode() in c]
 
-    deadline = time.monotonic() + 10
-    while len(servers()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(servers()) == 2
+    wait_for(lambda: len(servers()) == 2, timeout=30, what="the job's two daemons to start")
     p = offload("clean", "srv", "--outputs", str(out), cwd=repo, env=env)
     assert (p.returncode, p.stdout) == (0, f"cleaned srv on {sshd_record(sshd_worker)['name']}\n".encode()), p.stderr
     assert servers() == []

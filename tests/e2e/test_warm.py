@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import offload
-from tests.workers import SshDockerWorker, SshdWorker, git, make_repo, sshd_record, tree_digest, write_outputs
+from tests.workers import (SshDockerWorker, SshdWorker, git, make_repo, sshd_record, tree_digest, wait_for,
+                           write_outputs)
 
 BUILD = ("mkdir -p build; for f in file*.txt; do if [ ! -e build/$f.o ] || [ $f -nt build/$f.o ]; then "
          "cp $f build/$f.o; echo compiled $f; fi; done")
@@ -95,9 +96,7 @@ def test_a_lease_left_by_a_killed_runner_is_recovered(sshd_worker: SshdWorker, r
     assert offload("run", "--outputs", str(out), "--job", "doomed", "--", "sleep 60", cwd=repo,
                    env=env).returncode == 0
     job_dir = Path(sshd_worker.workspace) / "jobs" / "doomed"
-    deadline = time.monotonic() + 10
-    while not (job_dir / "tasks" / "main" / "pid").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: (job_dir / "tasks" / "main" / "pid").exists(), timeout=30, what="the job's task to start")
     for pid_file in (job_dir / "runner.pid", job_dir / "tasks" / "main" / "pid"):
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
     p = offload("run", "--outputs", str(out), "--job", "next", "--wait", "--", "pwd", cwd=repo, env=env)
@@ -158,14 +157,16 @@ def test_finished_jobs_and_idle_worktrees_are_pruned(sshd_worker: SshdWorker, re
     for i in range(3, 5):
         assert offload("run", "--outputs", str(out), "--job", f"s{i}", "--keep-jobs", "2", "--warm-worktrees", "1",
                        "--wait", "--", "true", cwd=repo, env=env).returncode == 0
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def pruned() -> tuple[dict[str, Any], list[str], list[Path]] | None:
+        """The status, the jobs and the idle worktrees, once the held jobs have ended (each end prunes)."""
         jobs = json.loads(offload("status", "--json", "--outputs", str(out), cwd=repo, env=env).stdout)
         ids = [j["id"] for j in jobs["workers"][0]["jobs"]]
         trees = [t for t in pool.iterdir() if t.name.isdigit()]
-        if len(ids) == 3 and len(trees) == 1:
-            break
-        time.sleep(0.5)
+        return (jobs, ids, trees) if len(ids) == 3 and len(trees) == 1 else None
+
+    jobs, ids, trees = wait_for(pruned, timeout=30, what="the worker to keep three jobs and one idle worktree",
+                                interval=0.5)
     assert ids[-1] == "s4" and len(ids) == 3, "the last job and the two finished before it are kept"
     assert len(trees) == 1, "one idle warm worktree is kept"
     kept = trees[0].name
@@ -191,10 +192,8 @@ def test_the_end_of_a_job_prunes_old_idle_worktrees_of_every_repository(sshd_wor
         assert offload("run", "--outputs", str(out), "--job", job, "--", hold, cwd=other, env=env).returncode == 0
     (ws / "go").touch()
     for job in ("o1", "o2"):
-        deadline = time.monotonic() + 30
-        while not (ws / "jobs" / job / "finished").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert (ws / "jobs" / job / "finished").exists(), f"job {job} ended and gave its worktree back"
+        wait_for(lambda: (ws / "jobs" / job / "finished").exists(), timeout=30,
+                 what=f"job {job} to end and give its worktree back")
     (pool,) = list((ws / "trees").iterdir())
     old, young = sorted(t for t in pool.iterdir() if t.name.isdigit())
     Path(f"{old}.used").write_text(f"{int(time.time()) - 8 * 86400}\n")  # given back 8 days ago

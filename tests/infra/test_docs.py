@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 from offload.infra.access import INSTANCE_PERMISSIONS, PROJECT_PERMISSIONS
-from offload.infra.project import WORKSTATION_APIS
+from offload.infra.project import GCE_APIS, WORKSTATION_APIS
 from tests.infra.mocks import REPO
 
 
 def _section(text: str, title: str) -> str:
-    start = text.index(title)
-    end = text.find("\n## ", start + len(title))
-    return text[start:end if end != -1 else None]
+    """The section under heading TITLE, up to the next `## ` heading, with its whitespace runs made one space."""
+    start = text.index(f"\n{title}\n")
+    end = text.find("\n## ", start + len(title) + 2)
+    return " ".join(text[start:end if end != -1 else None].split())
 
 
-def test_the_fresh_project_section_names_every_api_permission_and_quota() -> None:
-    section = _section((REPO / "README.md").read_text(), "## The first `pulumi up` in a fresh project")
-    for api in WORKSTATION_APIS:
-        assert f"`{api.split('.', 1)[0]}`" in section, api
-    for permission in (*INSTANCE_PERMISSIONS, *PROJECT_PERMISSIONS):
-        assert permission.rsplit(".", 1)[-1] in section, permission
-    for words in ("roles/iam.roleAdmin", "roles/serviceusage.serviceUsageAdmin", "CPUS", "NETWORKS",
-                  "IN_USE_ADDRESSES", "### Shared VPC", "roles/compute.securityAdmin", "### Data disks",
-                  "### The worker image", "sha256"):
-        assert words in section, words
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
+
+
+SECTION = _section((REPO / "README.md").read_text(), "## The first `pulumi up` in a fresh project")
+
+
+def test_the_section_lists_the_apis_the_program_enables() -> None:
+    gce = [api.split(".", 1)[0] for api in GCE_APIS]
+    (workstation,) = [api.split(".", 1)[0] for api in WORKSTATION_APIS if api not in GCE_APIS]
+    assert f"{_quoted(gce)}, and `{workstation}` for a `workstation` stack" in SECTION
+
+
+def test_the_section_lists_the_permissions_of_the_two_custom_roles() -> None:
+    # The instance role's permissions share their prefix: the first is written whole, the others by their last part.
+    first, *rest = INSTANCE_PERMISSIONS
+    instance = _quoted([first, *(p.rsplit(".", 1)[-1] for p in rest)])
+    assert f"`<prefix>_worker` role ({instance}) on each of their instances" in SECTION
+    assert f"`<prefix>_fleet` role ({_quoted(list(PROJECT_PERMISSIONS))}) on the project" in SECTION
+
+
+def test_the_section_names_the_deployers_roles_the_quotas_and_its_subsections() -> None:
+    for role in ("roles/serviceusage.serviceUsageAdmin", "roles/compute.admin", "roles/iam.roleAdmin",
+                 "roles/resourcemanager.projectIamAdmin", "roles/iap.admin", "roles/compute.securityAdmin"):
+        assert f"`{role}`" in SECTION, role
+    for quota in ("CPUS", "SSD_TOTAL_GB", "NETWORKS", "IN_USE_ADDRESSES", "FIREWALLS"):
+        assert f"`{quota}`" in SECTION, quota
+    for heading in ("### Many developers, one network", "### Shared VPC", "### Data disks", "### The worker image"):
+        assert f" {heading} " in SECTION, heading
+    assert "pin it by digest in the stack (`.../offload-worker@sha256:...`" in SECTION

@@ -87,35 +87,60 @@ def test_the_schema_rejects_what_the_contract_rejects() -> None:
             StackOutputs.from_dict(bad)
 
 
-def _fake_pulumi_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Only found on PATH: the Automation API itself is replaced below, since no pulumi CLI runs here.
+# A stand-in for the pulumi CLI: it logs each call (its directory and arguments), answers `version`, and keeps the
+# stacks it was asked to create as files, so `stack select` of one it never created fails as the real CLI does.
+FAKE_PULUMI = """\
+#!/bin/sh
+printf '%s|%s\\n' "$PWD" "$*" >> "$FAKE_PULUMI_DIR/calls"
+[ "$1" = --non-interactive ] && shift
+case "$1 $2" in
+version*) echo "v$FAKE_PULUMI_VERSION" ;;
+"stack select") [ -e "$FAKE_PULUMI_DIR/stack-$4" ] || { echo "error: no stack named '$4' found" >&2; exit 255; } ;;
+"stack init") : > "$FAKE_PULUMI_DIR/stack-$3" ;;
+*) echo "error: the fake pulumi does not do $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def _fake_pulumi_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put FAKE_PULUMI first on PATH; returns the directory where it keeps its calls and stacks."""
+    from importlib.metadata import version
+
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "pulumi").write_text("#!/bin/sh\nexit 99\n")
+    (bin_dir / "pulumi").write_text(FAKE_PULUMI)
     (bin_dir / "pulumi").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("FAKE_PULUMI_DIR", str(tmp_path))
+    monkeypatch.setenv("FAKE_PULUMI_VERSION", version("pulumi"))
+    return tmp_path
 
 
-@pytest.mark.parametrize("create", [True, False])
-def test_fleet_hands_the_automation_api_the_packaged_program(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             isolated_home: Path, create: bool) -> None:
-    from pulumi import automation as auto
+def _calls(fake: Path) -> list[tuple[str, str]]:
+    """The fake CLI's calls past `version`, as (directory, arguments)."""
+    calls = [line.partition("|") for line in (fake / "calls").read_text().splitlines()]
+    return [(where, args) for where, _, args in calls if args != "version"]
 
+
+def test_fleet_selects_or_creates_the_stack_in_offloads_config_directory_with_the_packaged_program(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path) -> None:
     from offload.stack import select_stack
 
-    _fake_pulumi_on_path(tmp_path, monkeypatch)
+    fake = _fake_pulumi_on_path(tmp_path, monkeypatch)
     config = isolated_home / ".config" / "offload"
     (config / "stacks").mkdir(parents=True)
     shutil.copy(stack_file("gce-cos"), config / "stacks" / "Pulumi.dev.yaml")
-    # offload's config directory needs no project file of the user's: it gets offload's own.
-    seen: list[dict[str, Any]] = []
-    monkeypatch.setattr(auto, "create_or_select_stack" if create else "select_stack",
-                        lambda **kwargs: seen.append(kwargs) or "the stack")
-    assert select_stack("dev", create=create) == "the stack"
-    [call] = seen
-    assert (call["stack_name"], call["project_name"], call["program"]) == ("dev", "offload", program)
-    assert call["opts"].work_dir == str(config)
+    stack = select_stack("dev", create=True)
+    # The pulumi CLI works in offload's config directory, made a stack directory of project offload on the way.
+    assert _calls(fake) == [(str(config), "--non-interactive stack select --stack dev"),
+                            (str(config), "--non-interactive stack init dev")]
     assert (config / "Pulumi.yaml").read_text() == PROJECT_FILE
+    assert stack.name == "dev" and stack.workspace.program is program
+    # Selected again, with or without create, the stack is there and is not created twice.
+    for create in (True, False):
+        again = select_stack("dev", create=create)
+        assert again.workspace.program is program and again.workspace.work_dir == str(config)
+    assert _calls(fake)[2:] == [(str(config), "--non-interactive stack select --stack dev")] * 2
 
 
 def test_fleet_up_needs_the_stack_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path) -> None:

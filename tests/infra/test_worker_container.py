@@ -8,14 +8,13 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from offload.infra import cloudinit
-from tests.workers import CONTAINER_LABEL
+from tests.workers import CONTAINER_LABEL, wait_for
 
 TIMEOUT = 180
 
@@ -59,16 +58,13 @@ def test_start_worker_makes_the_container_the_runtime_expects(docker_engine: obj
         return proc
 
     def running_container(proc: subprocess.Popen[str], not_id: str = "") -> dict:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
+        def running() -> dict | None:
             assert proc.poll() is None, proc.communicate()[1]
             found = docker("inspect", name, check=False)
-            if found.returncode == 0:
-                info = json.loads(found.stdout)[0]
-                if info["State"]["Running"] and info["Id"] != not_id:
-                    return info
-            time.sleep(0.2)
-        raise AssertionError(f"container {name} did not start")
+            info = json.loads(found.stdout)[0] if found.returncode == 0 else None
+            return info if info and info["State"]["Running"] and info["Id"] != not_id else None
+
+        return wait_for(running, timeout=TIMEOUT, what=f"container {name} to start", interval=0.2)
 
     try:
         first = start()
@@ -93,10 +89,8 @@ def test_start_worker_makes_the_container_the_runtime_expects(docker_engine: obj
         # Stopping the unit (ExecStop) ends the foreground run, and --rm leaves nothing behind.
         docker("stop", "-t", "5", name)
         second.wait(timeout=TIMEOUT)
-        deadline = time.monotonic() + 30
-        while docker("inspect", name, check=False).returncode == 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert docker("inspect", name, check=False).returncode != 0, again["Id"]
+        wait_for(lambda: docker("inspect", name, check=False).returncode != 0, timeout=30,
+                 what=f"container {again['Id']} to be removed", interval=0.2)
     finally:
         docker("rm", "-f", name, check=False)
         for proc in runs:

@@ -15,16 +15,16 @@ from offload.jobs.playbook import Playbook, Task, When
 from offload.worker.exits import GraphExit
 from offload.worker.scripts import worker_script
 from tests.jobs import conftest
-from tests.jobs.conftest import SH, WAIT, LocalWorker, read, tmux, tmux_alive, wait_for
+from tests.jobs.conftest import SH, WAIT, LocalWorker, pid_running, read, tmux, tmux_alive, wait_for
+from tests.workers import children_map, proc_cmdline
 
 
 def test_independent_tasks_run_in_parallel(worker: LocalWorker) -> None:
-    book = Playbook("p", (Task("one", "sleep 2"), Task("two", "sleep 2")))
-    started = time.monotonic()
+    # Each task waits for the other to have started: run one after the other, neither would ever end.
+    book = Playbook("p", (Task("one", ": > one.started; until [ -e two.started ]; do sleep 0.05; done"),
+                          Task("two", ": > two.started; until [ -e one.started ]; do sleep 0.05; done")))
     paths = worker.launch(book)
     assert worker.wait_job(paths) == "success"
-    elapsed = time.monotonic() - started
-    assert elapsed < 3.2, f"two 2 s tasks took {elapsed:.1f}s"
 
 
 def test_exit_codes_and_when_rules(worker: LocalWorker) -> None:
@@ -108,13 +108,13 @@ def _counts(worktree: str) -> dict[str, int]:
 def test_restarted_runner_does_not_rerun_tasks(worker: LocalWorker) -> None:
     book = Playbook("p", (
         Task("a", "echo a >> a.count"),
-        Task("b", "echo b >> b.count; sleep 1.5", ("a",)),
+        Task("b", "echo b >> b.count; until [ -e b.go ]; do sleep 0.05; done", ("a",)),
         Task("c", "echo c >> c.count", ("b",)),
     ))
     paths = worker.launch(book, linger=60)
     runner_pid = int(wait_for(lambda: read(f"{paths.job_dir}/runner.pid"), what="runner.pid"))
     worker.wait_task(paths, "b", "running")
-    wait_for(lambda: worker.file(paths, "b", "pid"), what="task b's window")
+    task_pid = int(wait_for(lambda: worker.file(paths, "b", "pid"), what="task b's window"))
 
     # A second runner refuses while the first one lives.
     second = subprocess.run([SH, paths.graph_script, paths.job_dir, paths.worktree], capture_output=True,
@@ -123,8 +123,10 @@ def test_restarted_runner_does_not_rerun_tasks(worker: LocalWorker) -> None:
     assert f"already has a runner (pid {runner_pid})" in second.stderr
 
     os.kill(runner_pid, signal.SIGKILL)
+    Path(paths.worktree, "b.go").touch()
     worker.wait_task(paths, "b", "success")  # the task goes on without its runner
-    time.sleep(0.5)
+    # Once the runner and b's window are gone, nothing is left that could start c.
+    wait_for(lambda: not pid_running(runner_pid) and not pid_running(task_pid), what="the runner and b to be gone")
     assert worker.file(paths, "c", "state") is None
     assert worker.job_state(paths) is None
 
@@ -212,7 +214,17 @@ def test_attached_client_keeps_the_server(worker: LocalWorker) -> None:
     try:
         wait_for(lambda: tmux(paths.tmux_socket, "list-clients").stdout.strip(), what="the client to attach")
         assert worker.wait_job(paths) == "success"
-        time.sleep(2.5)
+        # The lingering runner looks for clients, naps a second (`sleep 1`), and looks again. Without a client it
+        # ends the server at its second look, so a second nap means that look found the client.
+        runner = int(read(f"{paths.job_dir}/runner.pid") or 0)
+        naps: set[int] = set()
+
+        def napping() -> bool:
+            kids = children_map()
+            naps.update(p for p in kids.get(runner, ()) if proc_cmdline(p) == ["sleep", "1"])
+            return len(naps) >= 2
+
+        wait_for(napping, timeout=WAIT, what="the runner to look for clients twice past its linger")
         assert tmux_alive(paths.tmux_socket, paths.job)
     finally:
         client.kill()

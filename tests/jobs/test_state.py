@@ -29,7 +29,7 @@ from offload.worker.layout import META_READ_BYTES, JobPaths
 from tests.jobs import conftest
 from offload.worker.scripts import library, worker_script
 from tests.jobs.conftest import SH, WAIT, LocalWorker, pid_running, read, tmux_alive, wait_for
-from tests.workers import git, make_repo
+from tests.workers import PipeReader, git, make_repo
 
 DEAD_PID = "999999999"  # above any pid_max: never a live process
 
@@ -267,27 +267,27 @@ def test_follow_from_an_offset_until_exit(tmp_path: Path) -> None:
     runner = subprocess.Popen(["sleep", "30"])  # stands in for a live runner
     (Path(paths.job_dir) / "runner.pid").write_text(f"{runner.pid}\n")
     follow = _follow(log_argv(paths, "t", 6, follow=True))
+    printed = PipeReader(follow.stdout)
     try:
-        time.sleep(0.5)
+        # It prints what the log holds and, the task running, goes on waiting for more.
+        printed.wait_for(first[6:], timeout=WAIT)
         assert follow.poll() is None
         with open(task / "log", "ab") as f:
             f.write(b"more\n")
-        time.sleep(0.5)
+        printed.wait_for(first[6:] + b"more\n", timeout=WAIT)
         assert follow.poll() is None
         with open(task / "log", "ab") as f:
             f.write(b"last bytes")
         (task / "exit.tmp").write_text("0\n")
         os.replace(task / "exit.tmp", task / "exit")
-        follow.wait(timeout=WAIT)
-        assert follow.stdout is not None and follow.stderr is not None
-        out, err = follow.stdout.read(), follow.stderr.read()
+        rest, err = follow.communicate(timeout=WAIT)
     finally:
         for proc in (follow, runner):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=WAIT)
     assert follow.returncode == 0, err
-    assert out == first[6:] + b"more\nlast bytes"
+    assert printed.data + rest == first[6:] + b"more\nlast bytes"
 
 
 def test_follow_stops_when_nobody_can_finish_the_task(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -275,8 +276,18 @@ def test_an_identity_file_of_ssh_config_that_does_not_exist_is_passed_over(sshd_
     ssh_dir.mkdir()
     (ssh_dir / "config").write_text(f"Host *\n    IdentityFile ~/.ssh/id_missing\n"
                                     f"    IdentityFile {sshd_worker.key_path}\n")
+    before = sshd_worker.accepted_count()
     conn = open_connection(_record(sshd_worker), ConnectOptions(known_hosts=KnownHosts(tmp_path / "known_hosts")))
-    conn.close()
+    try:
+        assert SshTransport("w", conn).run(["id", "-un"]).stdout == f"{sshd_worker.user}\n".encode()
+    finally:
+        conn.close()
+    # The login was made with the key that exists, the next IdentityFile: sshd logs its fingerprint.
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", str(sshd_worker.key_path)], capture_output=True, text=True,
+                                 check=True, timeout=30).stdout.split()[1]
+    assert sshd_worker.accepted_count() - before == 1
+    (login,) = [line for line in sshd_worker.log_text().splitlines() if "Accepted publickey" in line][before:]
+    assert f"for {sshd_worker.user} " in login and fingerprint in login, login
 
 
 def test_without_an_ssh_config_entry_a_null_port_and_user_are_22_and_the_local_user(tmp_path: Path) -> None:
