@@ -65,9 +65,11 @@ def test_a_warm_command_runs_in_a_child_of_the_server_with_the_users_own_streams
     try:
         kids = wait_for(lambda: children_map().get(pid), timeout=20, what="a child of the warm server")
         assert len(kids) == 1 and proc_cmdline(kids[0]) == proc_cmdline(pid), "forked, not started anew"
-        assert os.readlink(f"/proc/{kids[0]}/fd/1") == os.readlink(f"/proc/{follower.pid}/fd/1"), \
-            "the child writes to the user's own stdout"
-        assert os.readlink(f"/proc/{kids[0]}/cwd") == str(setup["repo"])
+        # The child takes the user's streams and directory just after the fork: wait for it to have done so.
+        stdout = os.readlink(f"/proc/{follower.pid}/fd/1")
+        wait_for(lambda: os.readlink(f"/proc/{kids[0]}/fd/1") == stdout
+                 and os.readlink(f"/proc/{kids[0]}/cwd") == str(setup["repo"]),
+                 timeout=20, what="the child to write to the user's own stdout, in the user's directory")
         assert b"begin\n" == follower.stdout.read(6)
         # Ctrl-C reaches the command through the user's process.
         follower.send_signal(signal.SIGINT)
