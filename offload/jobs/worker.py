@@ -52,7 +52,7 @@ class WorkerJobs:
 
     def start(self, snapshot: Snapshot, playbook: Playbook, *, job_id: str, env: dict[str, str],
               meta: dict[str, str] | None = None, result_key: str | None = None,
-              before_launch: Callable[[], None] | None = None) -> StartedJob:
+              before_launch: Callable[[], None] | None = None, depth: int | None = None) -> StartedJob:
         from offload.jobs.launch import META_BRANCH_BYTES, cut_meta, launch_script
 
         validate_id(job_id)
@@ -69,7 +69,7 @@ class WorkerJobs:
         # is only known once leased). Text that is not UTF-8 (an --env value, a command) travels as its bytes.
         launch_script(replace(paths, worktree="/"), playbook, env=env, meta=info,
                       result_key=result_key).encode("utf-8", "surrogateescape")
-        stats = self.provider.sync(snapshot, paths)
+        stats = self.provider.sync(snapshot, paths, depth)
         paths = replace(paths, worktree=stats.worktree)
         info["worktree"] = stats.worktree
         try:
