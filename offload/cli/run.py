@@ -65,7 +65,7 @@ def run(
                                                           "offload:warmWorktrees, else 4).",
                                                           show_default=False)] = None,
 ) -> None:
-    from offload.cli.ui import Progress
+    from offload.cli.ui import Progress, TransferDisplay
     from offload.jobs.service import JobService, RunRequest
 
     ctx.ensure_object(Invocation).exits_with_job = wait
@@ -76,7 +76,8 @@ def run(
     plan, _ = JobService.plan(request)  # a bad command or playbook fails before any worker is dialled
     progress = Progress(json_mode=json_out)
 
-    with open_service(stack, outputs, worker, identity, iap, progress.update) as service:
+    with open_service(stack, outputs, worker, identity, iap, progress.update,
+                      meters=TransferDisplay(progress, live=sys.stderr.isatty() and not json_out)) as service:
         with progress.activity("preparing"):
             started = service.submit(request)
         # The spinner is gone: from here the job owns the terminal.

@@ -28,8 +28,8 @@ from offload.jobs.playbook import Playbook, get_playbook
 from offload.jobs.state import Disk, JobStatus, State, Survivor, job_order
 from offload.jobs.worker import Sink, StartedJob, WorkerJobs
 from offload.outputs import StackOutputs, parse_history_depth
-from offload.providers import (LocalRepository, WorkerProvider, apply_engine, local_repository, repo_root,
-                               results, snapshot_of_ref, take_snapshot)
+from offload.providers import (Direction, LocalRepository, WorkerProvider, apply_engine, local_repository,
+                               metered_sink, repo_root, results, snapshot_of_ref, take_snapshot)
 from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES, pulled_ref, validate_id
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ class JobService:
             started: StartedJob = jobs.start(snapshot, plan, job_id=job_id, env=env, meta=meta,
                                              result_key=record.key,
                                              before_launch=lambda: results.save_record(snapshot.state_dir, record),
-                                             depth=self.depth(request, plan))
+                                             depth=self.depth(request, plan), meters=self.reach.meters)
         except JobExists:
             raise
         except BaseException:
@@ -418,7 +418,7 @@ class JobService:
         snapshot = record.snapshot if record else job.meta.get("commit", "")
         haves = [c for c in (results.local_commit(local.root, snapshot, local.store_env),
                              results.local_commit(local.root, job.meta.get("head", ""))) if c][:1]
-        result, said_snapshot, mac, pack = jobs.fetch_result(job_id, haves)
+        result, said_snapshot, mac, pack = jobs.fetch_result(job_id, haves, self.reach.meters)
         verified = True
         try:
             results.check_result(record, job_id, jobs.worker, result, mac, verb=verb)
@@ -492,7 +492,11 @@ class JobService:
         jobs = self._jobs_of(job_id)
         # The stream is spooled first: a refused path must leave nothing written.
         with tempfile.TemporaryFile(prefix="offload-get-") as spool:
-            jobs.get_files(job_id, paths, spool.write, missing_ok=missing_ok)
+            transfer = self.reach.meters(Direction.RECEIVED, None)
+            try:
+                jobs.get_files(job_id, paths, metered_sink(spool.write, transfer), missing_ok=missing_ok)
+            finally:
+                transfer.done()
             if spool.tell() == 0:
                 return Fetched(job_id, str(where.path), [])
             if where.scratch and where.root is not None:

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from offload.errors import JobExists, SyncError
 from offload.runtime.localgit import run_git
+from offload.runtime.meter import Direction, MeteredInput, Meters, unmetered
 from offload.outputs import DEFAULT_HISTORY_DEPTH, FULL_HISTORY
 from offload.runtime.snapshot import Snapshot, WorkerHistory, take_snapshot
 from offload.runtime.transport import Result, Transport
@@ -154,20 +155,27 @@ class SyncStats:
     shallow: list[str] = field(default_factory=list)
 
 
-def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes, boundary: Sequence[str]) -> Result:
+def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes, boundary: Sequence[str],
+             meters: Meters) -> Result:
     count = pack_object_count(pack)
     mode = "none" if count == 0 else ("unpack" if count < INDEX_FROM_OBJECTS and len(pack) < INDEX_FROM_BYTES
                                       else "index")
     argv = ["sh", "-c", worker_script("receive.sh"), "sh", paths.workspace, snap.repo_id, paths.job, snap.commit,
             mode, *boundary]
-    return transport.run(argv, stdin=pack if count else None, timeout=600)
+    if not count:
+        return transport.run(argv, timeout=600)
+    transfer = meters(Direction.SENT, len(pack))
+    try:
+        return transport.run(argv, stdin=MeteredInput(pack, transfer), timeout=600)
+    finally:
+        transfer.done()
 
 
 def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str,
-                  depth: int = DEFAULT_HISTORY_DEPTH) -> SyncStats:
+                  depth: int = DEFAULT_HISTORY_DEPTH, meters: Meters = unmetered) -> SyncStats:
     """Put SNAP in the worker's repository under the job's ref, with DEPTH commits of history (FULL_HISTORY: all)
     where the worker lacks them, and lease the job a warm worktree of it (`SyncStats.worktree`); the job's runner
-    moves that worktree to the snapshot before the first task.
+    moves that worktree to the snapshot before the first task. METERS count the pack as it goes.
 
     Optimistic path: one round trip, assuming the worker still has what we sent it before. If it lacks a
     base object, ask it what it has and send again.
@@ -183,7 +191,7 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
     def send(history: WorkerHistory) -> tuple[Result, bytes]:
         plan = plan_pack(snap, history, depth)
         pack = pack_of(snap, plan)
-        result = _receive(transport, paths, snap, pack, plan.boundary)
+        result = _receive(transport, paths, snap, pack, plan.boundary, meters)
         stats.round_trips += 1
         stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
         return result, pack
