@@ -146,6 +146,9 @@ class WorkerRecord:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
                 raise ConfigError(f"{where}.{key_name} must be {what} or null; got {v!r}")
         if self.history_depth is not None:
+            # In the outputs a depth is a number, or "full" itself: no other text, as the schema says.
+            if isinstance(self.history_depth, str) and self.history_depth != "full":
+                raise ConfigError(f"{where}.history_depth takes {HISTORY_DEPTH_ACCEPTS}; got {self.history_depth!r}")
             parse_history_depth(self.history_depth, f"{where}.history_depth")
 
     @classmethod
