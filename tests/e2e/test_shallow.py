@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import offload, stderr_line
+from tests.e2e.helpers import offload, stderr_line, worker_setup
 from tests.workers import SshdWorker, git, make_long_history, sshd_record, write_outputs
 
 COMMITS = 60
@@ -35,12 +35,14 @@ def log_lines(w: dict[str, Any], repo: Path, *args: str) -> list[str]:
     return p.stdout.decode().splitlines()
 
 
-def test_depth_one_then_three_then_full(sshd_worker: SshdWorker, repo: Path, tmp_path: Path) -> None:
-    w = setup(sshd_worker, tmp_path)
+@pytest.mark.parametrize("kind", ["sshd", "container"])
+def test_depth_one_then_three_then_full(kind: str, request: pytest.FixtureRequest, repo: Path, tmp_path: Path) -> None:
+    w = worker_setup(request, kind, tmp_path)
     assert log_lines(w, repo) == [f"commit {COMMITS - 1}"]
+    bare = next((Path(w["workspace"]) / "repos").iterdir())
+    assert (bare / "shallow").read_text().split() == [git(repo, "rev-parse", "HEAD").strip()]
     assert log_lines(w, repo, "--depth", "3") == [f"commit {n}" for n in range(COMMITS - 1, COMMITS - 4, -1)]
     assert len(log_lines(w, repo, "--depth", "full")) == COMMITS
-    bare = next((Path(sshd_worker.workspace) / "repos").iterdir())
     assert not (bare / "shallow").exists()
 
 
