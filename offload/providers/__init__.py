@@ -48,5 +48,7 @@ def preload() -> None:
     import offload.runtime.sync  # noqa: F401
 
 
-__all__ = ["Direction", "Meters", "Transfer", "metered_sink", "unmetered", "LocalRepository", "apply_engine", "connection_agent", "ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus",
-           "check", "local_repository", "preload", "provider_for", "repo_root", "results", "snapshot_of_ref", "take_snapshot"]
+__all__ = ["Direction", "LocalRepository", "Meters", "ProviderOptions", "Result", "Snapshot", "SshEntry", "Transfer",
+           "WorkerProvider", "WorkerStatus", "apply_engine", "check", "connection_agent", "local_repository",
+           "metered_sink", "preload", "provider_for", "repo_root", "results", "snapshot_of_ref", "take_snapshot",
+           "unmetered"]

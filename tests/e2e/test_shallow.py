@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import offload, stderr_line, worker_setup
+from tests.e2e.helpers import offload, spawn, stderr_line, worker_setup
 from tests.workers import SshdWorker, git, make_long_history, sshd_record, write_outputs
 
 COMMITS = 60
@@ -86,3 +86,20 @@ def test_a_bad_depth_is_a_usage_error(value: str, sshd_worker: SshdWorker, repo:
     assert stderr_line(p) == (f'offload: --depth takes a number of commits from 1 to 1000000, or "full"; '
                               f"got {value!r}")
     assert sshd_worker.accepted_count() == 0, "refused before any worker is dialled"
+
+
+def test_ref_older_than_the_boundary_and_two_first_runs_at_once(sshd_worker: SshdWorker, repo: Path,
+                                                                tmp_path: Path) -> None:
+    w = setup(sshd_worker, tmp_path)
+    runs = [spawn("run", *w["args"], "--wait", *ref, "--", "git log --format=%s", cwd=repo, env=w["env"])
+            for ref in ([], ["--ref", "HEAD~5"])]
+    outs = [p.communicate(timeout=120) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], [err.decode() for _, err in outs]
+    assert outs[0][0].decode().splitlines() == [f"commit {COMMITS - 1}"]
+    assert outs[1][0].decode().splitlines() == [f"commit {COMMITS - 6}"]
+    # Older than the boundary and deeper: the worker gets the commits below its shallow one.
+    older = log_lines(w, repo, "--ref", "HEAD~10", "--depth", "2")
+    assert older == [f"commit {COMMITS - 11}", f"commit {COMMITS - 12}"]
+    bare = next((Path(sshd_worker.workspace) / "repos").iterdir())
+    assert sorted((bare / "shallow").read_text().split()) == sorted(
+        git(repo, "rev-parse", rev).strip() for rev in ("HEAD", "HEAD~5", "HEAD~11"))

@@ -91,7 +91,8 @@ ERRORS = [
                  "offload.yaml:5: task 'b': unknown key 'rnu' (did you mean 'run'?) (expected run, needs, when)",
                  id="unknown-task-key"),
     pytest.param("playbooks:\n  p:\n    task:\n      a: {run: x}\n",
-                 "offload.yaml:3: playbook 'p': unknown key 'task' (did you mean 'tasks'?) (expected tasks, artifacts, history)",
+                 "offload.yaml:3: playbook 'p': unknown key 'task' (did you mean 'tasks'?) "
+                 "(expected tasks, artifacts, history)",
                  id="unknown-playbook-key"),
     pytest.param("playbook:\n  p: {}\n",
                  "offload.yaml:1: top level: unknown key 'playbook' (did you mean 'playbooks'?) (expected playbooks)",
