@@ -55,6 +55,50 @@ def test_summary_lines_and_their_threshold(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr() == ("", "")
 
 
+BAR = """
+import time
+from offload.cli.ui import TransferDisplay
+from offload.runtime.meter import Direction
+transfer = TransferDisplay()(Direction.RECEIVED, None)
+for _ in range(14):
+    transfer.advance(250_000)
+    time.sleep(0.1)
+transfer.done()
+"""
+
+
+def test_without_a_spinner_a_terminal_gets_a_bar_that_goes_away() -> None:
+    """What `pull` and `get` show: no spinner runs there, so the transfer draws a bar of its own, once it has
+    lasted a second, and leaves only the summary line."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", BAR], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=follower, env=dict(os.environ, TERM="xterm", COLUMNS="100"))
+    os.close(follower)
+    seen = b""
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 30.0)
+            if not ready:
+                break
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode("utf-8", "replace"))
+    assert proc.returncode == 0 and out == b"", text
+    assert re.search(r"offload: receiving \S+ [\d.]+/\? MB [\d.]+ MB/s", text), text  # bytes so far, and the rate
+    assert re.search(r"offload: received 3\.5 MB in \d+\.\d s", text), text
+
+
 def test_a_piped_run_prints_one_summary_line_and_no_progress(sshd_worker: SshdWorker, big_repo: Path,
                                                              tmp_path: Path) -> None:
     w = slow_worker(sshd_worker, tmp_path)
