@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Sequence
 
 from offload.errors import JobExists, SyncError
+from offload.outputs import DEFAULT_HISTORY_DEPTH, FULL_HISTORY
 from offload.runtime.localgit import run_git
 from offload.runtime.meter import Direction, MeteredInput, Meters, unmetered
-from offload.outputs import DEFAULT_HISTORY_DEPTH, FULL_HISTORY
 from offload.runtime.snapshot import Snapshot, WorkerHistory, take_snapshot
 from offload.runtime.transport import Result, Transport
 from offload.worker.exits import ReceiveExit
