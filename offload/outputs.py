@@ -33,7 +33,7 @@ _OPTIONAL_TEXT = ("instance", "project", "zone", "proxy_command", "region", "wor
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 # One line: the type, the key and an optional comment, apart by spaces or tabs (as OpenSSH reads them).
 _HOST_KEY = re.compile(rf"[ \t]*({'|'.join(_KEY_TYPES)})[ \t]+([A-Za-z0-9+/]+=*)(?:[ \t][^\n]*)?")
-_WHOLE_NUMBERS = ("port", "idle_stop_minutes", "keep_jobs", "warm_worktrees")
+_WHOLE_NUMBERS = ("port", "idle_stop_minutes", "keep_jobs", "warm_worktrees", "history_depth")
 
 
 class ProviderType(str, Enum):
@@ -112,6 +112,7 @@ class WorkerRecord:
     idle_stop_minutes: int | None = None
     keep_jobs: int | None = None       # finished jobs the worker keeps (None: its default)
     warm_worktrees: int | None = None  # idle warm worktrees it keeps per repository (None: its default)
+    history_depth: int | str | None = None  # commits of history a first sync sends: a number, or "full"
 
     def __post_init__(self) -> None:
         where = f"workers[{self.name!r}]"
@@ -144,6 +145,11 @@ class WorkerRecord:
             v = getattr(self, key_name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
                 raise ConfigError(f"{where}.{key_name} must be {what} or null; got {v!r}")
+        if self.history_depth is not None:
+            # In the outputs a depth is a number, or "full" itself: no other text, as the schema says.
+            if isinstance(self.history_depth, str) and self.history_depth != "full":
+                raise ConfigError(f"{where}.history_depth takes {HISTORY_DEPTH_ACCEPTS}; got {self.history_depth!r}")
+            parse_history_depth(self.history_depth, f"{where}.history_depth")
 
     @classmethod
     def from_dict(cls, data: object, index: int = 0) -> "WorkerRecord":
@@ -173,6 +179,32 @@ class WorkerRecord:
         data = dataclasses.asdict(self)
         data["host_keys"] = list(self.host_keys)
         return {k: v for k, v in data.items() if k in _CORE_FIELDS or v is not None}
+
+
+FULL_HISTORY = 0  # a history depth: every commit
+DEFAULT_HISTORY_DEPTH = 1
+MAX_HISTORY_DEPTH = 1_000_000
+HISTORY_DEPTH_ACCEPTS = f'a number of commits from 1 to {MAX_HISTORY_DEPTH}, or "full"'
+
+
+def parse_history_depth(value: object, what: str) -> int:
+    """How many commits of history a sync sends a worker that lacks them, as WHAT (a flag, a key) gave it: a whole
+    number from 1, or "full" (FULL_HISTORY). Anything else is a ConfigError naming WHAT."""
+    if isinstance(value, str) and value.strip().lower() == "full":
+        return FULL_HISTORY
+    number: object = value
+    if isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_HISTORY_DEPTH:
+        raise ConfigError(f"{what} takes {HISTORY_DEPTH_ACCEPTS}; got {value!r}")
+    return number
+
+
+def history_depth_text(depth: int) -> str:
+    """DEPTH as the flag and the key take it."""
+    return "full" if depth == FULL_HISTORY else str(depth)
 
 
 @dataclass(frozen=True)

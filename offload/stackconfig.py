@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from offload.errors import ConfigError
-from offload.outputs import IAP_RANGE, ProviderType, StackOutputs, WorkerRecord, local_outputs
+from offload.outputs import (FULL_HISTORY, IAP_RANGE, ProviderType, StackOutputs, WorkerRecord, local_outputs,
+                             parse_history_depth)
 from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES
 
 # The keys every stack may set (docs/config.md); the rest are optional refinements with defaults.
@@ -38,6 +39,7 @@ WORKSPACE = "offload:workspace"
 PROTECT_DATA_DISK = "offload:protectDataDisk"
 KEEP_JOBS = "offload:keepJobs"
 WARM_WORKTREES = "offload:warmWorktrees"
+HISTORY_DEPTH = "offload:historyDepth"
 RUNNING_TIMEOUT_MINUTES = "offload:runningTimeoutMinutes"
 GCP_PROJECT = "gcp:project"
 GCP_ZONE = "gcp:zone"
@@ -45,7 +47,7 @@ GCP_REGION = "gcp:region"
 
 OFFLOAD_KEYS = (PROVIDER, DEVELOPER, WORKERS, MACHINE_TYPE, DATA_DISK_GB, IMAGE, SSH_SOURCE_RANGES,
                 IDLE_STOP_MINUTES, HOSTS, NETWORK, SUBNETWORK, SUBNET_CIDR, NAME_PREFIX, WORKSPACE,
-                PROTECT_DATA_DISK, KEEP_JOBS, WARM_WORKTREES, RUNNING_TIMEOUT_MINUTES)
+                PROTECT_DATA_DISK, KEEP_JOBS, WARM_WORKTREES, HISTORY_DEPTH, RUNNING_TIMEOUT_MINUTES)
 GCP_KEYS = (GCP_PROJECT, GCP_ZONE, GCP_REGION)
 
 STACK_PROVIDERS = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION,
@@ -110,6 +112,7 @@ class StackConfig:
     protect_data_disk: bool = True
     keep_jobs: int | None = None  # None: the worker's default
     warm_worktrees: int | None = None
+    history_depth: int | str | None = None  # None: one commit; else a number of commits or "full"
     running_timeout_minutes: int = 0
 
     @property
@@ -196,6 +199,7 @@ def read_stack_config(values: Mapping[str, Any]) -> StackConfig:
         warm_worktrees=None if _blank(values.get(WARM_WORKTREES)) else _int(
             values, WARM_WORKTREES, 0, 0, MAX_WARM_WORKTREES,
             f"a number of idle warm worktrees to keep per repository, from 0 to {MAX_WARM_WORKTREES}"),
+        history_depth=None if _blank(values.get(HISTORY_DEPTH)) else _history_depth(values.get(HISTORY_DEPTH)),
         running_timeout_minutes=_int(
             values, RUNNING_TIMEOUT_MINUTES, 0, 0, MAX_RUNNING_TIMEOUT_MINUTES,
             f"the minutes a workstation may run before Cloud Workstations stops it, from 0 (never) to "
@@ -204,9 +208,10 @@ def read_stack_config(values: Mapping[str, Any]) -> StackConfig:
 
 
 def with_retention(records: list[dict[str, Any]], config: StackConfig) -> list[dict[str, Any]]:
-    """Every worker record with the stack's offload:keepJobs and offload:warmWorktrees, when set."""
-    extra = {k: v for k, v in (("keep_jobs", config.keep_jobs), ("warm_worktrees", config.warm_worktrees))
-             if v is not None}
+    """Every worker record with the stack's offload:keepJobs, offload:warmWorktrees and offload:historyDepth, when
+    set."""
+    extra = {k: v for k, v in (("keep_jobs", config.keep_jobs), ("warm_worktrees", config.warm_worktrees),
+                               ("history_depth", config.history_depth)) if v is not None}
     return [dict(r, **extra) for r in records]
 
 
@@ -244,6 +249,12 @@ def load_stack_config() -> StackConfig:
         if full_key.startswith("offload:") and full_key not in values:
             values[full_key] = CONFIG.get()[full_key]
     return read_stack_config(values)
+
+
+def _history_depth(value: Any) -> int | str:
+    """offload:historyDepth as the worker records carry it: a number of commits, or "full"."""
+    depth = parse_history_depth(value, HISTORY_DEPTH)
+    return "full" if depth == FULL_HISTORY else depth
 
 
 def _blank(value: Any) -> bool:

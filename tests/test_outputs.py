@@ -158,6 +158,7 @@ _FIELD_CASES: dict[str, list[Any]] = {
     "idle_stop_minutes": [None, 0, 30, -1, "30", True, 30.0, 30.5],
     "keep_jobs": [None, 0, 3, -1, 3.0, 2.5],
     "warm_worktrees": [None, 0, 3.0, 2.5, False],
+    "history_depth": [None, 1, 50, 50.0, 0, -1, 1_000_000, 1_000_001, 2.5, True, "full", "Full", "3", "", []],
     "future_field": [1, None],
 }
 

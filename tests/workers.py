@@ -879,6 +879,46 @@ def make_repo(path: Path, files: int = 3) -> Path:
     return path
 
 
+def make_long_history(path: Path, *, commits: int = 120, files: int = 4, file_bytes: int = 16384,
+                      seed: int = 1) -> Path:
+    """A repository at PATH on branch main whose history is far larger than its tree: COMMITS commits, each
+    rewriting one of FILES files with FILE_BYTES of fresh random text (which no delta or compression shrinks), so
+    the history weighs about COMMITS / FILES times the tree. Built with `git fast-import`: seconds, not minutes."""
+    import base64
+    import random
+
+    rng = random.Random(seed)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    stream = bytearray()
+    for n in range(commits):
+        stream += b"commit refs/heads/main\n"
+        stream += f"committer Offload Test <test@example.com> {1700000000 + n} +0000\n".encode()
+        message = f"commit {n}\n".encode()
+        stream += b"data %d\n%s" % (len(message), message)
+        if n == 0:
+            for i in range(files):
+                data = base64.b64encode(rng.randbytes(file_bytes * 3 // 4))
+                stream += f"M 100644 inline file{i}.txt\ndata {len(data)}\n".encode() + data + b"\n"
+        else:
+            data = base64.b64encode(rng.randbytes(file_bytes * 3 // 4))
+            stream += f"M 100644 inline file{n % files}.txt\ndata {len(data)}\n".encode() + data + b"\n"
+        stream += b"\n"
+    env = {**os.environ, **GIT_IDENTITY, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+    subprocess.run(["git", "-C", str(path), "fast-import", "--quiet"], input=bytes(stream), env=env, check=True,
+                   timeout=300, capture_output=True)
+    git(path, "checkout", "-q", "-f", "main")
+    return path
+
+
+def archive_size(repo: Path, rev: str = "HEAD") -> int:
+    """Bytes of `git archive REV | gzip`: what the tree alone weighs on the wire."""
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev], capture_output=True, check=True, timeout=300)
+    return len(subprocess.run(["gzip", "-c"], input=archive.stdout, capture_output=True, check=True,
+                              timeout=300).stdout)
+
+
 def tree_digest(path: Path) -> str:
     """A sha256 over every entry under `path` (the .git directory included): its path, type, mode and content.
 

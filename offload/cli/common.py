@@ -14,7 +14,7 @@ from offload.errors import UsageError
 from offload.outputs import StackOutputs, local_outputs
 
 if TYPE_CHECKING:
-    from offload.jobs.fleet import Fleet
+    from offload.jobs.fleet import Fleet, Meters
     from offload.jobs.service import JobService
 
 StackOpt = Annotated[Optional[str], typer.Option("--stack", help="Stack whose outputs name the workers: its file "
@@ -65,12 +65,15 @@ def resolve_outputs(outputs: Path | None, stack: str | None) -> StackOutputs:
 
 
 def open_service(stack: str | None, outputs: Path | None, worker: str | None, identity: Path | None = None,
-                 iap: bool = False, progress: Callable[[str], None] | None = None) -> "JobService":
-    """The job service for the stack the options name (close it, or use it as a context manager)."""
+                 iap: bool = False, progress: Callable[[str], None] | None = None,
+                 meters: "Meters | None" = None) -> "JobService":
+    """The job service for the stack the options name (close it, or use it as a context manager). METERS show
+    its transfers (default: a summary line for each over 1 MB, and progress on a terminal)."""
+    from offload.cli.ui import TransferDisplay
     from offload.jobs.fleet import Reach, quiet
     from offload.jobs.service import JobService
 
-    reach = Reach(identity=identity, via_iap=iap, progress=progress or quiet)
+    reach = Reach(identity=identity, via_iap=iap, progress=progress or quiet, meters=meters or TransferDisplay())
     return JobService(resolve_outputs(outputs, stack), reach, worker=worker)
 
 

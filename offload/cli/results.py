@@ -26,10 +26,11 @@ UnverifiedOpt = Annotated[bool, typer.Option(
 def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
          json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False,
          unverified: UnverifiedOpt = False) -> None:
-    from offload.cli.ui import print_json
+    from offload.cli.ui import TransferDisplay, print_json
 
     cwd = current_dir()
-    with open_service(stack, outputs, worker, identity, iap) as service:
+    meters = TransferDisplay(live=sys.stderr.isatty() and not json)
+    with open_service(stack, outputs, worker, identity, iap, meters=meters) as service:
         pulled = service.pull(job, cwd, unverified=unverified)
     if json:
         print_json(pulled.to_dict())
@@ -115,10 +116,11 @@ def get(job: JobArg,
                                                              "they always are).")] = False,
         stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, json: JsonOpt = False,
         identity: IdentityOpt = None, iap: IapOpt = False) -> None:
-    from offload.cli.ui import print_json
+    from offload.cli.ui import TransferDisplay, print_json
 
     cwd = current_dir()
-    with open_service(stack, outputs, worker, identity, iap) as service:
+    meters = TransferDisplay(live=sys.stderr.isatty() and not json)
+    with open_service(stack, outputs, worker, identity, iap, meters=meters) as service:
         fetched = service.get(job, paths, cwd, to, force=force)
     if json:
         print_json(fetched.to_dict())

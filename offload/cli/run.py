@@ -55,22 +55,29 @@ def run(
     keep_jobs: Annotated[Optional[int], typer.Option("--keep-jobs", help="Finished jobs the worker keeps once this "
                                                      "one ends (default: offload:keepJobs, else 20).",
                                                      show_default=False)] = None,
+    depth: Annotated[Optional[str], typer.Option("--depth", metavar="N|full",
+                                                 help="Commits of history the worker gets where it lacks them: "
+                                                 "a number (counted from HEAD), or full (default: the "
+                                                 "playbook's history, offload:historyDepth, else 1).",
+                                                 show_default=False)] = None,
     warm_worktrees: Annotated[Optional[int], typer.Option("--warm-worktrees", help="Idle warm worktrees per "
                                                           "repository the worker keeps (default: "
                                                           "offload:warmWorktrees, else 4).",
                                                           show_default=False)] = None,
 ) -> None:
-    from offload.cli.ui import Progress
+    from offload.cli.ui import Progress, TransferDisplay
     from offload.jobs.service import JobService, RunRequest
 
     ctx.ensure_object(Invocation).exits_with_job = wait
     _check_options(command, playbook, wait=wait, attach=attach, json_out=json_out)
     request = RunRequest(cwd=current_dir(), command=command or (), playbook=playbook, env=env or (), job_id=job,
-                         ref=ref, fresh=fresh, keep_jobs=keep_jobs, warm_worktrees=warm_worktrees)
+                         ref=ref, fresh=fresh, keep_jobs=keep_jobs, warm_worktrees=warm_worktrees,
+                         depth=depth)
     plan, _ = JobService.plan(request)  # a bad command or playbook fails before any worker is dialled
     progress = Progress(json_mode=json_out)
 
-    with open_service(stack, outputs, worker, identity, iap, progress.update) as service:
+    with open_service(stack, outputs, worker, identity, iap, progress.update,
+                      meters=TransferDisplay(progress, live=sys.stderr.isatty() and not json_out)) as service:
         with progress.activity("preparing"):
             started = service.submit(request)
         # The spinner is gone: from here the job owns the terminal.

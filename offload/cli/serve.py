@@ -31,4 +31,8 @@ def mcp(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = 
     persist_seconds()  # a malformed setting is an error before the client connects
     allowed = allowed_env(allow_env or [], os.environ.get(ALLOW_ENV))
     current_dir()
-    serve(lambda: open_service(stack, outputs, worker, identity, iap), current_dir, allowed)
+    from offload.cli.ui import TransferDisplay
+
+    # An agent reads results, not a terminal: no progress and no summary lines from the server.
+    quiet = TransferDisplay(live=False, summaries=False)
+    serve(lambda: open_service(stack, outputs, worker, identity, iap, meters=quiet), current_dir, allowed)

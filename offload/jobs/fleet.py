@@ -11,7 +11,7 @@ from offload.errors import JobNotFound, OffloadError, UsageError
 from offload.outputs import StackOutputs
 from offload.jobs.state import State
 from offload.jobs.worker import WorkerJobs
-from offload.providers import ProviderOptions, SshEntry, WorkerProvider, provider_for
+from offload.providers import Meters, ProviderOptions, SshEntry, WorkerProvider, provider_for, unmetered
 
 T = TypeVar("T")
 __all__ = ["Fleet", "Outcome", "Reach", "SshEntry", "quiet"]
@@ -39,6 +39,7 @@ class Reach:
     identity: Path | None = None
     via_iap: bool = False
     progress: Callable[[str], None] = quiet
+    meters: Meters = unmetered  # counts the bytes of each transfer (a sync, a pull, a get) for a display
 
     def options(self) -> ProviderOptions:
         return ProviderOptions.from_env(self.identity, via_iap=self.via_iap, progress=self.progress)

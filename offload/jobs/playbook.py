@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from offload.errors import ConfigError, UsageError
+from offload.outputs import parse_history_depth
 from offload.worker.layout import validate_id
 
 FILENAME = "offload.yaml"
@@ -29,7 +30,7 @@ _TYPE_NAMES = {
     "tag:yaml.org,2002:timestamp": "a date",
 }
 _TOP_KEYS = ("playbooks",)
-_PLAYBOOK_KEYS = ("tasks", "artifacts")
+_PLAYBOOK_KEYS = ("tasks", "artifacts", "history")
 _TASK_KEYS = ("run", "needs", "when")
 
 
@@ -85,6 +86,7 @@ class Playbook:
     name: str
     tasks: tuple[Task, ...] = field(default_factory=tuple)
     artifacts: tuple[str, ...] = ()  # paths or globs in the worktree that `run --wait` brings home
+    history: int | None = None  # commits of history its job's sync sends (outputs.FULL_HISTORY: all); None: default
 
     def __post_init__(self) -> None:
         _valid_id(self.name, "playbook name")
@@ -258,9 +260,21 @@ class _Reader:
                  for k, v in pairs}
         try:
             tasks = tuple(self.task(task_key, nodes[task_key.value][1]) for task_key, _ in pairs)
-            return Playbook(name, tasks, self.artifacts(name, body.get("artifacts")))
+            return Playbook(name, tasks, self.artifacts(name, body.get("artifacts")),
+                            self.history(name, body.get("history")))
         except PlaybookError as e:
             raise self.at(e, key, body, nodes) from None
+
+    def history(self, playbook: str, node: yaml.Node | None) -> int | None:
+        if node is None or _is_null(node):
+            return None
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.error(node, f"playbook {playbook!r}: 'history' must be a number of commits or full, "
+                                   f"not {_kind(node)}")
+        try:
+            return parse_history_depth(node.value, "'history'")
+        except ConfigError as e:
+            raise self.error(node, f"playbook {playbook!r}: {e.message}") from None
 
     def artifacts(self, playbook: str, node: yaml.Node | None) -> tuple[str, ...]:
         if node is None or _is_null(node):

@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offload.errors import AuthFailed, HostKeyMismatch, JobExists, JobNotFound, OffloadError, UsageError
+from offload.errors import (AuthFailed, ConfigError, HostKeyMismatch, JobExists, JobNotFound, OffloadError,
+                            UsageError)
 from offload.jobs.fleet import Fleet, Outcome, Reach, quiet
 from offload.jobs.launch import ENV_NAME, META_COMMAND_BYTES
 from offload.jobs.playbook import Playbook, get_playbook
 from offload.jobs.state import Disk, JobStatus, State, Survivor, job_order
 from offload.jobs.worker import Sink, StartedJob, WorkerJobs
-from offload.outputs import StackOutputs
-from offload.providers import (LocalRepository, WorkerProvider, apply_engine, local_repository, repo_root,
-                               results, snapshot_of_ref, take_snapshot)
+from offload.outputs import StackOutputs, parse_history_depth
+from offload.providers import (Direction, LocalRepository, WorkerProvider, apply_engine, local_repository,
+                               metered_sink, repo_root, results, snapshot_of_ref, take_snapshot)
 from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES, pulled_ref, validate_id
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class RunRequest:
     warm_worktrees: int | None = None
     worker: str | None = None
     allow_env: frozenset[str] | None = None
+    depth: int | str | None = None  # commits of history to send: a number or "full" (None: the playbook's, the
+    # worker's offload:historyDepth, else 1)
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,8 @@ class JobService:
         try:
             started: StartedJob = jobs.start(snapshot, plan, job_id=job_id, env=env, meta=meta,
                                              result_key=record.key,
-                                             before_launch=lambda: results.save_record(snapshot.state_dir, record))
+                                             before_launch=lambda: results.save_record(snapshot.state_dir, record),
+                                             depth=self.depth(request, plan), meters=self.reach.meters)
         except JobExists:
             raise
         except BaseException:
@@ -265,12 +269,24 @@ class JobService:
         return Submitted(started.id, started.worker, started.pack_bytes)
 
     @staticmethod
+    def depth(request: RunRequest, plan: Playbook) -> int | None:
+        """The history depth the job's sync asks for: --depth, else the playbook's `history`, else None (the
+        worker's own default)."""
+        if request.depth is not None:
+            try:
+                return parse_history_depth(request.depth, "--depth")
+            except ConfigError as e:
+                raise UsageError(e.message) from None
+        return plan.history
+
+    @staticmethod
     def plan(request: RunRequest) -> tuple[Playbook, dict[str, str]]:
         """The playbook REQUEST runs and the meta that describes it (checked before anything is dialled)."""
         if request.playbook and request.command:
             raise UsageError("give either a command or a playbook, not both")
         if request.allow_env is not None:
             refuse_env(request.env, request.allow_env)
+        JobService.depth(request, Playbook.single("true"))  # a bad --depth fails before anything is dialled
         meta: dict[str, str] = {"fresh": "1"} if request.fresh else {}
         for key, value, most in (("keep_jobs", request.keep_jobs, MAX_KEEP_JOBS),
                                  ("warm_worktrees", request.warm_worktrees, MAX_WARM_WORKTREES)):
@@ -402,7 +418,7 @@ class JobService:
         snapshot = record.snapshot if record else job.meta.get("commit", "")
         haves = [c for c in (results.local_commit(local.root, snapshot, local.store_env),
                              results.local_commit(local.root, job.meta.get("head", ""))) if c][:1]
-        result, said_snapshot, mac, pack = jobs.fetch_result(job_id, haves)
+        result, said_snapshot, mac, pack = jobs.fetch_result(job_id, haves, self.reach.meters)
         verified = True
         try:
             results.check_result(record, job_id, jobs.worker, result, mac, verb=verb)
@@ -476,7 +492,11 @@ class JobService:
         jobs = self._jobs_of(job_id)
         # The stream is spooled first: a refused path must leave nothing written.
         with tempfile.TemporaryFile(prefix="offload-get-") as spool:
-            jobs.get_files(job_id, paths, spool.write, missing_ok=missing_ok)
+            transfer = self.reach.meters(Direction.RECEIVED, None)
+            try:
+                jobs.get_files(job_id, paths, metered_sink(spool.write, transfer), missing_ok=missing_ok)
+            finally:
+                transfer.done()
             if spool.tell() == 0:
                 return Fetched(job_id, str(where.path), [])
             if where.scratch and where.root is not None:

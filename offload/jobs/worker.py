@@ -14,7 +14,7 @@ from offload.jobs.playbook import Playbook
 from offload.jobs.state import (Disk, JobStatus, State, Survivor, attach_probe_argv, clean_argv, get_argv, log_argv,
                                 parse_clean, parse_disk, parse_log_frames, parse_status, read_logs_argv,
                                 result_argv, status_argv)
-from offload.providers import Snapshot, WorkerProvider, check
+from offload.providers import Direction, Meters, Snapshot, WorkerProvider, check, metered_sink, unmetered
 from offload.worker.exits import AttachProbeExit, GetExit, LogExit, ResultExit
 from offload.worker.layout import DEFAULT_KEEP_JOBS, DEFAULT_WARM_WORKTREES, JobPaths, validate_id
 
@@ -52,7 +52,8 @@ class WorkerJobs:
 
     def start(self, snapshot: Snapshot, playbook: Playbook, *, job_id: str, env: dict[str, str],
               meta: dict[str, str] | None = None, result_key: str | None = None,
-              before_launch: Callable[[], None] | None = None) -> StartedJob:
+              before_launch: Callable[[], None] | None = None, depth: int | None = None,
+              meters: Meters = unmetered) -> StartedJob:
         from offload.jobs.launch import META_BRANCH_BYTES, cut_meta, launch_script
 
         validate_id(job_id)
@@ -69,7 +70,7 @@ class WorkerJobs:
         # is only known once leased). Text that is not UTF-8 (an --env value, a command) travels as its bytes.
         launch_script(replace(paths, worktree="/"), playbook, env=env, meta=info,
                       result_key=result_key).encode("utf-8", "surrogateescape")
-        stats = self.provider.sync(snapshot, paths)
+        stats = self.provider.sync(snapshot, paths, depth, meters)
         paths = replace(paths, worktree=stats.worktree)
         info["worktree"] = stats.worktree
         try:
@@ -223,11 +224,17 @@ class WorkerJobs:
 
     # --- results -------------------------------------------------------------------------------------
 
-    def fetch_result(self, job_id: str, haves: Sequence[str]) -> tuple[str, str, str, bytes]:
+    def fetch_result(self, job_id: str, haves: Sequence[str],
+                     meters: Meters = unmetered) -> tuple[str, str, str, bytes]:
         """The job's result commit, its snapshot (as the worker's ref says), its runner's proof (`-`: none), and a
-        thin pack of what the result needs beyond HAVES."""
+        thin pack of what the result needs beyond HAVES (counted by METERS as it comes)."""
         out = io.BytesIO()
-        code = self.provider.stream(result_argv(self.provider.workspace, job_id, haves), out.write)
+        transfer = meters(Direction.RECEIVED, None)
+        try:
+            code = self.provider.stream(result_argv(self.provider.workspace, job_id, haves),
+                                        metered_sink(out.write, transfer))
+        finally:
+            transfer.done()
         if code == ResultExit.NO_JOB:
             raise self._not_found(f"no job {job_id}")
         if code == ResultExit.NOT_ENDED:

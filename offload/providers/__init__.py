@@ -13,6 +13,7 @@ from offload.runtime import agent as connection_agent
 from offload.runtime import apply as apply_engine
 from offload.runtime import results
 from offload.runtime.localgit import repo_root
+from offload.runtime.meter import Direction, Meters, Transfer, metered_sink, unmetered
 from offload.runtime.snapshot import LocalRepository, Snapshot, local_repository, snapshot_of_ref, take_snapshot
 from offload.runtime.transport import Result, check
 
@@ -47,5 +48,7 @@ def preload() -> None:
     import offload.runtime.sync  # noqa: F401
 
 
-__all__ = ["LocalRepository", "apply_engine", "connection_agent", "ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus",
-           "check", "local_repository", "preload", "provider_for", "repo_root", "results", "snapshot_of_ref", "take_snapshot"]
+__all__ = ["Direction", "LocalRepository", "Meters", "ProviderOptions", "Result", "Snapshot", "SshEntry", "Transfer",
+           "WorkerProvider", "WorkerStatus", "apply_engine", "check", "connection_agent", "local_repository",
+           "metered_sink", "preload", "provider_for", "repo_root", "results", "snapshot_of_ref", "take_snapshot",
+           "unmetered"]

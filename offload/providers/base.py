@@ -15,6 +15,7 @@ from offload.worker.container import WorkerContainer
 from offload.worker.layout import JobPaths, WorkerLayout
 
 if TYPE_CHECKING:
+    from offload.runtime.meter import Meters
     from offload.runtime.sync import Snapshot, SyncStats
 
 
@@ -177,11 +178,21 @@ class WorkerProvider(ABC):
     def stream(self, argv: Sequence[str], sink: Sink, *, stderr: Sink | None = None) -> int:
         return self.transport.stream(argv, sink, stderr=stderr)
 
-    def sync(self, snapshot: "Snapshot", paths: JobPaths) -> "SyncStats":
-        """Send the snapshot and lease the job a warm worktree of its repository (`SyncStats.worktree`)."""
+    def sync(self, snapshot: "Snapshot", paths: JobPaths, depth: int | None = None,
+             meters: "Meters | None" = None) -> "SyncStats":
+        """Send the snapshot, with DEPTH commits of history where the worker lacks them (None: the worker
+        record's `history_depth`, else 1), and lease the job a warm worktree of its repository
+        (`SyncStats.worktree`). METERS count the bytes sent."""
+        from offload.outputs import DEFAULT_HISTORY_DEPTH, parse_history_depth
         from offload.runtime.sync import push_snapshot
 
-        return push_snapshot(self.transport, snapshot, paths, self.key)
+        if depth is None:
+            configured = self.record.history_depth
+            depth = DEFAULT_HISTORY_DEPTH if configured is None else parse_history_depth(
+                configured, f"workers[{self.name!r}].history_depth")
+        from offload.runtime.meter import unmetered
+
+        return push_snapshot(self.transport, snapshot, paths, self.key, depth, meters or unmetered)
 
     def launch(self, script: bytes, job: str) -> None:
         """Start a job: SCRIPT runs as `sh -s` in the job environment, so its data (secrets included) never

@@ -54,24 +54,62 @@ class Snapshot:
     state_dir: Path = field(repr=False, default=Path("."))
 
     def remembered_haves(self, worker_key: str) -> list[str]:
+        return self.remembered(worker_key).haves
+
+    def remembered(self, worker_key: str) -> "WorkerHistory":
+        """What this machine last learnt the worker holds of the repository (empty: nothing known)."""
         try:
             data = json.loads((self.state_dir / "workers.json").read_text())
         except (OSError, ValueError):
-            return []
-        haves = data.get(worker_key, [])
-        return [h for h in haves if isinstance(h, str) and re.fullmatch(r"[0-9a-f]{40,64}", h)]
+            return WorkerHistory()
+        entry = data.get(worker_key, [])
+        # A list is what an earlier offload kept: haves only, of a worker that was sent whole histories.
+        haves, shallow = (entry, []) if isinstance(entry, list) else (
+            (entry.get("haves", []), entry.get("shallow", [])) if isinstance(entry, dict) else ([], []))
+        return WorkerHistory(_oids(haves), _oids(shallow))
 
-    def remember(self, worker_key: str, commit: str) -> None:
+    def remember(self, worker_key: str, commit: str, shallow: Sequence[str] | None = None) -> None:
+        """The worker now holds COMMIT, and its repository's shallow commits are SHALLOW (None: as before)."""
         path = self.state_dir / "workers.json"
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             data = {}
-        haves = [commit] + [h for h in data.get(worker_key, []) if h != commit]
-        data[worker_key] = haves[:REMEMBERED_HAVES]
+        known = self.remembered(worker_key)
+        haves = [commit] + [h for h in known.haves if h != commit]
+        data[worker_key] = {"haves": haves[:REMEMBERED_HAVES],
+                            "shallow": list(known.shallow if shallow is None else shallow)}
         tmp = path.with_name(f"workers.json.{os.getpid()}")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class WorkerHistory:
+    """What a worker's repository holds: commits it has (HAVES) and its shallow commits, whose parents it lacks
+    (git's own `shallow` file). Haves and no shallow commits: it holds whole histories."""
+
+    haves: list[str] = field(default_factory=list)
+    shallow: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> "WorkerHistory":
+        """haves.sh's answer: a commit per line, and `shallow COMMIT` lines."""
+        haves: list[str] = []
+        shallow: list[str] = []
+        for line in text.splitlines():
+            words = line.split()
+            if len(words) == 1:
+                haves.append(words[0])
+            elif len(words) == 2 and words[0] == "shallow":
+                shallow.append(words[1])
+        return cls(_oids(haves), _oids(shallow))
+
+
+def _oids(values: object) -> list[str]:
+    if not isinstance(values, list):
+        return []
+    return [h for h in values if isinstance(h, str) and re.fullmatch(r"[0-9a-f]{40,64}", h)]
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,23 @@ pack of only the objects the worker lacks, into a bare repository there, and is 
 
 from __future__ import annotations
 
+import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 from offload.errors import JobExists, SyncError
+from offload.outputs import DEFAULT_HISTORY_DEPTH, FULL_HISTORY
 from offload.runtime.localgit import run_git
-from offload.runtime.snapshot import Snapshot, take_snapshot
+from offload.runtime.meter import Direction, MeteredInput, Meters, unmetered
+from offload.runtime.snapshot import Snapshot, WorkerHistory, take_snapshot
 from offload.runtime.transport import Result, Transport
 from offload.worker.exits import ReceiveExit
 from offload.worker.layout import JobPaths
 from offload.worker.scripts import worker_script
 
-__all__ = ["Snapshot", "SyncStats", "build_pack", "push_snapshot", "take_snapshot"]
+__all__ = ["Snapshot", "SyncStats", "WorkerHistory", "build_pack", "plan_pack", "push_snapshot", "take_snapshot"]
 
 # A pack is kept as it comes (index-pack) from this many objects (git's own transfer.unpackLimit) or this many
 # bytes; a smaller one is unpacked into loose objects. unpack-objects holds each object in memory and compresses
@@ -25,18 +29,111 @@ INDEX_FROM_OBJECTS = 100
 INDEX_FROM_BYTES = 1 << 20
 
 
-def build_pack(snap: Snapshot, haves: Sequence[str]) -> bytes:
-    """A thin pack of everything SNAP needs beyond HAVES (only haves that exist locally are used)."""
-    usable: list[str] = []
-    if haves:
-        query = "".join(f"{h}\n" for h in haves).encode()
-        p = run_git(["cat-file", "--batch-check=%(objectname) %(objecttype)"], cwd=snap.root, env=snap.object_env,
-                 stdin=query, check=False)
-        usable = [ln.split()[0] for ln in p.stdout.decode().splitlines() if ln.endswith(" commit")]
-    revs = f"{snap.commit}\n" + "".join(f"^{h}\n" for h in usable)
-    p = run_git(["pack-objects", "--stdout", "--revs", "--thin", "--delta-base-offset", "-q"], cwd=snap.root,
-             env=snap.object_env, stdin=revs.encode())
+def _local_commits(snap: Snapshot, oids: Sequence[str]) -> set[str]:
+    """Those of OIDS that are commits here."""
+    if not oids:
+        return set()
+    query = "".join(f"{h}\n" for h in oids).encode()
+    p = run_git(["cat-file", "--batch-check=%(objectname) %(objecttype)"], cwd=snap.root, env=snap.object_env,
+                stdin=query, check=False)
+    return {ln.split()[0] for ln in p.stdout.decode().splitlines() if ln.endswith(" commit")}
+
+
+def _parents(snap: Snapshot, commits: Sequence[str]) -> dict[str, list[str]]:
+    """The parents of COMMITS, as the local repository sees them (a commit at its own shallow boundary has none)."""
+    stdin = "".join(f"{c}\n" for c in commits).encode()
+    p = run_git(["rev-list", "--no-walk=unsorted", "--parents", "--stdin"], cwd=snap.root, env=snap.object_env,
+                stdin=stdin)
+    out: dict[str, list[str]] = {}
+    for line in p.stdout.decode().splitlines():
+        words = line.split()
+        if words:
+            out[words[0]] = words[1:]
+    return out
+
+
+def _local_shallow(snap: Snapshot) -> list[str]:
+    """The local repository's own shallow commits (a shallow clone's), whose parents it lacks too."""
+    p = run_git(["rev-parse", "--git-path", "shallow"], cwd=snap.root, check=False)
+    path = Path(p.stdout.decode().strip())
+    if p.returncode != 0 or not str(path):
+        return []
+    try:
+        text = (path if path.is_absolute() else snap.root / path).read_text()
+    except OSError:
+        return []
+    return [c for c in text.split() if re.fullmatch(r"[0-9a-f]{40,64}", c)]
+
+
+@dataclass(frozen=True)
+class PackPlan:
+    """What a sync sends: the revisions pack-objects reads (shallow grafts first), and the BOUNDARY, commits the
+    pack holds without their parents, which the worker's repository records as shallow."""
+
+    revs: str
+    boundary: list[str]
+    shallow: bool  # the pack cuts history somewhere (pack-objects is told, so its thin edges stay aggressive)
+
+
+def plan_pack(snap: Snapshot, worker: WorkerHistory, depth: int = DEFAULT_HISTORY_DEPTH) -> PackPlan:
+    """The pack that gives a worker holding WORKER the snapshot with DEPTH commits of history (FULL_HISTORY: all),
+    counted from the repository's HEAD (the snapshot commit of a changed working tree comes on top). Only what the
+    worker lacks travels; a worker that holds whole histories (haves and no shallow commits) is kept whole.
+
+    The worker's shallow commits are grafted here as well, so that a have of the worker's does not stand for
+    history it lacks; where the new history reaches one of them within DEPTH, its parents are sent (deepening)."""
+    known = _local_commits(snap, [*worker.haves, *worker.shallow])
+    haves = [h for h in worker.haves if h in known]
+    worker_shallow = [c for c in worker.shallow if c in known]
+    local_shallow = _local_shallow(snap)
+    whole = depth == FULL_HISTORY or (bool(haves) and not worker.shallow)
+    boundary: list[str] = []
+    deepen: list[str] = []
+    cut = set(worker_shallow)
+    if whole:
+        if cut:
+            reach = set(run_git(["rev-list", snap.commit], cwd=snap.root, env=snap.object_env).stdout.decode().split())
+            within = [c for c in worker_shallow if c in reach]
+            deepen = [p for ps in _parents(snap, within).values() for p in ps] if within else []
+        boundary = local_shallow
+    else:
+        levels = depth + (1 if snap.head and snap.head != snap.commit else 0)
+        level, seen = [snap.commit], {snap.commit}
+        for i in range(levels):
+            if i == levels - 1:
+                boundary = level
+                break
+            parents = _parents(snap, level)
+            following = []
+            for c in level:
+                if c in cut:
+                    deepen += parents.get(c, [])
+                for p in parents.get(c, []):
+                    if p not in seen:
+                        seen.add(p)
+                        following.append(p)
+            level = following
+            if not level:
+                break
+        boundary = boundary + [c for c in local_shallow if c in seen and c not in boundary]
+    grafts = list(dict.fromkeys([*worker_shallow, *boundary]))
+    revs = ("".join(f"--shallow {c}\n" for c in grafts) + f"{snap.commit}\n"
+            + "".join(f"{c}\n" for c in dict.fromkeys(deepen)) + "".join(f"^{h}\n" for h in haves))
+    return PackPlan(revs, boundary, bool(grafts))
+
+
+def pack_of(snap: Snapshot, plan: PackPlan) -> bytes:
+    flags = ["--shallow"] if plan.shallow else []
+    p = run_git(["pack-objects", "--stdout", "--revs", "--thin", "--delta-base-offset", "-q", *flags], cwd=snap.root,
+                env=snap.object_env, stdin=plan.revs.encode())
     return p.stdout
+
+
+def build_pack(snap: Snapshot, haves: Sequence[str], *, shallow: Sequence[str] = (),
+               depth: int = FULL_HISTORY) -> bytes:
+    """A thin pack of everything SNAP needs beyond HAVES (only haves that exist locally are used), with DEPTH
+    commits of history for a worker whose shallow commits are SHALLOW (see plan_pack)."""
+    return pack_of(snap, plan_pack(snap, WorkerHistory(list(haves), list(shallow)), depth))
 
 
 def pack_object_count(pack: bytes) -> int:
@@ -47,50 +144,63 @@ def pack_object_count(pack: bytes) -> int:
 
 @dataclass
 class SyncStats:
-    """What a sync cost (bytes of pack data sent, round trips made), and the warm worktree it leased."""
+    """What a sync cost (bytes of pack data sent, round trips made), the warm worktree it leased, and the worker
+    repository's shallow commits after it (none: it holds whole histories)."""
 
     pack_bytes: int = 0
     objects: int = 0
     round_trips: int = 0
     retried: bool = False
     worktree: str = ""
+    shallow: list[str] = field(default_factory=list)
 
 
-def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes) -> Result:
+def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes, boundary: Sequence[str],
+             meters: Meters) -> Result:
     count = pack_object_count(pack)
     mode = "none" if count == 0 else ("unpack" if count < INDEX_FROM_OBJECTS and len(pack) < INDEX_FROM_BYTES
                                       else "index")
     argv = ["sh", "-c", worker_script("receive.sh"), "sh", paths.workspace, snap.repo_id, paths.job, snap.commit,
-            mode]
-    return transport.run(argv, stdin=pack if count else None, timeout=600)
+            mode, *boundary]
+    if not count:
+        return transport.run(argv, timeout=600)
+    transfer = meters(Direction.SENT, len(pack))
+    try:
+        return transport.run(argv, stdin=MeteredInput(pack, transfer), timeout=600)
+    finally:
+        transfer.done()
 
 
-def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str) -> SyncStats:
-    """Put SNAP in the worker's repository under the job's ref, and lease the job a warm worktree of it
-    (`SyncStats.worktree`); the job's runner moves that worktree to the snapshot before the first task.
+def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str,
+                  depth: int = DEFAULT_HISTORY_DEPTH, meters: Meters = unmetered) -> SyncStats:
+    """Put SNAP in the worker's repository under the job's ref, with DEPTH commits of history (FULL_HISTORY: all)
+    where the worker lacks them, and lease the job a warm worktree of it (`SyncStats.worktree`); the job's runner
+    moves that worktree to the snapshot before the first task. METERS count the pack as it goes.
 
     Optimistic path: one round trip, assuming the worker still has what we sent it before. If it lacks a
     base object, ask it what it has and send again.
     """
     stats = SyncStats()
 
-    def worker_haves() -> list[str]:
+    def worker_history() -> WorkerHistory:
         listed = transport.run(["sh", "-c", worker_script("haves.sh"), "sh", paths.workspace, snap.repo_id],
                                timeout=60)
         stats.round_trips += 1
-        return listed.text().split() if listed.ok else []
+        return WorkerHistory.parse(listed.text()) if listed.ok else WorkerHistory()
 
-    # Nothing remembered (a first sync, or a pruned cache): ask first rather than send the whole history.
-    haves = snap.remembered_haves(worker_key) or worker_haves()
-    pack = build_pack(snap, haves)
-    result = _receive(transport, paths, snap, pack)
-    stats.round_trips += 1
-    stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
-    if result.exit_code == ReceiveExit.MISSING_OBJECTS:
-        pack = build_pack(snap, worker_haves())
-        result = _receive(transport, paths, snap, pack)
+    def send(history: WorkerHistory) -> tuple[Result, bytes]:
+        plan = plan_pack(snap, history, depth)
+        pack = pack_of(snap, plan)
+        result = _receive(transport, paths, snap, pack, plan.boundary, meters)
         stats.round_trips += 1
         stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
+        return result, pack
+
+    # Nothing remembered (a first sync, or a pruned cache): ask first rather than send the whole history.
+    known = snap.remembered(worker_key)
+    result, pack = send(known if known.haves else worker_history())
+    if result.exit_code == ReceiveExit.MISSING_OBJECTS:
+        result, pack = send(worker_history())
         stats.retried = True
     if result.exit_code == ReceiveExit.JOB_EXISTS:
         raise JobExists(transport.worker, f"job {paths.job} already exists on worker {transport.worker}",
@@ -99,9 +209,10 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
         raise SyncError(transport.worker, f"cannot place the working tree on worker {transport.worker}: "
                         f"{result.error_line()}")
     stats.objects = pack_object_count(pack)
-    stats.worktree = next((line.split("\t", 1)[1] for line in result.text().splitlines()
-                           if line.startswith("tree\t")), "")
+    lines = result.text().splitlines()
+    stats.worktree = next((line.split("\t", 1)[1] for line in lines if line.startswith("tree\t")), "")
+    stats.shallow = [line.split("\t", 1)[1] for line in lines if line.startswith("shallow\t")]
     if not stats.worktree:
         raise SyncError(transport.worker, f"worker {transport.worker} leased no worktree for job {paths.job}")
-    snap.remember(worker_key, snap.commit)
+    snap.remember(worker_key, snap.commit, stats.shallow)
     return stats

@@ -62,7 +62,7 @@ class Transport(Protocol):
 
     worker: str
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result: ...
+    def run(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None) -> Result: ...
 
     def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
                stderr: Sink | None = None) -> int: ...
@@ -105,7 +105,9 @@ class LocalTransport:
         self.worker = worker
         self.env = login_environment() if env is None else env
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+    def run(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None) -> Result:
+        if stdin is not None and not isinstance(stdin, bytes):
+            stdin = b"".join(stdin)
         try:
             p = subprocess.run(list(argv), input=stdin if stdin is not None else b"", capture_output=True,
                                timeout=timeout, env=self.env)
@@ -288,7 +290,7 @@ class SshTransport:
                                   hint="`offload status` shows whether the worker answers; then run the command "
                                        "again")
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+    def run(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None) -> Result:
         chan = self._channel(argv)
         out: list[bytes] = []
         err: list[bytes] = []
@@ -350,7 +352,7 @@ class ContainerTransport:
         return result.exit_code != 0 and ("No such container" in err or "is not running" in err
                                           or "is restarting" in err or "is paused" in err)
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+    def run(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None) -> Result:
         result = self.base.run(self.wrap(argv), stdin=stdin, timeout=timeout)
         if self._heal and self._container_down(result):
             self._heal()

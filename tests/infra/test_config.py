@@ -322,3 +322,12 @@ def test_retention_is_the_workers_default_unless_the_stack_says() -> None:
     assert (config.keep_jobs, config.warm_worktrees) == (50, 0)
     fails(GCE, "offload:keepJobs must be a number of finished jobs to keep", offload__keepJobs="-1")
     fails(GCE, "offload:warmWorktrees must be a number of idle warm worktrees", offload__warmWorktrees="many")
+
+
+def test_history_depth_is_one_commit_unless_the_stack_says() -> None:
+    assert read(GCE).history_depth is None
+    assert read(GCE, offload__historyDepth="50").history_depth == 50
+    assert read(GCE, offload__historyDepth="full").history_depth == "full"
+    fails(GCE, 'offload:historyDepth takes a number of commits from 1 to 1000000, or "full"; got \'0\'',
+          offload__historyDepth="0")
+    fails(GCE, "offload:historyDepth takes a number of commits", offload__historyDepth="deep")

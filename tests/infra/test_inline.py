@@ -44,7 +44,8 @@ def test_every_stack_exports_what_the_schema_says(path: Path) -> None:
 
 
 @pytest.mark.parametrize("provider", ["ssh", "local"])
-@pytest.mark.parametrize("retention", [{}, {"offload:keepJobs": 3, "offload:warmWorktrees": 1}])
+@pytest.mark.parametrize("retention", [{}, {"offload:keepJobs": 3, "offload:warmWorktrees": 1},
+                                       {"offload:historyDepth": 20}])
 def test_static_stacks_give_the_programs_outputs_without_pulumi(provider: str, retention: dict[str, Any]) -> None:
     config = {**stack_config(stack_file(provider)), **retention}
     assert static_outputs(read_stack_config(config)).to_dict() == run_program(config).outputs

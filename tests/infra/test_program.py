@@ -408,9 +408,9 @@ def test_first_network_ip_reads_typed_outputs_and_plain_dicts() -> None:
 def test_the_stacks_retention_reaches_every_worker_record() -> None:
     run = run_program({"offload:provider": "ssh", "offload:developer": DEV,
                        "offload:hosts": [{"name": "box", "host": "box.example.com", "workspace": "/srv/o"}],
-                       "offload:keepJobs": 5, "offload:warmWorktrees": 2})
+                       "offload:keepJobs": 5, "offload:warmWorktrees": 2, "offload:historyDepth": "full"})
     (worker,) = run.outputs["workers"]
-    assert (worker["keep_jobs"], worker["warm_worktrees"]) == (5, 2)
+    assert (worker["keep_jobs"], worker["warm_worktrees"], worker["history_depth"]) == (5, 2, "full")
     plain = run_program({"offload:provider": "ssh", "offload:developer": DEV,
                          "offload:hosts": [{"name": "box", "host": "box.example.com", "workspace": "/srv/o"}]})
     assert "keep_jobs" not in plain.outputs["workers"][0]

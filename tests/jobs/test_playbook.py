@@ -20,6 +20,7 @@ from offload.jobs.playbook import (
     load_playbooks,
     parse_playbooks,
 )
+from offload.outputs import FULL_HISTORY
 
 VALID = """\
 # a comment
@@ -64,6 +65,12 @@ def test_valid_file(tmp_path: Path) -> None:
     assert get_playbook(tmp_path, "nightly") == nightly
 
 
+@pytest.mark.parametrize("value, depth", [("3", 3), ("full", FULL_HISTORY), ("Full", FULL_HISTORY), ("", None)])
+def test_history(value: str, depth: int | None) -> None:
+    books = parse_playbooks(f"playbooks:\n  p:\n    history: {value}\n    tasks:\n      a: {{run: x}}\n")
+    assert books["p"].history == depth
+
+
 def test_single() -> None:
     book = Playbook.single("make test")
     assert book.name == SINGLE == "main"
@@ -84,7 +91,8 @@ ERRORS = [
                  "offload.yaml:5: task 'b': unknown key 'rnu' (did you mean 'run'?) (expected run, needs, when)",
                  id="unknown-task-key"),
     pytest.param("playbooks:\n  p:\n    task:\n      a: {run: x}\n",
-                 "offload.yaml:3: playbook 'p': unknown key 'task' (did you mean 'tasks'?) (expected tasks, artifacts)",
+                 "offload.yaml:3: playbook 'p': unknown key 'task' (did you mean 'tasks'?) "
+                 "(expected tasks, artifacts, history)",
                  id="unknown-playbook-key"),
     pytest.param("playbook:\n  p: {}\n",
                  "offload.yaml:1: top level: unknown key 'playbook' (did you mean 'playbooks'?) (expected playbooks)",
@@ -153,6 +161,12 @@ ERRORS = [
                  id="artifact-absolute"),
     pytest.param("playbooks:\n  p:\n    tasks:\n      a: {run: x}\n    artifacts: {a: 1}\n",
                  "offload.yaml:5: playbook 'p': 'artifacts' must be a list of paths or globs", id="artifacts-mapping"),
+    pytest.param("playbooks:\n  p:\n    tasks:\n      a: {run: x}\n    history: 0\n",
+                 "offload.yaml:5: playbook 'p': 'history' takes a number of commits from 1 to 1000000, or \"full\"; "
+                 "got '0'", id="history-zero"),
+    pytest.param("playbooks:\n  p:\n    tasks:\n      a: {run: x}\n    history: [1]\n",
+                 "offload.yaml:5: playbook 'p': 'history' must be a number of commits or full, not a list",
+                 id="history-list"),
     pytest.param("playbooks:\n  p:\n    tasks:\n      a: {run: x}\n      b:\n        run: y\n        needs:\n"
                  "          - a\n          - b-c\n          - 'x y'\n",
                  "offload.yaml:10: invalid task name 'x y': use 1-63 letters, digits, '_' or '-', starting with a "

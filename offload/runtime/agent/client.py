@@ -21,7 +21,7 @@ from offload.frames import peer_uid, recv_frame, send_frame
 from offload.paths import InstallationFiles, agent_dir, code_stamp, persist_seconds, private_dir
 from offload.runtime import user_ssh_config
 from offload.runtime.agent.protocol import CHUNK, DialSpec, error_from
-from offload.runtime.transport import Result, Sink, Transport
+from offload.runtime.transport import Input, Result, Sink, Transport
 
 START_TIMEOUT = 10.0            # how long a command waits for an agent it started to answer
 
@@ -143,13 +143,14 @@ def _request(header: dict[str, Any], *, start: bool) -> socket.socket:
     return sock
 
 
-def _send_input(sock: socket.socket, data: bytes) -> None:
+def _send_input(sock: socket.socket, data: Input) -> None:
     """A step's input as frames, then its end. The agent takes it as the worker does; when the step ends before
     taking all of it, the agent stops reading and the rest is dropped here."""
-    view = memoryview(data)
     try:
-        for i in range(0, len(view), CHUNK):
-            send_frame(sock, b"i", view[i:i + CHUNK])
+        for piece in [data] if isinstance(data, bytes) else data:
+            view = memoryview(piece)
+            for i in range(0, len(view), CHUNK):
+                send_frame(sock, b"i", view[i:i + CHUNK])
         send_frame(sock, b"i")
     except OSError:
         pass
@@ -201,7 +202,7 @@ class AgentTransport:
             self._own = self._direct()
         return self._own
 
-    def _step(self, argv: Sequence[str], on_out: Sink, on_err: Sink, stdin: bytes | None,
+    def _step(self, argv: Sequence[str], on_out: Sink, on_err: Sink, stdin: Input | None,
               timeout: float | None) -> int:
         header = {"op": "step", "spec": self.spec.to_dict(), "argv": list(argv), "timeout": timeout,
                   "stdin": stdin is not None}
@@ -242,7 +243,7 @@ class AgentTransport:
             elif kind == b"d":
                 raise _declined(payload)
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+    def run(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None) -> Result:
         if self._own is None:
             out: list[bytes] = []
             err: list[bytes] = []
