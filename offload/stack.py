@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from offload.errors import ConfigError, OffloadError, PulumiUnavailable
+from offload.extras import require_for_provider, require_pulumi
 from offload.paths import config_dir
 from offload.stackconfig import STATIC_PROVIDERS, StackConfig, read_stack_config, static_outputs
 
@@ -144,6 +145,8 @@ def stack_outputs(stack: str) -> dict[str, Any]:
     if config is not None and config.provider in STATIC_PROVIDERS:
         return static_outputs(config).to_dict()
     what = f"cannot read stack {stack!r}"
+    if config is not None:
+        require_for_provider(config.provider, deploy=True)
     if config is None and shutil.which("pulumi") is None:
         raise ConfigError(f"{what}: there is no stack file {where.stack_file(stack)}",
                           hint=f"create it with `offload init --stack {stack}`, or pass --outputs FILE")
@@ -161,12 +164,16 @@ def select_stack(stack: str, *, create: bool = False, what: str | None = None,
     CLI must be installed."""
     what = what or f"cannot open stack {stack!r}"
     where = stack_dir()
+    config = stack_config(stack, where) if where.stack_file(stack).is_file() else None
+    static = None
+    if config is not None and config.provider in STATIC_PROVIDERS:
+        static = (f"provider {config.provider.value} creates nothing and needs no Pulumi: "
+                  f"`offload run --stack {stack} -- COMMAND` reads its file")
+    elif config is not None:
+        require_for_provider(config.provider, deploy=True)  # before the CLI: the line names the extra to install
     if shutil.which("pulumi") is None:
-        config = stack_config(stack, where) if where.stack_file(stack).is_file() else None
-        if config is not None and config.provider in STATIC_PROVIDERS:
-            hint = (f"provider {config.provider.value} creates nothing and needs no Pulumi: "
-                    f"`offload run --stack {stack} -- COMMAND` reads its file")
-        raise PulumiUnavailable(f"{what}: the pulumi CLI is not installed", hint=hint)
+        raise PulumiUnavailable(f"{what}: the pulumi CLI is not installed", hint=static or hint)
+    require_pulumi(what, hint=static)
     if where.root.absolute() == default_stack_dir().absolute():
         where.ensure()  # offload's own config directory becomes a stack directory when it is first used as one
     else:
