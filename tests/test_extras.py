@@ -236,3 +236,20 @@ def test_init_of_a_gcp_stack_without_the_extra_names_it_first(monkeypatch: pytes
     _block(monkeypatch, "pulumi_gcp")
     line = next_step("dev", ProviderType.GCE_COS)
     assert line.startswith("next: pip install 'offload[gcp]'") and line.endswith("offload fleet up --stack dev")
+
+
+def _make_dry_run(target: str) -> list[str]:
+    result = subprocess.run(["make", "-n", "-B", target], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_the_demo_installs_the_core_and_the_tests_install_everything() -> None:
+    """The README's first command (`./dev demo` -> `make demo`) installs no extra; `make test` (and CI's
+    `./dev venv`) installs `dev`, which holds them all."""
+    demo = [line for line in _make_dry_run("demo") if " install " in line]
+    assert len(demo) == 1 and "-e . " in demo[0] and "[" not in demo[0], demo
+    assert any("offload run --wait" in line for line in _make_dry_run("demo"))
+    for target in ("venv", "test"):
+        installs = [line for line in _make_dry_run(target) if "pip install" in line]
+        assert installs and all("'.[dev]'" in line for line in installs), installs
