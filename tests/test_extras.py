@@ -175,6 +175,22 @@ def test_reading_or_deploying_a_stack_names_the_extra_before_the_pulumi_cli(
         assert raised.value.line() == line
 
 
+def test_a_stack_file_with_a_secret_is_still_read_for_its_provider(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deploying reads only the provider type from the file: its secrets are Pulumi's to read."""
+    from offload.stack import select_stack
+
+    stack = _stack_dir(tmp_path, "gce-cos", monkeypatch)
+    path = tmp_path / "stacks" / "Pulumi.dev.yaml"
+    data = json.loads(path.read_text())
+    data["config"]["offload:token"] = {"secure": "AAABAxyz"}
+    path.write_text(json.dumps(data))
+    _block(monkeypatch, "pulumi_gcp")
+    with pytest.raises(MissingExtra) as raised:
+        select_stack(stack, create=True)
+    assert raised.value.line() == "this stack's provider gce-cos needs `pip install 'offload[gcp]'`"
+
+
 def test_deploying_an_ssh_stack_without_pulumi_says_it_needs_none(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from offload.stack import select_stack
