@@ -32,7 +32,8 @@ from tests.workers import SshdWorker, make_repo
 REPO = Path(__file__).resolve().parent.parent
 PIP_CACHE = "/var/cache/offload/pip"  # as .ci/run sets it, when PIP_CACHE_DIR is not set
 VENV_CACHE = Path("/var/cache/offload/core-venvs")
-KEEP_DAYS = 3  # cached virtualenvs unused this long are removed
+KEEP = 3  # cached virtualenvs kept beside the one in use (each about 75 MB), the most recently used first
+IN_USE_SECONDS = 3600  # one used more recently than this may be another session's, and is never removed
 INSTALL_TIMEOUT = 600
 COMPLETE = ".offload-complete"  # written last: a virtualenv without it was cut short and is built again
 EXTRA_PACKAGES = ("pulumi", "google-cloud", "google-api", "grpcio")
@@ -90,11 +91,15 @@ def build_core_venv(venv: Path, files: list[str]) -> None:
     (venv / COMPLETE).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
 
 
-def _prune(root: Path, keep: Path) -> None:
-    cutoff = time.time() - KEEP_DAYS * 86400
-    for old in root.iterdir():
-        if old.is_dir() and old != keep and old.stat().st_mtime < cutoff:
+def _prune(root: Path, current: Path) -> None:
+    """Remove all but the KEEP most recently used virtualenvs besides CURRENT, sparing any used lately."""
+    others = sorted((d for d in root.iterdir() if d.is_dir() and d != current), key=lambda d: d.stat().st_mtime,
+                    reverse=True)
+    cutoff = time.time() - IN_USE_SECONDS
+    for old in others[KEEP:]:
+        if old.stat().st_mtime < cutoff:
             shutil.rmtree(old, ignore_errors=True)
+            old.with_name(f"{old.name}.lock").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
