@@ -109,6 +109,17 @@ class CloudNotFound(CloudApiError):
     never created or was deleted, guest attributes not yet published."""
 
 
+class MissingExtra(OffloadError):
+    """What the command needs is in an optional part of offload that is not installed; carries the extra's name
+    (`gcp`, `docker`), and the line says how to install it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, extra: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.extra = extra
+
+
 class PulumiUnavailable(OffloadError):
     """The Pulumi CLI, which the Automation API drives, is not installed."""
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from offload.errors import ConfigError, OffloadError, PulumiUnavailable
+from offload.extras import require_for_provider, require_pulumi
 from offload.paths import config_dir
-from offload.stackconfig import STATIC_PROVIDERS, StackConfig, read_stack_config, static_outputs
+from offload.outputs import ProviderType
+from offload.stackconfig import PROVIDER, STATIC_PROVIDERS, StackConfig, read_stack_config, static_outputs
 
 if TYPE_CHECKING:
     from pulumi import automation
@@ -136,6 +138,20 @@ def stack_config(stack: str, where: StackDir | None = None) -> StackConfig | Non
         raise ConfigError(f"stack file {path}: {e.message}", hint=e.hint) from None
 
 
+def stack_provider(stack: str, where: StackDir) -> ProviderType | None:
+    """The provider type STACK's file names, read leniently (no validation: Pulumi validates a deployed stack's
+    config itself, and its file may hold secrets), or None when it has no file or names none."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(where.stack_file(stack).read_text())
+        config = data.get("config") if isinstance(data, dict) else None
+        value = (config.get(PROVIDER) or config.get(PROVIDER.split(":", 1)[1])) if isinstance(config, dict) else None
+        return ProviderType(str(value).strip()) if value is not None else None
+    except (OSError, yaml.YAMLError, ValueError):
+        return None
+
+
 def stack_outputs(stack: str) -> dict[str, Any]:
     """The stack outputs of STACK: from its stack file for `ssh` and `local`, else `pulumi stack output --json`
     through the Automation API (secrets unwrapped)."""
@@ -144,6 +160,8 @@ def stack_outputs(stack: str) -> dict[str, Any]:
     if config is not None and config.provider in STATIC_PROVIDERS:
         return static_outputs(config).to_dict()
     what = f"cannot read stack {stack!r}"
+    if config is not None:
+        require_for_provider(config.provider, deploy=True)
     if config is None and shutil.which("pulumi") is None:
         raise ConfigError(f"{what}: there is no stack file {where.stack_file(stack)}",
                           hint=f"create it with `offload init --stack {stack}`, or pass --outputs FILE")
@@ -161,12 +179,16 @@ def select_stack(stack: str, *, create: bool = False, what: str | None = None,
     CLI must be installed."""
     what = what or f"cannot open stack {stack!r}"
     where = stack_dir()
+    provider = stack_provider(stack, where)
+    static = (f"provider {provider.value} creates nothing and needs no Pulumi: "
+              f"`offload run --stack {stack} -- COMMAND` reads its file") if provider in STATIC_PROVIDERS else None
+    if provider is not None and static is None:
+        require_for_provider(provider, deploy=True)  # before the CLI: the line names the extra to install
     if shutil.which("pulumi") is None:
-        config = stack_config(stack, where) if where.stack_file(stack).is_file() else None
-        if config is not None and config.provider in STATIC_PROVIDERS:
-            hint = (f"provider {config.provider.value} creates nothing and needs no Pulumi: "
-                    f"`offload run --stack {stack} -- COMMAND` reads its file")
-        raise PulumiUnavailable(f"{what}: the pulumi CLI is not installed", hint=hint)
+        if where.stack_file(stack).is_file():
+            stack_config(stack, where)  # a stack file that is not valid says so first
+        raise PulumiUnavailable(f"{what}: the pulumi CLI is not installed", hint=static or hint)
+    require_pulumi(what, hint=static)
     if where.root.absolute() == default_stack_dir().absolute():
         where.ensure()  # offload's own config directory becomes a stack directory when it is first used as one
     else:

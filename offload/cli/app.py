@@ -19,7 +19,7 @@ WAIT_FAILURE_BASE = 200
 EXIT_CODES = {
     0: "success",
     1: "a failure: a step on a worker, the sync, a cloud API call or pulumi failed; check: the job failed",
-    2: "bad usage or configuration",
+    2: "bad usage or configuration, or a missing extra of offload (the line names it)",
     3: "a worker cannot be reached, or a GCE worker is stopped",
     4: "a worker's host key does not match the pinned or remembered one",
     5: "no such job",
@@ -109,6 +109,16 @@ def main(argv: list[str] | None = None) -> None:
         if message:  # a bare `offload` has printed its help already
             print(f"offload: {message}", file=sys.stderr)
         sys.exit(_own(getattr(e, "exit_code", 2), args, invocation))
+    except ModuleNotFoundError as e:  # an optional part's module that a check missed: still one line
+        if debug:
+            raise
+        from offload.extras import missing_module_error
+
+        missing = missing_module_error(e)
+        print(f"offload: {missing.line()}" if missing is not None else
+              f"offload: unexpected error: {type(e).__name__}: {e} (set OFFLOAD_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        sys.exit(_own(missing.exit_code if missing is not None else 1, args, invocation))
     except Exception as e:
         if debug:
             raise

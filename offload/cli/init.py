@@ -406,6 +406,12 @@ def next_step(name: str, kind: ProviderType, *, stack_dir: Path | None = None, i
         key = f" --identity {shlex.quote(str(identity))}" if identity is not None else ""
         return f"next: {env}offload run --stack {name}{key} -- COMMAND"
     up = f"{env}offload fleet up --stack {name}"
+    from offload.extras import DEPLOY, install_command, missing
+
+    extra = DEPLOY.get(kind.value)
+    if extra is not None and missing(extra):
+        cli = "" if shutil.which("pulumi") else " and the Pulumi CLI (https://www.pulumi.com/docs/install/)"
+        return f"next: {install_command(extra)}{cli}, then: {up}"
     if shutil.which("pulumi") is None:
         return f"next: install the Pulumi CLI (https://www.pulumi.com/docs/install/), then: {up}"
     return f"next: {up}"

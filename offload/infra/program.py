@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import pulumi
 
+from offload.errors import MissingExtra
+from offload.extras import require_for_provider
 from offload.outputs import ProviderType
 from offload.stackconfig import StackConfig, load_stack_config, with_retention
 
@@ -19,7 +21,10 @@ class HasWorkers(Protocol):
 
 
 def build(config: StackConfig) -> HasWorkers:
-    """The component for the stack's provider type; each exposes `.workers` (a list of WorkerRecord dicts)."""
+    """The component for the stack's provider type; each exposes `.workers` (a list of WorkerRecord dicts).
+
+    A provider type whose Pulumi provider is not installed raises MissingExtra before anything is imported."""
+    require_for_provider(config.provider, deploy=True)
     name = config.name_prefix
     match config.provider:
         case ProviderType.GCE_COS:
@@ -52,7 +57,10 @@ def build(config: StackConfig) -> HasWorkers:
 def program() -> None:
     """The whole program: one stack's config in, its workers declared, the stack outputs exported."""
     stack_config = load_stack_config()
-    workers = build(stack_config)
+    try:
+        workers = build(stack_config)
+    except MissingExtra as e:
+        raise pulumi.RunError(e.line()) from None  # pulumi shows a RunError as its message alone
     pulumi.export("provider", stack_config.provider.value)
     pulumi.export("developer", stack_config.developer)
     pulumi.export("workers", workers.workers.apply(lambda records: with_retention(records, stack_config)))

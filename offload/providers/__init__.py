@@ -7,6 +7,7 @@ tree that `sync` sends, the result of a step on a worker, (`results`, `apply_eng
 
 from __future__ import annotations
 
+from offload.extras import require_for_provider
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.providers.base import ProviderOptions, SshEntry, WorkerProvider, WorkerStatus
 from offload.runtime import agent as connection_agent
@@ -20,7 +21,8 @@ from offload.runtime.transport import Result, check
 
 def provider_for(outputs: StackOutputs, worker: WorkerRecord, options: ProviderOptions | None = None
                  ) -> WorkerProvider:
-    """The WorkerProvider implementation for the outputs' provider type."""
+    """The WorkerProvider implementation for the outputs' provider type; a GCP one needs the `gcp` extra."""
+    require_for_provider(outputs.provider)
     from offload.providers.gce import GceCosProvider, GceLinuxProvider
     from offload.providers.local import LocalProvider
     from offload.providers.local_docker import LocalDockerProvider

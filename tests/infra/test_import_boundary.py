@@ -28,3 +28,20 @@ def test_loads_no_pulumi_cloud_or_ssh_library(code: str) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+EXTRAS = ("pulumi", "pulumi_gcp", "pulumi_docker", "google")
+
+
+def test_the_core_loads_no_extra() -> None:
+    """Every provider, the job service, the MCP server and every CLI command module load without an extra's
+    package (offload/extras.py checks for it when a command needs it): a core install imports them all."""
+    code = ("import importlib, pkgutil, offload.cli, offload.providers\n"
+            "offload.providers.preload()\n"
+            "import offload.jobs.service, offload.cli.mcpserver, offload.stack\n"
+            "for m in pkgutil.iter_modules(offload.cli.__path__):\n"
+            "    importlib.import_module('offload.cli.' + m.name)")
+    result = subprocess.run([sys.executable, "-c", CHECK.format(code=code, slow=EXTRAS)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
