@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -468,3 +469,33 @@ def test_the_tools_refuse_unknown_arguments_and_describe_themselves(sshd_worker:
             assert (await ok(c, "status"))["workers"][0]["name"] == f"ssh-{sshd_worker.port}"
 
     drive(main)
+
+
+TS_SDK = Path(os.environ.get("OFFLOAD_TEST_MCP_TS_SDK", "/var/cache/offload/mcp-ts-sdk"))
+
+
+def test_a_typescript_sdk_client_with_its_default_timeout_gets_the_job_id(sshd_worker: SshdWorker,
+                                                                          tmp_path: Path) -> None:
+    """The TypeScript SDK's client (which most agents use) times a request out after 60 s: a run asked to wait
+    60 s on a longer job still answers in time, with the job id."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the TypeScript MCP SDK client needs it)")
+    if not (TS_SDK / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+        pytest.skip(f"@modelcontextprotocol/sdk is not installed in {TS_SDK}: run scripts/install-test-deps.sh")
+    out, repo, env = sshd_served(sshd_worker, tmp_path)
+    server = {"command": sys.executable, "args": ["-m", "offload", "mcp", "--outputs", str(out)], "cwd": str(repo)}
+    full = dict(os.environ, **env, OFFLOAD_MCP_MAX_WAIT="3", OFFLOAD_TEST_MCP_TS_SDK=str(TS_SDK))
+    p = subprocess.run([node, str(Path(__file__).with_name("mcp_ts_client.cjs")), json.dumps(server), '"run"',
+                        json.dumps({"command": HOLD, "wait_seconds": 60})], env=full, capture_output=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    said = json.loads(p.stdout)
+    result = said["result"]
+    assert said["timeout_ms"] == 60000 and not result.get("isError"), said
+    job = result["structuredContent"]
+    assert job["state"] == "running" and {"id", "worker", "state"} <= set(job), job
+    assert said["seconds"] < 60
+    check = offload("check", "--json", "--outputs", str(out), job["id"], cwd=repo, env=env)
+    assert json.loads(check.stdout)["state"] == "running", check.stderr
+    assert offload("clean", "--outputs", str(out), job["id"], cwd=repo, env=env).returncode == 0
