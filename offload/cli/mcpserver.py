@@ -28,14 +28,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.tools import Tool
+from mcp_types import Tool as MCPTool
 from pydantic import Field, ValidationError
 
 from offload.cli.mcpresults import (ApplyResult, CheckResult, CleanResult, DiffResult, GetResult, LogsResult,
                                     PullResult, RunResult, StatusResult)
 from offload.errors import OffloadError, UsageError, WorkerUnreachable
-from offload.jobs.connections import persist_seconds
-from offload.jobs.launch import ENV_NAME, validate_env
+from offload.paths import persist_seconds
 from offload.worker.layout import pulled_ref
 
 if TYPE_CHECKING:
@@ -92,8 +91,13 @@ def tool_error(e: OffloadError) -> Refused:
 def allowed_env(flags: Iterable[str], setting: str | None) -> frozenset[str]:
     """The environment variables an agent may pass to its jobs: the `--allow-env` FLAGS and the comma-separated
     names of the OFFLOAD_MCP_ALLOW_ENV SETTING, none by default. A bad name is a UsageError before serving."""
+    flags = list(flags)
+    if not flags and not (setting or "").strip(", \t"):
+        return frozenset()  # the default, without loading the job launcher's rules
+    from offload.jobs.launch import ENV_NAME, validate_env
+
     out: set[str] = set()
-    for source, names in (("--allow-env", list(flags)), (ALLOW_ENV, (setting or "").split(","))):
+    for source, names in (("--allow-env", flags), (ALLOW_ENV, (setting or "").split(","))):
         for raw in names:
             name = raw.strip()
             if not name and source == ALLOW_ENV:
@@ -158,17 +162,38 @@ def installed_version() -> str:
         return "0+unknown"
 
 
+ToolSpec = tuple[Callable[..., Any], str]  # a tool's function and its description
+
+
 class OffloadServer(MCPServer):
     """An MCPServer whose tools take no argument they do not declare, and whose tool errors are one line each:
-    ours verbatim, a rejected argument said plainly."""
+    ours verbatim, a rejected argument said plainly.
 
-    def __init__(self, tools: list[Tool], **kw: Any) -> None:
+    The tools' schemas are made when the client first lists or calls them, not before `initialize` is answered:
+    making them (pydantic's schemas for the arguments and the results) takes about a tenth of a second."""
+
+    def __init__(self, tools: list[ToolSpec], **kw: Any) -> None:
+        self._specs = tools
+        self._arguments: dict[str, list[str]] = {}
+        super().__init__("offload", version=installed_version(), **kw)
+
+    async def _register(self) -> None:
+        if self._specs:
+            specs, self._specs = self._specs, []
+            for fn, description in specs:
+                self.add_tool(fn, description=description)
+            for tool in await super().list_tools():
+                self._arguments[tool.name] = list(tool.input_schema.get("properties", {}))
+
+    async def list_tools(self) -> list[MCPTool]:
+        await self._register()
+        tools = await super().list_tools()
         for tool in tools:
-            tool.parameters["additionalProperties"] = False  # what tools/list shows; call_tool enforces it
-        self._arguments = {tool.name: list(tool.parameters.get("properties", {})) for tool in tools}
-        super().__init__("offload", version=installed_version(), tools=tools, **kw)
+            tool.input_schema["additionalProperties"] = False  # as call_tool enforces it
+        return tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        await self._register()
         if name in self._arguments:
             refusal = unknown_arguments(name, arguments or {}, self._arguments[name])
             if refusal:
@@ -329,12 +354,12 @@ async def wait_for_end(session: Session, ctx: Context, job_id: str, until: float
 JobArg = Annotated[str, Field(description="The job id that `run` returned.")]
 
 
-def _tool(fn: Callable[..., Any], description: str | None = None) -> Tool:
+def _tool(fn: Callable[..., Any], description: str | None = None) -> ToolSpec:
     """FN as a tool whose description is its docstring (or DESCRIPTION) as plain paragraphs: without the source's
     indentation and line breaks."""
     text = inspect.cleandoc(description or fn.__doc__ or "")
     paragraphs = (" ".join(p.split()) for p in text.split("\n\n"))
-    return Tool.from_function(fn, description="\n\n".join(p for p in paragraphs if p))
+    return fn, "\n\n".join(p for p in paragraphs if p)
 
 
 def build_server(session: Session, cwd: Callable[[], Path], allow_env: frozenset[str] = frozenset(), *,
@@ -345,7 +370,7 @@ def build_server(session: Session, cwd: Callable[[], Path], allow_env: frozenset
     return OffloadServer(tools, instructions=INSTRUCTIONS, log_level="WARNING")
 
 
-def _run_tool(session: Session, cwd: Callable[[], Path], allow_env: frozenset[str], max_wait: float) -> Tool:
+def _run_tool(session: Session, cwd: Callable[[], Path], allow_env: frozenset[str], max_wait: float) -> ToolSpec:
     """The `run` tool, whose description names the environment variables a job may be given and the wait cap."""
     allowed = ", ".join(sorted(allow_env)) if allow_env else "none (the user allows a name by starting the " \
         "server as `offload mcp --allow-env NAME`)"
@@ -422,7 +447,7 @@ def _run_tool(session: Session, cwd: Callable[[], Path], allow_env: frozenset[st
         f"`check` and `logs`. Environment variables `env` may name: {allowed}."))
 
 
-def _job_tools(session: Session, cwd: Callable[[], Path]) -> list[Tool]:
+def _job_tools(session: Session, cwd: Callable[[], Path]) -> list[ToolSpec]:
     """The tools about jobs as they are on their workers: status, check, logs and clean."""
 
     async def status() -> StatusResult:
@@ -454,7 +479,7 @@ def _job_tools(session: Session, cwd: Callable[[], Path]) -> list[Tool]:
     return [_tool(status), _tool(check), _tool(logs), _tool(clean)]
 
 
-def _result_tools(session: Session, cwd: Callable[[], Path]) -> list[Tool]:
+def _result_tools(session: Session, cwd: Callable[[], Path]) -> list[ToolSpec]:
     """The tools that bring a job's work home: pull, diff, apply and get."""
 
     async def pull(job: JobArg) -> PullResult:

@@ -280,6 +280,11 @@ def test_a_bad_setting_stops_the_server_before_it_serves(tmp_path: Path) -> None
     p = offload("mcp", cwd=make_repo(tmp_path / "repo"), env={"OFFLOAD_PERSIST": "soon"})
     assert p.returncode == 2 and p.stdout == b""
     assert p.stderr.decode().startswith("offload: OFFLOAD_PERSIST is a number of seconds; got 'soon'")
+    for bad in ("soon", "-1", "nan", "4000"):
+        p = offload("mcp", cwd=tmp_path / "repo", env={"OFFLOAD_MCP_MAX_WAIT": bad})
+        assert p.returncode == 2 and p.stdout == b""
+        assert p.stderr.decode().startswith(f"offload: OFFLOAD_MCP_MAX_WAIT is a number of seconds from 0 to 3600; "
+                                            f"got '{bad}'"), p.stderr
 
 
 # A job held open until the test cleans it: it says one line, then idles.
@@ -434,6 +439,13 @@ def test_a_playbook_run_brings_its_artifacts_home_and_errors_name_the_tools(sshd
             dest = repo / ".offload" / done["id"]
             assert done["artifacts"] == {"to": str(dest), "files": ["build/out.txt"]}, done
             assert (dest / "build" / "out.txt").read_text() == "made\n"
+
+            # get's `to` is taken lexically, and must stay inside the repository.
+            said = await refused(c, "get", job=done["id"], paths=["build/out.txt"], to=f"{repo}/../escape")
+            assert "is outside the repository" in said, said
+            got = await ok(c, "get", job=done["id"], paths=["build/out.txt"], to="sub/../fetched")
+            assert got["to"] == str(repo / "fetched") and (repo / "fetched" / "build" / "out.txt").is_file()
+            assert not (tmp_path / "escape").exists()
 
             said = await refused(c, "logs", job=done["id"])
             assert said.endswith("pick one with the `task` argument") and "--" not in said, said
