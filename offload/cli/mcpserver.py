@@ -17,6 +17,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -63,21 +64,22 @@ with `get`. `clean` removes a job and everything it left on the worker."""
 
 # The job service's errors speak of the CLI (its flags and commands); an agent has the tools and their arguments.
 TOOL_WORDS = (
-    ("see `offload status`", "see the `status` tool"),
-    ("try `offload status`", "try the `status` tool"),
     ("`offload status` shows", "the `status` tool shows"),
     ("pick one with --task", "pick one with the `task` argument"),
     ("--env takes", "env takes"),
     ("--ref takes", "ref takes"),
     ("--ref ", "ref: "),
 )
+# A command that a tool does the same as, job id and flags included: `offload logs JOB -f` is the `logs` tool.
+TOOL_COMMAND = re.compile(r"`offload (status|check|logs|clean|pull|diff|get|run)(?: [^`]*)?`")
 
 
 def tool_words(line: str) -> str:
-    """LINE, the CLI's one line, with the CLI's flags and commands named as the tools and their arguments."""
+    """LINE, the CLI's one line, with the CLI's flags and commands named as the tools and their arguments. A
+    command no tool does (`offload apply --undo JOB`) stays as it is: the agent can hand it to the user."""
     for cli, tool in TOOL_WORDS:
         line = line.replace(cli, tool)
-    return line
+    return TOOL_COMMAND.sub(lambda m: f"the `{m.group(1)}` tool", line)
 
 
 class Refused(ToolError):
