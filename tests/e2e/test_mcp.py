@@ -1,6 +1,9 @@
 """`offload mcp` driven by the MCP SDK's own client over stdio, against real sshd and container workers: the
 tools, one SSH login for a whole session, connections opened again after a drop and closed when idle, tool
-errors in one line, results equal to what the CLI's --json prints, and nothing on stdout but the protocol."""
+errors in one line, results equal to what the CLI's --json prints and valid against each tool's declared
+outputSchema, and nothing on stdout but the protocol. `run`'s wait cap with progress, a cancel and a closed stdin
+ending the wait while the job goes on, unknown arguments refused, and a playbook's artifacts brought home; and a
+client built on the TypeScript SDK, as most agents are, with its default request timeout."""
 
 from __future__ import annotations
 
