@@ -254,8 +254,10 @@ class Session:
                     self._service.fleet.close()
 
     async def acall(self, fn: Callable[["JobService"], T], *, retry: bool = False, abandon: bool = False) -> T:
-        """`call` on a worker thread, the event loop free meanwhile. With ABANDON, a cancelled request stops
-        waiting for the call at once (the call ends on its own, its answer unread)."""
+        """`call` on a worker thread, the event loop free meanwhile. With ABANDON (a call that only reads the
+        worker), a cancelled request stops waiting for the call at once (the call ends on its own, its answer
+        unread). A call that writes here (pull, diff, apply, get) or starts or ends a job is always waited for:
+        a cancel, or the client going away, takes effect once it is done."""
         return await anyio.to_thread.run_sync(lambda: self.call(fn, retry=retry), abandon_on_cancel=abandon)
 
     def _ready(self) -> "JobService":
@@ -455,11 +457,13 @@ def _job_tools(session: Session, cwd: Callable[[], Path]) -> list[ToolSpec]:
     async def status() -> StatusResult:
         """Every worker of the stack: its state, cost and workspace, and its jobs, oldest first (the same object
         as `offload status --json`)."""
-        return (await session.acall(lambda s: s.status(), retry=True)).to_dict()  # type: ignore[return-value]
+        report = await session.acall(lambda s: s.status(), retry=True, abandon=True)
+        return report.to_dict()  # type: ignore[return-value]
 
     async def check(job: JobArg) -> CheckResult:
         """A job's state and exit code, and its tasks' states and exit codes."""
-        return (await session.acall(lambda s: s.check(job), retry=True)).to_dict()  # type: ignore[return-value]
+        report = await session.acall(lambda s: s.check(job), retry=True, abandon=True)
+        return report.to_dict()  # type: ignore[return-value]
 
     async def logs(job: JobArg,
                    task: Annotated[str | None, Field(description="Task of a playbook job (default: the only "
@@ -470,7 +474,8 @@ def _job_tools(session: Session, cwd: Callable[[], Path]) -> list[ToolSpec]:
                                                    "one call.")] = LOG_LIMIT) -> LogsResult:
         """A task's output from a byte offset: {"data", "next_offset", "state", "task", "more"}. Call again from
         next_offset; once state is finished (success, failed or skipped) and more is false, the log is whole."""
-        chunk = await session.acall(lambda s: s.logs(job, task, offset, max_bytes), retry=True)
+        chunk = await session.acall(lambda s: s.logs(job, task, offset, max_bytes), retry=True,
+                                    abandon=True)
         return chunk.to_dict()  # type: ignore[return-value]
 
     async def clean(job: JobArg) -> CleanResult:
