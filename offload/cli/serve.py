@@ -18,8 +18,8 @@ app = typer.Typer()
                   "Run it from the repository the agent works on: `run` snapshots that working tree. The tools "
                   "(run, status, check, logs, clean, pull, diff, apply, get) return what the commands' --json "
                   "prints, over one connection per worker kept for the session (closed after OFFLOAD_PERSIST "
-                  "idle seconds, default 600). `run` waits for its job at most OFFLOAD_MCP_MAX_WAIT seconds (default 45), "
-                  "under clients' request timeouts, then answers that the job is running.\n\n"
+                  "idle seconds, default 600). `run` waits for its job at most OFFLOAD_MCP_MAX_WAIT seconds "
+                  "(default 45), under clients' request timeouts, then answers that the job is running.\n\n"
                   "A job an agent starts gets none of your environment variables unless you allow them here, by "
                   "name: --allow-env NAME (repeatable) or OFFLOAD_MCP_ALLOW_ENV=NAME,NAME.")
 def mcp(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, identity: IdentityOpt = None,
