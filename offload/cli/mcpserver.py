@@ -52,6 +52,7 @@ MAX_WAIT = "OFFLOAD_MCP_MAX_WAIT"    # the longest a `run` call waits for its jo
 # gemini-cli) and for many agents built on it.
 DEFAULT_MAX_WAIT = 45.0
 PROGRESS_LINE = 200          # characters of the last log line a progress notification carries
+PROGRESS_READS = 4           # log reads (of LOG_LIMIT bytes) a poll makes at most to find the job's last line
 
 INSTRUCTIONS = """\
 offload runs commands on the developer's remote worker, on an exact copy of this repository's working tree
@@ -325,11 +326,14 @@ class Watch:
         if not running:
             return self.line
         task = running[0].name
-        offset = self.offsets.get(task, 0)
-        chunk = await self.session.acall(lambda s: s.logs(self.job_id, task, offset, LOG_LIMIT), retry=True,
-                                         abandon=True)
-        self.offsets[task] = chunk.next_offset
-        self.line = last_line(chunk.data.decode("utf-8", "replace")) or self.line
+        for _ in range(PROGRESS_READS):  # a chatty job: read on, a bounded amount a poll, to its latest line
+            offset = self.offsets.get(task, 0)
+            chunk = await self.session.acall(lambda s: s.logs(self.job_id, task, offset, LOG_LIMIT), retry=True,
+                                             abandon=True)
+            self.offsets[task] = chunk.next_offset
+            self.line = last_line(chunk.data.decode("utf-8", "replace")) or self.line
+            if not chunk.more:
+                break
         return self.line
 
 
