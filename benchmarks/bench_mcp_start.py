@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,6 +93,13 @@ def main() -> None:
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="offload-bench-mcp-start-", dir="/dev/shm"))
+    try:
+        measure(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, scratch: Path) -> None:
     repo = scratch / "repo"
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     env = dict(os.environ, HOME=str(scratch), OFFLOAD_CONFIG_DIR=str(scratch / "cfg"),
