@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and prepare what the test suite's real workers need: sshd, tmux, git, Docker, cloud-init, debootstrap,
-# and the cached offload-worker:test image. Run as root; non-interactive and idempotent (a re-run on a prepared
-# machine skips apt and the image build and takes a few seconds, most of it starting and stopping dockerd).
+# the cached offload-worker:test image, and the TypeScript MCP SDK for the MCP client test. Run as root;
+# non-interactive and idempotent (a re-run on a prepared machine skips apt, npm and the image build and takes a
+# few seconds, most of it starting and stopping dockerd).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -42,6 +43,21 @@ mkdir -p /run/sshd
 chmod 0755 /run/sshd
 
 getent group docker >/dev/null || groupadd --system docker
+
+# The TypeScript MCP SDK, for the test that drives `offload mcp` through the client most agents are built on
+# (tests/e2e/mcp_ts_client.cjs; the test is skipped without node or this install).
+MCP_TS_SDK_VERSION=1.32.2
+ts_sdk=/var/cache/offload/mcp-ts-sdk
+if command -v npm >/dev/null; then
+    installed=$(node -p "require('$ts_sdk/node_modules/@modelcontextprotocol/sdk/package.json').version" 2>/dev/null || true)
+    if [[ $installed != "$MCP_TS_SDK_VERSION" ]]; then
+        log "installing @modelcontextprotocol/sdk@$MCP_TS_SDK_VERSION into $ts_sdk"
+        mkdir -p "$ts_sdk"
+        npm install --no-audit --no-fund --silent --prefix "$ts_sdk" "@modelcontextprotocol/sdk@$MCP_TS_SDK_VERSION"
+    fi
+else
+    log "npm not found: the TypeScript MCP client test will be skipped"
+fi
 
 # The worker image: debootstrap once into the cache, then import whenever the engine lacks it.
 owner=$$
