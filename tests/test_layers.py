@@ -18,7 +18,8 @@ PACKAGE = REPO / "offload"
 # functions and under TYPE_CHECKING). The arrows run cli -> jobs -> providers -> runtime -> outputs, with the
 # worker package (layout, container spec, worker shell), the socket frames and the socket listener leaves anyone
 # may use.
-LEAVES = {"offload.errors", "offload.frames", "offload.listener", "offload.paths", "offload.pricing", "offload.worker"}
+LEAVES = {"offload.deploy", "offload.errors", "offload.frames", "offload.listener", "offload.paths", "offload.pricing",
+          "offload.worker"}
 ALLOWED = {
     "offload.frames": set(),
     "offload.listener": set(),
