@@ -10,6 +10,7 @@ loads them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -241,13 +242,17 @@ def worker_checks(outputs: StackOutputs, reach: Reach, *, stack: str | None = No
     """Every worker of OUTPUTS, one after the other: their checks are named after them."""
     checks: list[Check] = []
     for record in outputs.workers:
-        with provider_for(outputs, record, reach.options()) as provider:
-            checks += list(_worker(provider, outputs, record, stack))
+        heard: list[str] = []
+        options = dataclasses.replace(reach.options(), progress=heard.append)
+        with provider_for(outputs, record, options) as provider:
+            checks += list(_worker(provider, outputs, record, stack, heard))
     return checks
 
 
-def _worker(provider: WorkerProvider, outputs: StackOutputs, record: WorkerRecord,
-            stack: str | None) -> Iterator[Check]:
+def _worker(provider: WorkerProvider, outputs: StackOutputs, record: WorkerRecord, stack: str | None,
+            heard: list[str]) -> Iterator[Check]:
+    """RECORD's checks in order, stopping at the first failure that makes the next ones meaningless. HEARD is what
+    the provider said on the way (a GCE worker's fallback to an IAP tunnel)."""
     name = record.name
     if outputs.provider.is_gce:
         gce, stopped = _gce_worker(outputs, record, stack)
@@ -264,7 +269,7 @@ def _worker(provider: WorkerProvider, outputs: StackOutputs, record: WorkerRecor
         yield key
         if not key.ok:
             return
-    login = _login(provider, record)
+    login = _login(provider, record, _route(provider, outputs, heard))
     yield login
     if not login.ok:
         return
@@ -313,7 +318,16 @@ def _host_key(provider: WorkerProvider, record: WorkerRecord, stack: str | None)
                  f"if the host's key changed on purpose (ask its admin), pin the new one: {repin}")
 
 
-def _login(provider: WorkerProvider, record: WorkerRecord) -> Check:
+def _route(provider: WorkerProvider, outputs: StackOutputs, heard: list[str]) -> str:
+    """How a GCE worker was reached, for the login's detail: directly, or through an IAP tunnel."""
+    if not outputs.provider.is_gce:
+        return ""
+    if provider.options.via_iap:
+        return " through an IAP tunnel (--iap)"
+    return " through an IAP tunnel (not directly)" if any("IAP tunnel" in m for m in heard) else " directly"
+
+
+def _login(provider: WorkerProvider, record: WorkerRecord, route: str = "") -> Check:
     remote = provider.ssh_entry() is not None
     name = f"{record.name}: {'login' if remote else 'worker'}"
     try:
@@ -323,7 +337,7 @@ def _login(provider: WorkerProvider, record: WorkerRecord) -> Check:
         return Check(name, False, e.message, e.hint)
     if not result.ok:
         return Check(name, False, f"`true` failed there: {result.error_line()}")
-    return Check(name, True, f"logged in as {record.user or 'the login user'}" if remote else
+    return Check(name, True, f"logged in as {record.user or 'the login user'}{route}" if remote else
                  f"{provider.kind.value} worker answers")
 
 

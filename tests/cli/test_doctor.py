@@ -332,3 +332,23 @@ def test_a_closed_port_on_an_ssh_stack_and_no_google_or_pulumi_loaded(tmp_path: 
     assert lines[1].startswith("✗ box: tcp: 127.0.0.1:1 does not answer: Connection refused")
     assert lines[2] == "    start sshd on 127.0.0.1, or check the port (1) and the firewalls between"
     assert lines[-1] == "exit 1 heavy []"
+
+
+def test_a_deployed_worker_that_answers_is_all_green_and_says_how_it_was_reached(
+        cli: RunCli, sshd_worker: SshdWorker, compute_fake: ComputeFake, oslogin_fake: OsLoginFake, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real sshd stands in for the VM, reached on its "internal address" directly.
+    monkeypatch.setenv("OFFLOAD_SSH_KEY", str(sshd_worker.key_path))
+    oslogin_fake.add("dev@example.com", sshd_worker.user, has_account=True)
+    compute_fake.add("offload-dev-0", status="RUNNING",
+                     host_keys={"ssh-ed25519": sshd_worker.host_key.split()[1]})
+    outputs = write_outputs(tmp_path / "gce.json", "gce-linux", [sshd_record(
+        sshd_worker, name="offload-dev-0", instance="offload-dev-0", project="p", zone="us-west1-a", host_keys=[])])
+    r = cli("doctor", "--outputs", str(outputs))
+    assert (r.exit_code, r.stderr) == (0, ""), r.stdout
+    lines = _lines(r.stdout)
+    assert [line.split(":")[1].strip() for line in lines[:-1]] == [
+        "permissions", "instance", "os login", "host keys", "login", "workspace", "disk", "git", "tmux"]
+    assert "✓ offload-dev-0: host keys: 1 published in guest attributes" in lines
+    assert f"✓ offload-dev-0: login: logged in as {sshd_worker.user} directly" in lines
+    assert lines[-1] == "nothing blocks"
