@@ -4,6 +4,7 @@ failure."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,12 +84,15 @@ def _deployed_stack_checks(name: str, config: StackConfig, reach: "Reach") -> li
 
     checks: list[Check] = []
     if config.provider in CLOUD_PROVIDERS:
-        found, gcloud = gcloud_checks()
-        checks += found
-    pulumi = pulumi_check()
-    checks.append(pulumi)
-    if config.provider in CLOUD_PROVIDERS:
-        checks += project_checks(project_plan(config), gcloud.account)
+        # gcloud takes a second or more to start: it answers while the APIs are asked, and its account is waited
+        # for only to write a grant's command.
+        with ThreadPoolExecutor(1) as pool:
+            asked = pool.submit(gcloud_checks)
+            pulumi = pulumi_check()
+            project = project_checks(project_plan(config), lambda: asked.result()[1].account)
+            checks += [*asked.result()[0], pulumi, *project]
+    else:
+        checks.append(pulumi_check())
     if not passed(checks):
         return checks  # the outputs of a stack that cannot be deployed yet tell nothing more
     from offload.stack import stack_outputs

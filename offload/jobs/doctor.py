@@ -125,9 +125,10 @@ class ProjectPlan:
     quotas: tuple[QuotaNeed, ...]
 
 
-def project_checks(plan: ProjectPlan, account: str | None) -> list[Check]:
+def project_checks(plan: ProjectPlan, account: Callable[[], str | None]) -> list[Check]:
     """Credentials and their quota project, step 0's services, the project, the stack's APIs, the deployer's
-    permissions (for ACCOUNT, who gets the grants' commands) and the quotas."""
+    permissions and the quotas. ACCOUNT gives gcloud's account, asked for only when a grant's command needs whom
+    to grant (the credentials' own account comes first)."""
     from offload.providers.google_api import application_default_credentials
     from offload.providers.project_api import ProjectApi
 
@@ -137,7 +138,9 @@ def project_checks(plan: ProjectPlan, account: str | None) -> list[Check]:
         creds = application_default_credentials()
     except CloudApiError as e:
         return [Check("credentials", False, e.message, "gcloud auth application-default login")]
-    who = creds.account or account
+    def who() -> str | None:
+        return creds.account or account()
+
     if creds.kind == "user" and not creds.quota_project:
         checks.append(Check("credentials", False, "Application Default Credentials (user) have no quota project",
                             f"gcloud auth application-default set-quota-project {p}"))
@@ -169,7 +172,7 @@ def project_checks(plan: ProjectPlan, account: str | None) -> list[Check]:
                             step0))
         return checks
     except CloudNotFound:
-        checks.append(Check("project", False, f"{p} does not exist, or {who or 'you'} may not see it",
+        checks.append(Check("project", False, f"{p} does not exist, or {who() or 'you'} may not see it",
                             "check gcp:project in the stack, or ask for access to the project"))
         return checks
     except CloudApiError as e:
@@ -184,18 +187,19 @@ def project_checks(plan: ProjectPlan, account: str | None) -> list[Check]:
     except CloudApiError as e:
         checks.append(Check("apis", False, e.message, e.hint))
 
+    quotas = _quotas(api, plan)  # first: the Compute client loads while gcloud answers
     checks.append(_permissions(api, plan, who))
-    checks += _quotas(api, plan)
-    return checks
+    return checks + quotas
 
 
-def _permissions(api: Any, plan: ProjectPlan, who: str | None) -> Check:
+def _permissions(api: Any, plan: ProjectPlan, account: Callable[[], str | None]) -> Check:
     wanted = sorted({p for r in plan.roles for p in r.permissions})
     try:
         held = api.held_permissions(wanted)
     except CloudApiError as e:
         return Check("deploy permissions", False, e.message, e.hint)
     missing = [r for r in plan.roles if not set(r.permissions) <= held]
+    who = account()
     if not missing:
         return Check("deploy permissions", True, f"{who or 'you'} may deploy: {len(plan.roles)} roles' permissions "
                                                  "held")
