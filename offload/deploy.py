@@ -79,10 +79,11 @@ INSTANCE_PERMISSIONS = ("compute.instances.get", "compute.instances.start", "com
                         "compute.instances.resume", "compute.instances.getGuestAttributes")
 # Granted on the project because they exist nowhere else; neither reads nor changes any resource's content.
 PROJECT_PERMISSIONS = ("compute.instances.list", "compute.zoneOperations.get")
-# The predefined roles the stack grants on each instance: the IAP tunnel, and OS Login as admin.
-TUNNEL_PERMISSION = "iap.tunnelInstances.accessViaIAP"
+# The predefined roles the stack grants on each instance: OS Login as admin (on the Compute instance), and the IAP
+# tunnel (on IAP's own resource for the instance, where it is tested too).
 OS_ADMIN_LOGIN_PERMISSION = "compute.instances.osAdminLogin"
-DEVELOPER_INSTANCE_PERMISSIONS = (*INSTANCE_PERMISSIONS, TUNNEL_PERMISSION, OS_ADMIN_LOGIN_PERMISSION)
+DEVELOPER_INSTANCE_PERMISSIONS = (*INSTANCE_PERMISSIONS, OS_ADMIN_LOGIN_PERMISSION)
+TUNNEL_PERMISSION = "iap.tunnelInstances.accessViaIAP"
 
 
 class QuotaScope(str, Enum):

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from offload.deploy import (BOOTSTRAP_APIS, DEVELOPER_INSTANCE_PERMISSIONS, DeployRole, QuotaNeed, QuotaScope,
-                            enable_command, quota_fix)
+from offload.deploy import (BOOTSTRAP_APIS, DEVELOPER_INSTANCE_PERMISSIONS, TUNNEL_PERMISSION, DeployRole,
+                            QuotaNeed, QuotaScope, enable_command, quota_fix)
 from offload.errors import CloudApiError, CloudNotFound, CloudServiceDisabled, OffloadError, reason
 from offload.jobs.fleet import Reach
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord, fingerprint
@@ -449,12 +449,15 @@ def _gce_checks(outputs: StackOutputs, record: WorkerRecord, stack: str | None,
         yield Check(f"{name}: instance", False, e.message, e.hint)
         return
     redeploy = f"offload fleet up --stack {shlex.quote(stack)}" if stack else "offload fleet up"
+    from offload.providers.project_api import ProjectApi
+
     try:
         held = api.held_permissions(instance, DEVELOPER_INSTANCE_PERMISSIONS)
+        held |= ProjectApi(api.project).held_on_tunnel(api.zone, instance, [TUNNEL_PERMISSION])
     except CloudApiError as e:
         yield Check(f"{name}: permissions", False, e.message, e.hint)
         return
-    missing = [p for p in DEVELOPER_INSTANCE_PERMISSIONS if p not in held]
+    missing = [p for p in (*DEVELOPER_INSTANCE_PERMISSIONS, TUNNEL_PERMISSION) if p not in held]
     yield Check(f"{name}: permissions", not missing,
                 f"you lack {', '.join(missing)} on {instance}" if missing else
                 f"you hold the {len(held)} permissions offload uses on {instance}",

@@ -2,11 +2,11 @@
 Usage), whether the project exists and which permissions the caller holds in it (Resource Manager), and the
 Compute Engine quotas left in it and in its region.
 
-Service Usage and Resource Manager have no client library among offload's dependencies, so they are called as
+Service Usage, Resource Manager and IAP have no client library among offload's dependencies, so they are called as
 plain REST through google-auth's AuthorizedSession; quotas come from google-cloud-compute. Everything is imported
 inside the calls, and errors go through the one translator of offload's Google clients (google_api.py). With
-OFFLOAD_SERVICEUSAGE_ENDPOINT, OFFLOAD_RESOURCEMANAGER_ENDPOINT or OFFLOAD_COMPUTE_ENDPOINT set (test fakes) each
-talks to that endpoint without credentials.
+OFFLOAD_SERVICEUSAGE_ENDPOINT, OFFLOAD_RESOURCEMANAGER_ENDPOINT, OFFLOAD_IAP_ENDPOINT or OFFLOAD_COMPUTE_ENDPOINT
+set (test fakes) each talks to that endpoint without credentials.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from offload.providers.google_api import LOGIN_HINT, GoogleApi
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["ProjectApi", "Quota", "SERVICEUSAGE_ENDPOINT_ENV", "RESOURCEMANAGER_ENDPOINT_ENV"]
+__all__ = ["ProjectApi", "Quota", "SERVICEUSAGE_ENDPOINT_ENV", "RESOURCEMANAGER_ENDPOINT_ENV", "IAP_ENDPOINT_ENV"]
 
 SERVICEUSAGE_ENDPOINT_ENV = "OFFLOAD_SERVICEUSAGE_ENDPOINT"
 RESOURCEMANAGER_ENDPOINT_ENV = "OFFLOAD_RESOURCEMANAGER_ENDPOINT"
+IAP_ENDPOINT_ENV = "OFFLOAD_IAP_ENDPOINT"
 # services:batchGet takes at most this many names a request.
 _BATCH = 20
 
@@ -59,6 +60,10 @@ class ProjectApi:
                                   RESOURCEMANAGER_ENDPOINT_ENV, os.environ.get(RESOURCEMANAGER_ENDPOINT_ENV) or None,
                                   login_hint=LOGIN_HINT, not_found_hint=f"check gcp:project ({project})",
                                   denied_hint=denied, where=f"project {project}")
+        self._iap = GoogleApi("IAP API", "iap.googleapis.com", IAP_ENDPOINT_ENV,
+                              os.environ.get(IAP_ENDPOINT_ENV) or None, login_hint=LOGIN_HINT,
+                              not_found_hint="check the stack outputs, or run `offload fleet up`", denied_hint=denied,
+                              where=f"project {project}")
         self._compute = GoogleApi("Compute API", "compute.googleapis.com", COMPUTE_ENDPOINT_ENV,
                                   os.environ.get(COMPUTE_ENDPOINT_ENV) or None, login_hint=LOGIN_HINT,
                                   not_found_hint=f"check gcp:project ({project}) and gcp:zone", denied_hint=denied,
@@ -101,6 +106,18 @@ class ProjectApi:
                 found[name] = service.get("state") == "ENABLED"
         return {s: found.get(s, False) for s in services}
 
+    # -- IAP --------------------------------------------------------------------------------------------
+
+    def held_on_tunnel(self, zone: str, instance: str, permissions: Sequence[str]) -> set[str]:
+        """Which of PERMISSIONS the caller holds on INSTANCE's IAP tunnel resource, where the stack grants the
+        tunnel (the Compute instance does not answer for IAP's permissions)."""
+        resource = f"projects/{self.project}/iap_tunnel/zones/{zone}/instances/{instance}"
+        with self._iap.errors("test tunnel permissions on", instance):
+            response = self._iap_session.post(self._iap.url(f"/v1/{resource}:testIamPermissions"),
+                                              json={"permissions": list(permissions)}, timeout=self.timeout)
+            self._iap.raise_for_status(response)
+        return set(response.json().get("permissions") or ())
+
     # -- Compute Engine quotas --------------------------------------------------------------------------
 
     def region_quotas(self, region: str) -> dict[str, Quota]:
@@ -124,6 +141,10 @@ class ProjectApi:
     @cached_property
     def _manager_session(self) -> "requests.Session":
         return self._manager.session()
+
+    @cached_property
+    def _iap_session(self) -> "requests.Session":
+        return self._iap.session()
 
     @cached_property
     def _services_session(self) -> "requests.Session":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.deploy import BOOTSTRAP_APIS, DEPLOY_ROLES, DEVELOPER_INSTANCE_PERMISSIONS, GCE_APIS
+from offload.deploy import BOOTSTRAP_APIS, DEPLOY_ROLES, DEVELOPER_INSTANCE_PERMISSIONS, GCE_APIS, TUNNEL_PERMISSION
 from offload.errors import AUTH_HINT
 from tests.cli.conftest import RunCli
 from tests.fakes.compute_api import ComputeFake
@@ -207,14 +207,17 @@ def _gce_outputs(tmp_path: Path) -> Path:
 
 
 def test_a_deployed_worker_without_its_grants_or_host_keys(cli: RunCli, compute_fake: ComputeFake,
-                                                             oslogin_fake: OsLoginFake, tmp_path: Path) -> None:
+                                                             oslogin_fake: OsLoginFake,
+                                                             project_api_fake: ProjectApiFake, tmp_path: Path) -> None:
     oslogin_fake.add("dev@example.com", "ext_dev_example_com", has_account=True)
+    # The tunnel is granted on IAP's resource for the instance, not on the instance: it is tested there.
+    project = project_api_fake.add("p", tunnel={})
     instance = compute_fake.add("offload-dev-0", status="TERMINATED",
                                 permissions=set(DEVELOPER_INSTANCE_PERMISSIONS) - {"compute.instances.start"})
     r = cli("doctor", "--outputs", str(_gce_outputs(tmp_path)))
     assert (r.exit_code, r.stderr) == (1, "")
     assert _lines(r.stdout) == [
-        "✗ offload-dev-0: permissions: you lack compute.instances.start on offload-dev-0",
+        f"✗ offload-dev-0: permissions: you lack compute.instances.start, {TUNNEL_PERMISSION} on offload-dev-0",
         "    `offload fleet up` grants them to dev@example.com; run `gcloud auth application-default login` as "
         "dev@example.com",
         "✓ offload-dev-0: instance: offload-dev-0 is stopped; `offload run` wakes it",
@@ -222,10 +225,11 @@ def test_a_deployed_worker_without_its_grants_or_host_keys(cli: RunCli, compute_
         "1 of 3 checks failed"]
 
     instance.permissions = None  # every permission held
+    project.tunnel["offload-dev-0"] = {TUNNEL_PERMISSION}
     r = cli("doctor", "--outputs", str(_gce_outputs(tmp_path)))
     # Stopped: doctor reports it and wakes nothing.
     assert (r.exit_code, _lines(r.stdout)) == (0, [
-        f"✓ offload-dev-0: permissions: you hold the {len(DEVELOPER_INSTANCE_PERMISSIONS)} permissions offload "
+        f"✓ offload-dev-0: permissions: you hold the {len(DEVELOPER_INSTANCE_PERMISSIONS) + 1} permissions offload "
         "uses on offload-dev-0",
         "✓ offload-dev-0: instance: offload-dev-0 is stopped; `offload run` wakes it",
         "✓ offload-dev-0: os login: dev@example.com logs in as ext_dev_example_com",
@@ -335,10 +339,11 @@ def test_a_closed_port_on_an_ssh_stack_and_no_google_or_pulumi_loaded(tmp_path: 
 
 
 def test_a_deployed_worker_that_answers_is_all_green_and_says_how_it_was_reached(
-        cli: RunCli, sshd_worker: SshdWorker, compute_fake: ComputeFake, oslogin_fake: OsLoginFake, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        cli: RunCli, sshd_worker: SshdWorker, compute_fake: ComputeFake, oslogin_fake: OsLoginFake,
+        project_api_fake: ProjectApiFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A real sshd stands in for the VM, reached on its "internal address" directly.
     monkeypatch.setenv("OFFLOAD_SSH_KEY", str(sshd_worker.key_path))
+    project_api_fake.add("p", tunnel={"offload-dev-0": {TUNNEL_PERMISSION}})
     oslogin_fake.add("dev@example.com", sshd_worker.user, has_account=True)
     compute_fake.add("offload-dev-0", status="RUNNING",
                      host_keys={"ssh-ed25519": sshd_worker.host_key.split()[1]})

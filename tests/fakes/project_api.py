@@ -1,9 +1,10 @@
-"""A local HTTP fake of the project-level Google APIs `offload doctor` calls: Service Usage and Cloud Resource
-Manager, spoken to as plain REST through google-auth's session, as offload does.
+"""A local HTTP fake of the project-level Google APIs `offload doctor` calls: Service Usage, Cloud Resource Manager
+and IAP, spoken to as plain REST through google-auth's session, as offload does.
 
     GET  /v1/projects/P/services:batchGet?names=projects/P/services/S&names=...   {"services": [{name, state}]}
     GET  /v3/projects/P                                                          the project (state ACTIVE)
     POST /v3/projects/P:testIamPermissions   body {"permissions": [...]}         {"permissions": [held]}
+    POST /v1/projects/P/iap_tunnel/zones/Z/instances/I:testIamPermissions        the same, on IAP's tunnel resource
 
 A project starts as a fresh one does: Service Usage on, Resource Manager off (its calls answer 403
 SERVICE_DISABLED, with the ErrorInfo Google sends), no other service on and no permission held. Tests change its
@@ -36,6 +37,8 @@ class FakeProject:
     enabled: set[str] = field(default_factory=lambda: {SERVICEUSAGE})
     # The permissions the caller holds on the project.
     permissions: set[str] = field(default_factory=set)
+    # Instance name -> the permissions the caller holds on its IAP tunnel resource.
+    tunnel: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,14 @@ class ProjectApiFake(JsonApiFake):
             if refused or project is None:
                 return refused or _error(500, "unreachable", "INTERNAL")
             return self._batch_get(project, query.get("names", []))
+        if method == "POST" and "/iap_tunnel/zones/" in path and path.endswith(":testIamPermissions"):
+            project_id, _, rest = path.removeprefix("/v1/projects/").partition("/iap_tunnel/zones/")
+            instance = rest.removesuffix(":testIamPermissions").rsplit("/", 1)[-1]
+            project = self._project(project_id)
+            if project is None:
+                return _error(403, "The caller does not have permission", "PERMISSION_DENIED")
+            held = set(body.get("permissions", [])) & project.tunnel.get(instance, set())
+            return 200, {"permissions": sorted(held)} if held else {}
         if path.startswith("/v3/projects/"):
             rest = path.removeprefix("/v3/projects/")
             if method == "POST" and rest.endswith(":testIamPermissions"):
@@ -139,8 +150,9 @@ def _error(status: int, message: str, state: str) -> tuple[int, dict[str, Any]]:
 
 @pytest.fixture
 def project_api_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[ProjectApiFake]:
-    """A running fake with OFFLOAD_SERVICEUSAGE_ENDPOINT and OFFLOAD_RESOURCEMANAGER_ENDPOINT pointing at it."""
+    """A running fake with OFFLOAD_SERVICEUSAGE_ENDPOINT, OFFLOAD_RESOURCEMANAGER_ENDPOINT and OFFLOAD_IAP_ENDPOINT
+    pointing at it."""
     with ProjectApiFake() as fake:
-        monkeypatch.setenv("OFFLOAD_SERVICEUSAGE_ENDPOINT", fake.endpoint)
-        monkeypatch.setenv("OFFLOAD_RESOURCEMANAGER_ENDPOINT", fake.endpoint)
+        for api in ("SERVICEUSAGE", "RESOURCEMANAGER", "IAP"):
+            monkeypatch.setenv(f"OFFLOAD_{api}_ENDPOINT", fake.endpoint)
         yield fake
