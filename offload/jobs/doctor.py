@@ -68,24 +68,34 @@ class Gcloud:
 
 
 def gcloud_checks() -> tuple[list[Check], Gcloud]:
-    """gcloud is installed and has an account (the IAP tunnel and `gcloud auth` need it), and its IAP tunnel
-    command is there."""
+    """gcloud is installed, logged in (its account has credentials: the IAP tunnel needs them), and has its IAP
+    tunnel command."""
     path = shutil.which("gcloud")
     if path is None:
         return [Check("gcloud", False, "gcloud is not on PATH (the IAP tunnel and logins need it)", GCLOUD_INSTALL)], \
             Gcloud(None)
     try:
-        done = subprocess.run([path, "config", "list", "--format=json"], capture_output=True, text=True,
-                              timeout=GCLOUD_TIMEOUT, stdin=subprocess.DEVNULL)
-        config = json.loads(done.stdout) if done.returncode == 0 else {}
+        config = _gcloud_json(path, "config", "list")
+        logged_in = _gcloud_json(path, "auth", "list")
     except (OSError, subprocess.TimeoutExpired, ValueError) as e:
-        return [Check("gcloud", False, f"`gcloud config list` failed: {reason(e)}", GCLOUD_INSTALL)], Gcloud(path)
+        return [Check("gcloud", False, f"gcloud does not answer: {reason(e)}", GCLOUD_INSTALL)], Gcloud(path)
     account = (config.get("core") or {}).get("account") if isinstance(config, dict) else None
-    checks = [Check("gcloud", True, f"{path}, account {account}") if account else
-              Check("gcloud", False, f"{path} has no account (`gcloud config get-value account` is empty)",
-                    "gcloud auth login")]
-    checks.append(_iap_command(path))
-    return checks, Gcloud(path, account or None)
+    credentialed = {a.get("account") for a in logged_in if isinstance(a, dict)} if isinstance(logged_in, list) else set()
+    if not account:
+        check = Check("gcloud", False, f"{path} has no account", "gcloud auth login")
+    elif account not in credentialed:
+        check = Check("gcloud", False, f"{path}: account {account} has no credentials here", "gcloud auth login")
+    else:
+        check = Check("gcloud", True, f"{path}, logged in as {account}")
+    return [check, _iap_command(path)], Gcloud(path, account or None)
+
+
+def _gcloud_json(path: str, *args: str) -> Any:
+    done = subprocess.run([path, *args, "--format=json"], capture_output=True, text=True, timeout=GCLOUD_TIMEOUT,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+    return json.loads(done.stdout or "null")
 
 
 def _iap_command(path: str) -> Check:
@@ -149,6 +159,9 @@ def project_checks(plan: ProjectPlan, account: Callable[[], str | None]) -> list
         checks.append(Check("credentials", True, f"Application Default Credentials ({creds.kind}{quota})"))
     api = ProjectApi(p)
     step0 = enable_command(BOOTSTRAP_APIS, p)
+    if creds.quota_project and creds.quota_project != p:
+        # Calls are billed to, and refused by, the quota project: the two must be on there as well.
+        step0 += "\n" + enable_command(BOOTSTRAP_APIS, creds.quota_project)
 
     try:
         on = api.enabled(BOOTSTRAP_APIS)

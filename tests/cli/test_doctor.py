@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,12 @@ def gcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path, pr
     (gcloud / "configurations").mkdir(parents=True)
     (gcloud / "active_config").write_text("default")
     (gcloud / "configurations" / "config_default").write_text("[core]\naccount = dev@example.com\nproject = p\n")
+    # `gcloud auth login` keeps the account's credentials in this database of gcloud's config directory.
+    with sqlite3.connect(gcloud / "credentials.db") as db:
+        db.execute("CREATE TABLE credentials (account_id TEXT PRIMARY KEY, value BLOB)")
+        db.execute("INSERT INTO credentials VALUES (?, ?)", ("dev@example.com", json.dumps(
+            {"type": "authorized_user", "client_id": "id.apps.googleusercontent.com", "client_secret": "s",
+             "refresh_token": "r"})))
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(gcloud))
     stacks = isolated_home / ".config" / "offload" / "stacks"
     stacks.mkdir(parents=True)
@@ -90,7 +97,7 @@ def test_a_fresh_project_shows_step_0_and_the_quota_project_with_their_fixes(
     r = cli("doctor", "--stack", "dev")
     assert (r.exit_code, r.stderr) == (1, "")
     lines = _lines(r.stdout)
-    assert lines[0] == "✓ gcloud: /usr/bin/gcloud, account dev@example.com"
+    assert lines[0] == "✓ gcloud: /usr/bin/gcloud, logged in as dev@example.com"
     assert lines[1] == "✓ iap tunnel: gcloud compute start-iap-tunnel is installed"
     assert lines[2].startswith("✓ pulumi: ")
     assert lines[3:] == [
@@ -102,6 +109,17 @@ def test_a_fresh_project_shows_step_0_and_the_quota_project_with_their_fixes(
         f"    {STEP_0}",
         "3 of 6 checks failed",
     ]
+
+
+def test_step_0_names_the_quota_project_too_when_it_is_another(
+        cli: RunCli, gcp: tuple[ProjectApiFake, ComputeFake], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    projects, _ = gcp
+    projects.add("p")
+    _adc(tmp_path, monkeypatch, quota_project="billing-q")
+    checks = _by_name(cli("doctor", "--stack", "dev", "--json").stdout)
+    assert checks["credentials"]["detail"] == "Application Default Credentials (user, quota project billing-q)"
+    assert checks["step 0"]["fix"] == f"{STEP_0}\n{STEP_0.replace('--project p', '--project billing-q')}"
 
 
 def test_after_step_0_the_missing_roles_and_a_short_quota_each_give_their_fix(
@@ -177,6 +195,18 @@ def test_a_ready_project_is_all_green_in_text_and_json(
     assert [c["name"] for c in data["checks"]] == names
     for c in data["checks"]:
         assert list(c) == ["name", "ok", "detail", "fix"] and c["ok"] is True and c["fix"] is None
+
+
+def test_a_gcloud_account_without_credentials_is_not_logged_in(
+        cli: RunCli, gcp: tuple[ProjectApiFake, ComputeFake], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    projects, _ = gcp
+    projects.add("p")
+    (tmp_path / "gcloud" / "credentials.db").unlink()
+    _adc(tmp_path, monkeypatch, quota_project="p")
+    checks = _by_name(cli("doctor", "--stack", "dev", "--json").stdout)
+    assert checks["gcloud"] == {"name": "gcloud", "ok": False, "fix": "gcloud auth login",
+                                "detail": "/usr/bin/gcloud: account dev@example.com has no credentials here"}
 
 
 def test_without_gcloud_and_credentials_doctor_says_how_to_get_them(
