@@ -19,7 +19,7 @@ from tests.fakes.compute_api import ComputeFake
 from tests.fakes.oslogin_api import OsLoginFake, oslogin_fake  # noqa: F401  (a fixture)
 from tests.fakes.project_api import ProjectApiFake, project_api_fake  # noqa: F401  (a fixture)
 from tests.fakes.pulumi_cli import fake_pulumi_on_path
-from tests.workers import SshdWorker, generate_keypair, sshd_record, write_outputs
+from tests.workers import SshDockerWorker, SshdWorker, generate_keypair, run, sshd_record, write_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 STEP_0 = "gcloud services enable serviceusage.googleapis.com cloudresourcemanager.googleapis.com --project p"
@@ -278,7 +278,8 @@ def test_a_deployed_worker_without_its_grants_or_host_keys(cli: RunCli, compute_
 # -- ssh workers: real sshd ------------------------------------------------------------------------------------
 
 
-def _ssh_doctor(cli: RunCli, tmp_path: Path, worker: SshdWorker, **record: object) -> tuple[int, list[str]]:
+def _ssh_doctor(cli: RunCli, tmp_path: Path, worker: SshdWorker | SshDockerWorker,
+                **record: object) -> tuple[int, list[str]]:
     outputs = write_outputs(tmp_path / "ssh.json", "ssh", [sshd_record(worker, name="box", **record)])
     r = cli("doctor", "--outputs", str(outputs))
     assert r.stderr == ""
@@ -387,3 +388,23 @@ def test_a_deployed_worker_that_answers_is_all_green_and_says_how_it_was_reached
     assert "✓ offload-dev-0: host keys: 1 published in guest attributes" in lines
     assert f"✓ offload-dev-0: login: logged in as {sshd_worker.user} directly" in lines
     assert lines[-1] == "nothing blocks"
+
+
+def test_a_container_worker_shows_docker_and_the_tools_inside_and_a_stopped_container(
+        cli: RunCli, ssh_docker_worker: SshDockerWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ssh, container = ssh_docker_worker.ssh, ssh_docker_worker.container
+    monkeypatch.setenv("OFFLOAD_SSH_KEY", str(ssh.key_path))
+    code, lines = _ssh_doctor(cli, tmp_path, ssh_docker_worker)
+    assert code == 0, lines
+    docker = next(line for line in lines if line.startswith("✓ box: docker: "))
+    assert docker.startswith("✓ box: docker: Docker version ") and docker.endswith(
+        f"; container {container.name} is running")
+    assert [line.split(":")[1].strip() for line in lines[-3:-1]] == ["git", "tmux"]
+
+    run(["docker", "stop", container.name], timeout=60)
+    code, lines = _ssh_doctor(cli, tmp_path, ssh_docker_worker)
+    assert code == 1
+    (failed,) = _failed(lines)
+    assert failed.endswith(f"; container {container.name} is not running")
+    assert lines[lines.index(failed) + 1] == "    `offload run` starts it (or recreates it from the stack's image)"
+    assert lines[-1] == "1 of 7 checks failed"  # no git or tmux looked for in a container that is not there
