@@ -80,17 +80,22 @@ def _checks(stack: str | None, outputs: Path | None, reach: "Reach") -> list["Ch
 
 
 def _deployed_stack_checks(name: str, config: StackConfig, reach: "Reach") -> list["Check"]:
-    from offload.jobs.doctor import Check, gcloud_checks, passed, project_checks, pulumi_check, worker_checks
+    from offload.jobs.doctor import (Check, gcloud_checks, gcp_libraries_check, passed, project_checks, pulumi_check,
+                                     worker_checks)
 
     checks: list[Check] = []
-    if config.provider in CLOUD_PROVIDERS:
+    libraries = gcp_libraries_check() if config.provider in CLOUD_PROVIDERS else None
+    if libraries is not None and not libraries.ok:
+        found, _ = gcloud_checks()
+        return [*found, pulumi_check(), libraries]  # the rest needs the Google clients
+    if libraries is not None:
         # gcloud takes a second or more to start: it answers while the APIs are asked, and its account is waited
         # for only to write a grant's command.
         with ThreadPoolExecutor(1) as pool:
             asked = pool.submit(gcloud_checks)
             pulumi = pulumi_check()
             project = project_checks(project_plan(config), lambda: asked.result()[1].account)
-            checks += [*asked.result()[0], pulumi, *project]
+            checks += [*asked.result()[0], pulumi, libraries, *project]
     else:
         checks.append(pulumi_check())
     if not passed(checks):

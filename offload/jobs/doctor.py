@@ -11,6 +11,7 @@ loads them.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
@@ -112,6 +113,27 @@ def _iap_command(path: str) -> Check:
         return Check("iap tunnel", True, "gcloud compute start-iap-tunnel is installed")
     return Check("iap tunnel", False, "this gcloud has no `compute start-iap-tunnel` command",
                  "gcloud components install beta (or reinstall the Google Cloud CLI with its compute commands)")
+
+
+# What the GCP checks and `fleet up` load: the Google clients, and the Pulumi SDK with its Google provider.
+GOOGLE_MODULES = ("google.auth", "google.cloud.compute_v1", "google.cloud.oslogin_v1")
+PULUMI_MODULES = ("pulumi", "pulumi_gcp")
+GCP_EXTRA = "pip install 'offload[gcp]'"
+
+
+def gcp_libraries_check() -> Check:
+    """The libraries a GCP stack needs are installed (found, not loaded: loading them takes seconds)."""
+    missing = [m for m in (*GOOGLE_MODULES, *PULUMI_MODULES) if not _installed(m)]
+    if missing:
+        return Check("gcp libraries", False, f"not installed: {', '.join(missing)}", GCP_EXTRA)
+    return Check("gcp libraries", True, "the Google clients, pulumi and pulumi_gcp are installed")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that is missing, or one without a spec
+        return False
 
 
 def pulumi_check() -> Check:

@@ -100,14 +100,15 @@ def test_a_fresh_project_shows_step_0_and_the_quota_project_with_their_fixes(
     assert lines[0] == "✓ gcloud: /usr/bin/gcloud, logged in as dev@example.com"
     assert lines[1] == "✓ iap tunnel: gcloud compute start-iap-tunnel is installed"
     assert lines[2].startswith("✓ pulumi: ")
-    assert lines[3:] == [
+    assert lines[3] == "✓ gcp libraries: the Google clients, pulumi and pulumi_gcp are installed"
+    assert lines[4:] == [
         "✗ credentials: Application Default Credentials (user) have no quota project",
         "    gcloud auth application-default set-quota-project p",
         "✗ step 0: off in p: cloudresourcemanager.googleapis.com (`pulumi up` needs them on first)",
         f"    {STEP_0}",
         "✗ project: cannot read p: cloudresourcemanager.googleapis.com is off",
         f"    {STEP_0}",
-        "3 of 6 checks failed",
+        "3 of 7 checks failed",
     ]
 
 
@@ -184,7 +185,7 @@ def test_a_ready_project_is_all_green_in_text_and_json(
     assert "✓ deploy permissions: dev@example.com may deploy: 7 roles' permissions held" in lines
     assert lines[-2].startswith("✓ workers: not deployed yet (") and "offload fleet up --stack dev" in lines[-2]
     names = [line[2:].split(":")[0] for line in lines[:-1]]
-    assert names == ["gcloud", "iap tunnel", "pulumi", "credentials", "step 0", "project", "apis",
+    assert names == ["gcloud", "iap tunnel", "pulumi", "gcp libraries", "credentials", "step 0", "project", "apis",
                      "deploy permissions", "quota CPUS", "quota CPUS_ALL_REGIONS", "quota SSD_TOTAL_GB",
                      "quota NETWORKS", "quota IN_USE_ADDRESSES", "quota FIREWALLS", "workers"]
 
@@ -207,6 +208,18 @@ def test_a_gcloud_account_without_credentials_is_not_logged_in(
     checks = _by_name(cli("doctor", "--stack", "dev", "--json").stdout)
     assert checks["gcloud"] == {"name": "gcloud", "ok": False, "fix": "gcloud auth login",
                                 "detail": "/usr/bin/gcloud: account dev@example.com has no credentials here"}
+
+
+def test_without_the_gcp_extra_doctor_names_it_and_asks_no_api(
+        cli: RunCli, gcp: tuple[ProjectApiFake, ComputeFake], monkeypatch: pytest.MonkeyPatch) -> None:
+    projects, _ = gcp
+    projects.add("p")
+    monkeypatch.setitem(sys.modules, "pulumi_gcp", None)  # as if `pip install offload` left it out
+    r = cli("doctor", "--stack", "dev")
+    assert r.exit_code == 1
+    assert _lines(r.stdout)[-3:] == ["✗ gcp libraries: not installed: pulumi_gcp", "    pip install 'offload[gcp]'",
+                                     "1 of 4 checks failed"]
+    assert not projects.calls()
 
 
 def test_without_gcloud_and_credentials_doctor_says_how_to_get_them(
