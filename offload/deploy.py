@@ -123,10 +123,23 @@ def machine_vcpus(machine_type: str) -> int | None:
     return int(m["vcpus"]) if m else None
 
 
-def quota_needs(*, workers: int, vcpus: int, disk_gb: int, own_network: bool) -> tuple[QuotaNeed, ...]:
-    """The quotas a GCE stack of WORKERS workers uses: VCPUS and DISK_GB (boot plus data, pd-balanced, which
-    counts as SSD) each, and, when it makes its own network, one VPC, one NAT address and one firewall rule."""
-    needs = [QuotaNeed("CPUS", QuotaScope.REGION, workers * vcpus),
+# Machine families whose vCPUs count against the regional `CPUS` quota; every other family has its own
+# (`N2_CPUS`, `C3_CPUS`, ...).
+_GENERIC_CPU_FAMILIES = ("e2", "n1", "f1", "g1")
+
+
+def cpu_metric(machine_type: str) -> str:
+    """The regional quota metric MACHINE_TYPE's vCPUs count against."""
+    family = machine_type.split("-", 1)[0]
+    return "CPUS" if family in _GENERIC_CPU_FAMILIES else f"{family.upper()}_CPUS"
+
+
+def quota_needs(*, workers: int, vcpus: int, disk_gb: int, own_network: bool,
+                cpu: str = "CPUS") -> tuple[QuotaNeed, ...]:
+    """The quotas a GCE stack of WORKERS workers uses: VCPUS (against the regional quota CPU, see cpu_metric, and
+    the project's CPUS_ALL_REGIONS) and DISK_GB (boot plus data, pd-balanced, which counts as SSD) each, and, when
+    it makes its own network, one VPC, one NAT address and one firewall rule."""
+    needs = [QuotaNeed(cpu, QuotaScope.REGION, workers * vcpus),
              QuotaNeed("CPUS_ALL_REGIONS", QuotaScope.PROJECT, workers * vcpus),
              QuotaNeed("SSD_TOTAL_GB", QuotaScope.REGION, workers * disk_gb)]
     if own_network:

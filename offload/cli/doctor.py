@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from offload.cli.common import IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt
-from offload.deploy import (COS_BOOT_DISK_GB, GCE_APIS, LINUX_BOOT_DISK_GB, WORKSTATION_APIS, deploy_roles,
-                            machine_vcpus, quota_needs)
+from offload.deploy import (COS_BOOT_DISK_GB, GCE_APIS, LINUX_BOOT_DISK_GB, WORKSTATION_APIS, cpu_metric,
+                            deploy_roles, machine_vcpus, quota_needs)
 from offload.errors import ConfigError, OffloadError, UsageError
 from offload.outputs import ProviderType, StackOutputs, local_outputs
 from offload.stackconfig import CLOUD_PROVIDERS, STATIC_PROVIDERS, StackConfig, static_outputs
@@ -123,7 +123,8 @@ def project_plan(config: StackConfig) -> "ProjectPlan":
     workstation = config.provider is ProviderType.WORKSTATION
     boot = {ProviderType.GCE_COS: COS_BOOT_DISK_GB, ProviderType.GCE_LINUX: LINUX_BOOT_DISK_GB}.get(config.provider, 0)
     quotas = quota_needs(workers=config.workers, vcpus=machine_vcpus(config.machine_type) or 0,
-                         disk_gb=boot + config.data_disk_gb, own_network=config.network is None)
+                         disk_gb=boot + config.data_disk_gb, own_network=config.network is None,
+                         cpu=cpu_metric(config.machine_type))
     return ProjectPlan(project=config.project or "", region=config.region,
                        apis=WORKSTATION_APIS if workstation else GCE_APIS, roles=deploy_roles(workstation),
                        quotas=quotas)

@@ -170,6 +170,7 @@ def project_checks(plan: ProjectPlan, account: Callable[[], str | None]) -> list
         creds = application_default_credentials()
     except CloudApiError as e:
         return [Check("credentials", False, e.message, "gcloud auth application-default login")]
+
     def who() -> str | None:
         return creds.account or account()
 
