@@ -76,8 +76,7 @@ def gcloud_checks() -> tuple[list[Check], Gcloud]:
         return [Check("gcloud", False, "gcloud is not on PATH (the IAP tunnel and logins need it)", GCLOUD_INSTALL)], \
             Gcloud(None)
     try:
-        config = _gcloud_json(path, "config", "list")
-        logged_in = _gcloud_json(path, "auth", "list")
+        config, logged_in = _gcloud_json(path, ("config", "list"), ("auth", "list"))
     except (OSError, subprocess.TimeoutExpired, ValueError) as e:
         return [Check("gcloud", False, f"gcloud does not answer: {reason(e)}", GCLOUD_INSTALL)], Gcloud(path)
     account = (config.get("core") or {}).get("account") if isinstance(config, dict) else None
@@ -91,12 +90,23 @@ def gcloud_checks() -> tuple[list[Check], Gcloud]:
     return [check, _iap_command(path)], Gcloud(path, account or None)
 
 
-def _gcloud_json(path: str, *args: str) -> Any:
-    done = subprocess.run([path, *args, "--format=json"], capture_output=True, text=True, timeout=GCLOUD_TIMEOUT,
-                          stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
-    return json.loads(done.stdout or "null")
+def _gcloud_json(path: str, *commands: tuple[str, ...]) -> list[Any]:
+    """The JSON each of COMMANDS prints, run at once: gcloud spends a second or more starting each time."""
+    procs = [subprocess.Popen([path, *args, "--format=json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True) for args in commands]
+    answers = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=GCLOUD_TIMEOUT)
+            if proc.returncode != 0:
+                raise ValueError(err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}")
+            answers.append(json.loads(out or "null"))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return answers
 
 
 def _iap_command(path: str) -> Check:
