@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What `offload doctor` costs, in one run: on a healthy sshd worker on loopback (wall time and sshd logins, with
 no connection agent), next to one `ssh host true` and one `offload status`; and a GCP stack's preflight against
-the local API fakes, next to the one `gcloud config list` it runs.
+the local API fakes, next to one `gcloud auth list`, the one gcloud command it runs.
 
 Run as root on a machine with openssh-server, git, tmux and gcloud: `python3 benchmarks/bench_doctor.py`.
 """
@@ -61,7 +61,7 @@ def main() -> None:
         print(f"offload doctor (8 checks):  {statistics.median(doctor_t) * 1000:7.1f} ms  "
               f"{statistics.median(doctor_t) / base:5.2f}x  logins {doctor_logins:g}")
         g = statistics.median(gcloud_t)
-        print(f"gcloud config list:         {g * 1000:7.1f} ms  1.00x")
+        print(f"gcloud auth list:           {g * 1000:7.1f} ms  1.00x")
         print(f"doctor, GCP preflight ({checks} checks, API fakes): {statistics.median(preflight_t) * 1000:7.1f} ms  "
               f"{statistics.median(preflight_t) / g:5.2f}x")
     finally:
@@ -93,7 +93,7 @@ def _preflight(bench: Bench, env: dict[str, str], offload: list[str]) -> tuple[l
                     OFFLOAD_SERVICEUSAGE_ENDPOINT=projects.endpoint, OFFLOAD_RESOURCEMANAGER_ENDPOINT=projects.endpoint,
                     OFFLOAD_COMPUTE_ENDPOINT=compute.endpoint)
         # Without a pulumi CLI that check fails (and doctor exits 1), but every API call is still made.
-        gcloud_t = [bench.timed(["gcloud", "config", "list", "--format=json"], env=genv) for _ in range(RUNS)]
+        gcloud_t = [bench.timed(["gcloud", "auth", "list", "--format=json"], env=genv) for _ in range(RUNS)]
         preflight_t = [_timed_any(offload + ["doctor", "--stack", "dev", "--json"], genv) for _ in range(RUNS)]
         out = subprocess.run(offload + ["doctor", "--stack", "dev", "--json"], env=genv, capture_output=True,
                              text=True)

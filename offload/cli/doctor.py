@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from offload.cli.common import IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt
+from offload.cli.init import detect
 from offload.deploy import (COS_BOOT_DISK_GB, GCE_APIS, LINUX_BOOT_DISK_GB, WORKSTATION_APIS, cpu_metric,
                             deploy_roles, machine_vcpus, quota_needs)
 from offload.errors import ConfigError, OffloadError, UsageError
@@ -85,14 +86,16 @@ def _deployed_stack_checks(name: str, config: StackConfig, reach: "Reach") -> li
 
     checks: list[Check] = []
     libraries = gcp_libraries_check() if config.provider in CLOUD_PROVIDERS else None
+    # gcloud's account as its configuration files say (read as `init` reads them, without starting gcloud).
+    account = detect(os.environ).account
     if libraries is not None and not libraries.ok:
-        found, _ = gcloud_checks()
+        found, _ = gcloud_checks(account)
         return [*found, pulumi_check(), libraries]  # the rest needs the Google clients
     if libraries is not None:
-        # gcloud takes a second or more to start: it answers while the APIs are asked, and its account is waited
+        # gcloud takes a second or more to start: it answers while the APIs are asked, and its answer is waited
         # for only to write a grant's command.
         with ThreadPoolExecutor(1) as pool:
-            asked = pool.submit(gcloud_checks)
+            asked = pool.submit(gcloud_checks, account)
             pulumi = pulumi_check()
             project = project_checks(project_plan(config), lambda: asked.result()[1].account)
             checks += [*asked.result()[0], pulumi, libraries, *project]

@@ -68,45 +68,30 @@ class Gcloud:
     account: str | None = None
 
 
-def gcloud_checks() -> tuple[list[Check], Gcloud]:
-    """gcloud is installed, logged in (its account has credentials: the IAP tunnel needs them), and has its IAP
-    tunnel command."""
+def gcloud_checks(account: str | None) -> tuple[list[Check], Gcloud]:
+    """gcloud is installed, logged in (ACCOUNT, its configured account, has credentials: the IAP tunnel needs
+    them), and has its IAP tunnel command."""
     path = shutil.which("gcloud")
     if path is None:
         return [Check("gcloud", False, "gcloud is not on PATH (the IAP tunnel and logins need it)", GCLOUD_INSTALL)], \
             Gcloud(None)
-    try:
-        config, logged_in = _gcloud_json(path, ("config", "list"), ("auth", "list"))
-    except (OSError, subprocess.TimeoutExpired, ValueError) as e:
-        return [Check("gcloud", False, f"gcloud does not answer: {reason(e)}", GCLOUD_INSTALL)], Gcloud(path)
-    account = (config.get("core") or {}).get("account") if isinstance(config, dict) else None
-    credentialed = {a.get("account") for a in logged_in if isinstance(a, dict)} if isinstance(logged_in, list) else set()
     if not account:
-        check = Check("gcloud", False, f"{path} has no account", "gcloud auth login")
-    elif account not in credentialed:
+        return [Check("gcloud", False, f"{path} has no account", "gcloud auth login"), _iap_command(path)], \
+            Gcloud(path)
+    try:
+        done = subprocess.run([path, "auth", "list", "--format=json"], capture_output=True, text=True,
+                              timeout=GCLOUD_TIMEOUT, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+        listed = json.loads(done.stdout or "[]")
+    except (OSError, subprocess.TimeoutExpired, ValueError) as e:
+        return [Check("gcloud", False, f"`gcloud auth list` failed: {reason(e)}", GCLOUD_INSTALL)], Gcloud(path)
+    credentialed = {a.get("account") for a in listed if isinstance(a, dict)} if isinstance(listed, list) else set()
+    if account not in credentialed:
         check = Check("gcloud", False, f"{path}: account {account} has no credentials here", "gcloud auth login")
     else:
         check = Check("gcloud", True, f"{path}, logged in as {account}")
-    return [check, _iap_command(path)], Gcloud(path, account or None)
-
-
-def _gcloud_json(path: str, *commands: tuple[str, ...]) -> list[Any]:
-    """The JSON each of COMMANDS prints, run at once: gcloud spends a second or more starting each time."""
-    procs = [subprocess.Popen([path, *args, "--format=json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, text=True) for args in commands]
-    answers = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=GCLOUD_TIMEOUT)
-            if proc.returncode != 0:
-                raise ValueError(err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}")
-            answers.append(json.loads(out or "null"))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return answers
+    return [check, _iap_command(path)], Gcloud(path, account)
 
 
 def _iap_command(path: str) -> Check:
