@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from offload.deploy import (BOOTSTRAP_APIS, DEVELOPER_INSTANCE_PERMISSIONS, TUNNEL_PERMISSION, DeployRole,
                             QuotaNeed, QuotaScope, enable_command, quota_fix)
 from offload.errors import CloudApiError, CloudNotFound, CloudServiceDisabled, OffloadError, reason
-from offload.jobs.fleet import Reach
+from offload.jobs.fleet import MAX_PARALLEL, Reach
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord, fingerprint
 from offload.providers import WorkerProvider, provider_for
 
@@ -274,14 +275,20 @@ def _quotas(api: Any, plan: ProjectPlan) -> list[Check]:
 
 
 def worker_checks(outputs: StackOutputs, reach: Reach, *, stack: str | None = None) -> list[Check]:
-    """Every worker of OUTPUTS, one after the other: their checks are named after them."""
-    checks: list[Check] = []
-    for record in outputs.workers:
+    """Every worker of OUTPUTS, at once (up to MAX_PARALLEL), each one's checks named after it and in the
+    outputs' order; one worker's failures never stop another's checks."""
+
+    def one(record: WorkerRecord) -> list[Check]:
         heard: list[str] = []
         options = dataclasses.replace(reach.options(), progress=heard.append)
         with provider_for(outputs, record, options) as provider:
-            checks += list(_worker(provider, outputs, record, stack, heard))
-    return checks
+            return list(_worker(provider, outputs, record, stack, heard))
+
+    records = list(outputs.workers)
+    if len(records) <= 1:
+        return [c for r in records for c in one(r)]
+    with ThreadPoolExecutor(max_workers=min(len(records), MAX_PARALLEL)) as pool:
+        return [c for found in pool.map(one, records) for c in found]
 
 
 def _worker(provider: WorkerProvider, outputs: StackOutputs, record: WorkerRecord, stack: str | None,

@@ -18,6 +18,7 @@ from tests.cli.conftest import RunCli
 from tests.fakes.compute_api import ComputeFake
 from tests.fakes.oslogin_api import OsLoginFake, oslogin_fake  # noqa: F401  (a fixture)
 from tests.fakes.project_api import ProjectApiFake, project_api_fake  # noqa: F401  (a fixture)
+from tests.conftest import StartSshd
 from tests.fakes.pulumi_cli import fake_pulumi_on_path
 from tests.workers import SshDockerWorker, SshdWorker, generate_keypair, run, sshd_record, write_outputs
 
@@ -358,6 +359,21 @@ def test_a_read_only_workspace_is_one_failure_with_its_fix(cli: RunCli, sshd_wor
     assert lines[lines.index(failed) + 1] == (
         f"    make {sshd_worker.workspace} writable by {sshd_worker.user} there (`chmod u+w {sshd_worker.workspace}` "
         "as its owner), or set `workspace` in the stack's offload:hosts to a directory it may write")
+
+
+def test_each_worker_is_checked_and_reported_in_order_whatever_the_others_do(
+        cli: RunCli, start_sshd: StartSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = start_sshd(), start_sshd()
+    monkeypatch.setenv("OFFLOAD_SSH_KEY", str(first.key_path))
+    second.stop()  # its port now refuses
+    outputs = write_outputs(tmp_path / "two.json", "ssh", [sshd_record(first, name="a"),
+                                                             sshd_record(second, name="b")])
+    r = cli("doctor", "--outputs", str(outputs))
+    assert (r.exit_code, r.stderr) == (1, "")
+    lines = _lines(r.stdout)
+    names = [line[2:].split(":")[0] for line in lines if line[:1] in "✓✗"]
+    assert names == ["a"] * 8 + ["b"] * 2
+    assert _failed(lines) == [f"✗ b: tcp: 127.0.0.1:{second.port} does not answer: Connection refused"]
 
 
 def test_a_closed_port_on_an_ssh_stack_and_no_google_or_pulumi_loaded(tmp_path: Path,
