@@ -19,7 +19,6 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from offload.deploy import (BOOTSTRAP_APIS, DEVELOPER_INSTANCE_PERMISSIONS, TUNNEL_PERMISSION, DeployRole,
                             QuotaNeed, QuotaScope, enable_command, quota_fix)
 from offload.errors import CloudApiError, CloudNotFound, CloudServiceDisabled, OffloadError, reason
-from offload.jobs.fleet import MAX_PARALLEL, Reach
+from offload.jobs.fleet import Fleet, Reach
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord, fingerprint
 from offload.providers import WorkerProvider, provider_for
 
@@ -275,20 +274,21 @@ def _quotas(api: Any, plan: ProjectPlan) -> list[Check]:
 
 
 def worker_checks(outputs: StackOutputs, reach: Reach, *, stack: str | None = None) -> list[Check]:
-    """Every worker of OUTPUTS, at once (up to MAX_PARALLEL), each one's checks named after it and in the
-    outputs' order; one worker's failures never stop another's checks."""
-
-    def one(record: WorkerRecord) -> list[Check]:
-        heard: list[str] = []
-        options = dataclasses.replace(reach.options(), progress=heard.append)
-        with provider_for(outputs, record, options) as provider:
-            return list(_worker(provider, outputs, record, stack, heard))
-
-    records = list(outputs.workers)
-    if len(records) <= 1:
-        return [c for r in records for c in one(r)]
-    with ThreadPoolExecutor(max_workers=min(len(records), MAX_PARALLEL)) as pool:
-        return [c for found in pool.map(one, records) for c in found]
+    """Every worker of OUTPUTS, at once (as every fan-out of offload, up to OFFLOAD_PARALLEL), each one's checks
+    named after it and in the outputs' order; one worker's failures never stop another's checks."""
+    heard: dict[str, list[str]] = {}
+    providers = []
+    for record in outputs.workers:
+        said = heard.setdefault(record.name, [])
+        providers.append(provider_for(outputs, record, dataclasses.replace(reach.options(), progress=said.append)))
+    with Fleet(outputs, providers=providers) as fleet:
+        outcomes = fleet.each(lambda p: list(_worker(p, outputs, p.record, stack, heard[p.name])))
+    checks: list[Check] = []
+    for outcome in outcomes:
+        if outcome.error is not None:  # a step no check expected to fail
+            checks.append(Check(f"{outcome.provider.name}: worker", False, outcome.error.message, outcome.error.hint))
+        checks += outcome.value or []
+    return checks
 
 
 def _worker(provider: WorkerProvider, outputs: StackOutputs, record: WorkerRecord, stack: str | None,
