@@ -15,10 +15,10 @@ import pytest
 from offload.deploy import BOOTSTRAP_APIS, DEPLOY_ROLES, DEVELOPER_INSTANCE_PERMISSIONS, GCE_APIS, TUNNEL_PERMISSION
 from offload.errors import AUTH_HINT
 from tests.cli.conftest import RunCli
+from tests.conftest import StartSshd
 from tests.fakes.compute_api import ComputeFake
 from tests.fakes.oslogin_api import OsLoginFake, oslogin_fake  # noqa: F401  (a fixture)
 from tests.fakes.project_api import ProjectApiFake, project_api_fake  # noqa: F401  (a fixture)
-from tests.conftest import StartSshd
 from tests.fakes.pulumi_cli import fake_pulumi_on_path
 from tests.workers import SshDockerWorker, SshdWorker, generate_keypair, run, sshd_record, write_outputs
 
@@ -326,10 +326,10 @@ def test_a_wrong_pinned_key_is_one_failure_with_how_to_repin(cli: RunCli, sshd_w
     code, lines = _ssh_doctor(cli, tmp_path, sshd_worker, host_keys=[other])
     assert code == 1
     (failed,) = _failed(lines)
-    assert failed.startswith("✗ box: host key: it presents ssh-ed25519 SHA256:") and ", not the pinned SHA256:" in failed
-    fix = lines[lines.index(failed) + 1]
-    assert fix == (f"    if the host's key changed on purpose (ask its admin), pin the new one: update host_keys in the "
-                   "stack outputs")
+    assert failed.startswith("✗ box: host key: it presents ssh-ed25519 SHA256:")
+    assert ", not the pinned SHA256:" in failed
+    assert lines[lines.index(failed) + 1] == ("    if the host's key changed on purpose (ask its admin), pin the new "
+                                              "one: update host_keys in the stack outputs")
     assert sshd_worker.accepted_count() == 0  # no login with a key that does not match
 
 

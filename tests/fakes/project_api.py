@@ -26,7 +26,8 @@ from tests.fakes.json_api import JsonApiFake
 SERVICEUSAGE = "serviceusage.googleapis.com"
 RESOURCEMANAGER = "cloudresourcemanager.googleapis.com"
 PROJECT_NUMBER = 123456789
-_NAMES = {"compute.googleapis.com": "Compute Engine API", SERVICEUSAGE: "Service Usage API", RESOURCEMANAGER: "Cloud Resource Manager API"}
+_NAMES = {"compute.googleapis.com": "Compute Engine API", SERVICEUSAGE: "Service Usage API",
+          RESOURCEMANAGER: "Cloud Resource Manager API"}
 
 
 @dataclass
