@@ -184,7 +184,8 @@ def test_a_ready_project_is_all_green_in_text_and_json(
     assert all(line.startswith("✓ ") for line in lines[:-1]) and lines[-1] == "nothing blocks"
     assert "✓ apis: the stack's 6 APIs are on" in lines
     assert "✓ deploy permissions: dev@example.com may deploy: 7 roles' permissions held" in lines
-    assert lines[-2].startswith("✓ workers: not deployed yet (") and "offload fleet up --stack dev" in lines[-2]
+    assert lines[-2] == ("✓ workers: not deployed yet (cannot read stack 'dev': error: no stack named 'dev' found); "
+                         "after `offload fleet up --stack dev` doctor checks them too")
     names = [line[2:].split(":")[0] for line in lines[:-1]]
     assert names == ["gcloud", "iap tunnel", "pulumi", "gcp libraries", "credentials", "step 0", "project", "apis",
                      "deploy permissions", "quota CPUS", "quota CPUS_ALL_REGIONS", "quota SSD_TOTAL_GB",
