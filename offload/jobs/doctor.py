@@ -378,7 +378,8 @@ def _login(provider: WorkerProvider, record: WorkerRecord, route: str = "") -> C
     except OffloadError as e:  # a refused login, a changed key, no answer: each says what to do
         return Check(name, False, e.message, e.hint)
     if not result.ok:
-        return Check(name, False, f"`true` failed there: {result.error_line()}")
+        return Check(name, False, f"`true` failed there: {result.error_line()}",
+                     f"check the login shell and startup files of {record.user or 'the login user'} there")
     return Check(name, True, f"logged in as {record.user or 'the login user'}{route}" if remote else
                  f"{provider.kind.value} worker answers")
 
@@ -401,7 +402,8 @@ def _workspace(provider: WorkerProvider, record: WorkerRecord, stack: str | None
         return
     lines = result.text().splitlines()
     if not result.ok or len(lines) < 3:
-        yield Check(f"{name}: workspace", False, f"cannot look at {ws}: {result.error_line()}")
+        yield Check(f"{name}: workspace", False, f"cannot look at {ws}: {result.error_line()}",
+                    "check that `sh` and `df` work there, and that the workspace is an absolute path")
         return
     found, writable, df = lines[0], lines[1] == "yes", lines[2].split()
     who = record.user or "the login user"
@@ -416,7 +418,8 @@ def _workspace(provider: WorkerProvider, record: WorkerRecord, stack: str | None
     try:
         free_gb = int(df[3]) / (1024 * 1024)
     except (IndexError, ValueError):
-        yield Check(f"{name}: disk", False, f"cannot read free space: {' '.join(df)}")
+        yield Check(f"{name}: disk", False, f"cannot read free space: {' '.join(df)}",
+                    f"check `df -Pk {shlex.quote(found)}` there")
         return
     ok = free_gb >= MIN_FREE_GB
     clean = f"offload clean --all --stack {shlex.quote(stack)}" if stack else "offload clean --all"
