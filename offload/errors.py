@@ -120,6 +120,17 @@ class MissingExtra(OffloadError):
         self.extra = extra
 
 
+class CloudServiceDisabled(CloudApiError):
+    """The call needs a Google API that is off in the project it is billed to (the API's SERVICE_DISABLED);
+    `service` names it (`compute.googleapis.com`) and `consumer` the project (`projects/123`), when the API said."""
+
+    def __init__(self, worker: str, message: str, *, service: str | None = None, consumer: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(worker, message, hint=hint)
+        self.service = service
+        self.consumer = consumer
+
+
 class PulumiUnavailable(OffloadError):
     """The Pulumi CLI, which the Automation API drives, is not installed."""
 

@@ -221,6 +221,8 @@ def command_error(e: Exception, what: str, *, hint: str = PULUMI_CLI_HINT,
         return PulumiUnavailable(f"{what}: the pulumi CLI is not installed", hint=hint)
     if not isinstance(e, auto.errors.CommandError):
         return e
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # Its text is " code: N", " stdout: ...", " stderr: ...": the streams' first lines carry those labels.
+    lines = [ln.strip().removeprefix("stdout:").removeprefix("stderr:").strip() for ln in str(e).splitlines()]
+    lines = [ln for ln in lines if ln]
     first = next((ln for ln in lines if ln.startswith("error")), lines[0] if lines else "pulumi failed")
     return kind(f"{what}: {first}")

@@ -16,9 +16,10 @@ PACKAGE = REPO / "offload"
 
 # What each part of the package may import from the rest of it (every import counts, including those inside
 # functions and under TYPE_CHECKING). The arrows run cli -> jobs -> providers -> runtime -> outputs, with the
-# worker package (layout, container spec, worker shell), the socket frames, the socket listener and the extras
-# check (what an optional part needs, and the line naming it) leaves anyone may use.
-LEAVES = {"offload.errors", "offload.extras", "offload.frames", "offload.listener", "offload.paths", "offload.pricing", "offload.worker"}
+# worker package (layout, container spec, worker shell), the socket frames, the socket listener, the table of what a
+# deploy needs and the extras check (what an optional part needs, and the line naming it) leaves anyone may use.
+LEAVES = {"offload.deploy", "offload.errors", "offload.extras", "offload.frames", "offload.listener", "offload.paths",
+          "offload.pricing", "offload.worker"}
 ALLOWED = {
     "offload.extras": {"offload.errors"},
     "offload.frames": set(),

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from offload.cli import agent, fleet, init, jobs, outputs, results, run, serve, ssh_config
+from offload.cli import agent, doctor, fleet, init, jobs, outputs, results, run, serve, ssh_config
 from offload.cli.common import Invocation
 from offload.errors import OffloadError
 
@@ -48,7 +48,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # Listed by `offload --help` in this order: the single commands, then the command groups.
-for module in (init, jobs, outputs, results, run, serve, ssh_config, agent, fleet):
+for module in (init, jobs, outputs, results, run, serve, ssh_config, doctor, agent, fleet):
     app.add_typer(module.app)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from offload.deploy import INSTANCE_PERMISSIONS, PROJECT_PERMISSIONS
 from offload.errors import ConfigError
 from offload.infra.project import depends_on_of
 
@@ -22,12 +23,9 @@ OS_ADMIN_LOGIN_ROLE = "roles/compute.osAdminLogin"
 # OS Login on an instance that runs as a service account requires actAs on that account.
 SERVICE_ACCOUNT_USER_ROLE = "roles/iam.serviceAccountUser"
 WORKSTATION_USER_ROLE = "roles/workstations.user"
-# What the runtime and gcloud do on one instance: look it up (IAP's tunnel does, first), wake and stop it, and
-# read the host keys and idle countdown it publishes in guest attributes.
-INSTANCE_PERMISSIONS = ("compute.instances.get", "compute.instances.start", "compute.instances.stop",
-                        "compute.instances.resume", "compute.instances.getGuestAttributes")
-# Granted on the project because they exist nowhere else; neither reads nor changes any resource's content.
-PROJECT_PERMISSIONS = ("compute.instances.list", "compute.zoneOperations.get")
+# The custom roles' permissions: the instance role's, and the project role's that exist nowhere else.
+__all__ = ["INSTANCE_PERMISSIONS", "PROJECT_PERMISSIONS", "DeveloperAccess", "DeveloperAccessArgs",
+           "WorkstationAccess", "WorkstationAccessArgs", "custom_role_id", "user_member"]
 
 
 def custom_role_id(name_prefix: str, suffix: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from offload.deploy import COS_BOOT_DISK_GB
 from offload.infra.cloudinit import COS_WORKSPACE, IMAGE_ATTRIBUTE, WORKER_CONTAINER, cos_user_data
 from offload.stackconfig import DEFAULT_WORKER_IMAGE, os_login_user
 from offload.infra.gce import GceWorkers, GceWorkersArgs
@@ -23,7 +24,7 @@ class GceCosWorkers(GceWorkers):
     TYPE = "offload:infra:GceCosWorkers"
     BOOT_IMAGE = "cos-cloud/cos-stable"
     # Images and the container's own layers live on the boot disk's stateful partition.
-    BOOT_DISK_GB = 30
+    BOOT_DISK_GB = COS_BOOT_DISK_GB
 
     args: GceCosArgs
 

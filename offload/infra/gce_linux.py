@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from offload.deploy import LINUX_BOOT_DISK_GB
 from offload.infra.cloudinit import LINUX_WORKSPACE, linux_metadata
 from offload.stackconfig import os_login_user
 from offload.infra.gce import GceWorkers, GceWorkersArgs
@@ -20,7 +21,7 @@ class GceLinuxWorkers(GceWorkers):
 
     TYPE = "offload:infra:GceLinuxWorkers"
     BOOT_IMAGE = "debian-cloud/debian-12"
-    BOOT_DISK_GB = 20
+    BOOT_DISK_GB = LINUX_BOOT_DISK_GB
 
     def boot_metadata(self) -> dict[str, str]:
         return linux_metadata(idle_stop_minutes=self.args.idle_stop_minutes,

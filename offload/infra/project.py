@@ -3,6 +3,10 @@
 A fresh project has none of them on, and the first resource that needs one would fail. They are left enabled
 when the stack is destroyed (`disable_on_destroy=False`): other stacks of the team, and anything else in the
 project, may use them too.
+
+Service Usage and Cloud Resource Manager are not among them: enabling any service goes through the first, and the
+provider reads the project through the second before it enables anything, so they must be on before `pulumi up`
+(step 0, `offload.deploy.BOOTSTRAP_APIS`, which `offload doctor` checks and prints the command for).
 """
 
 from __future__ import annotations
@@ -12,11 +16,9 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_gcp as gcp
 
-# compute: VMs, disks, network; iam: the workers' service account and custom roles; cloudresourcemanager: project
-# IAM bindings; iap: the SSH tunnel; oslogin: logins and the developer's key.
-GCE_APIS = ("compute.googleapis.com", "iam.googleapis.com", "cloudresourcemanager.googleapis.com",
-            "iap.googleapis.com", "oslogin.googleapis.com")
-WORKSTATION_APIS = (*GCE_APIS, "workstations.googleapis.com")
+from offload.deploy import BOOTSTRAP_APIS, GCE_APIS, WORKSTATION_APIS
+
+__all__ = ["BOOTSTRAP_APIS", "GCE_APIS", "WORKSTATION_APIS", "ProjectServices", "depends_on_of"]
 
 
 class ProjectServices(pulumi.ComponentResource):

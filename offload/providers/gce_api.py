@@ -12,7 +12,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -137,6 +137,17 @@ class ComputeApi:
         except CloudNotFound:
             return {}
         return {item.key: item.value for item in attrs.query_value.items if item.namespace == namespace}
+
+    def held_permissions(self, instance: str, permissions: Sequence[str]) -> set[str]:
+        """Which of PERMISSIONS the caller holds on INSTANCE (`instances.testIamPermissions`)."""
+        from google.cloud import compute_v1
+
+        request = compute_v1.TestIamPermissionsInstanceRequest(
+            project=self.project, zone=self.zone, resource=instance,
+            test_permissions_request_resource=compute_v1.TestPermissionsRequest(permissions=list(permissions)))
+        with self._google.errors("test permissions on", instance):
+            found = self._instances.test_iam_permissions(request=request, retry=self._retry, timeout=self.timeout)
+        return set(found.permissions)
 
     # -- state changes ----------------------------------------------------------------------------------
 

@@ -14,9 +14,12 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from offload.errors import CloudApiError, CloudNotFound
+from offload.errors import CloudApiError, CloudNotFound, CloudServiceDisabled
+
+if TYPE_CHECKING:
+    import requests
 
 LOGIN_HINT = "run `gcloud auth application-default login`"
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
@@ -53,6 +56,29 @@ class GoogleApi:
         credentials, _ = google.auth.default(scopes=_SCOPES)
         return {"credentials": credentials, "transport": "rest"}
 
+    def url(self, path: str) -> str:
+        """PATH ('/v1/...') on the endpoint setting, else on the API's public host."""
+        return f"{(self.endpoint or f'https://{self.host}').rstrip('/')}{path}"
+
+    def session(self) -> "requests.Session":
+        """An HTTP session for an API offload calls as plain REST (no client library of it is installed): without
+        credentials to the endpoint setting when it is set, else authorized by Application Default Credentials."""
+        import requests
+
+        if self.endpoint:
+            return requests.Session()
+        from google.auth.transport.requests import AuthorizedSession
+
+        return AuthorizedSession(self.client_args()["credentials"])
+
+    @staticmethod
+    def raise_for_status(response: "requests.Response") -> None:
+        """Raise the google-api-core exception for an HTTP error RESPONSE (inside `errors()`, to translate it)."""
+        if response.status_code >= 400:
+            from google.api_core import exceptions
+
+            raise exceptions.from_http_response(response)
+
     @contextlib.contextmanager
     def errors(self, action: str, subject: str) -> Iterator[None]:
         """Turn client and auth exceptions raised inside into a one-line CloudApiError about SUBJECT (the worker
@@ -72,7 +98,18 @@ class GoogleApi:
                                                    f"{_first(e)}"), hint=self.login_hint) from None
         except exceptions.NotFound:
             raise CloudNotFound(subject, f"{cannot}: not found{where}", hint=self.not_found_hint) from None
-        except (exceptions.Forbidden, exceptions.Unauthorized) as e:
+        except exceptions.Forbidden as e:
+            if e.reason == "SERVICE_DISABLED":
+                service = (e.metadata or {}).get("service")
+                consumer = (e.metadata or {}).get("consumer")
+                fix = (f"gcloud services enable {service} --project {consumer.removeprefix('projects/')}"
+                       if service and consumer else "enable the API it names")
+                raise CloudServiceDisabled(subject, one_line(f"{cannot}: {service or 'an API'} is off"
+                                                             f"{' in ' + consumer if consumer else ''}"),
+                                           service=service, consumer=consumer, hint=fix) from None
+            raise CloudApiError(subject, one_line(f"{cannot}: permission denied{where}: {_api_message(e)}"),
+                                hint=self.denied_hint) from None
+        except exceptions.Unauthorized as e:
             raise CloudApiError(subject, one_line(f"{cannot}: permission denied{where}: {_api_message(e)}"),
                                 hint=self.denied_hint) from None
         except exceptions.RetryError as e:
@@ -86,6 +123,37 @@ class GoogleApi:
                                                    f"{self.endpoint or self.host}: {type(e).__name__}"),
                                 hint=f"check your network{' or ' + self.endpoint_env if self.endpoint else ''}"
                                 ) from None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What Application Default Credentials are: whose (a user's, a service account's) and the quota project
+    their calls are billed to."""
+
+    kind: str                  # "user", "service account", or the credentials' class for other kinds
+    account: str | None        # a service account's email; a user's is not in the file
+    quota_project: str | None
+    project: str | None        # the project they come from, when they say
+
+
+def application_default_credentials() -> Credentials:
+    """The Application Default Credentials, read locally (nothing is refreshed); a CloudApiError when there are
+    none."""
+    import google.auth
+    import google.auth.exceptions as auth_errors
+
+    warnings.filterwarnings("ignore", message="Your application has authenticated using end user credentials",
+                            category=UserWarning)
+    try:
+        credentials, project = google.auth.default(scopes=_SCOPES)
+    except auth_errors.DefaultCredentialsError:
+        raise CloudApiError("credentials", "no Application Default Credentials found", hint=LOGIN_HINT) from None
+    account = getattr(credentials, "service_account_email", None)
+    module = type(credentials).__module__
+    kind = ("user" if module == "google.oauth2.credentials" else
+            "service account" if module == "google.oauth2.service_account" else type(credentials).__name__)
+    return Credentials(kind, account if isinstance(account, str) and "@" in account else None,
+                       getattr(credentials, "quota_project_id", None) or None, project or None)
 
 
 def _api_message(e: BaseException) -> str:

@@ -1,1 +1,2 @@
-"""Stand-ins for services the tests cannot reach: only the Compute REST API (Pulumi uses its own mocks)."""
+"""Stand-ins for services the tests cannot reach: Google's REST APIs (Compute, OS Login, Service Usage, Resource
+Manager), spoken to by the real clients. Pulumi uses its own mocks."""

@@ -7,14 +7,19 @@ It serves the few calls offload makes, with the JSON field names the client pars
     POST /compute/v1/projects/P/zones/Z/instances/I/start|stop|resume  an Operation
     GET  /compute/v1/projects/P/zones/Z/operations/OP                  the Operation, DONE after `operation_polls`
     GET  /compute/v1/projects/P/zones/Z/instances/I/getGuestAttributes?queryPath=hostkeys%2F
+    POST /compute/v1/projects/P/zones/Z/instances/I/testIamPermissions  {"permissions": [held]}
+    GET  /compute/v1/projects/P                                        the project, with its quotas
+    GET  /compute/v1/projects/P/regions/R                              the region, with its quotas
 
 A start or stop leaves the instance in a transitional status (STAGING, STOPPING) for `transition_gets` reads
-of the instance, so callers have to poll. Tests set state through `add()` and read `requests`.
+of the instance, so callers have to poll. Tests set state through `add()`, `quota()` and `disable()`, and read
+`requests`.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -24,10 +29,12 @@ from typing import Any
 import pytest
 
 from tests.fakes.json_api import JsonApiFake
+from tests.fakes.project_api import PROJECT_NUMBER, service_disabled
 
 BASE = "https://www.googleapis.com/compute/v1"
 _PATH = re.compile(r"^/compute/v1/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/"
                    r"(?P<kind>instances|operations)(?:/(?P<name>[^/]+)(?:/(?P<verb>[A-Za-z]+))?)?$")
+_SCOPE = re.compile(r"^/compute/v1/projects/(?P<project>[^/]+)(?:/regions/(?P<region>[^/]+))?$")
 _TERM = re.compile(r"""\(?\s*(?P<key>[A-Za-z][\w.-]*)\s*(?P<op>!=|=)\s*"?(?P<value>[^"\s()]*)"?\s*\)?""")
 
 
@@ -48,6 +55,8 @@ class FakeInstance:
     attributes: dict[str, dict[str, str]] = field(default_factory=dict)
     # When set, the next start operation ends with this error (code, message) and the instance stays put.
     start_error: tuple[str, str] | None = None
+    # The permissions the caller holds on the instance; None: every one asked about.
+    permissions: set[str] | None = None
     # A transition in progress: the status to reach, and how many more reads show the current one.
     pending: tuple[str, int] | None = None
     id: int = 0
@@ -98,6 +107,10 @@ class ComputeFake(JsonApiFake):
         self._operations: dict[str, dict[str, Any]] = {}
         self._failures: list[dict[str, Any]] = []
         self._ids = itertools.count(1000)
+        # (project, region or None for the project's own) -> metric -> (limit, usage)
+        self.quotas: dict[tuple[str, str | None], dict[str, tuple[float, float]]] = {}
+        # Projects whose Compute API is off: every call about them answers 403 SERVICE_DISABLED.
+        self.disabled: set[str] = set()
 
     # -- test-facing API ---------------------------------------------------------------------------------
 
@@ -106,6 +119,17 @@ class ComputeFake(JsonApiFake):
         with self._lock:
             self.instances[(project, zone, name)] = inst
         return inst
+
+    def quota(self, metric: str, limit: float, usage: float = 0, *, project: str = "p",
+              region: str | None = None) -> None:
+        """Set a quota of the project (or of REGION in it), as the project or region resource lists it."""
+        with self._lock:
+            self.quotas.setdefault((project, region), {})[metric] = (limit, usage)
+
+    def disable(self, project: str) -> None:
+        """Turn the Compute API off in PROJECT."""
+        with self._lock:
+            self.disabled.add(project)
 
     def fail(self, method: str, suffix: str, status: int, message: str, *, times: int | None = None) -> None:
         """Answer requests whose path ends with SUFFIX with an HTTP error, TIMES times (None: always)."""
@@ -129,7 +153,7 @@ class ComputeFake(JsonApiFake):
             time.sleep(self.delay)
         with self._lock:
             self._in_flight -= 1
-            return self._failure(method, path) or self._route(method, path, query)
+            return self._failure(method, path) or self._route(method, path, query, body)
 
     def _failure(self, method: str, path: str) -> tuple[int, dict[str, Any]] | None:
         for f in self._failures:
@@ -139,7 +163,13 @@ class ComputeFake(JsonApiFake):
                 return _error(f["status"], f["message"])
         return None
 
-    def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        project_of = path.removeprefix("/compute/v1/projects/").split("/", 1)[0]
+        if project_of in self.disabled:
+            return service_disabled("compute.googleapis.com", PROJECT_NUMBER)
+        scope = _SCOPE.match(path)
+        if scope and method == "GET":
+            return self._scope(scope["project"], scope["region"])
         m = _PATH.match(path)
         if not m:
             return _error(404, f"The requested URL {path} was not found on this server.")
@@ -160,9 +190,23 @@ class ComputeFake(JsonApiFake):
             return 200, inst.to_json()
         if method == "GET" and verb == "getGuestAttributes":
             return self._guest_attributes(inst, query.get("queryPath", ""))
+        if method == "POST" and verb == "testIamPermissions":
+            asked = json.loads(body or b"{}").get("permissions", [])
+            held = [p for p in asked if inst.permissions is None or p in inst.permissions]
+            return 200, {"permissions": held} if held else {}
         if method == "POST" and verb in ("start", "stop", "resume"):
             return self._transition(inst, verb)
         return _error(404, f"The requested URL {path} was not found on this server.")
+
+    def _scope(self, project: str, region: str | None) -> tuple[int, dict[str, Any]]:
+        """The project or one of its regions, with the quotas tests set."""
+        quotas = [{"metric": metric, "limit": limit, "usage": usage}
+                  for metric, (limit, usage) in sorted(self.quotas.get((project, region), {}).items())]
+        if region is None:
+            return 200, {"kind": "compute#project", "id": str(PROJECT_NUMBER), "name": project, "quotas": quotas,
+                         "selfLink": f"{BASE}/projects/{project}"}
+        return 200, {"kind": "compute#region", "id": "1000", "name": region, "status": "UP", "quotas": quotas,
+                     "selfLink": f"{BASE}/projects/{project}/regions/{region}"}
 
     def _advance(self, inst: FakeInstance) -> None:
         if inst.pending is None:

@@ -17,6 +17,8 @@ class JsonApiFake:
     """start() binds 127.0.0.1 on a free port; stop() shuts the server down and joins its thread."""
 
     name = "api-fake"  # its thread's name
+    # Whether `answer` gets every value of a repeated query parameter (a list), not only the last (a string).
+    multi_query = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -29,7 +31,7 @@ class JsonApiFake:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def answer(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+    def answer(self, method: str, path: str, query: dict[str, Any], body: bytes) -> tuple[int, dict[str, Any]]:
         """The HTTP status and JSON body for one request (PATH as it came, still percent-encoded)."""
         raise NotImplementedError
 
@@ -73,7 +75,8 @@ class JsonApiFake:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         url = urlsplit(handler.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        parsed = parse_qs(url.query, keep_blank_values=True)
+        query: dict[str, Any] = parsed if self.multi_query else {k: v[-1] for k, v in parsed.items()}
         status, answer = self.answer(method, url.path, query, body)
         data = json.dumps(answer).encode()
         handler.send_response(status)

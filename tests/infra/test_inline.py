@@ -15,6 +15,7 @@ from offload.infra.program import program
 from offload.outputs import SCHEMA_PATH, StackOutputs
 from offload.stack import PROJECT_FILE, StackDir, read_stack_file, stack_outputs
 from offload.stackconfig import read_stack_config, static_outputs
+from tests.fakes.pulumi_cli import fake_pulumi_on_path
 from tests.infra.conftest import STACK_FILES, stack_file
 from tests.infra.mocks import REPO, run_program, stack_config
 
@@ -88,35 +89,6 @@ def test_the_schema_rejects_what_the_contract_rejects() -> None:
             StackOutputs.from_dict(bad)
 
 
-# A stand-in for the pulumi CLI: it logs each call (its directory and arguments), answers `version`, and keeps the
-# stacks it was asked to create as files, so `stack select` of one it never created fails as the real CLI does.
-FAKE_PULUMI = """\
-#!/bin/sh
-printf '%s|%s\\n' "$PWD" "$*" >> "$FAKE_PULUMI_DIR/calls"
-[ "$1" = --non-interactive ] && shift
-case "$1 $2" in
-version*) echo "v$FAKE_PULUMI_VERSION" ;;
-"stack select") [ -e "$FAKE_PULUMI_DIR/stack-$4" ] || { echo "error: no stack named '$4' found" >&2; exit 255; } ;;
-"stack init") : > "$FAKE_PULUMI_DIR/stack-$3" ;;
-*) echo "error: the fake pulumi does not do $*" >&2; exit 1 ;;
-esac
-"""
-
-
-def _fake_pulumi_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Put FAKE_PULUMI first on PATH; returns the directory where it keeps its calls and stacks."""
-    from importlib.metadata import version
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "pulumi").write_text(FAKE_PULUMI)
-    (bin_dir / "pulumi").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    monkeypatch.setenv("FAKE_PULUMI_DIR", str(tmp_path))
-    monkeypatch.setenv("FAKE_PULUMI_VERSION", version("pulumi"))
-    return tmp_path
-
-
 def _calls(fake: Path) -> list[tuple[str, str]]:
     """The fake CLI's calls past `version`, as (directory, arguments)."""
     calls = [line.partition("|") for line in (fake / "calls").read_text().splitlines()]
@@ -127,7 +99,7 @@ def test_fleet_selects_or_creates_the_stack_in_offloads_config_directory_with_th
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path) -> None:
     from offload.stack import select_stack
 
-    fake = _fake_pulumi_on_path(tmp_path, monkeypatch)
+    fake = fake_pulumi_on_path(tmp_path, monkeypatch)
     config = isolated_home / ".config" / "offload"
     (config / "stacks").mkdir(parents=True)
     shutil.copy(stack_file("gce-cos"), config / "stacks" / "Pulumi.dev.yaml")
@@ -148,7 +120,7 @@ def test_fleet_up_needs_the_stack_file(tmp_path: Path, monkeypatch: pytest.Monke
     from offload.errors import ConfigError
     from offload.stack import select_stack
 
-    _fake_pulumi_on_path(tmp_path, monkeypatch)
+    fake_pulumi_on_path(tmp_path, monkeypatch)
     config = isolated_home / ".config" / "offload"
     config.mkdir(parents=True)
     shutil.copy(REPO / "Pulumi.yaml", config)

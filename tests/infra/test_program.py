@@ -256,14 +256,18 @@ def custom_roles(run: Run) -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize("provider,apis", [
-    ("gce-cos", {"compute", "iam", "cloudresourcemanager", "iap", "oslogin"}),
-    ("gce-linux", {"compute", "iam", "cloudresourcemanager", "iap", "oslogin"}),
-    ("workstation", {"compute", "iam", "cloudresourcemanager", "iap", "oslogin", "workstations"}),
+    ("gce-cos", {"compute", "iam", "iap", "oslogin", "logging", "monitoring"}),
+    ("gce-linux", {"compute", "iam", "iap", "oslogin", "logging", "monitoring"}),
+    ("workstation", {"compute", "iam", "iap", "oslogin", "logging", "monitoring", "workstations"}),
 ])
 def test_the_apis_are_enabled_and_everything_waits_for_them(provider: str, apis: set[str]) -> None:
     run = run_program(gce(provider))
     services = run.of_type(SERVICE)
     assert {s.inputs["service"] for s in services} == {f"{api}.googleapis.com" for api in apis}
+    # Enabling a service needs Service Usage, and the provider reads the project through Resource Manager before
+    # it enables anything: a resource of the stack that enabled either would fail in a fresh project (step 0).
+    assert not {s.inputs["service"] for s in services} & {"serviceusage.googleapis.com",
+                                                          "cloudresourcemanager.googleapis.com"}
     for service in services:
         # Other stacks in the project use them too: destroying this one leaves them on.
         assert service.inputs["disableOnDestroy"] is False and service.inputs["project"] == "p-offload"
