@@ -11,7 +11,6 @@ loads them.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shlex
@@ -25,6 +24,7 @@ from typing import Any
 
 from offload.deploy import (BOOTSTRAP_APIS, DEVELOPER_INSTANCE_PERMISSIONS, TUNNEL_PERMISSION, DeployRole,
                             QuotaNeed, QuotaScope, enable_command, quota_fix)
+import offload.extras as extras
 from offload.errors import CloudApiError, CloudNotFound, CloudServiceDisabled, OffloadError, reason
 from offload.jobs.fleet import Fleet, Reach
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord, fingerprint
@@ -110,25 +110,14 @@ def _iap_command(path: str) -> Check:
                  "gcloud components install beta (or reinstall the Google Cloud CLI with its compute commands)")
 
 
-# What the GCP checks and `fleet up` load: the Google clients, and the Pulumi SDK with its Google provider.
-GOOGLE_MODULES = ("google.auth", "google.cloud.compute_v1", "google.cloud.oslogin_v1")
-PULUMI_MODULES = ("pulumi", "pulumi_gcp")
-GCP_EXTRA = "pip install 'offload[gcp]'"
-
-
 def gcp_libraries_check() -> Check:
-    """The libraries a GCP stack needs are installed (found, not loaded: loading them takes seconds)."""
-    missing = [m for m in (*GOOGLE_MODULES, *PULUMI_MODULES) if not _installed(m)]
-    if missing:
-        return Check("gcp libraries", False, f"not installed: {', '.join(missing)}", GCP_EXTRA)
+    """The libraries a GCP stack needs (the extra `offload[gcp]`) are installed: found, not loaded, which takes
+    seconds."""
+    absent = extras.missing(extras.Extra.GCP)
+    if absent:
+        return Check("gcp libraries", False, f"not installed: {', '.join(absent)}",
+                     extras.install_command(extras.Extra.GCP))
     return Check("gcp libraries", True, "the Google clients, pulumi and pulumi_gcp are installed")
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a parent package that is missing, or one without a spec
-        return False
 
 
 def pulumi_check() -> Check:
