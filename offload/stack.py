@@ -131,7 +131,7 @@ def stack_config(stack: str, where: StackDir | None = None) -> StackConfig | Non
     if not path.is_file():
         return None
     try:
-        return read_stack_config(read_stack_file(path))
+        return read_stack_config(read_stack_file(path), stack)
     except ConfigError as e:
         raise ConfigError(f"stack file {path}: {e.message}", hint=e.hint) from None
 

@@ -322,3 +322,26 @@ def test_retention_is_the_workers_default_unless_the_stack_says() -> None:
     assert (config.keep_jobs, config.warm_worktrees) == (50, 0)
     fails(GCE, "offload:keepJobs must be a number of finished jobs to keep", offload__keepJobs="-1")
     fails(GCE, "offload:warmWorktrees must be a number of idle warm worktrees", offload__warmWorktrees="many")
+
+
+def test_the_stack_goes_into_the_default_names_and_without_it_they_are_the_old_ones() -> None:
+    from offload.stackconfig import stack_hash
+
+    cos, linux = read_stack_config(GCE, "alice-cos"), read_stack_config(GCE, "alice-linux")
+    assert cos.name_prefix == f"offload-dev-{stack_hash(DEV, 'alice-cos')}"
+    assert cos.name_prefix != linux.name_prefix
+    assert read_stack_config(GCE).name_prefix == f"offload-dev-{email_hash(DEV)}"
+    assert read_stack_config({**GCE, "offload:namePrefix": "offload-mine"}, "alice-cos").name_prefix == "offload-mine"
+
+
+def test_strict_host_keys_and_team_are_validated() -> None:
+    assert read(GCE).strict_host_keys is False and read(GCE).team is None
+    assert read(GCE, offload__strictHostKeys="true").strict_host_keys is True
+    with pytest.raises(ConfigError, match="offload:strictHostKeys must be true or false"):
+        read(GCE, offload__strictHostKeys="yes")
+    shared = {"offload__network": "team-net", "offload__subnetwork": "team-subnet"}
+    assert read(GCE, offload__team="core", **shared).team == "core"
+    with pytest.raises(ConfigError, match="offload:team must be a team name"):
+        read(GCE, offload__team="Core Team", **shared)
+    with pytest.raises(ConfigError, match="offload:team needs offload:network and offload:subnetwork"):
+        read(GCE, offload__team="core")
