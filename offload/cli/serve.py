@@ -7,7 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from offload.cli.common import IapOpt, IdentityOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir, open_service
+from offload.cli.common import (IapOpt, IdentityOpt, OutputsOpt, StackOpt, StrictHostKeysOpt, WorkerOpt, current_dir,
+                                open_service)
 
 
 app = typer.Typer()
@@ -22,6 +23,7 @@ app = typer.Typer()
                   "name: --allow-env NAME (repeatable) or OFFLOAD_MCP_ALLOW_ENV=NAME,NAME.")
 def mcp(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, identity: IdentityOpt = None,
         iap: IapOpt = False,
+    strict_host_keys: StrictHostKeysOpt = False,
         allow_env: Annotated[Optional[List[str]], typer.Option(
             "--allow-env", help="An environment variable the agent may pass to its jobs (`run` with env); "
                                 "repeatable, added to those of OFFLOAD_MCP_ALLOW_ENV (comma-separated). None by "
@@ -31,4 +33,5 @@ def mcp(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = 
     persist_seconds()  # a malformed setting is an error before the client connects
     allowed = allowed_env(allow_env or [], os.environ.get(ALLOW_ENV))
     current_dir()
-    serve(lambda: open_service(stack, outputs, worker, identity, iap), current_dir, allowed)
+    serve(lambda: open_service(stack, outputs, worker, identity, iap, strict_host_keys=strict_host_keys),
+          current_dir, allowed)

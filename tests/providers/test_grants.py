@@ -1,0 +1,157 @@
+"""New IAM grants on their way: a freshly deployed stack's denials are waited out, anything else fails at once.
+
+The Compute API is the local fake answering 403 for the first calls; the worker is a real sshd. The wait's clock and
+sleep are the test's own, so nothing here sleeps for real.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from offload.errors import (AuthFailed, CloudApiError, CloudPermissionDenied, HostKeyUnknown, IapDenied,
+                            WorkerUnreachable)
+from offload.outputs import ProviderType, StackOutputs, WorkerRecord
+from offload.providers.base import ProviderOptions
+from offload.providers.gce import GceLinuxProvider
+from offload.providers.grants import FRESH_SECONDS, NOTICE, WAIT_SECONDS, GrantWait
+from offload.runtime.connection import ConnectOptions, fingerprint
+from offload.runtime.hostkeys import KnownHosts, host_id
+from tests.fakes.compute_api import ComputeFake
+from tests.workers import SshdWorker, sshd_record
+
+DENIED = "Required 'compute.instances.getGuestAttributes' permission for 'projects/p/zones/us-west1-a/instances/w-0'"
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _failing(errors: list[Exception]):
+    calls = []
+
+    def attempt() -> str:
+        calls.append(1)
+        if errors:
+            raise errors.pop(0)
+        return "ok"
+
+    return attempt, calls
+
+
+def test_a_fresh_stacks_denials_are_retried_with_backoff_after_one_line() -> None:
+    t, notices = FakeTime(), []
+    wait = GrantWait(30.0, notices.append, clock=t.clock, sleep=t.sleep)
+    attempt, calls = _failing([CloudPermissionDenied("w", "denied"), IapDenied("w", "4033"),
+                               AuthFailed("w", "refused"), CloudPermissionDenied("w", "denied")])
+    assert wait.run(attempt) == "ok"
+    assert len(calls) == 5 and notices == [NOTICE]
+    assert NOTICE == "waiting for new IAM grants to take effect (up to 5 min)"
+    assert t.sleeps == [2.0, 4.0, 8.0, 16.0], "doubling pauses"
+
+
+def test_the_wait_gives_up_after_about_five_minutes_with_the_last_denial() -> None:
+    t = FakeTime()
+    wait = GrantWait(0.0, lambda m: None, clock=t.clock, sleep=t.sleep)
+    with pytest.raises(CloudPermissionDenied):
+        wait.run(lambda: (_ for _ in ()).throw(CloudPermissionDenied("w", "still denied")))
+    assert sum(t.sleeps) == pytest.approx(WAIT_SECONDS)
+    assert max(t.sleeps) <= 20.0
+
+
+@pytest.mark.parametrize("deployed_ago", [None, FRESH_SECONDS + 1])
+def test_a_stack_deployed_long_ago_or_at_an_unknown_time_fails_at_once(deployed_ago: float | None) -> None:
+    t, notices = FakeTime(), []
+    attempt, calls = _failing([CloudPermissionDenied("w", "denied")])
+    with pytest.raises(CloudPermissionDenied):
+        GrantWait(deployed_ago, notices.append, clock=t.clock, sleep=t.sleep).run(attempt)
+    assert (len(calls), notices, t.sleeps) == (1, [], [])
+
+
+@pytest.mark.parametrize("error", [CloudApiError("w", "backend error"), WorkerUnreachable("w", "connection refused")])
+def test_anything_but_a_denial_fails_at_once_even_when_fresh(error: Exception) -> None:
+    t, notices = FakeTime(), []
+    attempt, calls = _failing([error])
+    with pytest.raises(type(error)):
+        GrantWait(5.0, notices.append, clock=t.clock, sleep=t.sleep).run(attempt)
+    assert (len(calls), notices, t.sleeps) == (1, [], [])
+
+
+def _deployed(seconds_ago: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _gce(sshd_worker: SshdWorker, tmp_path: Path, deployed_at: str | None, t: FakeTime, notices: list[str],
+         **record: object) -> GceLinuxProvider:
+    worker = WorkerRecord.from_dict(sshd_record(sshd_worker, name="w-0", instance="w-0", project="p",
+                                                zone="us-west1-a", host_keys=[], **record))
+    outputs = StackOutputs(ProviderType.GCE_LINUX, "", (worker,), deployed_at=deployed_at)
+    connect = ConnectOptions(identity=sshd_worker.key_path, known_hosts=KnownHosts(tmp_path / "known_hosts"),
+                             notice=notices.append)
+    return GceLinuxProvider(worker, outputs, ProviderOptions(connect=connect, clock=t.clock, sleep=t.sleep))
+
+
+@pytest.fixture
+def instance(compute_fake: ComputeFake, sshd_worker: SshdWorker, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("OFFLOAD_PERSIST", "0")  # the provider's own connection, not the agent's
+    return compute_fake.add("w-0", status="RUNNING", host_keys={"ssh-ed25519": sshd_worker.host_key.split()[1]})
+
+
+def test_a_fresh_stack_waits_for_its_guest_attributes_grant_instead_of_trusting_on_first_use(
+        instance, compute_fake: ComputeFake, sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    compute_fake.fail("GET", "/getGuestAttributes", 403, DENIED, times=3)
+    t, notices = FakeTime(), []
+    with _gce(sshd_worker, tmp_path, _deployed(20), t, notices) as provider:
+        assert provider.exec(["echo", "in"]).text() == "in\n"
+    assert notices == [NOTICE], "one line, and no trust on first use"
+    assert len(compute_fake.calls("GET", "instances/w-0/getGuestAttributes")) == 4
+    assert t.sleeps == [2.0, 4.0, 8.0]
+    known = KnownHosts(tmp_path / "known_hosts").lookup(host_id(sshd_worker.host, sshd_worker.port))
+    assert known == [sshd_worker.host_key], "the key the instance publishes"
+
+
+def test_a_stack_deployed_long_ago_trusts_on_first_use_and_says_so_with_the_fingerprint(
+        instance, compute_fake: ComputeFake, sshd_worker: SshdWorker, tmp_path: Path) -> None:
+    compute_fake.fail("GET", "/getGuestAttributes", 403, DENIED)
+    t, notices = FakeTime(), []
+    with _gce(sshd_worker, tmp_path, _deployed(3600), t, notices) as provider:
+        assert provider.exec(["echo", "in"]).text() == "in\n"
+    assert t.sleeps == []
+    assert len(notices) == 2, notices
+    assert notices[0].startswith("warning: cannot read the host keys of worker w-0 from its guest attributes "
+                                 "(cannot read host keys of w-0: permission denied")
+    assert "falling back to trust on first use" in notices[0]
+    assert notices[1].startswith(f"warning: trusting host key {fingerprint(sshd_worker.host_key)} of worker w-0 "
+                                 f"({host_id(sshd_worker.host, sshd_worker.port)}) on first use")
+
+
+@pytest.mark.parametrize("where", ["outputs", "options"])
+def test_strict_host_keys_refuse_what_first_use_would_trust(
+        instance, compute_fake: ComputeFake, sshd_worker: SshdWorker, tmp_path: Path, where: str) -> None:
+    compute_fake.fail("GET", "/getGuestAttributes", 403, DENIED)
+    t, notices = FakeTime(), []
+    provider = _gce(sshd_worker, tmp_path, None, t, notices,
+                    **({"strict_host_keys": True} if where == "outputs" else {}))
+    provider.options.connect.strict_host_keys = where == "options"
+    with provider, pytest.raises(HostKeyUnknown) as refused:
+        provider.ensure_ready()
+    line = refused.value.line()
+    assert "\n" not in line and refused.value.exit_code == 4
+    assert line.startswith(f"host key {fingerprint(sshd_worker.host_key)} of worker w-0 "
+                           f"({host_id(sshd_worker.host, sshd_worker.port)}) is "
+                           "not pinned, published or known, and strict host-key checking refuses to trust it")
+    assert notices == []
+    assert KnownHosts(tmp_path / "known_hosts").lookup(host_id(sshd_worker.host, sshd_worker.port)) == []
