@@ -228,7 +228,7 @@ def read_stack_config(values: Mapping[str, Any], stack: str | None = None) -> St
             f"the minutes a workstation may run before Cloud Workstations stops it, from 0 (never) to "
             f"{MAX_RUNNING_TIMEOUT_MINUTES}"),
         strict_host_keys=_bool(values, STRICT_HOST_KEYS, False),
-        team=_team(values, network),
+        team=_team(values, network, parse_ssh_source_ranges(values.get(SSH_SOURCE_RANGES))),
     )
 
 
@@ -278,10 +278,13 @@ def load_stack_config() -> StackConfig:
     return read_stack_config(values, pulumi.get_stack())
 
 
-def _team(values: Mapping[str, Any], network: str | None) -> str | None:
+def _team(values: Mapping[str, Any], network: str | None, ranges: tuple[str, ...]) -> str | None:
     team = _opt_str(values, TEAM)
     if team is None:
         return None
+    if ranges != (IAP_RANGE,):
+        raise ConfigError(f"{SSH_SOURCE_RANGES} does not apply with {TEAM}: the team's one SSH rule says who "
+                          "reaches its workers; add the ranges to that rule instead")
     if not _TEAM.fullmatch(team):
         raise ConfigError(f"{TEAM} must be a team name of 1-55 lowercase letters, digits or '-', starting with a "
                           f"letter; got {team!r}")

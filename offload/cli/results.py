@@ -25,7 +25,7 @@ UnverifiedOpt = Annotated[bool, typer.Option(
                   "Only the objects this repository lacks travel; nothing else is written locally.")
 def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
          json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False,
-    strict_host_keys: StrictHostKeysOpt = False,
+         strict_host_keys: StrictHostKeysOpt = False,
          unverified: UnverifiedOpt = False) -> None:
     from offload.cli.ui import print_json
 
@@ -62,7 +62,7 @@ def diff(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker
                   "`--undo` puts it back.")
 def apply(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
           json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False,
-    strict_host_keys: StrictHostKeysOpt = False,
+          strict_host_keys: StrictHostKeysOpt = False,
           undo: Annotated[bool, typer.Option("--undo", help="Put back what the last apply of JOB changed, where it "
                                              "is still as the apply left it.")] = False,
           unverified: UnverifiedOpt = False,

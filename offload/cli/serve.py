@@ -23,7 +23,7 @@ app = typer.Typer()
                   "name: --allow-env NAME (repeatable) or OFFLOAD_MCP_ALLOW_ENV=NAME,NAME.")
 def mcp(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, identity: IdentityOpt = None,
         iap: IapOpt = False,
-    strict_host_keys: StrictHostKeysOpt = False,
+        strict_host_keys: StrictHostKeysOpt = False,
         allow_env: Annotated[Optional[List[str]], typer.Option(
             "--allow-env", help="An environment variable the agent may pass to its jobs (`run` with env); "
                                 "repeatable, added to those of OFFLOAD_MCP_ALLOW_ENV (comma-separated). None by "

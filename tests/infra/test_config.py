@@ -345,3 +345,5 @@ def test_strict_host_keys_and_team_are_validated() -> None:
         read(GCE, offload__team="Core Team", **shared)
     with pytest.raises(ConfigError, match="offload:team needs offload:network and offload:subnetwork"):
         read(GCE, offload__team="core")
+    with pytest.raises(ConfigError, match="offload:sshSourceRanges does not apply with offload:team"):
+        read(GCE, offload__team="core", offload__sshSourceRanges=["10.8.0.0/16"], **shared)
