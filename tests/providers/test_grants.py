@@ -155,3 +155,94 @@ def test_strict_host_keys_refuse_what_first_use_would_trust(
                            "not pinned, published or known, and strict host-key checking refuses to trust it")
     assert notices == []
     assert KnownHosts(tmp_path / "known_hosts").lookup(host_id(sshd_worker.host, sshd_worker.port)) == []
+
+
+# gcloud's IAP tunnel as the test has it: refused with IAP's 4033 while the file COUNT holds a number above 0
+# (counted down on each try), then a relay of stdin and stdout to the sshd on the port it is given.
+IAP_GCLOUD = """\
+import os, socket, sys, threading
+count = os.environ["OFFLOAD_TEST_IAP_DENIALS"]
+left = int(open(count).read())
+if left > 0:
+    open(count, "w").write(str(left - 1))
+    print("ERROR: (gcloud.compute.start-iap-tunnel) Error while connecting [4033: 'not authorized'].",
+          file=sys.stderr)
+    sys.exit(1)
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[4])))
+def up():
+    while data := os.read(0, 65536):
+        sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while data := sock.recv(65536):
+    os.write(1, data)
+"""
+
+
+def test_iaps_4033_of_a_fresh_stack_is_waited_out(instance, sshd_worker: SshdWorker, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(f"#!{sys.executable}\n{IAP_GCLOUD}")
+    (bin_dir / "gcloud").chmod(0o755)
+    count = tmp_path / "denials"
+    count.write_text("2")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("OFFLOAD_TEST_IAP_DENIALS", str(count))
+    t, notices = FakeTime(), []
+    provider = _gce(sshd_worker, tmp_path, _deployed(60), t, notices)
+    provider.options.via_iap = True
+    with provider:
+        assert provider.exec(["echo", "through iap"]).text() == "through iap\n"
+    assert count.read_text() == "0" and notices == [NOTICE] and t.sleeps == [2.0, 4.0]
+
+    count.write_text("1")
+    t, notices = FakeTime(), []
+    stale = _gce(sshd_worker, tmp_path, _deployed(FRESH_SECONDS + 60), t, notices)
+    stale.options.via_iap = True
+    with stale, pytest.raises(IapDenied) as denied:
+        stale.ensure_ready()
+    assert "4033: 'not authorized'" in denied.value.line() and "roles/iap.tunnelResourceAccessor" in denied.value.line()
+    assert (notices, t.sleeps) == ([], [])
+
+
+def test_a_fresh_workstations_403_is_waited_out_and_the_workstation_started(
+        sshd_worker: SshdWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import sys
+
+    from offload.providers.workstation import WorkstationProvider
+    from tests.e2e.test_workstation import TUNNEL
+    from tests.fakes.workstations_api import WorkstationsFake
+
+    flag = tmp_path / "running"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(f"#!{sys.executable}\n{TUNNEL}")
+    (bin_dir / "gcloud").chmod(0o755)
+    for name, value in (("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}"), ("OFFLOAD_PERSIST", "0"),
+                        ("OFFLOAD_TEST_TUNNEL_TARGET", str(sshd_worker.port)),
+                        ("OFFLOAD_TEST_TUNNEL_LOG", str(tmp_path / "tunnels")),
+                        ("OFFLOAD_TEST_WS_RUNNING", str(flag))):
+        monkeypatch.setenv(name, value)
+    with WorkstationsFake(on_running=lambda ws: flag.touch()) as fake:
+        monkeypatch.setenv("OFFLOAD_WORKSTATIONS_ENDPOINT", fake.endpoint)
+        fake.add("ws-0", state="STATE_STOPPED")
+        fake.fail("GET", "/workstations/ws-0", 403, "Permission 'workstations.workstations.get' denied", times=2)
+        worker = WorkerRecord.from_dict(sshd_record(sshd_worker, name="ws-0", host="ws-0", port=22, instance="ws-0",
+                                                    project="p", region="us-central1", workstation_cluster="c",
+                                                    workstation_config="f"))
+        outputs = StackOutputs(ProviderType.WORKSTATION, "", (worker,), deployed_at=_deployed(30))
+        t, notices = FakeTime(), []
+        connect = ConnectOptions(identity=sshd_worker.key_path, known_hosts=KnownHosts(tmp_path / "kh"),
+                                 notice=notices.append)
+        with WorkstationProvider(worker, outputs, ProviderOptions(connect=connect, clock=t.clock,
+                                                                  sleep=t.sleep)) as provider:
+            provider.ensure_ready(wake=True)
+            assert provider.exec(["echo", "up"]).text() == "up\n"
+        assert notices == [NOTICE]
+        assert [c.target for c in fake.calls("POST")] == ["ws-0:start"]
+        assert t.sleeps[:2] == [2.0, 4.0], "the two denials, then the start's polls"
