@@ -228,8 +228,6 @@ class GceLinuxProvider(SshProvider):
         proxy = self._iap() if route == IAP else route
         try:
             return self._connect(extra_keys=keys, proxy_command=proxy, timeout=timeout)
-        except IapDenied:
-            raise
         except WorkerUnreachable as e:
             if route == IAP and IAP_NOT_AUTHORIZED in e.message:
                 raise IapDenied(self.name, e.message, hint="check that you hold roles/iap.tunnelResourceAccessor "
