@@ -30,13 +30,13 @@ def main(sizes: list[int]) -> int:
                   f"cross-developer grants: {len(crossing)}; walk problems: {len(sim.problems)}", flush=True)
     quotas = list(DEFAULT_QUOTAS)
     print()
-    print("| N | networks | resources per stack | " + " | ".join(quotas) + " |")
+    print("| N | network | resources per stack | " + " | ".join(quotas) + " |")
     print("|---|---|---|" + "---|" * len(quotas))
     print("| default quota | | | " + " | ".join(str(DEFAULT_QUOTAS[q]) for q in quotas) + " |")
     for n, team, sim, _, _ in rows:
         used = sim.consumption()
         cells = [f"**{used[q]}**" if used[q] > DEFAULT_QUOTAS[q] else str(used[q]) for q in quotas]
-        print(f"| {n} | {'team' if team else 'own'} | {sim.per_stack:.0f} | " + " | ".join(cells) + " |")
+        print(f"| {n} | {'team' if team else 'its own'} | {sim.per_stack:.0f} | " + " | ".join(cells) + " |")
     print()
     for n, team, sim, _, _ in rows:
         if team:
