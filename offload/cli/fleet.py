@@ -103,13 +103,13 @@ def _color() -> str:
 
 @app.command(epilog=LIVE_EXIT_CODES)
 def stop(stack: StackOpt = None, outputs: OutputsOpt = None, worker: FleetWorkerOpt = None) -> None:
-    """Stop the stack's GCE instances and wait until they are off (disks and workspaces stay). GCE workers only."""
+    """Stop the stack's GCE instances or workstations and wait until they are off (disks and workspaces stay)."""
     _change_state(resolve_outputs(outputs, stack), worker, "stop")
 
 
 @app.command(epilog=LIVE_EXIT_CODES)
 def start(stack: StackOpt = None, outputs: OutputsOpt = None, worker: FleetWorkerOpt = None) -> None:
-    """Start (or resume) the stack's GCE instances and wait until they run. GCE workers only."""
+    """Start (or resume) the stack's GCE instances or workstations and wait until they run."""
     _change_state(resolve_outputs(outputs, stack), worker, "start")
 
 
@@ -151,10 +151,10 @@ def _change_state(out: StackOutputs, worker: str | None, verb: str) -> None:
     """Stop or start every selected worker at once; report each, and fail when any failed (one error as is)."""
     from offload.cli.ui import Progress
 
-    if not out.provider.is_gce:
+    if not (out.provider.is_gce or out.provider is ProviderType.WORKSTATION):
         hint = " (pass --stack NAME or --outputs FILE)" if out.provider is ProviderType.LOCAL else ""
-        raise UsageError(f"fleet {verb} applies to GCE workers (gce-cos, gce-linux) only; this stack's provider "
-                         f"is {out.provider.value}{hint}")
+        raise UsageError(f"fleet {verb} applies to GCE workers and workstations (gce-cos, gce-linux, workstation) "
+                         f"only; this stack's provider is {out.provider.value}{hint}")
     progress = Progress()
     doing = {"stop": "stopping", "start": "starting"}[verb]
     with _fleet(out, worker, progress) as fleet, progress.activity(f"{doing} workers"):
