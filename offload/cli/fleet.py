@@ -41,6 +41,7 @@ def up(stack: DeployStackOpt = None) -> None:
     """
     name = _stack_name(stack, "up")
     st = _select(name, create=True, what=f"cannot deploy stack {name!r}")
+    _check_names(st, name)
     result = _run_pulumi(lambda: st.up(on_output=_echo, color=_color()), f"pulumi up failed for stack {name!r}")
     workers = result.outputs.get("workers")
     count = len(workers.value) if workers is not None and isinstance(workers.value, list) else 0
@@ -53,6 +54,7 @@ def preview(stack: DeployStackOpt = None) -> None:
     """Show what `fleet up` would change, without changing anything."""
     name = _stack_name(stack, "preview")
     st = _select(name, create=True, what=f"cannot preview stack {name!r}")
+    _check_names(st, name)
     _run_pulumi(lambda: st.preview(on_output=_echo, color=_color()), f"cannot preview stack {name!r}")
 
 
@@ -79,6 +81,17 @@ def _select(name: str, *, create: bool, what: str) -> Any:
     from offload.stack import select_stack
 
     return select_stack(name, create=create, what=what)
+
+
+def _check_names(st: Any, name: str) -> None:
+    """Refuse an update that would rename every resource of a stack deployed under offload's older names."""
+    from offload.stack import check_names_kept, stack_config
+
+    config = stack_config(name)
+    if config is None:
+        return
+    deployed = _run_pulumi(st.outputs, f"cannot read the outputs of stack {name!r}")
+    check_names_kept(name, config, {k: v.value for k, v in deployed.items()})
 
 
 def _run_pulumi(call: Callable[[], T], what: str) -> T:

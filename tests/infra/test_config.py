@@ -347,3 +347,23 @@ def test_strict_host_keys_and_team_are_validated() -> None:
         read(GCE, offload__team="core")
     with pytest.raises(ConfigError, match="offload:sshSourceRanges does not apply with offload:team"):
         read(GCE, offload__team="core", offload__sshSourceRanges=["10.8.0.0/16"], **shared)
+
+
+def test_a_stack_deployed_under_the_old_names_is_not_renamed_by_accident() -> None:
+    from offload.stack import check_names_kept
+    from offload.stackconfig import legacy_name_prefix
+
+    old = legacy_name_prefix(DEV)
+    deployed = {"provider": "gce-cos", "workers": [{"name": f"{old}-0"}, {"name": f"{old}-1"}]}
+    with pytest.raises(ConfigError) as refused:
+        check_names_kept("alice", read_stack_config(GCE, "alice"), deployed)
+    assert refused.value.line() == (
+        f"stack 'alice' has workers named {old}-*, and its config would now name them "
+        f"{default_name_prefix(DEV, 'alice')}-*: deploying would replace every resource it named (keep the names "
+        f"with `pulumi config set offload:namePrefix {old} --stack alice` (or offload:namePrefix: {old} in its stack "
+        "file))")
+    # With the old prefix set, a new stack, or one already under the new names, there is nothing to refuse.
+    check_names_kept("alice", read_stack_config({**GCE, "offload:namePrefix": old}, "alice"), deployed)
+    check_names_kept("alice", read_stack_config(GCE, "alice"), {})
+    new = default_name_prefix(DEV, "alice")
+    check_names_kept("alice", read_stack_config(GCE, "alice"), {"workers": [{"name": f"{new}-0"}]})

@@ -89,8 +89,9 @@ def test_the_schema_rejects_what_the_contract_rejects() -> None:
             StackOutputs.from_dict(bad)
 
 
-# A stand-in for the pulumi CLI: it logs each call (its directory and arguments), answers `version`, and keeps the
-# stacks it was asked to create as files, so `stack select` of one it never created fails as the real CLI does.
+# A stand-in for the pulumi CLI: it logs each call (its directory and arguments), answers `version`, keeps the
+# stacks it was asked to create as files, so `stack select` of one it never created fails as the real CLI does, and
+# answers `stack output` with the file `outputs` (none: no outputs).
 FAKE_PULUMI = """\
 #!/bin/sh
 printf '%s|%s\\n' "$PWD" "$*" >> "$FAKE_PULUMI_DIR/calls"
@@ -99,6 +100,7 @@ case "$1 $2" in
 version*) echo "v$FAKE_PULUMI_VERSION" ;;
 "stack select") [ -e "$FAKE_PULUMI_DIR/stack-$4" ] || { echo "error: no stack named '$4' found" >&2; exit 255; } ;;
 "stack init") : > "$FAKE_PULUMI_DIR/stack-$3" ;;
+"stack output") cat "$FAKE_PULUMI_DIR/outputs" 2> /dev/null || echo '{}' ;;
 *) echo "error: the fake pulumi does not do $*" >&2; exit 1 ;;
 esac
 """
@@ -166,3 +168,26 @@ def test_stacks_that_create_nothing_need_no_developer() -> None:
         static_outputs(config).to_dict()
     with pytest.raises(Exception, match="offload:developer is required"):
         read_stack_config({"offload:provider": "local-docker"})
+
+
+@pytest.mark.parametrize("verb", ["up", "preview"])
+def test_fleet_refuses_to_rename_a_stack_deployed_under_the_old_names(
+        verb: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from offload.cli.app import main
+    from offload.stackconfig import legacy_name_prefix
+
+    fake = _fake_pulumi_on_path(tmp_path, monkeypatch)
+    config = isolated_home / ".config" / "offload"
+    (config / "stacks").mkdir(parents=True)
+    shutil.copy(stack_file("gce-cos"), config / "stacks" / "Pulumi.dev.yaml")
+    developer = read_stack_config(stack_config(stack_file("gce-cos"))).developer
+    old = legacy_name_prefix(developer)
+    (fake / "outputs").write_text(json.dumps({"provider": "gce-cos", "workers": [{"name": f"{old}-0"}]}))
+    with pytest.raises(SystemExit) as exited:
+        main(["fleet", verb, "--stack", "dev"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith(f"offload: stack 'dev' has workers named {old}-*")
+    assert not [args for _, args in _calls(fake) if args.split()[1:2] == [verb]], "pulumi was not asked to deploy"
