@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from pathlib import Path
 
 from offload.errors import (AuthFailed, CloudApiError, CloudNotFound, CloudPermissionDenied, ConfigError,
@@ -112,14 +111,14 @@ class GceLinuxProvider(SshProvider):
             if self._os_login_done or not self.outputs.developer:
                 raise
         self.register_os_login()
-        deadline = time.monotonic() + LOGIN_PROPAGATION_TIMEOUT
+        deadline = self.options.clock() + LOGIN_PROPAGATION_TIMEOUT
         while True:
             try:
                 return self._dial(keys, routes)
             except AuthFailed:
-                if time.monotonic() >= deadline:
+                if self.options.clock() >= deadline:
                     raise
-                time.sleep(1)
+                self.options.sleep(1)
 
     def _api(self):
         from offload.providers.gce_api import ComputeApi
@@ -274,15 +273,15 @@ class GceLinuxProvider(SshProvider):
         return self._wait_for_ssh(routes)
 
     def _wait_for_ssh(self, routes: list[str | None]) -> Transport:
-        deadline = time.monotonic() + WAKE_TIMEOUT
+        deadline = self.options.clock() + WAKE_TIMEOUT
         last: WorkerUnreachable | None = None
-        while time.monotonic() < deadline:
+        while self.options.clock() < deadline:
             try:
                 return self._dial_login(self._trusted_keys(refresh=True), routes)
             except WorkerUnreachable as e:
                 # A booting instance may refuse logins until OS Login's user lookup is up: keep trying.
                 last = e
-                time.sleep(1)
+                self.options.sleep(1)
         raise WorkerUnreachable(self.name, f"worker {self.name} started but SSH did not answer within "
                                 f"{WAKE_TIMEOUT:.0f}s: {last.message if last else 'no answer'}")
 

@@ -209,9 +209,29 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     _use_early_socket(conn, early, dial_host, worker.port)
     _pass_over_missing_key_files(conn)
     refuse = _trust(conn, worker, opts, extra_keys, key_source or _key_source(worker, extra_keys), where)
-    _log_in(conn, worker, opts, where, timeout, refuse)
+    try:
+        _log_in(conn, worker, opts, where, timeout, refuse)
+    except BaseException:
+        # A refused login leaves its TCP connection open: sshd counts each against MaxStartups until LoginGraceTime,
+        # and a loop of logins while a grant propagates would be dropped before the banner.
+        _discard(conn)
+        raise
     _tune(conn)
     return conn
+
+
+def _discard(conn: "fabric.Connection") -> None:
+    """Close what a failed dial of CONN opened: paramiko's transport and the socket (or proxy pipe) under it."""
+    try:
+        conn.client.close()
+    except Exception:
+        pass
+    sock = conn.connect_kwargs.get("sock")
+    if sock is not None:
+        try:
+            sock.close()
+        except Exception:
+            pass
 
 
 def _quiet_paramiko() -> None:

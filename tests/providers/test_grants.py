@@ -246,3 +246,38 @@ def test_a_fresh_workstations_403_is_waited_out_and_the_workstation_started(
         assert notices == [NOTICE]
         assert [c.target for c in fake.calls("POST")] == ["ws-0:start"]
         assert t.sleeps[:2] == [2.0, 4.0], "the two denials, then the start's polls"
+
+
+def test_a_fresh_stacks_refused_os_login_is_waited_out_once_os_login_holds_the_key(
+        instance, start_sshd, oslogin_fake, tmp_path: Path) -> None:
+    """OS Login takes the key at once, but the login grant (roles/compute.osAdminLogin) has not reached the instance:
+    the login is refused until it does (here: the sshd learns the key when the wait's first pause ends)."""
+    worker = start_sshd(authorized_keys=[])
+    oslogin_fake.add("dev@example.com", worker.user)
+    public = " ".join(Path(f"{worker.key_path}.pub").read_text().split()[:2])
+
+    class GrantArrives(FakeTime):
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            if seconds == 2.0:  # the grant wait's first pause, after OS Login's own 30 s for the key
+                worker.authorized_keys_path.write_text(f"{public}\n")
+
+    for deployed, ok in ((_deployed(10), True), (_deployed(FRESH_SECONDS + 60), False)):
+        worker.authorized_keys_path.write_text("")
+        t, notices = GrantArrives(), []
+        record = WorkerRecord.from_dict(sshd_record(worker, name="w-0", instance="w-0", project="p",
+                                                    zone="us-west1-a", host_keys=[worker.host_key],
+                                                    user="dev_example_com"))
+        outputs = StackOutputs(ProviderType.GCE_LINUX, "dev@example.com", (record,), deployed_at=deployed)
+        connect = ConnectOptions(identity=worker.key_path, known_hosts=KnownHosts(tmp_path / "kh"),
+                                 notice=notices.append)
+        provider = GceLinuxProvider(record, outputs, ProviderOptions(connect=connect, clock=t.clock, sleep=t.sleep))
+        with provider:
+            if ok:
+                assert provider.exec(["id", "-un"]).text() == f"{worker.user}\n"
+                assert notices == [NOTICE]
+            else:
+                with pytest.raises(AuthFailed):
+                    provider.ensure_ready()
+                assert notices == [] and 2.0 not in t.sleeps
+        assert sum(1 for s in t.sleeps if s == 1) >= 29, "OS Login's own wait for the key came first"
