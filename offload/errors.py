@@ -57,6 +57,15 @@ class HostKeyMismatch(WorkerError):
     exit_code = 4
 
 
+class HostKeyUnknown(HostKeyMismatch):
+    """Nothing vouches for the worker's host key (not pinned, not published, not remembered) and strict host-key
+    checking refuses to trust it on first use."""
+
+
+STRICT_HINT = ("pin it in the worker's host_keys (offload:hosts of an ssh stack), or drop --strict-host-keys and "
+               "offload:strictHostKeys to trust it on first use")
+
+
 class AuthFailed(WorkerError):
     """The worker answered but refused the SSH login, or there was no key to log in with. Not a kind of
     WorkerUnreachable: trying again cannot help, so nothing reconnects on it."""
@@ -129,6 +138,15 @@ class CloudServiceDisabled(CloudApiError):
         super().__init__(worker, message, hint=hint)
         self.service = service
         self.consumer = consumer
+
+
+class CloudPermissionDenied(CloudApiError):
+    """The cloud provider's API refused the call (its 401 or 403): a missing grant, or one not propagated yet."""
+
+
+class IapDenied(WorkerUnreachable):
+    """IAP refused the tunnel (its 4033, "not authorized"): no IAP tunnel grant on the instance, or a new one that
+    has not reached IAP yet."""
 
 
 class PulumiUnavailable(OffloadError):

@@ -113,6 +113,8 @@ class WorkerRecord:
     keep_jobs: int | None = None       # finished jobs the worker keeps (None: its default)
     warm_worktrees: int | None = None  # idle warm worktrees it keeps per repository (None: its default)
     history_depth: int | str | None = None  # commits of history a first sync sends: a number, or "full"
+    # offload:strictHostKeys: refuse a host key that nothing vouches for, instead of trusting it on first use.
+    strict_host_keys: bool | None = None
 
     def __post_init__(self) -> None:
         where = f"workers[{self.name!r}]"
@@ -150,6 +152,8 @@ class WorkerRecord:
             if isinstance(self.history_depth, str) and self.history_depth != "full":
                 raise ConfigError(f"{where}.history_depth takes {HISTORY_DEPTH_ACCEPTS}; got {self.history_depth!r}")
             parse_history_depth(self.history_depth, f"{where}.history_depth")
+        if self.strict_host_keys is not None and not isinstance(self.strict_host_keys, bool):
+            raise ConfigError(f"{where}.strict_host_keys must be true, false or null; got {self.strict_host_keys!r}")
 
     @classmethod
     def from_dict(cls, data: object, index: int = 0) -> "WorkerRecord":
@@ -214,8 +218,12 @@ class StackOutputs:
     provider: ProviderType
     developer: str
     workers: tuple[WorkerRecord, ...] = field(default_factory=tuple)
+    # When the last `pulumi up` ran the program (UTC, ISO 8601): IAM grants it made may still be propagating.
+    deployed_at: str | None = None
 
     def __post_init__(self) -> None:
+        if self.deployed_at is not None and deployed_epoch(self.deployed_at) is None:
+            raise ConfigError(f"deployed_at must be a UTC time such as 2026-01-31T12:00:00Z; got {self.deployed_at!r}")
         names = [w.name for w in self.workers]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -234,7 +242,11 @@ class StackOutputs:
         workers = data.get("workers")
         if not isinstance(workers, list) or not workers:
             raise ConfigError("workers must be a non-empty list of worker records")
-        return cls(provider, developer, tuple(WorkerRecord.from_dict(w, i) for i, w in enumerate(workers)))
+        deployed_at = data.get("deployed_at")
+        if deployed_at is not None and not isinstance(deployed_at, str):
+            raise ConfigError(f"deployed_at must be a UTC time such as 2026-01-31T12:00:00Z; got {deployed_at!r}")
+        return cls(provider, developer, tuple(WorkerRecord.from_dict(w, i) for i, w in enumerate(workers)),
+                   deployed_at=deployed_at or None)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "StackOutputs":
@@ -253,14 +265,35 @@ class StackOutputs:
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"provider": self.provider.value, "developer": self.developer,
-                "workers": [w.to_dict() for w in self.workers]}
+        data: dict[str, Any] = {"provider": self.provider.value, "developer": self.developer,
+                                "workers": [w.to_dict() for w in self.workers]}
+        if self.deployed_at is not None:
+            data["deployed_at"] = self.deployed_at
+        return data
+
+    def deployed_seconds_ago(self, now: float | None = None) -> float | None:
+        """Seconds since the last `pulumi up` ran the program; None when the outputs do not say."""
+        import time
+
+        when = deployed_epoch(self.deployed_at) if self.deployed_at else None
+        return None if when is None else (time.time() if now is None else now) - when
 
     def worker(self, name: str) -> WorkerRecord:
         for w in self.workers:
             if w.name == name:
                 return w
         raise ConfigError(f"no worker named {name!r}; this stack has {', '.join(w.name for w in self.workers)}")
+
+
+def deployed_epoch(text: str) -> float | None:
+    """TEXT (an ISO 8601 time with its zone, `Z` for UTC) as seconds since the epoch; None when it is not one."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() if when.tzinfo is not None else None
 
 
 def _is_stack_file(text: str) -> bool:

@@ -133,7 +133,7 @@ def stack_config(stack: str, where: StackDir | None = None) -> StackConfig | Non
     if not path.is_file():
         return None
     try:
-        return read_stack_config(read_stack_file(path))
+        return read_stack_config(read_stack_file(path), stack)
     except ConfigError as e:
         raise ConfigError(f"stack file {path}: {e.message}", hint=e.hint) from None
 
@@ -171,6 +171,25 @@ def stack_outputs(stack: str) -> dict[str, Any]:
     except Exception as e:
         raise command_error(e, what, hint=PULUMI_INSTALL_HINT) from None
     return {k: v.value for k, v in outputs.items()}
+
+
+def check_names_kept(stack: str, config: StackConfig, deployed: dict[str, Any]) -> None:
+    """Refuse to deploy STACK when its deployed workers (DEPLOYED, its current outputs) carry the names offload gave
+    before the stack's name was hashed in, and CONFIG would now give others: `pulumi up` would replace every named
+    resource of the stack (and stop at its protected data disks). `offload:namePrefix` keeps the old names."""
+    from offload.stackconfig import NAME_PREFIX, legacy_name_prefix
+
+    workers = deployed.get("workers")
+    if config.provider in STATIC_PROVIDERS or not config.developer or not isinstance(workers, list):
+        return
+    legacy = legacy_name_prefix(config.developer)
+    names = [w.get("name") for w in workers if isinstance(w, dict)]
+    if legacy == config.name_prefix or not any(isinstance(n, str) and n.startswith(f"{legacy}-") for n in names):
+        return
+    raise ConfigError(f"stack {stack!r} has workers named {legacy}-*, and its config would now name them "
+                      f"{config.name_prefix}-*: deploying would replace every resource it named",
+                      hint=f"keep the names with `pulumi config set {NAME_PREFIX} {legacy} --stack {stack}` (or "
+                           f"{NAME_PREFIX}: {legacy} in its stack file)")
 
 
 def select_stack(stack: str, *, create: bool = False, what: str | None = None,

@@ -41,13 +41,16 @@ KEEP_JOBS = "offload:keepJobs"
 WARM_WORKTREES = "offload:warmWorktrees"
 HISTORY_DEPTH = "offload:historyDepth"
 RUNNING_TIMEOUT_MINUTES = "offload:runningTimeoutMinutes"
+STRICT_HOST_KEYS = "offload:strictHostKeys"
+TEAM = "offload:team"
 GCP_PROJECT = "gcp:project"
 GCP_ZONE = "gcp:zone"
 GCP_REGION = "gcp:region"
 
 OFFLOAD_KEYS = (PROVIDER, DEVELOPER, WORKERS, MACHINE_TYPE, DATA_DISK_GB, IMAGE, SSH_SOURCE_RANGES,
                 IDLE_STOP_MINUTES, HOSTS, NETWORK, SUBNETWORK, SUBNET_CIDR, NAME_PREFIX, WORKSPACE,
-                PROTECT_DATA_DISK, KEEP_JOBS, WARM_WORKTREES, HISTORY_DEPTH, RUNNING_TIMEOUT_MINUTES)
+                PROTECT_DATA_DISK, KEEP_JOBS, WARM_WORKTREES, HISTORY_DEPTH, RUNNING_TIMEOUT_MINUTES,
+                STRICT_HOST_KEYS, TEAM)
 GCP_KEYS = (GCP_PROJECT, GCP_ZONE, GCP_REGION)
 
 STACK_PROVIDERS = (ProviderType.GCE_COS, ProviderType.GCE_LINUX, ProviderType.WORKSTATION,
@@ -83,6 +86,8 @@ _ZONE = re.compile(r"(?P<region>[a-z]+-[a-z]+[0-9]+)-[a-z]")
 _REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
 _NETWORK_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.:-]{0,1000}")
 _NAME_PREFIX = re.compile(r"[a-z][-a-z0-9]{4,22}[a-z0-9]")
+# A team name goes into a network tag (`offload-<team>`, at most 63 characters) that the team's one SSH rule targets.
+_TEAM = re.compile(r"[a-z](?:[-a-z0-9]{0,53}[a-z0-9])?")
 _PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
 
 T = TypeVar("T")
@@ -114,6 +119,8 @@ class StackConfig:
     warm_worktrees: int | None = None
     history_depth: int | str | None = None  # None: one commit; else a number of commits or "full"
     running_timeout_minutes: int = 0
+    strict_host_keys: bool = False
+    team: str | None = None
 
     @property
     def os_login_user(self) -> str:
@@ -138,12 +145,31 @@ def worker_labels(developer: str) -> dict[str, str]:
     return {"owner": owner, "purpose": "offload-worker", "managed-by": "pulumi"}
 
 
-def default_name_prefix(email: str) -> str:
-    """`offload-<local part>-<hash>`: the hash of the whole email keeps `john-doe@a` and `john.doe@b` apart, and
-    24 characters leave room for every derived name (`-sa` ids of 6-30, instances and disks of 63)."""
+def stack_hash(email: str, stack: str, length: int = 6) -> str:
+    """A short, stable hash of the email and the stack's name together: two stacks of one developer in one
+    project (a `gce-cos` and a `gce-linux`, say) never share a name, nor do two developers."""
+    return hashlib.sha256(f"{email.strip().lower()}\n{stack.strip()}".encode()).hexdigest()[:length]
+
+
+def default_name_prefix(email: str, stack: str | None = None) -> str:
+    """`offload-<local part>-<hash>`: the hash of the whole email and the stack keeps `john-doe@a` and `john.doe@b`
+    apart, and one developer's stacks too; 24 characters leave room for every derived name (`-sa` ids of 6-30,
+    instances and disks of 63). Without STACK, the hash is of the email alone: the names offload gave before
+    stacks were hashed too (`offload:namePrefix` set to that value keeps them)."""
     local = email.split("@", 1)[0].lower()
     slug = re.sub(r"[^a-z0-9]+", "-", local).strip("-")[:9].strip("-") or "dev"
-    return f"offload-{slug}-{email_hash(email)}"
+    return f"offload-{slug}-{stack_hash(email, stack) if stack else email_hash(email)}"
+
+
+def legacy_name_prefix(email: str) -> str:
+    """The default prefix before the stack's name was hashed in: what `offload:namePrefix` keeps an existing
+    stack's resources under."""
+    return default_name_prefix(email)
+
+
+def team_tag(team: str) -> str:
+    """The network tag on a team's workers, which the team's one SSH firewall rule targets."""
+    return f"offload-{team}"
 
 
 def args_from(cls: type[T], config: StackConfig) -> T:
@@ -152,8 +178,10 @@ def args_from(cls: type[T], config: StackConfig) -> T:
                   if hasattr(config, f.name)})
 
 
-def read_stack_config(values: Mapping[str, Any]) -> StackConfig:
-    """Validate VALUES (full key -> value) into a StackConfig; a bad key raises ConfigError naming it."""
+def read_stack_config(values: Mapping[str, Any], stack: str | None = None) -> StackConfig:
+    """Validate VALUES (full key -> value) of the stack called STACK into a StackConfig; a bad key raises
+    ConfigError naming it. STACK goes into the default names; None gives the names of before (see
+    default_name_prefix)."""
     unknown = sorted(k for k in values if k.startswith("offload:") and k not in OFFLOAD_KEYS)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]}; offload reads {', '.join(OFFLOAD_KEYS)}")
@@ -190,7 +218,7 @@ def read_stack_config(values: Mapping[str, Any]) -> StackConfig:
         network=network,
         subnetwork=subnetwork,
         subnet_cidr=_subnet_cidr(values.get(SUBNET_CIDR)),
-        name_prefix=_match(values, NAME_PREFIX, default_name_prefix(developer), _NAME_PREFIX,
+        name_prefix=_match(values, NAME_PREFIX, default_name_prefix(developer, stack), _NAME_PREFIX,
                            "6-24 lowercase letters, digits or '-', starting with a letter"),
         workspace=_workspace(values.get(WORKSPACE)),
         protect_data_disk=_bool(values, PROTECT_DATA_DISK, True),
@@ -204,14 +232,18 @@ def read_stack_config(values: Mapping[str, Any]) -> StackConfig:
             values, RUNNING_TIMEOUT_MINUTES, 0, 0, MAX_RUNNING_TIMEOUT_MINUTES,
             f"the minutes a workstation may run before Cloud Workstations stops it, from 0 (never) to "
             f"{MAX_RUNNING_TIMEOUT_MINUTES}"),
+        strict_host_keys=_bool(values, STRICT_HOST_KEYS, False),
+        team=_team(values, network, parse_ssh_source_ranges(values.get(SSH_SOURCE_RANGES))),
     )
 
 
 def with_retention(records: list[dict[str, Any]], config: StackConfig) -> list[dict[str, Any]]:
-    """Every worker record with the stack's offload:keepJobs, offload:warmWorktrees and offload:historyDepth, when
-    set."""
-    extra = {k: v for k, v in (("keep_jobs", config.keep_jobs), ("warm_worktrees", config.warm_worktrees),
-                               ("history_depth", config.history_depth)) if v is not None}
+    """Every worker record with the stack's offload:keepJobs, offload:warmWorktrees, offload:historyDepth and
+    offload:strictHostKeys, when set."""
+    extra: dict[str, Any] = {k: v for k, v in (("keep_jobs", config.keep_jobs), ("warm_worktrees", config.warm_worktrees),
+                                               ("history_depth", config.history_depth)) if v is not None}
+    if config.strict_host_keys:
+        extra["strict_host_keys"] = True
     return [dict(r, **extra) for r in records]
 
 
@@ -248,7 +280,23 @@ def load_stack_config() -> StackConfig:
     for full_key in CONFIG.get():
         if full_key.startswith("offload:") and full_key not in values:
             values[full_key] = CONFIG.get()[full_key]
-    return read_stack_config(values)
+    return read_stack_config(values, pulumi.get_stack())
+
+
+def _team(values: Mapping[str, Any], network: str | None, ranges: tuple[str, ...]) -> str | None:
+    team = _opt_str(values, TEAM)
+    if team is None:
+        return None
+    if ranges != (IAP_RANGE,):
+        raise ConfigError(f"{SSH_SOURCE_RANGES} does not apply with {TEAM}: the team's one SSH rule says who "
+                          "reaches its workers; add the ranges to that rule instead")
+    if not _TEAM.fullmatch(team):
+        raise ConfigError(f"{TEAM} must be a team name of 1-55 lowercase letters, digits or '-', starting with a "
+                          f"letter; got {team!r}")
+    if network is None:
+        raise ConfigError(f"{TEAM} needs {NETWORK} and {SUBNETWORK}: a team shares one network, made once, with "
+                          "one SSH firewall rule for the team's workers")
+    return team
 
 
 def _history_depth(value: Any) -> int | str:

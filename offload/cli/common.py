@@ -29,6 +29,9 @@ IdentityOpt = Annotated[Optional[Path], typer.Option("--identity", "-i", help="S
                                                      "(env OFFLOAD_SSH_KEY; else ssh-agent or ~/.ssh/config).",
                                                      show_default=False)]
 IapOpt = Annotated[bool, typer.Option("--iap", help="Reach GCE workers through an IAP tunnel.")]
+StrictHostKeysOpt = Annotated[bool, typer.Option("--strict-host-keys", help="Refuse a worker whose host key nothing "
+                                                 "vouches for, instead of trusting it on first use "
+                                                 "(offload:strictHostKeys).")]
 
 
 @dataclass
@@ -66,20 +69,22 @@ def resolve_outputs(outputs: Path | None, stack: str | None) -> StackOutputs:
 
 def open_service(stack: str | None, outputs: Path | None, worker: str | None, identity: Path | None = None,
                  iap: bool = False, progress: Callable[[str], None] | None = None,
-                 meters: "Meters | None" = None) -> "JobService":
+                 meters: "Meters | None" = None, *, strict_host_keys: bool = False) -> "JobService":
     """The job service for the stack the options name (close it, or use it as a context manager). METERS show
     its transfers (default: a summary line for each over 1 MB, and progress on a terminal)."""
     from offload.cli.ui import TransferDisplay
     from offload.jobs.fleet import Reach, quiet
     from offload.jobs.service import JobService
 
-    reach = Reach(identity=identity, via_iap=iap, progress=progress or quiet, meters=meters or TransferDisplay())
+    reach = Reach(identity=identity, via_iap=iap, progress=progress or quiet, meters=meters or TransferDisplay(),
+                  strict_host_keys=strict_host_keys)
     return JobService(resolve_outputs(outputs, stack), reach, worker=worker)
 
 
 def open_fleet(out: StackOutputs, worker: str | None, identity: Path | None = None, iap: bool = False,
-               progress: Callable[[str], None] | None = None) -> "Fleet":
+               progress: Callable[[str], None] | None = None, *, strict_host_keys: bool = False) -> "Fleet":
     """The workers of OUT (only WORKER, when given), for commands about workers rather than jobs."""
     from offload.jobs.fleet import Fleet, Reach, quiet
 
-    return Fleet(out, Reach(identity=identity, via_iap=iap, progress=progress or quiet), only=worker)
+    return Fleet(out, Reach(identity=identity, via_iap=iap, progress=progress or quiet,
+                            strict_host_keys=strict_host_keys), only=worker)

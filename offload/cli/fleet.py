@@ -41,6 +41,7 @@ def up(stack: DeployStackOpt = None) -> None:
     """
     name = _stack_name(stack, "up")
     st = _select(name, create=True, what=f"cannot deploy stack {name!r}")
+    _check_names(st, name)
     result = _run_pulumi(lambda: st.up(on_output=_echo, color=_color()), f"pulumi up failed for stack {name!r}")
     workers = result.outputs.get("workers")
     count = len(workers.value) if workers is not None and isinstance(workers.value, list) else 0
@@ -53,6 +54,7 @@ def preview(stack: DeployStackOpt = None) -> None:
     """Show what `fleet up` would change, without changing anything."""
     name = _stack_name(stack, "preview")
     st = _select(name, create=True, what=f"cannot preview stack {name!r}")
+    _check_names(st, name)
     _run_pulumi(lambda: st.preview(on_output=_echo, color=_color()), f"cannot preview stack {name!r}")
 
 
@@ -81,6 +83,17 @@ def _select(name: str, *, create: bool, what: str) -> Any:
     return select_stack(name, create=create, what=what)
 
 
+def _check_names(st: Any, name: str) -> None:
+    """Refuse an update that would rename every resource of a stack deployed under offload's older names."""
+    from offload.stack import check_names_kept, stack_config
+
+    config = stack_config(name)
+    if config is None:
+        return
+    deployed = _run_pulumi(st.outputs, f"cannot read the outputs of stack {name!r}")
+    check_names_kept(name, config, {k: v.value for k, v in deployed.items()})
+
+
 def _run_pulumi(call: Callable[[], T], what: str) -> T:
     from offload.stack import command_error
 
@@ -103,13 +116,13 @@ def _color() -> str:
 
 @app.command(epilog=LIVE_EXIT_CODES)
 def stop(stack: StackOpt = None, outputs: OutputsOpt = None, worker: FleetWorkerOpt = None) -> None:
-    """Stop the stack's GCE instances and wait until they are off (disks and workspaces stay). GCE workers only."""
+    """Stop the stack's GCE instances or workstations and wait until they are off (disks and workspaces stay)."""
     _change_state(resolve_outputs(outputs, stack), worker, "stop")
 
 
 @app.command(epilog=LIVE_EXIT_CODES)
 def start(stack: StackOpt = None, outputs: OutputsOpt = None, worker: FleetWorkerOpt = None) -> None:
-    """Start (or resume) the stack's GCE instances and wait until they run. GCE workers only."""
+    """Start (or resume) the stack's GCE instances or workstations and wait until they run."""
     _change_state(resolve_outputs(outputs, stack), worker, "start")
 
 
@@ -151,10 +164,10 @@ def _change_state(out: StackOutputs, worker: str | None, verb: str) -> None:
     """Stop or start every selected worker at once; report each, and fail when any failed (one error as is)."""
     from offload.cli.ui import Progress
 
-    if not out.provider.is_gce:
+    if not (out.provider.is_gce or out.provider is ProviderType.WORKSTATION):
         hint = " (pass --stack NAME or --outputs FILE)" if out.provider is ProviderType.LOCAL else ""
-        raise UsageError(f"fleet {verb} applies to GCE workers (gce-cos, gce-linux) only; this stack's provider "
-                         f"is {out.provider.value}{hint}")
+        raise UsageError(f"fleet {verb} applies to GCE workers and workstations (gce-cos, gce-linux, workstation) "
+                         f"only; this stack's provider is {out.provider.value}{hint}")
     progress = Progress()
     doing = {"stop": "stopping", "start": "starting"}[verb]
     with _fleet(out, worker, progress) as fleet, progress.activity(f"{doing} workers"):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir,
-                                open_service)
+                                open_service, StrictHostKeysOpt)
 from offload.errors import UsageError
 
 if TYPE_CHECKING:
@@ -26,11 +26,12 @@ TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="Task name 
                   "with its start, duration, command and tasks.",
              epilog="Exit codes: 0 when every worker answered, 1 when some could not be queried, 2 on bad usage.")
 def status(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, json: JsonOpt = False,
-           identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+           identity: IdentityOpt = None, iap: IapOpt = False, strict_host_keys: StrictHostKeysOpt = False) -> None:
     from offload.cli.ui import Progress, print_json, print_table
 
     progress = Progress(json_mode=json)
-    with open_service(stack, outputs, worker, identity, iap, progress.update) as service:
+    with open_service(stack, outputs, worker, identity, iap, progress.update,
+        strict_host_keys=strict_host_keys) as service:
         with progress.activity("querying workers"):
             report = service.status()
     if json:
@@ -106,10 +107,10 @@ def _tasks(job: "JobStatus") -> str:
 def logs(job: JobArg, task: TaskOpt = None, follow: Annotated[bool, typer.Option("--follow", "-f",
          help="Keep streaming until the task finishes.")] = False, stack: StackOpt = None,
          outputs: OutputsOpt = None, worker: WorkerOpt = None, identity: IdentityOpt = None,
-         iap: IapOpt = False) -> None:
+         iap: IapOpt = False, strict_host_keys: StrictHostKeysOpt = False) -> None:
     from offload.cli.ui import OutputClosed, Progress, write_out
 
-    with open_service(stack, outputs, worker, identity, iap) as service:
+    with open_service(stack, outputs, worker, identity, iap, strict_host_keys=strict_host_keys) as service:
         try:
             if follow:
                 service.follow(job, task, write_out, on_reconnect=Progress().note)
@@ -122,31 +123,33 @@ def logs(job: JobArg, task: TaskOpt = None, follow: Annotated[bool, typer.Option
 @app.command(help="Attach to a job's tmux session (detach with C-b d, or C-b C-b d inside your own tmux; the job "
                   "keeps running).")
 def attach(job: JobArg, task: TaskOpt = None, stack: StackOpt = None, outputs: OutputsOpt = None,
-           worker: WorkerOpt = None, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+           worker: WorkerOpt = None, identity: IdentityOpt = None, iap: IapOpt = False,
+           strict_host_keys: StrictHostKeysOpt = False) -> None:
     if not sys.stdin.isatty():
         raise UsageError("attach needs a terminal", hint=f"use `offload logs {job} -f` instead")
     from offload.cli.ui import Progress, attach_note
 
-    with open_service(stack, outputs, worker, identity, iap) as service:
+    with open_service(stack, outputs, worker, identity, iap, strict_host_keys=strict_host_keys) as service:
         raise typer.Exit(service.attach(job, task, on_attach=lambda: Progress().note(attach_note(job))))
 
 
 @app.command(help="An interactive shell in a job's worktree, in the job's container.")
 def shell(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
-          identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+          identity: IdentityOpt = None, iap: IapOpt = False, strict_host_keys: StrictHostKeysOpt = False) -> None:
     if not sys.stdin.isatty():
         raise UsageError("shell needs a terminal")
-    with open_service(stack, outputs, worker, identity, iap) as service:
+    with open_service(stack, outputs, worker, identity, iap, strict_host_keys=strict_host_keys) as service:
         raise typer.Exit(service.shell(job))
 
 
 @app.command(help="Exit 0 only when every task of the job succeeded.",
              epilog="Exit codes: 0 success, 1 failed, 7 still running, 5 no such job.")
 def check(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
-          json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+          json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False,
+          strict_host_keys: StrictHostKeysOpt = False) -> None:
     from offload.cli.ui import print_json
 
-    with open_service(stack, outputs, worker, identity, iap) as service:
+    with open_service(stack, outputs, worker, identity, iap, strict_host_keys=strict_host_keys) as service:
         report = service.check(job)
     if json:
         print_json(report.to_dict())
@@ -168,7 +171,7 @@ def clean(job: Annotated[Optional[str], typer.Argument(help="Job id.", show_defa
           all_: Annotated[bool, typer.Option("--all", help="Clean every job on the stack's workers.")] = False,
           yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
           stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, json: JsonOpt = False,
-          identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+          identity: IdentityOpt = None, iap: IapOpt = False, strict_host_keys: StrictHostKeysOpt = False) -> None:
     from offload.cli.ui import print_json
 
     if bool(job) == bool(all_):
@@ -181,7 +184,7 @@ def clean(job: Annotated[Optional[str], typer.Argument(help="Job id.", show_defa
             raise UsageError(f"clean --all would remove {total} jobs; confirm with --yes")
         return typer.confirm(f"Remove {total} jobs (sessions, worktrees and refs)?", abort=True)
 
-    with open_service(stack, outputs, worker, identity, iap) as service:
+    with open_service(stack, outputs, worker, identity, iap, strict_host_keys=strict_host_keys) as service:
         report = service.clean(job, current_dir()) if job else service.clean_all(confirm)
     if json:
         print_json(_without_empty_errors(report.to_dict()))

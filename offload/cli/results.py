@@ -9,7 +9,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from offload.cli.common import (IapOpt, IdentityOpt, JsonOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir,
-                                open_service)
+                                open_service, StrictHostKeysOpt)
 from offload.worker.layout import pulled_ref
 
 app = typer.Typer()
@@ -25,12 +25,14 @@ UnverifiedOpt = Annotated[bool, typer.Option(
                   "Only the objects this repository lacks travel; nothing else is written locally.")
 def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
          json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False,
+         strict_host_keys: StrictHostKeysOpt = False,
          unverified: UnverifiedOpt = False) -> None:
     from offload.cli.ui import TransferDisplay, print_json
 
     cwd = current_dir()
     meters = TransferDisplay(live=sys.stderr.isatty() and not json)
-    with open_service(stack, outputs, worker, identity, iap, meters=meters) as service:
+    with open_service(stack, outputs, worker, identity, iap, meters=meters,
+                      strict_host_keys=strict_host_keys) as service:
         pulled = service.pull(job, cwd, unverified=unverified)
     if json:
         print_json(pulled.to_dict())
@@ -41,11 +43,12 @@ def pull(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker
 
 @app.command(help="Print a job's changes against its snapshot, as a git diff (pulls first when needed).")
 def diff(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
-         identity: IdentityOpt = None, iap: IapOpt = False, unverified: UnverifiedOpt = False) -> None:
+         identity: IdentityOpt = None, iap: IapOpt = False,
+         strict_host_keys: StrictHostKeysOpt = False, unverified: UnverifiedOpt = False) -> None:
     from offload.cli.ui import OutputClosed, write_out
 
     cwd = current_dir()
-    with open_service(stack, outputs, worker, identity, iap) as service:
+    with open_service(stack, outputs, worker, identity, iap, strict_host_keys=strict_host_keys) as service:
         text = service.diff(job, cwd, unverified=unverified)
     try:
         write_out(text)
@@ -61,6 +64,7 @@ def diff(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker
                   "`--undo` puts it back.")
 def apply(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None,
           json: JsonOpt = False, identity: IdentityOpt = None, iap: IapOpt = False,
+          strict_host_keys: StrictHostKeysOpt = False,
           undo: Annotated[bool, typer.Option("--undo", help="Put back what the last apply of JOB changed, where it "
                                              "is still as the apply left it.")] = False,
           unverified: UnverifiedOpt = False,
@@ -84,7 +88,7 @@ def apply(job: JobArg, stack: StackOpt = None, outputs: OutputsOpt = None, worke
         if not applied.files:
             print(f"nothing to put back: the files job {job} changed are as they were", file=sys.stderr)
         return
-    with open_service(stack, outputs, worker, identity, iap) as service:
+    with open_service(stack, outputs, worker, identity, iap, strict_host_keys=strict_host_keys) as service:
         applied = service.apply(job, cwd, unverified=unverified, unrelated=unrelated, allow_filters=allow_filters)
     if json:
         print_json(applied.to_dict())
@@ -115,12 +119,13 @@ def get(job: JobArg,
         force: Annotated[bool, typer.Option("--force", help="Replace files already in --to DIR (in .offload/ "
                                                              "they always are).")] = False,
         stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, json: JsonOpt = False,
-        identity: IdentityOpt = None, iap: IapOpt = False) -> None:
+        identity: IdentityOpt = None, iap: IapOpt = False, strict_host_keys: StrictHostKeysOpt = False) -> None:
     from offload.cli.ui import TransferDisplay, print_json
 
     cwd = current_dir()
     meters = TransferDisplay(live=sys.stderr.isatty() and not json)
-    with open_service(stack, outputs, worker, identity, iap, meters=meters) as service:
+    with open_service(stack, outputs, worker, identity, iap, meters=meters,
+                      strict_host_keys=strict_host_keys) as service:
         fetched = service.get(job, paths, cwd, to, force=force)
     if json:
         print_json(fetched.to_dict())

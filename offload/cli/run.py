@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, List, Optional
 import typer
 
 from offload.cli.common import (IapOpt, IdentityOpt, Invocation, OutputsOpt, StackOpt, WorkerOpt, current_dir,
-                                open_service)
+                                open_service, StrictHostKeysOpt)
 from offload.errors import OffloadError, UsageError
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ def run(
     attach: Annotated[bool, typer.Option("--attach", help="Attach to the job's tmux session.")] = False,
     identity: IdentityOpt = None,
     iap: IapOpt = False,
+    strict_host_keys: StrictHostKeysOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help='Print {"id": ..., "worker": ...} instead of the id '
                                            "(not with --wait or --attach).")] = False,
     ref: Annotated[Optional[str], typer.Option("--ref", help="Run this commit of the repository (a branch, a tag, "
@@ -77,7 +78,8 @@ def run(
     progress = Progress(json_mode=json_out)
 
     with open_service(stack, outputs, worker, identity, iap, progress.update,
-                      meters=TransferDisplay(progress, live=sys.stderr.isatty() and not json_out)) as service:
+                      meters=TransferDisplay(progress, live=sys.stderr.isatty() and not json_out),
+                      strict_host_keys=strict_host_keys) as service:
         with progress.activity("preparing"):
             started = service.submit(request)
         # The spinner is gone: from here the job owns the terminal.

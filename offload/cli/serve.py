@@ -8,7 +8,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from offload.cli.common import IapOpt, IdentityOpt, OutputsOpt, StackOpt, WorkerOpt, current_dir, open_service
+from offload.cli.common import (IapOpt, IdentityOpt, OutputsOpt, StackOpt, StrictHostKeysOpt, WorkerOpt, current_dir,
+                                open_service)
 
 
 app = typer.Typer()
@@ -24,6 +25,7 @@ app = typer.Typer()
                   "name: --allow-env NAME (repeatable) or OFFLOAD_MCP_ALLOW_ENV=NAME,NAME.")
 def mcp(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = None, identity: IdentityOpt = None,
         iap: IapOpt = False,
+        strict_host_keys: StrictHostKeysOpt = False,
         allow_env: Annotated[Optional[List[str]], typer.Option(
             "--allow-env", help="An environment variable the agent may pass to its jobs (`run` with env); "
                                 "repeatable, added to those of OFFLOAD_MCP_ALLOW_ENV (comma-separated). None by "
@@ -38,8 +40,9 @@ def mcp(stack: StackOpt = None, outputs: OutputsOpt = None, worker: WorkerOpt = 
 
     # An agent reads results, not a terminal: no progress and no summary lines from the server.
     quiet = TransferDisplay(live=False, summaries=False)
-    serve(lambda: open_service(stack, outputs, worker, identity, iap, meters=quiet), current_dir, allowed,
-          max_wait=max_wait)
+    serve(lambda: open_service(stack, outputs, worker, identity, iap, meters=quiet,
+                               strict_host_keys=strict_host_keys),
+          current_dir, allowed, max_wait=max_wait)
     # The client is gone and the connections are closed. The interpreter's own teardown (its modules, the SDK's
     # and SSH's objects) takes up to a second on a loaded machine, which a client that waits for its server to
     # exit would wait too: leave now.

@@ -19,7 +19,8 @@ from offload.errors import ConfigError
 from offload.infra.access import DeveloperAccess, DeveloperAccessArgs
 from offload.infra.cloudinit import DATA_DEVICE_NAME
 from offload.stackconfig import (DEFAULT_DATA_DISK_GB, DEFAULT_IDLE_STOP_MINUTES, DEFAULT_MACHINE_TYPE,
-                                  DEFAULT_SUBNET_CIDR, StackConfig, args_from, os_login_user, worker_labels)
+                                  DEFAULT_SUBNET_CIDR, StackConfig, args_from, os_login_user, team_tag,
+                                  worker_labels)
 from offload.infra.network import Network, NetworkArgs
 from offload.infra.project import GCE_APIS, ProjectServices, depends_on_of
 from offload.outputs import IAP_RANGE, WorkerRecord
@@ -57,6 +58,9 @@ class GceWorkersArgs:
     network: str | None = None
     subnetwork: str | None = None
     protect_data_disk: bool = True
+    # offload:team: the stack adds no firewall rule of its own; its workers carry the team's network tag, which
+    # the team's one SSH rule (IAP range only) targets. Who reaches which worker is per-instance IAM and OS Login.
+    team: str | None = None
 
     @classmethod
     def from_config(cls, config: StackConfig) -> Self:
@@ -161,7 +165,7 @@ class GceWorkers(pulumi.ComponentResource):
         network = Network(f"{name}-network", NetworkArgs(
             project=args.project, region=args.region, ssh_source_ranges=args.ssh_source_ranges,
             subnet_cidr=args.subnet_cidr, existing_network=args.network, existing_subnetwork=args.subnetwork,
-            ssh_target_service_account=account.email), opts=child)
+            ssh_target_service_account=None if args.team else account.email), opts=child)
         # A worker's first boot pulls its image and packages: through NAT, as the service account. Starting
         # before either is in place fails that boot, so instances wait for them.
         boot_needs = [*apis.resources, *network.ready, *account.bindings]
@@ -201,6 +205,7 @@ class GceWorkers(pulumi.ComponentResource):
                     enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True),
                 metadata=metadata,
                 labels=args.labels,
+                tags=[team_tag(args.team)] if args.team else None,
                 allow_stopping_for_update=True,
                 deletion_protection=False,
                 # The name is fixed (it is the worker's identity), so a replacement must delete first.

@@ -13,7 +13,7 @@ import pulumi
 from offload.errors import MissingExtra
 from offload.extras import require_for_provider
 from offload.outputs import ProviderType
-from offload.stackconfig import StackConfig, load_stack_config, with_retention
+from offload.stackconfig import CLOUD_PROVIDERS, StackConfig, load_stack_config, with_retention
 
 
 class HasWorkers(Protocol):
@@ -64,3 +64,13 @@ def program() -> None:
     pulumi.export("provider", stack_config.provider.value)
     pulumi.export("developer", stack_config.developer)
     pulumi.export("workers", workers.workers.apply(lambda records: with_retention(records, stack_config)))
+    if stack_config.provider in CLOUD_PROVIDERS:
+        # The grants this run made take minutes to reach IAP and OS Login; the runtime retries denials meanwhile.
+        pulumi.export("deployed_at", deployed_now())
+
+
+def deployed_now() -> str:
+    """Now, in UTC, as the outputs' `deployed_at`."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -34,15 +34,18 @@ def quiet(message: str) -> None:
 
 @dataclass
 class Reach:
-    """How a session reaches its workers: the SSH identity, IAP for GCE, and where progress goes."""
+    """How a session reaches its workers: the SSH identity, IAP for GCE, where progress goes, and whether an
+    unknown host key is refused."""
 
     identity: Path | None = None
     via_iap: bool = False
     progress: Callable[[str], None] = quiet
     meters: Meters = unmetered  # counts the bytes of each transfer (a sync, a pull, a get) for a display
+    strict_host_keys: bool = False
 
     def options(self) -> ProviderOptions:
-        return ProviderOptions.from_env(self.identity, via_iap=self.via_iap, progress=self.progress)
+        return ProviderOptions.from_env(self.identity, via_iap=self.via_iap, progress=self.progress,
+                                        strict_host_keys=self.strict_host_keys)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +27,18 @@ class ProviderOptions:
     connect: ConnectOptions = field(default_factory=ConnectOptions.from_env)
     via_iap: bool = False
     progress: Callable[[str], None] = lambda msg: None
+    # How waits for the cloud (new grants, a waking workstation) read the time and pause; tests give their own.
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
     @classmethod
     def from_env(cls, identity: Path | None = None, *, via_iap: bool = False,
-                 progress: Callable[[str], None] | None = None) -> "ProviderOptions":
+                 progress: Callable[[str], None] | None = None, strict_host_keys: bool = False) -> "ProviderOptions":
         """IDENTITY (else OFFLOAD_SSH_KEY, ssh-agent or ~/.ssh/config) and the connect timeout from the
-        environment; VIA_IAP reaches GCE workers through an IAP tunnel."""
-        return cls(connect=ConnectOptions.from_env(identity), via_iap=via_iap,
-                   progress=progress or (lambda msg: None))
+        environment; VIA_IAP reaches GCE workers through an IAP tunnel; STRICT_HOST_KEYS refuses unknown keys."""
+        connect = ConnectOptions.from_env(identity)
+        connect.strict_host_keys = strict_host_keys
+        return cls(connect=connect, via_iap=via_iap, progress=progress or (lambda msg: None))
 
 
 @dataclass(frozen=True)

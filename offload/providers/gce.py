@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from pathlib import Path
 
-from offload.errors import AuthFailed, CloudApiError, CloudNotFound, ConfigError, HostKeyMismatch, WorkerUnreachable
+from offload.errors import (AuthFailed, CloudApiError, CloudNotFound, CloudPermissionDenied, ConfigError,
+                            HostKeyMismatch, IapDenied, OffloadError, WorkerUnreachable)
 from offload.outputs import ProviderType
 from offload.paths import cache_dir
 from offload.providers.base import WorkerStatus
+from offload.providers.grants import GrantWait, is_grant_denial
 from offload.providers.ssh import SshProvider
 from offload.runtime import agent, user_ssh_config
 from offload.runtime.transport import Transport
@@ -26,6 +27,8 @@ WAKE_TIMEOUT = 300.0
 # A key just imported to OS Login takes a few seconds to reach the instance.
 LOGIN_PROPAGATION_TIMEOUT = 30.0
 IAP = "iap"
+# What gcloud's IAP tunnel says when IAP refuses it: "Error while connecting [4033: 'not authorized']".
+IAP_NOT_AUTHORIZED = "4033"
 DIRECT_TIMEOUT = 5.0
 _STOPPED = {"TERMINATED", "STOPPED", "SUSPENDED"}
 _STATE = {"RUNNING": "running", "TERMINATED": "stopped", "STOPPED": "stopped", "SUSPENDED": "stopped",
@@ -70,6 +73,7 @@ class GceLinuxProvider(SshProvider):
         self._os_login_done = False
         # The instance's status as the Compute API last gave it (None: not asked yet).
         self._last_status: str | None = None
+        self._warned_first_use = False
         r, developer = self.record, self.outputs.developer
         # The name the stack guessed, which its boot put in the docker group (gce-cos).
         self.guessed_user = r.user
@@ -107,14 +111,14 @@ class GceLinuxProvider(SshProvider):
             if self._os_login_done or not self.outputs.developer:
                 raise
         self.register_os_login()
-        deadline = time.monotonic() + LOGIN_PROPAGATION_TIMEOUT
+        deadline = self.options.clock() + LOGIN_PROPAGATION_TIMEOUT
         while True:
             try:
                 return self._dial(keys, routes)
             except AuthFailed:
-                if time.monotonic() >= deadline:
+                if self.options.clock() >= deadline:
                     raise
-                time.sleep(1)
+                self.options.sleep(1)
 
     def _api(self):
         from offload.providers.gce_api import ComputeApi
@@ -143,13 +147,33 @@ class GceLinuxProvider(SshProvider):
         try:
             keys = self.published_host_keys()
         except CloudApiError as e:
-            self.options.progress(f"cannot read host keys of {self.name} from guest attributes: {e.message}")
+            if isinstance(e, CloudPermissionDenied) and self.grant_wait().fresh:
+                raise  # a grant of the new stack on its way: waited for, not a reason to trust the network
+            if not remembered and not self._strict() and not self._warned_first_use:
+                # Said once, and before the key's fingerprint, which the first-use warning gives.
+                self._warned_first_use = True
+                self.options.connect.notice(f"warning: cannot read the host keys of worker {self.name} from its "
+                                            f"guest attributes ({e.message}); falling back to trust on first use")
+            else:
+                self.options.progress(f"cannot read host keys of {self.name} from guest attributes: {e.message}")
             return remembered
         if keys and refresh:
             known.replace(name, keys)
         for key in keys if not refresh else ():
             known.add(name, key)
         return keys or remembered
+
+    def _strict(self) -> bool:
+        return bool(self.options.connect.strict_host_keys or self.record.strict_host_keys)
+
+    def grant_wait(self) -> GrantWait:
+        """The wait for this stack's new IAM grants (a no-op unless the stack was deployed minutes ago)."""
+        return GrantWait(self.outputs.deployed_seconds_ago(), self.options.connect.notice,
+                         clock=self.options.clock, sleep=self.options.sleep)
+
+    def _grant_denial(self, e: OffloadError) -> bool:
+        # A refused login is OS Login's grant only once OS Login holds the key (else the key is the problem).
+        return is_grant_denial(e) and (not isinstance(e, AuthFailed) or self._os_login_done)
 
     def trust_host_keys(self) -> list[str]:
         """Pinned keys into the managed known_hosts; without them, the keys the instance publishes (once none
@@ -203,6 +227,11 @@ class GceLinuxProvider(SshProvider):
         proxy = self._iap() if route == IAP else route
         try:
             return self._connect(extra_keys=keys, proxy_command=proxy, timeout=timeout)
+        except WorkerUnreachable as e:
+            if route == IAP and IAP_NOT_AUTHORIZED in e.message:
+                raise IapDenied(self.name, e.message, hint="check that you hold roles/iap.tunnelResourceAccessor "
+                                "on the instance (the stack grants it to offload:developer)") from None
+            raise
         except HostKeyMismatch:
             # A rebuilt instance publishes its new keys through the API; trust those, never the wire.
             fresh = self._trusted_keys(refresh=True)
@@ -211,6 +240,9 @@ class GceLinuxProvider(SshProvider):
             return self._connect(extra_keys=fresh, proxy_command=proxy, timeout=timeout)
 
     def _open_host(self, wake: bool) -> Transport:
+        return self.grant_wait().run(lambda: self._open_host_once(wake), denial=self._grant_denial)
+
+    def _open_host_once(self, wake: bool) -> Transport:
         keys = self._trusted_keys()
         routes = self._routes()
         if self._last_status in _STOPPED:
@@ -241,15 +273,15 @@ class GceLinuxProvider(SshProvider):
         return self._wait_for_ssh(routes)
 
     def _wait_for_ssh(self, routes: list[str | None]) -> Transport:
-        deadline = time.monotonic() + WAKE_TIMEOUT
+        deadline = self.options.clock() + WAKE_TIMEOUT
         last: WorkerUnreachable | None = None
-        while time.monotonic() < deadline:
+        while self.options.clock() < deadline:
             try:
                 return self._dial_login(self._trusted_keys(refresh=True), routes)
             except WorkerUnreachable as e:
                 # A booting instance may refuse logins until OS Login's user lookup is up: keep trying.
                 last = e
-                time.sleep(1)
+                self.options.sleep(1)
         raise WorkerUnreachable(self.name, f"worker {self.name} started but SSH did not answer within "
                                 f"{WAKE_TIMEOUT:.0f}s: {last.message if last else 'no answer'}")
 

@@ -1,6 +1,6 @@
 """What offload's Google Cloud clients (Compute, OS Login) share: how a client is made, and the one translator of
-their exceptions into a one-line CloudApiError that says what to do next (CloudNotFound for the API's 404, so
-callers tell a missing resource by its class).
+their exceptions into a one-line CloudApiError that says what to do next (CloudNotFound for the API's 404 and
+CloudPermissionDenied for its 401 and 403, so callers tell a missing resource or a missing grant by its class).
 
 The google-cloud libraries cost seconds to import, so they are imported inside the calls, never at module import.
 Credentials are Application Default Credentials; with the API's endpoint setting (an emulator or a test fake) the
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from offload.errors import CloudApiError, CloudNotFound, CloudServiceDisabled
+from offload.errors import CloudApiError, CloudNotFound, CloudPermissionDenied, CloudServiceDisabled
 
 if TYPE_CHECKING:
     import requests
@@ -107,11 +107,11 @@ class GoogleApi:
                 raise CloudServiceDisabled(subject, one_line(f"{cannot}: {service or 'an API'} is off"
                                                              f"{' in ' + consumer if consumer else ''}"),
                                            service=service, consumer=consumer, hint=fix) from None
-            raise CloudApiError(subject, one_line(f"{cannot}: permission denied{where}: {_api_message(e)}"),
-                                hint=self.denied_hint) from None
+            raise CloudPermissionDenied(subject, one_line(f"{cannot}: permission denied{where}: {_api_message(e)}"),
+                                        hint=self.denied_hint) from None
         except exceptions.Unauthorized as e:
-            raise CloudApiError(subject, one_line(f"{cannot}: permission denied{where}: {_api_message(e)}"),
-                                hint=self.denied_hint) from None
+            raise CloudPermissionDenied(subject, one_line(f"{cannot}: permission denied{where}: {_api_message(e)}"),
+                                        hint=self.denied_hint) from None
         except exceptions.RetryError as e:
             cause = _api_message(e.cause) if e.cause is not None else str(e)
             raise CloudApiError(subject, one_line(f"{cannot}: the {self.name} kept failing: {cause}"),

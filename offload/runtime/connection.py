@@ -12,7 +12,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from offload.errors import AUTH_HINT, AuthFailed, HostKeyMismatch, UsageError, WorkerUnreachable, reason
+from offload.errors import (AUTH_HINT, STRICT_HINT, AuthFailed, HostKeyMismatch, HostKeyUnknown, UsageError,
+                            WorkerUnreachable, reason)
 from offload.outputs import WorkerRecord
 from offload.runtime import user_ssh_config
 from offload.runtime.hostkeys import KnownHosts, host_id
@@ -28,7 +29,8 @@ class Trust(str, Enum):
     """How an unknown host key is treated."""
 
     PINNED = "pinned"          # only the keys given (outputs, guest attributes); anything else is refused
-    FIRST_USE = "first-use"    # remember the first key seen, with a notice; refuse a change later
+    FIRST_USE = "first-use"    # remember the first key seen, with a warning; refuse a change later
+    STRICT = "strict"          # the known keys only, and an unknown host is refused (offload:strictHostKeys)
 
 
 @dataclass
@@ -44,6 +46,9 @@ class ConnectOptions:
     # paramiko explicitly, never through this process's environment (the connection agent dials for many
     # commands at once, each with its own).
     ssh_agent: str | None = field(default_factory=lambda: os.environ.get("SSH_AUTH_SOCK") or None)
+    # --strict-host-keys: refuse a host key nothing vouches for instead of trusting it on first use (a worker
+    # record's strict_host_keys, from offload:strictHostKeys, does the same for its worker).
+    strict_host_keys: bool = False
 
     @classmethod
     def from_env(cls, identity: Path | None = None) -> "ConnectOptions":
@@ -95,9 +100,14 @@ def _policy(worker: WorkerRecord, opts: ConnectOptions, trust: Trust, refuse: Ca
             line = f"{key.get_name()} {key.get_base64()}"
             if trust is Trust.PINNED:
                 raise refuse(line)
+            if trust is Trust.STRICT:
+                raise HostKeyUnknown(worker.name, f"host key {fingerprint(line)} of worker {worker.name} ({hostname}) "
+                                     "is not pinned, published or known, and strict host-key checking refuses to "
+                                     "trust it on first use", hint=STRICT_HINT)
             opts.known_hosts.add(hostname, line)
-            opts.notice(f"trusting host key {fingerprint(line)} of worker {worker.name} ({hostname}) on first use; "
-                        f"it is kept in {opts.known_hosts.path}")
+            opts.notice(f"warning: trusting host key {fingerprint(line)} of worker {worker.name} ({hostname}) on "
+                        f"first use, as nothing vouches for it; it is kept in {opts.known_hosts.path} "
+                        "(offload:strictHostKeys: true refuses instead)")
 
     return _Policy()
 
@@ -199,9 +209,29 @@ def open_connection(worker: WorkerRecord, opts: ConnectOptions, *, extra_keys: l
     _use_early_socket(conn, early, dial_host, worker.port)
     _pass_over_missing_key_files(conn)
     refuse = _trust(conn, worker, opts, extra_keys, key_source or _key_source(worker, extra_keys), where)
-    _log_in(conn, worker, opts, where, timeout, refuse)
+    try:
+        _log_in(conn, worker, opts, where, timeout, refuse)
+    except BaseException:
+        # A refused login leaves its TCP connection open: sshd counts each against MaxStartups until LoginGraceTime,
+        # and a loop of logins while a grant propagates would be dropped before the banner.
+        _discard(conn)
+        raise
     _tune(conn)
     return conn
+
+
+def _discard(conn: "fabric.Connection") -> None:
+    """Close what a failed dial of CONN opened: paramiko's transport and the socket (or proxy pipe) under it."""
+    try:
+        conn.client.close()
+    except Exception:
+        pass
+    sock = conn.connect_kwargs.get("sock")
+    if sock is not None:
+        try:
+            sock.close()
+        except Exception:
+            pass
 
 
 def _quiet_paramiko() -> None:
@@ -285,7 +315,7 @@ def _trust(conn: "fabric.Connection", worker: WorkerRecord, opts: ConnectOptions
     """Give CONN the host keys it may accept (pinned, else remembered) and the policy for a key it does not know;
     the refusal for a key that does not match."""
     pinned = list(worker.host_keys) + list(extra_keys or [])
-    trust = Trust.PINNED if pinned else Trust.FIRST_USE
+    trust = Trust.PINNED if pinned else Trust.STRICT if strict_host_keys(worker, opts) else Trust.FIRST_USE
     # paramiko looks the key up under the address it dials: an alias's HostName, not the alias.
     name = host_id(conn.host, conn.port)
     _load_keys(conn.client, name, pinned or opts.known_hosts.lookup(name))
@@ -295,6 +325,11 @@ def _trust(conn: "fabric.Connection", worker: WorkerRecord, opts: ConnectOptions
 
     conn.client.set_missing_host_key_policy(_policy(worker, opts, trust, refuse))
     return refuse
+
+
+def strict_host_keys(worker: WorkerRecord, opts: ConnectOptions) -> bool:
+    """Whether an unknown host key of WORKER is refused: --strict-host-keys, or the stack's offload:strictHostKeys."""
+    return bool(opts.strict_host_keys or worker.strict_host_keys)
 
 
 def _log_in(conn: "fabric.Connection", worker: WorkerRecord, opts: ConnectOptions, where: str, timeout: float,

@@ -123,8 +123,8 @@ def test_stop_and_start_apply_to_gce_workers_only(cli: RunCli, tmp_path: Path) -
     for verb in ("stop", "start"):
         r = cli("fleet", verb, "--outputs", str(outputs))
         assert (r.exit_code, r.stdout) == (2, "")
-        assert r.stderr == (f"offload: fleet {verb} applies to GCE workers (gce-cos, gce-linux) only; this stack's "
-                            "provider is ssh\n")
+        assert r.stderr == (f"offload: fleet {verb} applies to GCE workers and workstations (gce-cos, gce-linux, "
+                            "workstation) only; this stack's provider is ssh\n")
     r = cli("fleet", "stop")
     assert r.exit_code == 2 and "provider is local (pass --stack NAME or --outputs FILE)" in r.stderr
 
@@ -192,3 +192,21 @@ def test_help_documents_exit_codes(cli: RunCli) -> None:
         assert r.exit_code == 0
         assert "Exit codes: 0 ok, 1 failure" in " ".join(r.stdout.split())
     assert "6 the pulumi CLI is missing" in " ".join(cli("fleet", "up", "--help").stdout.split())
+
+
+def test_stop_and_start_a_workstation_through_its_api(cli: RunCli, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.workstations_api import WorkstationsFake
+
+    outputs = write_outputs(tmp_path / "ws.json", "workstation", [
+        {"name": "ws-0", "host": "ws-0", "port": 22, "user": "user", "workspace": "/home/user/offload",
+         "instance": "ws-0", "project": "p", "region": "us-central1", "workstation_cluster": "c",
+         "workstation_config": "f"}])
+    with WorkstationsFake(transition_gets=0) as fake:
+        ws = fake.add("ws-0", state="STATE_RUNNING")
+        monkeypatch.setenv("OFFLOAD_WORKSTATIONS_ENDPOINT", fake.endpoint)
+        r = cli("fleet", "stop", "--outputs", str(outputs))
+        assert (r.exit_code, r.stdout, ws.state) == (0, "ws-0: stopped\n", "STATE_STOPPED"), r.stderr
+        r = cli("fleet", "start", "--outputs", str(outputs))
+        assert (r.exit_code, r.stdout, ws.state) == (0, "ws-0: running\n", "STATE_RUNNING"), r.stderr
+    assert [c.target for c in fake.calls("POST")] == ["ws-0:stop", "ws-0:start"]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-# A stand-in for the pulumi CLI: it logs each call (its directory and arguments), answers `version`, and keeps the
-# stacks it was asked to create as files, so `stack select` of one it never created fails as the real CLI does.
+# A stand-in for the pulumi CLI: it logs each call (its directory and arguments), answers `version`, keeps the
+# stacks it was asked to create as files, so `stack select` of one it never created fails as the real CLI does, and
+# answers `stack output` with the file `outputs` (none: no outputs).
 FAKE_PULUMI = """\
 #!/bin/sh
 printf '%s|%s\\n' "$PWD" "$*" >> "$FAKE_PULUMI_DIR/calls"
@@ -16,6 +17,7 @@ case "$1 $2" in
 version*) echo "v$FAKE_PULUMI_VERSION" ;;
 "stack select") [ -e "$FAKE_PULUMI_DIR/stack-$4" ] || { echo "error: no stack named '$4' found" >&2; exit 255; } ;;
 "stack init") : > "$FAKE_PULUMI_DIR/stack-$3" ;;
+"stack output") cat "$FAKE_PULUMI_DIR/outputs" 2> /dev/null || echo '{}' ;;
 *) echo "error: the fake pulumi does not do $*" >&2; exit 1 ;;
 esac
 """

@@ -331,3 +331,48 @@ def test_history_depth_is_one_commit_unless_the_stack_says() -> None:
     fails(GCE, 'offload:historyDepth takes a number of commits from 1 to 1000000, or "full"; got \'0\'',
           offload__historyDepth="0")
     fails(GCE, "offload:historyDepth takes a number of commits", offload__historyDepth="deep")
+
+
+def test_the_stack_goes_into_the_default_names_and_without_it_they_are_the_old_ones() -> None:
+    from offload.stackconfig import stack_hash
+
+    cos, linux = read_stack_config(GCE, "alice-cos"), read_stack_config(GCE, "alice-linux")
+    assert cos.name_prefix == f"offload-dev-{stack_hash(DEV, 'alice-cos')}"
+    assert cos.name_prefix != linux.name_prefix
+    assert read_stack_config(GCE).name_prefix == f"offload-dev-{email_hash(DEV)}"
+    assert read_stack_config({**GCE, "offload:namePrefix": "offload-mine"}, "alice-cos").name_prefix == "offload-mine"
+
+
+def test_strict_host_keys_and_team_are_validated() -> None:
+    assert read(GCE).strict_host_keys is False and read(GCE).team is None
+    assert read(GCE, offload__strictHostKeys="true").strict_host_keys is True
+    with pytest.raises(ConfigError, match="offload:strictHostKeys must be true or false"):
+        read(GCE, offload__strictHostKeys="yes")
+    shared = {"offload__network": "team-net", "offload__subnetwork": "team-subnet"}
+    assert read(GCE, offload__team="core", **shared).team == "core"
+    with pytest.raises(ConfigError, match="offload:team must be a team name"):
+        read(GCE, offload__team="Core Team", **shared)
+    with pytest.raises(ConfigError, match="offload:team needs offload:network and offload:subnetwork"):
+        read(GCE, offload__team="core")
+    with pytest.raises(ConfigError, match="offload:sshSourceRanges does not apply with offload:team"):
+        read(GCE, offload__team="core", offload__sshSourceRanges=["10.8.0.0/16"], **shared)
+
+
+def test_a_stack_deployed_under_the_old_names_is_not_renamed_by_accident() -> None:
+    from offload.stack import check_names_kept
+    from offload.stackconfig import legacy_name_prefix
+
+    old = legacy_name_prefix(DEV)
+    deployed = {"provider": "gce-cos", "workers": [{"name": f"{old}-0"}, {"name": f"{old}-1"}]}
+    with pytest.raises(ConfigError) as refused:
+        check_names_kept("alice", read_stack_config(GCE, "alice"), deployed)
+    assert refused.value.line() == (
+        f"stack 'alice' has workers named {old}-*, and its config would now name them "
+        f"{default_name_prefix(DEV, 'alice')}-*: deploying would replace every resource it named (keep the names "
+        f"with `pulumi config set offload:namePrefix {old} --stack alice` (or offload:namePrefix: {old} in its stack "
+        "file))")
+    # With the old prefix set, a new stack, or one already under the new names, there is nothing to refuse.
+    check_names_kept("alice", read_stack_config({**GCE, "offload:namePrefix": old}, "alice"), deployed)
+    check_names_kept("alice", read_stack_config(GCE, "alice"), {})
+    new = default_name_prefix(DEV, "alice")
+    check_names_kept("alice", read_stack_config(GCE, "alice"), {"workers": [{"name": f"{new}-0"}]})

@@ -23,7 +23,9 @@ SCHEMA = json.loads(SCHEMA_PATH.read_text())
 
 
 def _without_hosts(outputs: dict[str, Any]) -> dict[str, Any]:
-    return {**outputs, "workers": [{**w, "host": None} for w in outputs["workers"]]}
+    """OUTPUTS without what differs between two runs: the mocks' addresses and the time of the run."""
+    return {**outputs, "workers": [{**w, "host": None} for w in outputs["workers"]],
+            "deployed_at": "deployed_at" in outputs}
 
 
 @pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
@@ -137,3 +139,26 @@ def test_stacks_that_create_nothing_need_no_developer() -> None:
         static_outputs(config).to_dict()
     with pytest.raises(Exception, match="offload:developer is required"):
         read_stack_config({"offload:provider": "local-docker"})
+
+
+@pytest.mark.parametrize("verb", ["up", "preview"])
+def test_fleet_refuses_to_rename_a_stack_deployed_under_the_old_names(
+        verb: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from offload.cli.app import main
+    from offload.stackconfig import legacy_name_prefix
+
+    fake = fake_pulumi_on_path(tmp_path, monkeypatch)
+    config = isolated_home / ".config" / "offload"
+    (config / "stacks").mkdir(parents=True)
+    shutil.copy(stack_file("gce-cos"), config / "stacks" / "Pulumi.dev.yaml")
+    developer = read_stack_config(stack_config(stack_file("gce-cos"))).developer
+    old = legacy_name_prefix(developer)
+    (fake / "outputs").write_text(json.dumps({"provider": "gce-cos", "workers": [{"name": f"{old}-0"}]}))
+    with pytest.raises(SystemExit) as exited:
+        main(["fleet", verb, "--stack", "dev"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith(f"offload: stack 'dev' has workers named {old}-*")
+    assert not [args for _, args in _calls(fake) if args.split()[1:2] == [verb]], "pulumi was not asked to deploy"

@@ -15,7 +15,7 @@ from tests.infra.conftest import STACK_FILES, stack_file
 from tests.infra.mocks import ACCOUNT, DISK, FIREWALL, INSTANCE, Run, run_program, stack_config
 
 DEV = "dev@example.com"
-W = default_name_prefix(DEV)  # offload-dev-<hash>
+W = default_name_prefix(DEV, "test")  # offload-dev-<hash of the email and the stack `test`>
 GCE_MINIMAL = {"offload:developer": DEV, "gcp:project": "p-offload", "gcp:zone": "us-west1-a"}
 DEFAULT_COMPUTE_SA = "-compute@developer.gserviceaccount.com"
 PROJECT_IAM = "gcp:projects/iAMMember:IAMMember"
@@ -503,3 +503,45 @@ def test_public_source_ranges_fail_the_program_naming_the_key(ranges: list[str])
 
     with pytest.raises(ConfigError, match=r"offload:sshSourceRanges\[\d\] must be a private range"):
         run_program(gce("gce-cos", **{"offload:sshSourceRanges": ranges}))
+
+
+@pytest.mark.parametrize("provider", ["gce-cos", "gce-linux", "workstation"])
+def test_two_stacks_of_one_developer_share_no_name(provider: str) -> None:
+    """A `gce-cos` and a `gce-linux` stack of one developer in one project: the service account, the custom role
+    ids and the instance and disk names would answer 409 if the stacks shared any."""
+    cos = run_program(gce("gce-cos"), stack="alice-cos")
+    other = run_program(gce(provider), stack="alice-linux")
+    assert gce_names(cos) and gce_names(other)
+    assert not gce_names(cos) & gce_names(other)
+    assert not {w["name"] for w in cos.outputs["workers"]} & {w["name"] for w in other.outputs["workers"]}
+    # The logical names (the URNs) differ too, so one state file could even hold both.
+    assert not {d.name for d in cos.declared} & {d.name for d in other.declared}
+
+
+def test_name_prefix_keeps_the_names_a_stack_had_before_stacks_were_hashed() -> None:
+    from offload.stackconfig import email_hash, legacy_name_prefix
+
+    old = legacy_name_prefix(DEV)
+    assert old == f"offload-dev-{email_hash(DEV)}"
+    run = run_program(gce("gce-cos", **{"offload:namePrefix": old}), stack="alice-cos")
+    assert [w["name"] for w in run.outputs["workers"]] == [f"{old}-0"]
+    assert run.one(ACCOUNT).inputs["accountId"] == f"{old}-sa"[:30]
+    assert default_name_prefix(DEV, "alice-cos") != old
+
+
+def test_a_cloud_stack_exports_when_it_was_deployed_and_a_static_one_does_not() -> None:
+    run = run_program(gce("gce-cos"))
+    ago = StackOutputs.from_dict(run.outputs).deployed_seconds_ago()
+    assert ago is not None and -5 < ago < 600
+    ssh = run_program(stack_config(stack_file("ssh")))
+    assert "deployed_at" not in ssh.outputs
+
+
+def test_a_team_stack_adds_no_firewall_rule_and_tags_its_workers_for_the_teams_one() -> None:
+    team = run_program(gce("gce-cos", **{"offload:team": "core", "offload:network": "team-net",
+                                         "offload:subnetwork": "team-subnet", "offload:workers": 2}))
+    assert not team.of_type(FIREWALL)
+    assert [d.inputs.get("tags") for d in team.of_type(INSTANCE)] == [["offload-core"], ["offload-core"]]
+    assert {nic["subnetwork"] for d in team.of_type(INSTANCE) for nic in d.inputs["networkInterfaces"]} == {"team-subnet"}
+    alone = run_program(gce("gce-cos", **{"offload:network": "team-net", "offload:subnetwork": "team-subnet"}))
+    assert len(alone.of_type(FIREWALL)) == 1 and not alone.one(INSTANCE).inputs.get("tags")

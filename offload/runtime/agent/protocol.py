@@ -74,6 +74,7 @@ class DialSpec:
     auth_sock: str | None = None             # the request's ssh-agent (its SSH_AUTH_SOCK), the only one its dial uses
     identity_stamp: str = ""                 # the identity file's inode, size and mtime: a new key, a new login
     key_source: str = ""                     # where HOST_KEYS come from (a KeySource), for what a refusal says
+    strict_host_keys: bool = False           # an unknown host key is refused, not trusted on first use
 
     @classmethod
     def of(cls, record: Any, options: Any, *, extra_keys: Sequence[str] | None = None,
@@ -93,13 +94,14 @@ class DialSpec:
                    identity=identity, known_hosts=str(options.known_hosts.path),
                    connect_timeout=options.connect_timeout, timeout=timeout,
                    auth_sock=options.ssh_agent, identity_stamp=stamp,
-                   key_source=source)
+                   key_source=source,
+                   strict_host_keys=bool(options.strict_host_keys or getattr(record, "strict_host_keys", False)))
 
     def key(self) -> str:
         """Two requests share a transport only when this is the same."""
         parts = [self.host, str(self.port), self.user or "", self.identity or "", self.identity_stamp,
                  self.auth_sock or "", "\n".join(sorted(set(self.host_keys))), self.proxy_command or "",
-                 self.known_hosts]
+                 self.known_hosts, "strict" if self.strict_host_keys else ""]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:

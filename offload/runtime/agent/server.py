@@ -346,7 +346,7 @@ def _dial(spec: DialSpec, notice: Callable[[str], None]) -> Any:
     from offload.runtime.transport import SshTransport
 
     record = WorkerRecord(name=spec.name, host=spec.host, port=spec.port, user=spec.user, workspace=spec.workspace,
-                          proxy_command=spec.proxy_command)
+                          proxy_command=spec.proxy_command, strict_host_keys=spec.strict_host_keys or None)
     options = ConnectOptions(identity=Path(spec.identity) if spec.identity else None,
                              connect_timeout=spec.connect_timeout, known_hosts=KnownHosts(Path(spec.known_hosts)),
                              notice=notice, ssh_agent=spec.auth_sock)
