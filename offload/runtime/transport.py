@@ -2,6 +2,10 @@
 
 Every remote step of offload goes through `Transport.run`/`stream`: a fixed argv plus bytes on stdin.
 Commands are built as argv lists and joined with `shlex.join`, so data never becomes shell text.
+
+Over SSH a `run` step goes to the step dispatcher (offload/worker/sh/dispatch.sh) that the connection keeps on the
+worker, inside the worker container when there is one: one request and its answer on a channel already open, so a
+step costs one round trip and no `docker exec`. Streams (`logs -f`, results, large inputs) keep a channel each.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import os
 import select
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from offload.errors import RemoteCommandError, WorkerUnreachable, reason
+from offload.worker.scripts import session_script
 
 if TYPE_CHECKING:
     import fabric
@@ -32,6 +38,9 @@ Input = bytes | Iterable[bytes]
 EOF_GRACE = 2.0
 EOF_LIMIT = 30.0
 _CHUNK = 65536
+# A step whose input is larger than this (a big sync's pack) runs on a channel of its own, where its input streams;
+# the dispatcher takes its whole request before the step starts.
+DISPATCH_INPUT_MAX = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -181,21 +190,137 @@ class _Progress:
             self.output = self.last
 
 
+def dispatch_enabled() -> bool:
+    """Whether steps go to the worker's dispatcher (`OFFLOAD_DISPATCH=0`: each step on an exec channel of its own,
+    as a baseline to measure against)."""
+    return os.environ.get("OFFLOAD_DISPATCH", "1") != "0"
+
+
+class DispatchUnavailable(Exception):
+    """The dispatcher did not take the step (it could not start, or went away or said something else before the
+    step began): nothing ran, and the step runs on a channel of its own."""
+
+
+class _Dispatcher:
+    """One dispatch.sh on the worker, on one exec channel of the held connection, running one step at a time.
+    Its protocol is described in offload/worker/sh/dispatch.sh."""
+
+    def __init__(self, chan) -> None:
+        self.chan = chan
+        self.lock = threading.Lock()
+        self.refused = False    # it said it cannot work on this worker: steps take the exec path for good
+        self._greeted = False
+        self._buf = bytearray()
+        chan.settimeout(0.5)
+
+    def usable(self) -> bool:
+        c = self.chan
+        return not (self.refused or c.closed or c.eof_received or c.exit_status_ready())
+
+    def close(self) -> None:
+        self.chan.close()
+
+    def _more(self, progress: _Progress, timeout: float | None, alive: Callable[[], bool]) -> bool:
+        """Read what has come into the buffer; False once the channel has ended."""
+        while True:
+            try:
+                data = self.chan.recv(_CHUNK)
+            except socket.timeout:
+                if not alive():
+                    return False
+                if timeout and time.monotonic() - progress.last > timeout:
+                    raise TimeoutError from None
+                continue
+            if not data:
+                return False
+            self._buf += data
+            progress.moved(output=True)
+            return True
+
+    def _line(self, progress: _Progress, timeout: float | None, alive: Callable[[], bool]) -> bytes | None:
+        while True:
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buf[:end])
+                del self._buf[:end + 1]
+                return line
+            if len(self._buf) > 4096 or not self._more(progress, timeout, alive):
+                return None
+
+    def _exact(self, size: int, progress: _Progress, timeout: float | None, alive: Callable[[], bool]) -> bytes | None:
+        while len(self._buf) < size:
+            if not self._more(progress, timeout, alive):
+                return None
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    def _send(self, data: bytes, progress: _Progress, timeout: float | None) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.chan.send(view[:_CHUNK * 4])
+            except socket.timeout:
+                if timeout and time.monotonic() - progress.last > timeout:
+                    raise TimeoutError from None
+                continue
+            if not sent:
+                raise DispatchUnavailable("the dispatcher's channel closed")
+            view = view[sent:]
+            progress.moved()
+
+    def step(self, command: bytes, stdin: bytes, timeout: float | None, alive: Callable[[], bool],
+             lost: Callable[[], Exception]) -> Result:
+        """Run COMMAND (shell text) with STDIN. DispatchUnavailable when the step did not begin; LOST() (raised)
+        when the dispatcher went away after it began, TimeoutError when it made no progress for TIMEOUT."""
+        progress = _Progress()
+        try:
+            self._send(f"{len(command)} {len(stdin)}\n".encode() + command + stdin, progress, timeout)
+        except (OSError, EOFError) as e:  # paramiko raises socket errors and EOFError on a closing channel
+            raise DispatchUnavailable(str(e)) from None
+        if not self._greeted:
+            hello = self._line(progress, timeout, alive)
+            if hello != b"offload-dispatch 1":
+                self.refused = hello == b"offload-dispatch no"
+                raise DispatchUnavailable(f"the dispatcher said {hello!r}")
+            self._greeted = True
+        if self._line(progress, timeout, alive) != b"a":
+            raise DispatchUnavailable("the dispatcher did not take the step")
+        head = (self._line(progress, timeout, alive) or b"").split()
+        if len(head) != 4 or head[0] != b"x" or not all(f.isdigit() for f in head[1:]):
+            raise lost()
+        code, out_len, err_len = (int(f) for f in head[1:])
+        out = self._exact(out_len, progress, timeout, alive)
+        err = self._exact(err_len, progress, timeout, alive)
+        if out is None or err is None:
+            raise lost()
+        return Result(code, out, err)
+
+
 class SshTransport:
     """One SSH connection (a fabric Connection) shared by every step of a CLI invocation.
 
-    Each step is one exec channel on the already-open transport, so a step costs a round trip,
-    not a handshake.
+    A `run` step is one request to the connection's dispatcher on the worker (one per WITHIN: the host, or the
+    worker container), so a warm step costs one round trip. A stream, a step with a large input, or any step when
+    no dispatcher can run is one exec channel on the already-open transport: a round trip or two, not a
+    handshake. CHANNELS_OPENED counts the channels, for `offload agent status` and tests.
     """
+
+    dispatches = True  # `run` and its exec fallback take WITHIN, the argv prefix that enters a container
 
     def __init__(self, worker: str, connection: "fabric.Connection") -> None:
         self.worker = worker
         self.connection = connection
+        self.channels_opened = 0
+        self.dispatched = 0
+        self._dispatchers: dict[tuple[str, ...], _Dispatcher] = {}
+        self._dispatch_lock = threading.Lock()
 
     def _channel(self, argv: Sequence[str]):
         transport = self.connection.transport
         if transport is None or not transport.is_active():
             raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} was lost")
+        self.channels_opened += 1
         try:
             chan = transport.open_session(timeout=15)
             chan.exec_command(shlex.join(argv))
@@ -288,7 +413,53 @@ class SshTransport:
                                   hint="`offload status` shows whether the worker answers; then run the command "
                                        "again")
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+    def _dispatcher(self, within: Sequence[str]) -> _Dispatcher | None:
+        """The live dispatcher for WITHIN, held for the caller (release its lock), started when none runs; None
+        when none can run there, or it is busy with another step."""
+        key = tuple(within)
+        with self._dispatch_lock:
+            d = self._dispatchers.get(key)
+            if d is not None and d.refused:
+                return None
+            if d is None or not d.usable():
+                if d is not None:
+                    d.close()
+                try:
+                    chan = self._channel([*within, "sh", "-c", session_script("dispatch.sh"), "sh"])
+                except WorkerUnreachable:
+                    self._dispatchers.pop(key, None)
+                    return None
+                d = self._dispatchers[key] = _Dispatcher(chan)
+        return d if d.lock.acquire(blocking=False) else None
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None,
+            within: Sequence[str] = (), dispatch: bool | None = None) -> Result:
+        """ARGV's result; WITHIN (say `docker exec -i NAME`) runs it inside a container. DISPATCH (default:
+        `dispatch_enabled()`) sends it to the dispatcher when its input is small enough."""
+        if (dispatch_enabled() if dispatch is None else dispatch) and len(stdin or b"") <= DISPATCH_INPUT_MAX:
+            d = self._dispatcher(within)
+            if d is not None:
+                try:
+                    result = d.step(shlex.join(argv).encode("utf-8", "surrogateescape"), stdin or b"", timeout,
+                                    self.alive, self._lost)
+                    self.dispatched += 1
+                    return result
+                except DispatchUnavailable:
+                    d.close()  # nothing ran: the step goes on a channel of its own, and the next one starts anew
+                except TimeoutError:
+                    d.close()
+                    raise self._stalled(timeout or 0) from None
+                except BaseException:
+                    d.close()
+                    raise
+                finally:
+                    d.lock.release()
+        return self._exec(list(within) + list(argv), stdin=stdin, timeout=timeout)
+
+    def _lost(self) -> WorkerUnreachable:
+        return WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
+
+    def _exec(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         chan = self._channel(argv)
         out: list[bytes] = []
         err: list[bytes] = []
@@ -326,6 +497,9 @@ class SshTransport:
         return transport is not None and transport.is_active()
 
     def close(self) -> None:
+        for d in list(self._dispatchers.values()):
+            d.close()
+        self._dispatchers.clear()
         self.connection.close()
 
 
@@ -350,11 +524,17 @@ class ContainerTransport:
         return result.exit_code != 0 and ("No such container" in err or "is not running" in err
                                           or "is restarting" in err or "is paused" in err)
 
+    def _run(self, argv: Sequence[str], stdin: bytes | None, timeout: float | None) -> Result:
+        if getattr(self.base, "dispatches", False):
+            # The base keeps a dispatcher inside the container: no `docker exec` per step.
+            return self.base.run(argv, stdin=stdin, timeout=timeout, within=self.wrap([]))  # type: ignore[call-arg]
+        return self.base.run(self.wrap(argv), stdin=stdin, timeout=timeout)
+
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
-        result = self.base.run(self.wrap(argv), stdin=stdin, timeout=timeout)
+        result = self._run(argv, stdin, timeout)
         if self._heal and self._container_down(result):
             self._heal()
-            result = self.base.run(self.wrap(argv), stdin=stdin, timeout=timeout)
+            result = self._run(argv, stdin, timeout)
         return result
 
     def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,

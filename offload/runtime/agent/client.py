@@ -21,7 +21,7 @@ from offload.frames import peer_uid, recv_frame, send_frame
 from offload.paths import InstallationFiles, agent_dir, code_stamp, persist_seconds, private_dir
 from offload.runtime import user_ssh_config
 from offload.runtime.agent.protocol import CHUNK, DialSpec, error_from
-from offload.runtime.transport import Result, Sink, Transport
+from offload.runtime.transport import DISPATCH_INPUT_MAX, Result, Sink, Transport, dispatch_enabled
 
 START_TIMEOUT = 10.0            # how long a command waits for an agent it started to answer
 
@@ -189,6 +189,8 @@ class AgentTransport:
     """A worker's transport held by the agent: each step is one request on the agent's socket. When the agent is
     gone before a step starts, this transport dials its own connection and carries on over it."""
 
+    dispatches = True  # `run` takes WITHIN, as SshTransport's does
+
     def __init__(self, spec: DialSpec, notice: Callable[[str], None], direct: Callable[[], Transport]) -> None:
         self.worker = spec.name
         self.spec = spec
@@ -202,9 +204,10 @@ class AgentTransport:
         return self._own
 
     def _step(self, argv: Sequence[str], on_out: Sink, on_err: Sink, stdin: bytes | None,
-              timeout: float | None) -> int:
+              timeout: float | None, within: Sequence[str] = (), buffered: bool = False) -> int:
         header = {"op": "step", "spec": self.spec.to_dict(), "argv": list(argv), "timeout": timeout,
-                  "stdin": stdin is not None}
+                  "stdin": stdin is not None, "within": list(within), "dispatch": dispatch_enabled(),
+                  "buffered": buffered and len(stdin or b"") <= DISPATCH_INPUT_MAX}
         sock = _request(header, start=True)
         with sock:
             if stdin is not None:
@@ -242,16 +245,23 @@ class AgentTransport:
             elif kind == b"d":
                 raise _declined(payload)
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None,
+            within: Sequence[str] = ()) -> Result:
+        """ARGV's result, run by the agent (through the worker's dispatcher when it can); WITHIN enters a
+        container, as `SshTransport.run` does."""
         if self._own is None:
             out: list[bytes] = []
             err: list[bytes] = []
             try:
-                code = _asking(lambda: self._step(argv, out.append, err.append, stdin, timeout))
+                code = _asking(lambda: self._step(argv, out.append, err.append, stdin, timeout, within,
+                                                  buffered=True))
                 return Result(code, b"".join(out), b"".join(err))
             except AgentUnavailable:
                 pass
-        return self._own_connection().run(argv, stdin=stdin, timeout=timeout)
+        own = self._own_connection()
+        if within and not getattr(own, "dispatches", False):
+            return own.run([*within, *argv], stdin=stdin, timeout=timeout)
+        return own.run(argv, stdin=stdin, timeout=timeout, within=within)  # type: ignore[call-arg]
 
     def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
                stderr: Sink | None = None) -> int:

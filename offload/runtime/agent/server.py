@@ -206,10 +206,15 @@ class Agent:
             send_frame(client, b"s")
             held.steps += 1
             watch.start()
-            code = transport.stream([str(a) for a in header["argv"]], lambda b: send_frame(client, b"o", b),
-                                    stdin=watch.input() if header.get("stdin") else None,
-                                    stderr=lambda b: send_frame(client, b"e", b), timeout=header.get("timeout"),
-                                    cancel=watch.gone)
+            argv = [str(a) for a in header["argv"]]
+            within = [str(a) for a in header.get("within") or ()]
+            if header.get("buffered"):
+                code = self._run(client, transport, header, argv, within, watch)
+            else:
+                code = transport.stream([*within, *argv], lambda b: send_frame(client, b"o", b),
+                                        stdin=watch.input() if header.get("stdin") else None,
+                                        stderr=lambda b: send_frame(client, b"e", b), timeout=header.get("timeout"),
+                                        cancel=watch.gone)
         except OffloadError as e:
             if not watch.gone.is_set():
                 send_frame(client, b"!", error_payload(e))
@@ -220,6 +225,19 @@ class Agent:
             if held_now is not None:
                 held_now.used = time.monotonic()
         send_frame(client, b"x", json.dumps({"exit": code}).encode())
+
+    @staticmethod
+    def _run(client: socket.socket, transport: Any, header: dict[str, Any], argv: list[str], within: list[str],
+             watch: "_ClientWatch") -> int:
+        """A step whose client waits for its whole answer: its (small) input is taken first, and it goes to the
+        worker's dispatcher (one round trip) when there is one."""
+        stdin = b"".join(watch.input()) if header.get("stdin") else None
+        result = transport.run(argv, stdin=stdin, timeout=header.get("timeout"), within=within,
+                               dispatch=bool(header.get("dispatch", True)))
+        for kind, data in ((b"o", result.stdout), (b"e", result.stderr)):
+            for i in range(0, len(data), CHUNK):
+                send_frame(client, kind, data[i:i + CHUNK])
+        return result.exit_code
 
     def _ssh_config(self, client: socket.socket, header: dict[str, Any]) -> None:
         """A command's ~/.ssh/config, parsed for one host (the command loads no SSH library to do it)."""
@@ -242,7 +260,8 @@ class Agent:
             connections.append({"worker": s.name, "host": s.host, "port": s.port, "user": s.user,
                                 "proxy": bool(s.proxy_command), "alive": held.transport.alive(),
                                 "idle_seconds": round(now - held.used, 1), "open_seconds": round(now - held.opened, 1),
-                                "steps": held.steps})
+                                "steps": held.steps, "channels": held.transport.channels_opened,
+                                "dispatched": held.transport.dispatched})
         return {"pid": os.getpid(), "persist_seconds": self.persist, "connections": connections}
 
     def _close_all(self) -> None:
