@@ -5,10 +5,10 @@ run.
 Every connection goes through benchmarks/link_relay.py as its ProxyCommand: per direction a queue drained at the
 link's rate, then a delay line of half the RTT. Against a plain sshd worker and an sshd host whose jobs run in a
 worker container (the shape of a gce-cos VM), it prints:
-  - round trips each command adds: (time at BENCH_RTT_MS − time at 0 ms) / BENCH_RTT_MS, for a warm
-    `run` (a one-line change to send), `check`, `status` and `logs JOB` (a read), with the connection agent and without it
-    (OFFLOAD_PERSIST=0), with the step dispatcher and without it (OFFLOAD_DISPATCH=0: a channel and an exec per
-    step, as before), next to a whole `ssh host true` (targets with the agent: <= 1.5 for each command);
+  - round trips each command adds: (time at BENCH_RTT_MS − time at 0 ms) / BENCH_RTT_MS, for a warm `run` (a
+    one-line change to send), `check`, `status` and `logs JOB` (a read), with the connection agent and without
+    it (OFFLOAD_PERSIST=0), with the step dispatcher and without it (OFFLOAD_DISPATCH=0: a channel and an exec
+    per step, as before), next to a whole `ssh host true` (targets with the agent: <= 1.5 for each command);
   - a warm `run` on the container worker against the same on the plain one (target <= 1.1x);
   - a 30 MB incompressible untracked file: what the sync of `offload run` takes, with and without the agent, against
     `cat FILE | ssh host 'cat >/dev/null'` through the same link (target >= 50% of its throughput), at 0 ms and
@@ -18,7 +18,8 @@ worker container (the shape of a gce-cos VM), it prints:
 Run as root on a machine with openssh-server, git, tmux and docker.io (the worker image is built by
 scripts/build-worker-image.sh as the tests build it): `python3 benchmarks/bench_link.py`. BENCH_REPEAT (default 5)
 sets the repetitions of each timing (the least is
-kept: noise on a loaded machine only adds); BENCH_MB the size of the big file (default 30).
+kept: noise on a loaded machine only adds); BENCH_MB the size of the big file (default 30);
+BENCH_PARTS=trips or throughput runs only that half.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tests.workers import (SshDockerWorker, ensure_in_group, make_repo, sshd_rec
 RTT_MS = float(os.environ.get("BENCH_RTT_MS", "100"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 BIG_MB = int(os.environ.get("BENCH_MB", "30"))
+PARTS = os.environ.get("BENCH_PARTS", "all")  # all, trips or throughput
 MBIT = float(os.environ.get("BENCH_MBIT", "200"))
 IMAGE = "offload-worker:test"
 RELAY = Path(__file__).resolve().parent / "link_relay.py"
@@ -105,7 +107,7 @@ def main() -> None:
         def keep(key: tuple[str, str, str, float], seconds: float) -> None:
             figures[key] = min(figures.get(key, seconds), seconds)
 
-        for kind, worker in (("plain", plain), ("container", boxed)):
+        for kind, worker in (("plain", plain), ("container", boxed)) if PARTS in ("all", "trips") else ():
             outs = {rtt: outputs(f"{kind}-{rtt:g}", worker, link(rtt)) for rtt in (0.0, RTT_MS)}
             for mode, e in modes.items():
                 jobs = {rtt: job_of(out, e) for rtt, out in outs.items()}  # warm: the repository is on the worker
@@ -118,64 +120,18 @@ def main() -> None:
                         keep((kind, mode, "status", rtt),
                              bench.timed(offload("status", "--outputs", str(out)), env=e, cwd=repo))
                 stop_agent(env)
-        for _ in range(REPEAT):
+        for _ in range(REPEAT if PARTS in ("all", "trips") else 0):
             for rtt in (0.0, RTT_MS):
                 keep(("ssh", "", "true", rtt), bench.timed(ssh(plain, link(rtt), "true"), cwd=repo))
 
         def trips(kind: str, mode: str, what: str) -> float:
             return (figures[(kind, mode, what, RTT_MS)] - figures[(kind, mode, what, 0.0)]) / (RTT_MS / 1000)
 
-        print(f"link: {RTT_MS:g} ms RTT against 0 ms, unlimited bandwidth; the least of {REPEAT} timings")
-        ssh_trips = (figures[("ssh", "", "true", RTT_MS)] - figures[("ssh", "", "true", 0.0)]) / (RTT_MS / 1000)
-        print(f"  ssh host true: {ssh_trips:4.1f} round trips ({figures[('ssh', '', 'true', 0.0)] * 1000:.0f} ms "
-              f"at 0 ms)")
-        print("round trips each command adds (target with the agent: <= 1.5)")
-        print(f"  {'worker, mode':36s} {'run':>6s} {'check':>6s} {'status':>6s} {'logs':>6s}")
-        for kind in ("plain", "container"):
-            for mode in modes:
-                row = "".join(f" {trips(kind, mode, w):6.1f}" for w in ("run", "check", "status", "logs"))
-                print(f"  {kind + ', ' + mode:36s}{row}")
-        print("warm run, container worker against plain worker (target <= 1.1x)")
-        for mode in modes:
-            for rtt in (0.0, RTT_MS):
-                ratio = figures[("container", mode, "run", rtt)] / figures[("plain", mode, "run", rtt)]
-                print(f"  {mode:28s} at {rtt:5g} ms: {ratio:4.2f}x  ({figures[('container', mode, 'run', rtt)] * 1000:.0f}"
-                      f" ms against {figures[('plain', mode, 'run', rtt)] * 1000:.0f} ms)")
-
-        # --- throughput ------------------------------------------------------------------------------------
-        print(f"{BIG_MB} MB incompressible untracked file (target: >= 50% of ssh's throughput)")
-        big = repo / "big.bin"
-        for rtt, mbit in ((0.0, 0.0), (RTT_MS, MBIT)):
-            proxy = link(rtt, mbit)
-            out = outputs(f"big-{rtt:g}", plain, proxy)
-            for e in (env, no_agent):
-                job_of(out, e)  # warm
-            with open(big, "wb") as f:
-                f.write(os.urandom(BIG_MB << 20))
-
-            def by_ssh() -> float:
-                with open(big, "rb") as data:
-                    return bench.timed(ssh(plain, proxy, "cat >/dev/null"), stdin=data)
-
-            ssh_whole, ssh_true = least_of(by_ssh, 3), least_of(lambda: bench.timed(ssh(plain, proxy, "true")), 3)
-            ssh_moving = ssh_whole - ssh_true
-            where = "0 ms, unlimited" if not mbit else f"{rtt:g} ms, {mbit:g} Mbit/s each way"
-            print(f"  link {where}: `cat FILE | ssh host 'cat >/dev/null'` {ssh_whole:5.2f} s, "
-                  f"{ssh_moving:5.2f} s more than `ssh host true` ({BIG_MB / ssh_moving:6.1f} MB/s)")
-            for mode, e in (("agent", env), ("no agent", no_agent)):
-                def with_big() -> float:
-                    with open(big, "r+b") as f:  # a new file each time: every sync sends all of it
-                        f.write(os.urandom(16))
-                    return warm_run(out, e)
-
-                whole, warm = least_of(with_big, 3), least_of(lambda: warm_run(out, e), 3)
-                moving = whole - warm
-                print(f"    offload run, {mode:9s} {whole:5.2f} s, {moving:5.2f} s more than a warm run "
-                      f"({BIG_MB / moving:6.1f} MB/s): {100 * ssh_moving / moving:3.0f}% of ssh's throughput; "
-                      f"{whole / ssh_whole:4.2f}x its whole time")
-            big.unlink()
-            if rtt:
-                stop_agent(env)
+        if PARTS in ("all", "trips"):
+            print(f"link: {RTT_MS:g} ms RTT against 0 ms, unlimited bandwidth; the least of {REPEAT} timings")
+            report(figures, modes, trips)
+        if PARTS in ("all", "throughput"):
+            throughput(bench, plain, repo, outputs, ssh, warm_run, job_of, env, no_agent)
         # BENCH_FIRST_SYNC: the first-sync figure of benchmarks/bench_first_sync.py (first_sync_figures) goes here,
         # printed through the same link, once that benchmark is on main.
     finally:
@@ -189,6 +145,64 @@ def main() -> None:
             if worker is not None:
                 worker.stop()
         subprocess.run([str(ROOT / "scripts" / "dockerd.sh"), "release", owner], capture_output=True)
+
+
+def report(figures: dict[tuple[str, str, str, float], float], modes: dict[str, dict[str, str]],
+           trips: Callable[[str, str, str], float]) -> None:
+    ssh_trips = (figures[("ssh", "", "true", RTT_MS)] - figures[("ssh", "", "true", 0.0)]) / (RTT_MS / 1000)
+    print(f"  ssh host true: {ssh_trips:4.1f} round trips ({figures[('ssh', '', 'true', 0.0)] * 1000:.0f} ms "
+          f"at 0 ms)")
+    print("round trips each command adds (target with the agent: <= 1.5)")
+    print(f"  {'worker, mode':36s} {'run':>6s} {'check':>6s} {'status':>6s} {'logs':>6s}")
+    for kind in ("plain", "container"):
+        for mode in modes:
+            row = "".join(f" {trips(kind, mode, w):6.1f}" for w in ("run", "check", "status", "logs"))
+            print(f"  {kind + ', ' + mode:36s}{row}")
+    print("warm run, container worker against plain worker (target <= 1.1x)")
+    for mode in modes:
+        for rtt in (0.0, RTT_MS):
+            ratio = figures[("container", mode, "run", rtt)] / figures[("plain", mode, "run", rtt)]
+            print(f"  {mode:28s} at {rtt:5g} ms: {ratio:4.2f}x  ({figures[('container', mode, 'run', rtt)] * 1000:.0f}"
+                  f" ms against {figures[('plain', mode, 'run', rtt)] * 1000:.0f} ms)")
+
+
+def throughput(bench: Bench, plain, repo: Path, outputs, ssh, warm_run, job_of, env: dict[str, str],
+               no_agent: dict[str, str]) -> None:
+    print(f"{BIG_MB} MB incompressible untracked file (target: >= 50% of ssh's throughput)")
+    big = repo / "big.bin"
+    for rtt, mbit in ((0.0, 0.0), (RTT_MS, MBIT)):
+        proxy = link(rtt, mbit)
+        out = outputs(f"big-{rtt:g}", plain, proxy)
+        for e in (env, no_agent):
+            job_of(out, e)  # warm
+        big.write_bytes(os.urandom(BIG_MB << 20))
+
+        def by_ssh() -> float:
+            with open(big, "rb") as data:
+                return bench.timed(ssh(plain, proxy, "cat >/dev/null"), stdin=data)
+
+        ssh_whole, ssh_true = least_of(by_ssh, 3), least_of(lambda: bench.timed(ssh(plain, proxy, "true")), 3)
+        ssh_moving = ssh_whole - ssh_true
+        where = "0 ms, unlimited" if not mbit else f"{rtt:g} ms, {mbit:g} Mbit/s each way"
+        print(f"  link {where}: `cat FILE | ssh host 'cat >/dev/null'` {ssh_whole:5.2f} s, "
+              f"{ssh_moving:5.2f} s more than `ssh host true` ({BIG_MB / ssh_moving:6.1f} MB/s)")
+        for mode, e in (("agent", env), ("no agent", no_agent)):
+            def with_big() -> float:
+                big.write_bytes(os.urandom(BIG_MB << 20))  # a new file each time: every sync sends all of it
+                return warm_run(out, e)
+
+            def without_big() -> float:
+                big.unlink(missing_ok=True)
+                return warm_run(out, e)
+
+            whole, warm = least_of(with_big, 3), least_of(without_big, 3)
+            moving = whole - warm
+            print(f"    offload run, {mode:9s} {whole:5.2f} s, {moving:5.2f} s more than a warm run "
+                  f"({BIG_MB / moving:6.1f} MB/s): {100 * ssh_moving / moving:3.0f}% of ssh's throughput; "
+                  f"{whole / ssh_whole:4.2f}x its whole time")
+        big.unlink(missing_ok=True)
+        if rtt:
+            stop_agent(env)
 
 
 if __name__ == "__main__":

@@ -196,6 +196,12 @@ def dispatch_enabled() -> bool:
     return os.environ.get("OFFLOAD_DISPATCH", "1") != "0"
 
 
+def dispatchable(stdin: object) -> bool:
+    """A step with this input may go to the dispatcher: none, or bytes of at most DISPATCH_INPUT_MAX (input that
+    comes as it is made streams on a channel of its own)."""
+    return stdin is None or (isinstance(stdin, bytes) and len(stdin) <= DISPATCH_INPUT_MAX)
+
+
 class DispatchUnavailable(Exception):
     """The dispatcher did not take the step (it could not start, or went away or said something else before the
     step began): nothing ran, and the step runs on a channel of its own."""
@@ -436,7 +442,7 @@ class SshTransport:
             within: Sequence[str] = (), dispatch: bool | None = None) -> Result:
         """ARGV's result; WITHIN (say `docker exec -i NAME`) runs it inside a container. DISPATCH (default:
         `dispatch_enabled()`) sends it to the dispatcher when its input is small enough."""
-        if (dispatch_enabled() if dispatch is None else dispatch) and len(stdin or b"") <= DISPATCH_INPUT_MAX:
+        if (dispatch_enabled() if dispatch is None else dispatch) and dispatchable(stdin):
             d = self._dispatcher(within)
             if d is not None:
                 try:

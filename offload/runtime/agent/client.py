@@ -21,7 +21,7 @@ from offload.frames import peer_uid, recv_frame, send_frame
 from offload.paths import InstallationFiles, agent_dir, code_stamp, persist_seconds, private_dir
 from offload.runtime import user_ssh_config
 from offload.runtime.agent.protocol import CHUNK, DialSpec, error_from
-from offload.runtime.transport import DISPATCH_INPUT_MAX, Result, Sink, Transport, dispatch_enabled
+from offload.runtime.transport import Result, Sink, Transport, dispatch_enabled, dispatchable
 
 START_TIMEOUT = 10.0            # how long a command waits for an agent it started to answer
 
@@ -207,7 +207,7 @@ class AgentTransport:
               timeout: float | None, within: Sequence[str] = (), buffered: bool = False) -> int:
         header = {"op": "step", "spec": self.spec.to_dict(), "argv": list(argv), "timeout": timeout,
                   "stdin": stdin is not None, "within": list(within), "dispatch": dispatch_enabled(),
-                  "buffered": buffered and len(stdin or b"") <= DISPATCH_INPUT_MAX}
+                  "buffered": buffered and dispatchable(stdin)}
         sock = _request(header, start=True)
         with sock:
             if stdin is not None:
