@@ -197,9 +197,16 @@ def dispatch_enabled() -> bool:
 
 
 def dispatchable(stdin: object) -> bool:
-    """A step with this input may go to the dispatcher: none, or bytes of at most DISPATCH_INPUT_MAX (input that
-    comes as it is made streams on a channel of its own)."""
-    return stdin is None or (isinstance(stdin, bytes) and len(stdin) <= DISPATCH_INPUT_MAX)
+    """A step with this input may go to the dispatcher: none, or input of a known size of at most
+    DISPATCH_INPUT_MAX (input that comes as it is made streams on a channel of its own)."""
+    return stdin is None or (hasattr(stdin, "__len__") and len(stdin) <= DISPATCH_INPUT_MAX)  # type: ignore[arg-type]
+
+
+def _bytes(stdin: object) -> bytes | None:
+    """A step's input of a known size as bytes (input in pieces is joined; it is small)."""
+    if stdin is None or isinstance(stdin, bytes):
+        return stdin
+    return b"".join(stdin)  # type: ignore[call-overload]
 
 
 class DispatchUnavailable(Exception):
@@ -275,15 +282,18 @@ class _Dispatcher:
             view = view[sent:]
             progress.moved()
 
-    def step(self, command: bytes, stdin: bytes, timeout: float | None, alive: Callable[[], bool],
-             lost: Callable[[], Exception]) -> Result:
-        """Run COMMAND (shell text) with STDIN. DispatchUnavailable when the step did not begin; LOST() (raised)
-        when the dispatcher went away after it began, TimeoutError when it made no progress for TIMEOUT."""
-        progress = _Progress()
+    def send(self, command: bytes, stdin: bytes, progress: _Progress, timeout: float | None) -> None:
+        """Send one request: COMMAND (shell text) with STDIN. DispatchUnavailable when it could not be sent."""
         try:
             self._send(f"{len(command)} {len(stdin)}\n".encode() + command + stdin, progress, timeout)
         except (OSError, EOFError) as e:  # paramiko raises socket errors and EOFError on a closing channel
             raise DispatchUnavailable(str(e)) from None
+
+    def answer(self, progress: _Progress, timeout: float | None, alive: Callable[[], bool],
+               lost: Callable[[], Exception]) -> Result:
+        """The answer to the oldest request not yet answered. DispatchUnavailable when its step did not begin;
+        LOST() (raised) when the dispatcher went away after it began, TimeoutError when it made no progress for
+        TIMEOUT."""
         if not self._greeted:
             hello = self._line(progress, timeout, alive)
             if hello != b"offload-dispatch 1":
@@ -301,6 +311,25 @@ class _Dispatcher:
         if out is None or err is None:
             raise lost()
         return Result(code, out, err)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of several sent together (`run_steps`): ARGV with STDIN."""
+
+    argv: Sequence[str]
+    stdin: bytes | None = None
+    timeout: float | None = None
+
+
+def run_steps(transport: Transport, steps: Sequence[Step]) -> list[Result]:
+    """Run STEPS one after the other on the worker. A transport with a dispatcher sends them all before it reads
+    the first answer, so they cost one round trip together; a step that depends on an earlier one must check, on the
+    worker, that the earlier one did its part."""
+    many = getattr(transport, "run_steps", None)
+    if many is not None:
+        return many(steps)
+    return [transport.run(s.argv, stdin=s.stdin, timeout=s.timeout) for s in steps]
 
 
 class SshTransport:
@@ -442,25 +471,41 @@ class SshTransport:
             within: Sequence[str] = (), dispatch: bool | None = None) -> Result:
         """ARGV's result; WITHIN (say `docker exec -i NAME`) runs it inside a container. DISPATCH (default:
         `dispatch_enabled()`) sends it to the dispatcher when its input is small enough."""
-        if (dispatch_enabled() if dispatch is None else dispatch) and dispatchable(stdin):
+        return self.run_steps([Step(argv, stdin, timeout)], within=within, dispatch=dispatch)[0]
+
+    def run_steps(self, steps: Sequence[Step], *, within: Sequence[str] = (),
+                  dispatch: bool | None = None) -> list[Result]:
+        """STEPS in order, all sent to the dispatcher before the first answer is read (see `run_steps`); on
+        channels of their own when they cannot go to it."""
+        results: list[Result] = []
+        if (dispatch_enabled() if dispatch is None else dispatch) and all(dispatchable(s.stdin) for s in steps):
             d = self._dispatcher(within)
             if d is not None:
                 try:
-                    result = d.step(shlex.join(argv).encode("utf-8", "surrogateescape"), stdin or b"", timeout,
-                                    self.alive, self._lost)
-                    self.dispatched += 1
-                    return result
+                    self._dispatch(d, steps, results)
                 except DispatchUnavailable:
-                    d.close()  # nothing ran: the step goes on a channel of its own, and the next one starts anew
+                    d.close()  # the steps not answered did not begin: they go on channels of their own
                 except TimeoutError:
                     d.close()
-                    raise self._stalled(timeout or 0) from None
+                    raise self._stalled(max(s.timeout or 0 for s in steps)) from None
                 except BaseException:
                     d.close()
                     raise
                 finally:
                     d.lock.release()
-        return self._exec(list(within) + list(argv), stdin=stdin, timeout=timeout)
+        for s in steps[len(results):]:
+            results.append(self._exec(list(within) + list(s.argv), stdin=s.stdin, timeout=s.timeout))
+        return results
+
+    def _dispatch(self, d: _Dispatcher, steps: Sequence[Step], results: list[Result]) -> None:
+        progress = _Progress()
+        timeout = max((s.timeout for s in steps if s.timeout), default=None)
+        for s in steps:
+            d.send(shlex.join(s.argv).encode("utf-8", "surrogateescape"), _bytes(s.stdin) or b"", progress,
+                   timeout)
+        for _ in steps:
+            results.append(d.answer(progress, timeout, self.alive, self._lost))
+            self.dispatched += 1
 
     def _lost(self) -> WorkerUnreachable:
         return WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
@@ -530,18 +575,23 @@ class ContainerTransport:
         return result.exit_code != 0 and ("No such container" in err or "is not running" in err
                                           or "is restarting" in err or "is paused" in err)
 
-    def _run(self, argv: Sequence[str], stdin: bytes | None, timeout: float | None) -> Result:
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
+        return self.run_steps([Step(argv, stdin, timeout)])[0]
+
+    def run_steps(self, steps: Sequence[Step]) -> list[Result]:
+        """STEPS in the container (see `run_steps`); a container found down is healed, and the steps go again
+        (none of them ran: the first did not even start)."""
+        results = self._run_steps(steps)
+        if self._heal and self._container_down(results[0]):
+            self._heal()
+            results = self._run_steps(steps)
+        return results
+
+    def _run_steps(self, steps: Sequence[Step]) -> list[Result]:
         if getattr(self.base, "dispatches", False):
             # The base keeps a dispatcher inside the container: no `docker exec` per step.
-            return self.base.run(argv, stdin=stdin, timeout=timeout, within=self.wrap([]))  # type: ignore[call-arg]
-        return self.base.run(self.wrap(argv), stdin=stdin, timeout=timeout)
-
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
-        result = self._run(argv, stdin, timeout)
-        if self._heal and self._container_down(result):
-            self._heal()
-            result = self._run(argv, stdin, timeout)
-        return result
+            return self.base.run_steps(steps, within=self.wrap([]))  # type: ignore[attr-defined]
+        return [self.base.run(self.wrap(s.argv), stdin=s.stdin, timeout=s.timeout) for s in steps]
 
     def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
                stderr: Sink | None = None) -> int:

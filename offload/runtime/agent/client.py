@@ -21,7 +21,7 @@ from offload.frames import peer_uid, recv_frame, send_frame
 from offload.paths import InstallationFiles, agent_dir, code_stamp, persist_seconds, private_dir
 from offload.runtime import user_ssh_config
 from offload.runtime.agent.protocol import CHUNK, DialSpec, error_from
-from offload.runtime.transport import Result, Sink, Transport, dispatch_enabled, dispatchable
+from offload.runtime.transport import Result, Sink, Step, Transport, dispatch_enabled, dispatchable
 
 START_TIMEOUT = 10.0            # how long a command waits for an agent it started to answer
 
@@ -204,10 +204,9 @@ class AgentTransport:
         return self._own
 
     def _step(self, argv: Sequence[str], on_out: Sink, on_err: Sink, stdin: bytes | None,
-              timeout: float | None, within: Sequence[str] = (), buffered: bool = False) -> int:
+              timeout: float | None) -> int:
         header = {"op": "step", "spec": self.spec.to_dict(), "argv": list(argv), "timeout": timeout,
-                  "stdin": stdin is not None, "within": list(within), "dispatch": dispatch_enabled(),
-                  "buffered": buffered and dispatchable(stdin)}
+                  "stdin": stdin is not None}
         sock = _request(header, start=True)
         with sock:
             if stdin is not None:
@@ -249,19 +248,77 @@ class AgentTransport:
             within: Sequence[str] = ()) -> Result:
         """ARGV's result, run by the agent (through the worker's dispatcher when it can); WITHIN enters a
         container, as `SshTransport.run` does."""
+        if dispatchable(stdin):
+            return self.run_steps([Step(argv, stdin, timeout)], within=within)[0]
+        # A large input streams through the agent to a channel of its own, the agent holding none of it.
+        argv = [*within, *argv]
         if self._own is None:
             out: list[bytes] = []
             err: list[bytes] = []
             try:
-                code = _asking(lambda: self._step(argv, out.append, err.append, stdin, timeout, within,
-                                                  buffered=True))
+                code = _asking(lambda: self._step(argv, out.append, err.append, stdin, timeout))
                 return Result(code, b"".join(out), b"".join(err))
             except AgentUnavailable:
                 pass
+        return self._own_connection().run(argv, stdin=stdin, timeout=timeout)
+
+    def run_steps(self, steps: Sequence[Step], *, within: Sequence[str] = ()) -> list[Result]:
+        """STEPS sent to the agent in one request, and by it to the worker's dispatcher together (see
+        `offload.runtime.transport.run_steps`)."""
+        if not all(dispatchable(s.stdin) for s in steps):
+            return [self.run(s.argv, stdin=s.stdin, timeout=s.timeout, within=within) for s in steps]
+        if self._own is None:
+            try:
+                return _asking(lambda: self._steps(steps, within))
+            except AgentUnavailable:
+                pass
         own = self._own_connection()
-        if within and not getattr(own, "dispatches", False):
-            return own.run([*within, *argv], stdin=stdin, timeout=timeout)
-        return own.run(argv, stdin=stdin, timeout=timeout, within=within)  # type: ignore[call-arg]
+        if getattr(own, "dispatches", False):
+            return own.run_steps(steps, within=within)  # type: ignore[attr-defined]
+        return [own.run([*within, *s.argv], stdin=s.stdin, timeout=s.timeout) for s in steps]
+
+    def _steps(self, steps: Sequence[Step], within: Sequence[str]) -> list[Result]:
+        header = {"op": "steps", "spec": self.spec.to_dict(), "within": list(within), "dispatch": dispatch_enabled(),
+                  "steps": [{"argv": list(s.argv), "timeout": s.timeout, "stdin": s.stdin is not None}
+                            for s in steps]}
+        sock = _request(header, start=True)
+        with sock:
+            inputs = [bytes(s.stdin) if isinstance(s.stdin, bytes) else b"".join(s.stdin)  # type: ignore[arg-type]
+                      for s in steps if s.stdin is not None]
+            threading.Thread(target=lambda: [_send_input(sock, data) for data in inputs], daemon=True).start()
+            results: list[Result] = []
+            out: list[bytes] = []
+            err: list[bytes] = []
+            started = False
+            try:
+                while len(results) < len(steps):
+                    frame = recv_frame(sock)
+                    if frame is None:
+                        if not started:
+                            raise AgentUnavailable("the agent went away")
+                        raise errors.AgentGone(self.worker, f"the connection to worker {self.worker} was lost")
+                    kind, payload = frame
+                    if kind == b"o":
+                        out.append(payload)
+                    elif kind == b"e":
+                        err.append(payload)
+                    elif kind == b"s":
+                        started = True
+                    elif kind == b"n":
+                        self._notice(payload.decode("utf-8", "replace"))
+                    elif kind == b"x":
+                        results.append(Result(int(json.loads(payload)["exit"]), b"".join(out), b"".join(err)))
+                        out, err = [], []
+                    elif kind == b"!":
+                        raise error_from(payload)
+                    elif kind == b"d":
+                        raise _declined(payload)
+            finally:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            return results
 
     def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
                stderr: Sink | None = None) -> int:

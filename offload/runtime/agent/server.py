@@ -124,7 +124,7 @@ class Agent:
 
     def _handle(self, client: socket.socket, header: dict[str, Any]) -> None:
         op = header.get("op")
-        if op in ("open", "step", "alive", "ssh-config"):
+        if op in ("open", "step", "steps", "alive", "ssh-config"):
             declined = self._declined(str(header.get("stamp", "")))
             if declined is not None:
                 send_frame(client, b"d", json.dumps(declined).encode())
@@ -142,6 +142,8 @@ class Agent:
             self._open(client, header)
         elif op == "step":
             self._step(client, header)
+        elif op == "steps":
+            self._steps(client, header)
         elif op == "ssh-config":
             self._ssh_config(client, header)
 
@@ -206,15 +208,10 @@ class Agent:
             send_frame(client, b"s")
             held.steps += 1
             watch.start()
-            argv = [str(a) for a in header["argv"]]
-            within = [str(a) for a in header.get("within") or ()]
-            if header.get("buffered"):
-                code = self._run(client, transport, header, argv, within, watch)
-            else:
-                code = transport.stream([*within, *argv], lambda b: send_frame(client, b"o", b),
-                                        stdin=watch.input() if header.get("stdin") else None,
-                                        stderr=lambda b: send_frame(client, b"e", b), timeout=header.get("timeout"),
-                                        cancel=watch.gone)
+            code = transport.stream([str(a) for a in header["argv"]], lambda b: send_frame(client, b"o", b),
+                                    stdin=watch.input() if header.get("stdin") else None,
+                                    stderr=lambda b: send_frame(client, b"e", b), timeout=header.get("timeout"),
+                                    cancel=watch.gone)
         except OffloadError as e:
             if not watch.gone.is_set():
                 send_frame(client, b"!", error_payload(e))
@@ -226,18 +223,41 @@ class Agent:
                 held_now.used = time.monotonic()
         send_frame(client, b"x", json.dumps({"exit": code}).encode())
 
-    @staticmethod
-    def _run(client: socket.socket, transport: Any, header: dict[str, Any], argv: list[str], within: list[str],
-             watch: "_ClientWatch") -> int:
-        """A step whose client waits for its whole answer: its (small) input is taken first, and it goes to the
-        worker's dispatcher (one round trip) when there is one."""
-        stdin = b"".join(watch.input()) if header.get("stdin") else None
-        result = transport.run(argv, stdin=stdin, timeout=header.get("timeout"), within=within,
-                               dispatch=bool(header.get("dispatch", True)))
-        for kind, data in ((b"o", result.stdout), (b"e", result.stderr)):
-            for i in range(0, len(data), CHUNK):
-                send_frame(client, kind, data[i:i + CHUNK])
-        return result.exit_code
+    def _steps(self, client: socket.socket, header: dict[str, Any]) -> None:
+        """Steps whose client waits for their whole answers: their inputs (small) are read first, then they go to the
+        worker's dispatcher together, one round trip for all (see `offload.runtime.transport.run_steps`)."""
+        from offload.runtime.transport import Step
+
+        steps = []
+        for step in header["steps"]:
+            data = None
+            if step.get("stdin"):
+                chunks = []
+                while (frame := recv_frame(client)) is not None and frame[0] == b"i" and frame[1]:
+                    chunks.append(frame[1])
+                if frame is None or frame[0] != b"i":
+                    return  # the client went away
+                data = b"".join(chunks)
+            steps.append(Step([str(a) for a in step["argv"]], data, step.get("timeout")))
+        spec = DialSpec.from_dict(header["spec"])
+        try:
+            held, transport = self._transport(spec, _notices_to(client))
+            send_frame(client, b"s")
+            held.steps += len(steps)
+            results = transport.run_steps(steps, within=[str(a) for a in header.get("within") or ()],
+                                          dispatch=bool(header.get("dispatch", True)))
+        except OffloadError as e:
+            send_frame(client, b"!", error_payload(e))
+            return
+        finally:
+            held_now = self.held.get(spec.key())
+            if held_now is not None:
+                held_now.used = time.monotonic()
+        for result in results:
+            for kind, data in ((b"o", result.stdout), (b"e", result.stderr)):
+                for i in range(0, len(data), CHUNK):
+                    send_frame(client, kind, data[i:i + CHUNK])
+            send_frame(client, b"x", json.dumps({"exit": result.exit_code}).encode())
 
     def _ssh_config(self, client: socket.socket, header: dict[str, Any]) -> None:
         """A command's ~/.ssh/config, parsed for one host (the command loads no SSH library to do it)."""
