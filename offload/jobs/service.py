@@ -250,12 +250,14 @@ class JobService:
         jobs = WorkerJobs(provider)
         # What this machine will check the job's result against: the snapshot it sends, and a key only the
         # job's runner learns (see offload/runtime/results.py). Kept before the launch, so no result goes unproved.
-        # It is written once the sync has claimed the job's id on the worker (an id in use keeps its own record).
+        # It is written once the sync has claimed the job's id on the worker (an id in use keeps its own record), or,
+        # for a new id that no job holds, before the sync, which the launch then goes with (one round trip).
         record = results.JobRecord(job_id, provider.name, snapshot.commit, results.new_result_key())
         try:
             started: StartedJob = jobs.start(snapshot, plan, job_id=job_id, env=env, meta=meta,
                                              result_key=record.key,
-                                             before_launch=lambda: results.save_record(snapshot.state_dir, record))
+                                             before_launch=lambda: results.save_record(snapshot.state_dir, record),
+                                             with_sync=request.job_id is None)
         except JobExists:
             raise
         except BaseException:

@@ -52,7 +52,10 @@ class WorkerJobs:
 
     def start(self, snapshot: Snapshot, playbook: Playbook, *, job_id: str, env: dict[str, str],
               meta: dict[str, str] | None = None, result_key: str | None = None,
-              before_launch: Callable[[], None] | None = None) -> StartedJob:
+              before_launch: Callable[[], None] | None = None, with_sync: bool = False) -> StartedJob:
+        """Sync SNAPSHOT and launch PLAYBOOK as job JOB_ID. BEFORE_LAUNCH runs before the launch is sent. WITH_SYNC
+        sends the launch together with the sync (one round trip for both, where the worker has a dispatcher), so
+        BEFORE_LAUNCH runs before the sync: only for an id that no other job can hold (a new one)."""
         from offload.jobs.launch import META_BRANCH_BYTES, cut_meta, launch_script
 
         validate_id(job_id)
@@ -69,15 +72,26 @@ class WorkerJobs:
         # is only known once leased). Text that is not UTF-8 (an --env value, a command) travels as its bytes.
         launch_script(replace(paths, worktree="/"), playbook, env=env, meta=info,
                       result_key=result_key).encode("utf-8", "surrogateescape")
-        stats = self.provider.sync(snapshot, paths)
+        then = None
+        if with_sync:
+            leased = launch_script(paths, playbook, env=env, meta=info, result_key=result_key,
+                                   leased=True).encode("utf-8", "surrogateescape")
+            if before_launch is not None:
+                before_launch()
+                before_launch = None
+            then = self.provider.launch_step(leased, job_id)
+        stats = self.provider.sync(snapshot, paths, then)
         paths = replace(paths, worktree=stats.worktree)
         info["worktree"] = stats.worktree
         try:
-            script = launch_script(paths, playbook, env=env, meta=info,
-                                   result_key=result_key).encode("utf-8", "surrogateescape")
-            if before_launch is not None:
-                before_launch()
-            self.provider.launch(script, job_id)
+            if stats.then is not None:
+                self.provider.check_launch(stats.then, job_id)
+            else:
+                script = launch_script(paths, playbook, env=env, meta=info,
+                                       result_key=result_key).encode("utf-8", "surrogateescape")
+                if before_launch is not None:
+                    before_launch()
+                self.provider.launch(script, job_id)
         except BaseException:
             self._take_back(job_id, repo)
             raise

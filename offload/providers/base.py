@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from offload.errors import OffloadError, UsageError, WorkerUnreachable
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.runtime.connection import ConnectOptions
-from offload.runtime.transport import ContainerTransport, Result, Sink, Transport, check
+from offload.runtime.transport import ContainerTransport, Result, Sink, Step, Transport, check
 from offload.worker.container import WorkerContainer
 from offload.worker.layout import JobPaths, WorkerLayout
 
@@ -177,16 +177,28 @@ class WorkerProvider(ABC):
     def stream(self, argv: Sequence[str], sink: Sink, *, stderr: Sink | None = None) -> int:
         return self.transport.stream(argv, sink, stderr=stderr)
 
-    def sync(self, snapshot: "Snapshot", paths: JobPaths) -> "SyncStats":
-        """Send the snapshot and lease the job a warm worktree of its repository (`SyncStats.worktree`)."""
+    def sync(self, snapshot: "Snapshot", paths: JobPaths, then: Step | None = None) -> "SyncStats":
+        """Send the snapshot and lease the job a warm worktree of its repository (`SyncStats.worktree`); THEN goes
+        with it (see `push_snapshot`)."""
         from offload.runtime.sync import push_snapshot
 
-        return push_snapshot(self.transport, snapshot, paths, self.key)
+        return push_snapshot(self.transport, snapshot, paths, self.key, then)
 
     def launch(self, script: bytes, job: str) -> None:
         """Start a job: SCRIPT runs as `sh -s` in the job environment, so its data (secrets included) never
         appears in an argv."""
-        check(self.exec(["sh", "-s"], stdin=script, timeout=60), self.name, f"starting job {job}")
+        self.check_launch(self.exec(["sh", "-s"], stdin=script, timeout=60), job)
+
+    def launch_step(self, script: bytes, job: str) -> Step:
+        """The step that starts a job in the worktree its sync leased it, to go with the sync (`sync`'s THEN):
+        SCRIPT, a launch script built `leased`, runs as `sh -s WORKTREE` (its data on stdin, as `launch`'s)."""
+        from offload.worker.scripts import worker_script
+
+        return Step(["sh", "-c", worker_script("launch.sh"), "sh", self.workspace, job], script, 60)
+
+    def check_launch(self, result: Result, job: str) -> None:
+        """Raise the one-line error of a launch that failed."""
+        check(result, self.name, f"starting job {job}")
 
     def get_status(self) -> WorkerStatus:
         """The machine's state, without a round trip where the provider can; "unknown" when only a

@@ -11,7 +11,7 @@ from typing import Sequence
 from offload.errors import JobExists, SyncError
 from offload.runtime.localgit import run_git
 from offload.runtime.snapshot import Snapshot, take_snapshot
-from offload.runtime.transport import Result, Transport
+from offload.runtime.transport import Result, Step, Transport, run_steps
 from offload.worker.exits import ReceiveExit
 from offload.worker.layout import JobPaths
 from offload.worker.scripts import worker_script
@@ -54,20 +54,30 @@ class SyncStats:
     round_trips: int = 0
     retried: bool = False
     worktree: str = ""
+    then: Result | None = None  # the answer of the step sent with the sync (push_snapshot's THEN), when it went
 
 
-def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes) -> Result:
+def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes,
+             then: Step | None = None) -> tuple[Result, Result | None]:
+    """The receive step's answer, and THEN's when it was sent along (it runs after the receive, on the worker)."""
     count = pack_object_count(pack)
     mode = "none" if count == 0 else ("unpack" if count < INDEX_FROM_OBJECTS and len(pack) < INDEX_FROM_BYTES
                                       else "index")
     argv = ["sh", "-c", worker_script("receive.sh"), "sh", paths.workspace, snap.repo_id, paths.job, snap.commit,
             mode]
-    return transport.run(argv, stdin=pack if count else None, timeout=600)
+    receive = Step(argv, pack if count else None, 600)
+    if then is None:
+        return transport.run(receive.argv, stdin=receive.stdin, timeout=receive.timeout), None
+    first, after = run_steps(transport, [receive, then])
+    return first, after
 
 
-def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str) -> SyncStats:
+def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str,
+                  then: Step | None = None) -> SyncStats:
     """Put SNAP in the worker's repository under the job's ref, and lease the job a warm worktree of it
-    (`SyncStats.worktree`); the job's runner moves that worktree to the snapshot before the first task.
+    (`SyncStats.worktree`); the job's runner moves that worktree to the snapshot before the first task. THEN, a
+    step that needs the lease (the launch), goes with the first send, in the same round trip; its answer is
+    `SyncStats.then` (it must find out on the worker whether the sync leased the job a worktree).
 
     Optimistic path: one round trip, assuming the worker still has what we sent it before. If it lacks a
     base object, ask it what it has and send again.
@@ -83,12 +93,13 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
     # Nothing remembered (a first sync, or a pruned cache): ask first rather than send the whole history.
     haves = snap.remembered_haves(worker_key) or worker_haves()
     pack = build_pack(snap, haves)
-    result = _receive(transport, paths, snap, pack)
+    result, stats.then = _receive(transport, paths, snap, pack, then)
     stats.round_trips += 1
     stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
     if result.exit_code == ReceiveExit.MISSING_OBJECTS:
         pack = build_pack(snap, worker_haves())
-        result = _receive(transport, paths, snap, pack)
+        result, _ = _receive(transport, paths, snap, pack)
+        stats.then = None  # it found no lease: it goes again after this sync
         stats.round_trips += 1
         stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
         stats.retried = True

@@ -41,6 +41,8 @@ _CHUNK = 65536
 # A step whose input is larger than this (a big sync's pack) runs on a channel of its own, where its input streams;
 # the dispatcher takes its whole request before the step starts.
 DISPATCH_INPUT_MAX = 1 << 20
+# How long a step waits for the dispatcher to finish another step before it opens a channel of its own.
+DISPATCH_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -450,22 +452,33 @@ class SshTransport:
 
     def _dispatcher(self, within: Sequence[str]) -> _Dispatcher | None:
         """The live dispatcher for WITHIN, held for the caller (release its lock), started when none runs; None
-        when none can run there, or it is busy with another step."""
+        when none can run there, or it stays busy with another step for DISPATCH_WAIT seconds. Steps wait for the
+        one dispatcher rather than open channels of their own: sshd allows a connection ten (MaxSessions), and
+        each `logs -f` holds one."""
         key = tuple(within)
-        with self._dispatch_lock:
-            d = self._dispatchers.get(key)
-            if d is not None and d.refused:
-                return None
-            if d is None or not d.usable():
-                if d is not None:
-                    d.close()
-                try:
-                    chan = self._channel([*within, "sh", "-c", session_script("dispatch.sh"), "sh"])
-                except WorkerUnreachable:
-                    self._dispatchers.pop(key, None)
+        deadline = time.monotonic() + DISPATCH_WAIT
+        while True:
+            with self._dispatch_lock:
+                d = self._dispatchers.get(key)
+                if d is not None and d.refused:
                     return None
-                d = self._dispatchers[key] = _Dispatcher(chan)
-        return d if d.lock.acquire(blocking=False) else None
+                if d is None or not d.usable():
+                    if d is not None:
+                        d.close()
+                    try:
+                        chan = self._channel([*within, "sh", "-c", session_script("dispatch.sh"), "sh"])
+                    except WorkerUnreachable:
+                        self._dispatchers.pop(key, None)
+                        return None
+                    d = self._dispatchers[key] = _Dispatcher(chan)
+            if not d.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return None
+            if d.usable():
+                return d
+            d.lock.release()
+            if d.refused:
+                return None
+            # It went away while we waited: start another.
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None,
             within: Sequence[str] = (), dispatch: bool | None = None) -> Result:

@@ -36,13 +36,13 @@ while IFS=' ' read -r cmd_len in_len; do
 	echo a
 	if [ "$in_len" -gt 0 ]; then
 		# Input the step leaves unread is read away, so that the next request starts where it should.
+		# The step runs in the pipeline's subshell: its status comes back through a file.
 		head -c "$in_len" | {
 			sh -c "$cmd" > "$out_dir/o" 2> "$out_dir/e"
-			code=$?
+			echo "$?" > "$out_dir/c"
 			cat > /dev/null
-			exit "$code"
 		}
-		code=$?
+		read -r code < "$out_dir/c" || exit 1
 	else
 		sh -c "$cmd" < /dev/null > "$out_dir/o" 2> "$out_dir/e"
 		code=$?
