@@ -14,7 +14,7 @@ from offload.jobs.playbook import Playbook
 from offload.jobs.state import (Disk, JobStatus, State, Survivor, attach_probe_argv, clean_argv, get_argv, log_argv,
                                 parse_clean, parse_disk, parse_log_frames, parse_status, read_logs_argv,
                                 result_argv, status_argv)
-from offload.providers import Snapshot, WorkerProvider, check
+from offload.providers import Snapshot, Step, WorkerProvider, check
 from offload.worker.exits import AttachProbeExit, GetExit, LogExit, ResultExit
 from offload.worker.layout import DEFAULT_KEEP_JOBS, DEFAULT_WARM_WORKTREES, JobPaths, validate_id
 
@@ -122,6 +122,18 @@ class WorkerJobs:
         if not found:
             raise self._not_found(f"no job {job_id}")
         return found[0]
+
+    def job_and_log(self, job_id: str, task: str, offset: int = 0,
+                    limit: int | None = None) -> tuple[JobStatus, bytes | None]:
+        """The job, and TASK's log from byte OFFSET (at most LIMIT bytes) read just after it, in one round trip;
+        None for the log when the job has no such task (yet)."""
+        listing, log = self.provider.exec_steps([
+            Step(status_argv(self.provider.workspace, [job_id]), None, 60),
+            Step(log_argv(self.provider.paths(job_id), task, offset, limit=limit), None, 120)])
+        found = [j for j in parse_status(check(listing, self.worker, "reading job state").text()) if j.id == job_id]
+        if not found:
+            raise self._not_found(f"no job {job_id}")
+        return found[0], log.stdout if log.ok else None
 
     # --- output ----------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from offload.runtime import apply as apply_engine
 from offload.runtime import results
 from offload.runtime.localgit import repo_root
 from offload.runtime.snapshot import LocalRepository, Snapshot, local_repository, snapshot_of_ref, take_snapshot
-from offload.runtime.transport import Result, check
+from offload.runtime.transport import Result, Step, check
 
 
 def provider_for(outputs: StackOutputs, worker: WorkerRecord, options: ProviderOptions | None = None
@@ -47,5 +47,5 @@ def preload() -> None:
     import offload.runtime.sync  # noqa: F401
 
 
-__all__ = ["LocalRepository", "apply_engine", "connection_agent", "ProviderOptions", "Result", "Snapshot", "SshEntry", "WorkerProvider", "WorkerStatus",
+__all__ = ["LocalRepository", "apply_engine", "connection_agent", "ProviderOptions", "Result", "Snapshot", "SshEntry", "Step", "WorkerProvider", "WorkerStatus",
            "check", "local_repository", "preload", "provider_for", "repo_root", "results", "snapshot_of_ref", "take_snapshot"]

@@ -174,6 +174,12 @@ class WorkerProvider(ABC):
     def exec(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         return self.transport.run(argv, stdin=stdin, timeout=timeout)
 
+    def exec_steps(self, steps: Sequence[Step]) -> list[Result]:
+        """STEPS one after the other, sent together where the transport can (one round trip for all)."""
+        from offload.runtime.transport import run_steps
+
+        return run_steps(self.transport, steps)
+
     def stream(self, argv: Sequence[str], sink: Sink, *, stderr: Sink | None = None) -> int:
         return self.transport.stream(argv, sink, stderr=stderr)
 
