@@ -490,6 +490,9 @@ class SshTransport:
                   dispatch: bool | None = None) -> list[Result]:
         """STEPS in order, all sent to the dispatcher before the first answer is read (see `run_steps`); on
         channels of their own when they cannot go to it."""
+        if len(steps) > 1 and not all(dispatchable(s.stdin) for s in steps):
+            # A large input streams on a channel of its own; the other steps still go to the dispatcher.
+            return [self.run_steps([s], within=within, dispatch=dispatch)[0] for s in steps]
         results: list[Result] = []
         if (dispatch_enabled() if dispatch is None else dispatch) and all(dispatchable(s.stdin) for s in steps):
             d = self._dispatcher(within)
