@@ -288,6 +288,8 @@ class _Dispatcher:
         """Send one request: COMMAND (shell text) with STDIN. DispatchUnavailable when it could not be sent."""
         try:
             self._send(f"{len(command)} {len(stdin)}\n".encode() + command + stdin, progress, timeout)
+        except TimeoutError:
+            raise  # stalled part way: the step may have begun, so it does not go again
         except (OSError, EOFError) as e:  # paramiko raises socket errors and EOFError on a closing channel
             raise DispatchUnavailable(str(e)) from None
 
