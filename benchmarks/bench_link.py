@@ -138,8 +138,10 @@ def main() -> None:
             report(figures, modes, trips)
         if PARTS in ("all", "throughput"):
             throughput(bench, plain, repo, outputs, ssh, warm_run, job_of, env, no_agent)
-        # BENCH_FIRST_SYNC: the first-sync figure of benchmarks/bench_first_sync.py (first_sync_figures) goes here,
-        # printed through the same link, once that benchmark is on main.
+        # ---- BENCH_FIRST_SYNC: the place for the first-sync figure ------------------------------------------------
+        # benchmarks/bench_first_sync.py's `first_sync_figures(bench=bench, worker=plain,
+        # proxy_command=link(RTT_MS, MBIT))` goes here, printed next to the figures above, through the same link.
+        # ------------------------------------------------------------------------------------------------------------
     finally:
         for out in base.glob("*.json"):
             subprocess.run([sys.executable, "-m", "offload", "clean", "--all", "--yes", "--outputs", str(out)],
