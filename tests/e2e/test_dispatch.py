@@ -21,8 +21,8 @@ from offload.runtime.connection import ConnectOptions, open_connection
 from offload.runtime.hostkeys import KnownHosts
 from offload.runtime.transport import ContainerTransport, SshTransport, Step, run_steps
 from tests.e2e.helpers import all_cmdlines, offload
-from tests.workers import (SshdWorker, SshDockerWorker, all_pids, kill_pids, make_repo, proc_cmdline, sshd_record,
-                           wait_for, write_outputs)
+from tests.workers import (SshdWorker, SshDockerWorker, children_map, descendants, kill_pids, make_repo, proc_cmdline,
+                           sshd_record, wait_for, write_outputs)
 
 
 def _connect(worker: SshdWorker, tmp_path: Path) -> SshTransport:
@@ -40,9 +40,11 @@ def transport(sshd_worker: SshdWorker, tmp_path: Path) -> Iterator[SshTransport]
         t.close()
 
 
-def _dispatchers() -> list[int]:
-    """The dispatcher processes running now (their command line holds the script)."""
-    return [pid for pid in all_pids() if any("offload-dispatch 1" in a for a in proc_cmdline(pid))]
+def _dispatchers(worker: SshdWorker) -> list[int]:
+    """The dispatcher processes of WORKER's connections (their command line holds the script); those of other
+    workers, other tests' or a benchmark's, are left alone."""
+    return [pid for pid in descendants(worker.pid, children_map())
+            if any("offload-dispatch 1" in a for a in proc_cmdline(pid))]
 
 
 def test_steps_share_one_channel_and_pass_codes_and_output_exactly(transport: SshTransport) -> None:
@@ -75,9 +77,10 @@ def test_steps_sent_together_run_in_order(transport: SshTransport, tmp_path: Pat
         subprocess.run(["rm", "-f", target])
 
 
-def test_a_killed_dispatcher_is_replaced_and_the_step_still_runs(transport: SshTransport) -> None:
+def test_a_killed_dispatcher_is_replaced_and_the_step_still_runs(transport: SshTransport,
+                                                                  sshd_worker: SshdWorker) -> None:
     assert transport.run(["true"]).exit_code == 0
-    pids = wait_for(lambda: _dispatchers() or None, timeout=10, what="the dispatcher process")
+    pids = wait_for(lambda: _dispatchers(sshd_worker) or None, timeout=10, what="the dispatcher process")
     kill_pids(pids, signal.SIGKILL)
     wait_for(lambda: transport.run(["echo", "after"]).stdout == b"after\n", timeout=30,
              what="a step after the dispatcher was killed")
@@ -86,7 +89,7 @@ def test_a_killed_dispatcher_is_replaced_and_the_step_still_runs(transport: SshT
     assert transport.run(["echo", "again"]).stdout == b"again\n"
     assert transport.run(["echo", "again"]).stdout == b"again\n"
     assert transport.dispatched == before + 2
-    assert _dispatchers() and not set(_dispatchers()) & set(pids)
+    assert _dispatchers(sshd_worker) and not set(_dispatchers(sshd_worker)) & set(pids)
 
 
 def test_without_the_dispatcher_each_step_opens_a_channel(transport: SshTransport) -> None:
