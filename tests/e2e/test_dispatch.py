@@ -66,7 +66,7 @@ def test_steps_share_one_channel_and_pass_codes_and_output_exactly(transport: Ss
     assert transport.dispatched == 11
 
 
-def test_steps_sent_together_run_in_order(transport: SshTransport, tmp_path: Path) -> None:
+def test_steps_sent_together_run_in_order(transport: SshTransport) -> None:
     target = f"/tmp/offload-dispatch-{secrets.token_hex(4)}"
     try:
         results = run_steps(transport, [Step(["sh", "-c", 'cat > "$1"', "sh", target], b"first"),
