@@ -21,8 +21,8 @@ from offload.runtime.connection import ConnectOptions, open_connection
 from offload.runtime.hostkeys import KnownHosts
 from offload.runtime.transport import ContainerTransport, SshTransport, Step, run_steps
 from tests.e2e.helpers import all_cmdlines, offload
-from tests.workers import (SshdWorker, SshDockerWorker, children_map, descendants, kill_pids, make_repo, proc_cmdline,
-                           sshd_record, wait_for, write_outputs)
+from tests.workers import (SshdWorker, SshDockerWorker, children_map, descendants, kill_pids, make_repo,
+                           make_traversable, proc_cmdline, sshd_record, wait_for, write_outputs)
 
 
 def _connect(worker: SshdWorker, tmp_path: Path) -> SshTransport:
@@ -217,3 +217,18 @@ def test_a_removed_container_is_recreated_and_its_dispatcher_with_it(ssh_docker_
         assert inside.run(["true"]).ok and base.dispatched == dispatched + 1, "a dispatcher runs in the new one"
     finally:
         base.close()
+
+
+def test_a_worker_without_gnu_head_keeps_the_exec_path(transport: SshTransport,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """busybox's `head -c` reads ahead: the dispatcher says so once, and every step takes a channel of its own."""
+    fake = tmp_path_factory.mktemp("busybox-head")
+    (fake / "head").write_text("#!/bin/sh\necho 'BusyBox v1.36.1 multi-call binary.'\n")
+    (fake / "head").chmod(0o755)
+    make_traversable(fake)
+    within = ["env", f"PATH={fake}:/usr/bin:/bin"]
+    for word in ("one", "two", "three"):
+        r = transport.run(["sh", "-c", 'echo "$1"; exit 9', "sh", word], within=within)
+        assert (r.exit_code, r.stdout) == (9, f"{word}\n".encode())
+    assert transport.dispatched == 0
+    assert transport.channels_opened == 4, "the dispatcher was tried once, then one channel a step"
