@@ -24,6 +24,7 @@ from offload.runtime.agent.protocol import CHUNK, DialSpec, error_from
 from offload.runtime.transport import Result, Sink, Step, Transport, dispatch_enabled, dispatchable
 
 START_TIMEOUT = 10.0            # how long a command waits for an agent it started to answer
+INPUT_CHUNK = 1 << 20           # a step's input goes to the agent in frames this large: fewer to relay
 
 
 def agent_files(directory: Path | None = None) -> InstallationFiles:
@@ -148,8 +149,8 @@ def _send_input(sock: socket.socket, data: bytes) -> None:
     taking all of it, the agent stops reading and the rest is dropped here."""
     view = memoryview(data)
     try:
-        for i in range(0, len(view), CHUNK):
-            send_frame(sock, b"i", view[i:i + CHUNK])
+        for i in range(0, len(view), INPUT_CHUNK):
+            send_frame(sock, b"i", view[i:i + INPUT_CHUNK])
         send_frame(sock, b"i")
     except OSError:
         pass
