@@ -25,6 +25,7 @@ BENCH_PARTS=trips or throughput runs only that half.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -153,6 +154,7 @@ def main() -> None:
             if worker is not None:
                 worker.stop()
         subprocess.run([str(ROOT / "scripts" / "dockerd.sh"), "release", owner], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)  # the big file's copies on tmpfs
 
 
 def report(figures: dict[tuple[str, str, str, float], float], modes: dict[str, dict[str, str]],
