@@ -81,8 +81,12 @@ def cut_meta(text: str, most: int) -> str:
 
 
 def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str],
-                  meta: Mapping[str, str], result_key: str | None = None) -> str:
+                  meta: Mapping[str, str], result_key: str | None = None, leased: bool = False) -> str:
     """A script for `sh -s` that creates the job directory and starts the job's tmux server.
+
+    With LEASED, the worktree is not known yet (PATHS.worktree is not used): the script runs as
+    `sh -s WORKTREE`, given the worktree the sync leased the job by launch.sh on the worker, and writes it in the
+    job's meta itself. This is what lets the launch go out with the sync, before the sync has answered.
 
     RESULT_KEY (hex) is the key the runner signs the job's result with: it travels in the script, as secrets do,
     and waits in a private file of the job's directory only until the runner has read it, before any task runs.
@@ -91,14 +95,19 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
     job = validate_id(paths.job, "job id")
     if result_key is not None and not _RESULT_KEY.fullmatch(result_key):
         raise UsageError("a result key is 32 to 64 bytes of hex")
-    if not paths.worktree.startswith("/"):
+    if not leased and not paths.worktree.startswith("/"):
         raise UsageError(f"job {job} has no worktree to run in")
     validate_env(env)
     validate_meta(meta)
     q = shlex.quote
     # Paths are written out literally (quoted) wherever they are used: the job's environment is exported into
     # this same shell, so no shell variable can be trusted to still hold a path after the exports.
-    job_dir, worktree = q(paths.job_dir), q(paths.worktree)
+    # A leased worktree is named by a variable whose name no --env export can take (names starting with '_').
+    job_dir, worktree = q(paths.job_dir), '"$_offload_tree"' if leased else q(paths.worktree)
+    missing = ('the worktree "$_offload_tree" does not exist' if leased
+               else q(f"the worktree {paths.worktree} does not exist"))
+    if leased:
+        meta = {k: v for k, v in meta.items() if k != "worktree"}
     abort = f"abort {LaunchExit.FAILED}"  # a failure once the job directory exists: it goes again
     lines = [
         "set -u",
@@ -108,7 +117,7 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
         "umask 077",
         "die() { code=$1; shift; printf 'offload: %s\\n' \"$*\" >&2; exit \"$code\"; }",
         f"command -v tmux >/dev/null 2>&1 || die {LaunchExit.NO_TMUX} 'tmux is not installed on the worker'",
-        f"[ -d {worktree} ] || die {LaunchExit.NO_WORKTREE} {q(f'the worktree {paths.worktree} does not exist')}",
+        f"[ -d {worktree} ] || die {LaunchExit.NO_WORKTREE} {missing}",
         f"mkdir -p {q(paths.workspace + '/jobs')} || die {LaunchExit.FAILED} 'cannot create the jobs directory'",
         f"if [ -e {job_dir} ] || [ -L {job_dir} ]; then die {LaunchExit.JOB_EXISTS} "
         f"{q(f'job {job} already exists on this worker')}; fi",
@@ -124,6 +133,9 @@ def launch_script(paths: JobPaths, playbook: Playbook, *, env: Mapping[str, str]
         heredoc(f"{job_dir}/meta", "".join(f"{k}={v}\n" for k, v in meta.items()),
                 f"{abort} 'cannot write meta'").rstrip("\n"),
     ]
+    if leased:
+        lines.insert(0, "_offload_tree=${1:?}")
+        lines.append(f"printf 'worktree=%s\\n' {worktree} >> {job_dir}/meta || {abort} 'cannot write meta'")
     if result_key is not None:
         # printf is a builtin: the key is in no argv. The umask is 077 here.
         lines.append(f"printf '%s\\n' {result_key} > {job_dir}/result-key || {abort} 'cannot write the job directory'")

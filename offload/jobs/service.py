@@ -253,13 +253,15 @@ class JobService:
         jobs = WorkerJobs(provider)
         # What this machine will check the job's result against: the snapshot it sends, and a key only the
         # job's runner learns (see offload/runtime/results.py). Kept before the launch, so no result goes unproved.
-        # It is written once the sync has claimed the job's id on the worker (an id in use keeps its own record).
+        # It is written once the sync has claimed the job's id on the worker (an id in use keeps its own record), or,
+        # for a new id that no job holds, before the sync, which the launch then goes with (one round trip).
         record = results.JobRecord(job_id, provider.name, snapshot.commit, results.new_result_key())
         try:
             started: StartedJob = jobs.start(snapshot, plan, job_id=job_id, env=env, meta=meta,
                                              result_key=record.key,
                                              before_launch=lambda: results.save_record(snapshot.state_dir, record),
-                                             depth=self.depth(request, plan), meters=self.reach.meters)
+                                             depth=self.depth(request, plan), meters=self.reach.meters,
+                                             with_sync=request.job_id is None)
         except JobExists:
             raise
         except BaseException:
@@ -345,7 +347,10 @@ class JobService:
         """TASK, or the job's only task when none is named."""
         if task is not None:
             return validate_id(task, "task name")
-        job = self._jobs_of(job_id).job(job_id)
+        return self._only_task(self._jobs_of(job_id).job(job_id))
+
+    def _only_task(self, job: JobStatus) -> str:
+        job_id = job.id
         if len(job.tasks) == 1:
             return job.tasks[0].name
         if not job.tasks:
@@ -361,12 +366,17 @@ class JobService:
             raise UsageError(f"a log offset is a number of bytes from the start; got {offset}")
         if limit is not None and limit < 1:
             raise UsageError(f"a log read takes at least 1 byte; got a limit of {limit}")
-        name = self.task_of(job_id, task)
         jobs = self._jobs_of(job_id)
-        # The state first: when it says finished, the bytes read after it are all there will be.
-        job = jobs.job(job_id)
+        read = None if limit is None else limit + 1
+        # The state first: when it says finished, the bytes read after it are all there will be. Both go in one
+        # round trip, the log read taking the task to be `main` (a command job's) when none is named; another
+        # task's log is read once the job's state has named it.
+        guess = validate_id(task, "task name") if task is not None else "main"
+        job, data = jobs.job_and_log(job_id, guess, offset, read)
+        name = guess if task is not None else self._only_task(job)
         state = next((t.state for t in job.tasks if t.name == name), job.state)
-        data = jobs.read_log(job_id, name, offset, None if limit is None else limit + 1)
+        if name != guess or data is None:
+            data = jobs.read_log(job_id, name, offset, read)
         more = limit is not None and len(data) > limit
         if more:
             assert limit is not None

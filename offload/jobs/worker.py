@@ -14,7 +14,7 @@ from offload.jobs.playbook import Playbook
 from offload.jobs.state import (Disk, JobStatus, State, Survivor, attach_probe_argv, clean_argv, get_argv, log_argv,
                                 parse_clean, parse_disk, parse_log_frames, parse_status, read_logs_argv,
                                 result_argv, status_argv)
-from offload.providers import Direction, Meters, Snapshot, WorkerProvider, check, metered_sink, unmetered
+from offload.providers import Direction, Meters, Snapshot, Step, WorkerProvider, check, metered_sink, unmetered
 from offload.worker.exits import AttachProbeExit, GetExit, LogExit, ResultExit
 from offload.worker.layout import DEFAULT_KEEP_JOBS, DEFAULT_WARM_WORKTREES, JobPaths, validate_id
 
@@ -53,7 +53,11 @@ class WorkerJobs:
     def start(self, snapshot: Snapshot, playbook: Playbook, *, job_id: str, env: dict[str, str],
               meta: dict[str, str] | None = None, result_key: str | None = None,
               before_launch: Callable[[], None] | None = None, depth: int | None = None,
-              meters: Meters = unmetered) -> StartedJob:
+              meters: Meters = unmetered, with_sync: bool = False) -> StartedJob:
+        """Sync SNAPSHOT (with DEPTH commits of history where the worker lacks them; METERS count the bytes) and
+        launch PLAYBOOK as job JOB_ID. BEFORE_LAUNCH runs before the launch is sent. WITH_SYNC sends the launch
+        together with the sync (one round trip for both, where the worker has a dispatcher), so BEFORE_LAUNCH runs
+        before the sync: only for an id that no other job can hold (a new one)."""
         from offload.jobs.launch import META_BRANCH_BYTES, cut_meta, launch_script
 
         validate_id(job_id)
@@ -70,15 +74,26 @@ class WorkerJobs:
         # is only known once leased). Text that is not UTF-8 (an --env value, a command) travels as its bytes.
         launch_script(replace(paths, worktree="/"), playbook, env=env, meta=info,
                       result_key=result_key).encode("utf-8", "surrogateescape")
-        stats = self.provider.sync(snapshot, paths, depth, meters)
+        then = None
+        if with_sync:
+            leased = launch_script(paths, playbook, env=env, meta=info, result_key=result_key,
+                                   leased=True).encode("utf-8", "surrogateescape")
+            if before_launch is not None:
+                before_launch()
+                before_launch = None
+            then = self.provider.launch_step(leased, job_id)
+        stats = self.provider.sync(snapshot, paths, depth, meters, then)
         paths = replace(paths, worktree=stats.worktree)
         info["worktree"] = stats.worktree
         try:
-            script = launch_script(paths, playbook, env=env, meta=info,
-                                   result_key=result_key).encode("utf-8", "surrogateescape")
-            if before_launch is not None:
-                before_launch()
-            self.provider.launch(script, job_id)
+            if stats.then is not None:
+                self.provider.check_launch(stats.then, job_id)
+            else:
+                script = launch_script(paths, playbook, env=env, meta=info,
+                                       result_key=result_key).encode("utf-8", "surrogateescape")
+                if before_launch is not None:
+                    before_launch()
+                self.provider.launch(script, job_id)
         except BaseException:
             self._take_back(job_id, repo)
             raise
@@ -109,6 +124,18 @@ class WorkerJobs:
         if not found:
             raise self._not_found(f"no job {job_id}")
         return found[0]
+
+    def job_and_log(self, job_id: str, task: str, offset: int = 0,
+                    limit: int | None = None) -> tuple[JobStatus, bytes | None]:
+        """The job, and TASK's log from byte OFFSET (at most LIMIT bytes) read just after it, in one round trip;
+        None for the log when the job has no such task (yet)."""
+        listing, log = self.provider.exec_steps([
+            Step(status_argv(self.provider.workspace, [job_id]), None, 60),
+            Step(log_argv(self.provider.paths(job_id), task, offset, limit=limit), None, 120)])
+        found = [j for j in parse_status(check(listing, self.worker, "reading job state").text()) if j.id == job_id]
+        if not found:
+            raise self._not_found(f"no job {job_id}")
+        return found[0], log.stdout if log.ok else None
 
     # --- output ----------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from offload.runtime import results
 from offload.runtime.localgit import repo_root
 from offload.runtime.meter import Direction, Meters, Transfer, metered_sink, unmetered
 from offload.runtime.snapshot import LocalRepository, Snapshot, local_repository, snapshot_of_ref, take_snapshot
-from offload.runtime.transport import Result, check
+from offload.runtime.transport import Result, Step, check
 
 
 def provider_for(outputs: StackOutputs, worker: WorkerRecord, options: ProviderOptions | None = None
@@ -50,7 +50,7 @@ def preload() -> None:
     import offload.runtime.sync  # noqa: F401
 
 
-__all__ = ["Direction", "LocalRepository", "Meters", "ProviderOptions", "Result", "Snapshot", "SshEntry", "Transfer",
-           "WorkerProvider", "WorkerStatus", "apply_engine", "check", "connection_agent", "local_repository",
-           "metered_sink", "preload", "provider_for", "repo_root", "results", "snapshot_of_ref", "take_snapshot",
-           "unmetered"]
+__all__ = ["Direction", "LocalRepository", "Meters", "ProviderOptions", "Result", "Snapshot", "SshEntry", "Step",
+           "Transfer", "WorkerProvider", "WorkerStatus", "apply_engine", "check", "connection_agent",
+           "local_repository", "metered_sink", "preload", "provider_for", "repo_root", "results", "snapshot_of_ref",
+           "take_snapshot", "unmetered"]

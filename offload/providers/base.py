@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from offload.errors import OffloadError, UsageError, WorkerUnreachable
 from offload.outputs import ProviderType, StackOutputs, WorkerRecord
 from offload.runtime.connection import ConnectOptions
-from offload.runtime.transport import ContainerTransport, Result, Sink, Transport, check
+from offload.runtime.transport import ContainerTransport, Result, Sink, Step, Transport, check
 from offload.worker.container import WorkerContainer
 from offload.worker.layout import JobPaths, WorkerLayout
 
@@ -180,29 +180,45 @@ class WorkerProvider(ABC):
     def exec(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> Result:
         return self.transport.run(argv, stdin=stdin, timeout=timeout)
 
+    def exec_steps(self, steps: Sequence[Step]) -> list[Result]:
+        """STEPS one after the other, sent together where the transport can (one round trip for all)."""
+        from offload.runtime.transport import run_steps
+
+        return run_steps(self.transport, steps)
+
     def stream(self, argv: Sequence[str], sink: Sink, *, stderr: Sink | None = None) -> int:
         return self.transport.stream(argv, sink, stderr=stderr)
 
     def sync(self, snapshot: "Snapshot", paths: JobPaths, depth: int | None = None,
-             meters: "Meters | None" = None) -> "SyncStats":
+             meters: "Meters | None" = None, then: Step | None = None) -> "SyncStats":
         """Send the snapshot, with DEPTH commits of history where the worker lacks them (None: the worker
         record's `history_depth`, else 1), and lease the job a warm worktree of its repository
-        (`SyncStats.worktree`). METERS count the bytes sent."""
+        (`SyncStats.worktree`). METERS count the bytes sent; THEN goes with it (see `push_snapshot`)."""
         from offload.outputs import DEFAULT_HISTORY_DEPTH, parse_history_depth
+        from offload.runtime.meter import unmetered
         from offload.runtime.sync import push_snapshot
 
         if depth is None:
             configured = self.record.history_depth
             depth = DEFAULT_HISTORY_DEPTH if configured is None else parse_history_depth(
                 configured, f"workers[{self.name!r}].history_depth")
-        from offload.runtime.meter import unmetered
-
-        return push_snapshot(self.transport, snapshot, paths, self.key, depth, meters or unmetered)
+        return push_snapshot(self.transport, snapshot, paths, self.key, depth, meters or unmetered, then)
 
     def launch(self, script: bytes, job: str) -> None:
         """Start a job: SCRIPT runs as `sh -s` in the job environment, so its data (secrets included) never
         appears in an argv."""
-        check(self.exec(["sh", "-s"], stdin=script, timeout=60), self.name, f"starting job {job}")
+        self.check_launch(self.exec(["sh", "-s"], stdin=script, timeout=60), job)
+
+    def launch_step(self, script: bytes, job: str) -> Step:
+        """The step that starts a job in the worktree its sync leased it, to go with the sync (`sync`'s THEN):
+        SCRIPT, a launch script built `leased`, runs as `sh -s WORKTREE` (its data on stdin, as `launch`'s)."""
+        from offload.worker.scripts import worker_script
+
+        return Step(["sh", "-c", worker_script("launch.sh"), "sh", self.workspace, job], script, 60)
+
+    def check_launch(self, result: Result, job: str) -> None:
+        """Raise the one-line error of a launch that failed."""
+        check(result, self.name, f"starting job {job}")
 
     def get_status(self) -> WorkerStatus:
         """The machine's state, without a round trip where the provider can; "unknown" when only a

@@ -35,10 +35,12 @@ MAX_NESTING = 8  # submodules of submodules ...
 DEFAULT_CACHE_MB = 256
 # Settings of the user's repository that would make `git add` skip or change what is on disk, or write into it.
 # And a large file goes straight into a pack, read through rather than held in memory; pack-objects then sends
-# its compressed data as it is, where a loose object would be inflated and compressed again.
+# its compressed data as it is, where a loose object would be inflated and compressed again. That data is stored,
+# not deflated (pack.compression=0): files this large are mostly archives, media and models that do not compress,
+# and deflating 30 MB of them cost 2 s here, three times what sending it over ssh costs (benchmarks/bench_link.py).
 _ADD_CONFIG = ("-c", "core.sparseCheckout=false", "-c", "core.splitIndex=false", "-c", "core.fsmonitor=false",
                "-c", "core.untrackedCache=false", "-c", "advice.addEmbeddedRepo=false",
-               "-c", "core.bigFileThreshold=4m")
+               "-c", "core.bigFileThreshold=4m", "-c", "pack.compression=0")
 
 
 @dataclass

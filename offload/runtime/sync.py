@@ -15,7 +15,7 @@ from offload.outputs import DEFAULT_HISTORY_DEPTH, FULL_HISTORY
 from offload.runtime.localgit import run_git
 from offload.runtime.meter import Direction, MeteredInput, Meters, unmetered
 from offload.runtime.snapshot import Snapshot, WorkerHistory, take_snapshot
-from offload.runtime.transport import Result, Transport
+from offload.runtime.transport import Result, Step, Transport, run_steps
 from offload.worker.exits import ReceiveExit
 from offload.worker.layout import JobPaths
 from offload.worker.scripts import worker_script
@@ -153,29 +153,37 @@ class SyncStats:
     retried: bool = False
     worktree: str = ""
     shallow: list[str] = field(default_factory=list)
+    then: Result | None = None  # the answer of the step sent with the sync (push_snapshot's THEN), when it went
 
 
 def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes, boundary: Sequence[str],
-             meters: Meters) -> Result:
+             meters: Meters, then: Step | None = None) -> tuple[Result, Result | None]:
+    """The receive step's answer, and THEN's when it was sent along (it runs after the receive, on the worker)."""
     count = pack_object_count(pack)
     mode = "none" if count == 0 else ("unpack" if count < INDEX_FROM_OBJECTS and len(pack) < INDEX_FROM_BYTES
                                       else "index")
     argv = ["sh", "-c", worker_script("receive.sh"), "sh", paths.workspace, snap.repo_id, paths.job, snap.commit,
             mode, *boundary]
-    if not count:
-        return transport.run(argv, timeout=600)
-    transfer = meters(Direction.SENT, len(pack))
+    transfer = meters(Direction.SENT, len(pack)) if count else None
+    receive = Step(argv, MeteredInput(pack, transfer) if transfer is not None else None, 600)
     try:
-        return transport.run(argv, stdin=MeteredInput(pack, transfer), timeout=600)
+        if then is None:
+            return transport.run(receive.argv, stdin=receive.stdin, timeout=receive.timeout), None
+        first, after = run_steps(transport, [receive, then])
+        return first, after
     finally:
-        transfer.done()
+        if transfer is not None:
+            transfer.done()
 
 
 def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str,
-                  depth: int = DEFAULT_HISTORY_DEPTH, meters: Meters = unmetered) -> SyncStats:
+                  depth: int = DEFAULT_HISTORY_DEPTH, meters: Meters = unmetered,
+                  then: Step | None = None) -> SyncStats:
     """Put SNAP in the worker's repository under the job's ref, with DEPTH commits of history (FULL_HISTORY: all)
     where the worker lacks them, and lease the job a warm worktree of it (`SyncStats.worktree`); the job's runner
-    moves that worktree to the snapshot before the first task. METERS count the pack as it goes.
+    moves that worktree to the snapshot before the first task. METERS count the pack as it goes. THEN, a step that
+    needs the lease (the launch), goes with the first send, in the same round trip; its answer is `SyncStats.then`
+    (it must find out on the worker whether the sync leased the job a worktree).
 
     Optimistic path: one round trip, assuming the worker still has what we sent it before. If it lacks a
     base object, ask it what it has and send again.
@@ -188,17 +196,17 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
         stats.round_trips += 1
         return WorkerHistory.parse(listed.text()) if listed.ok else WorkerHistory()
 
-    def send(history: WorkerHistory) -> tuple[Result, bytes]:
+    def send(history: WorkerHistory, then: Step | None = None) -> tuple[Result, bytes]:
         plan = plan_pack(snap, history, depth)
         pack = pack_of(snap, plan)
-        result = _receive(transport, paths, snap, pack, plan.boundary, meters)
+        result, stats.then = _receive(transport, paths, snap, pack, plan.boundary, meters, then)
         stats.round_trips += 1
         stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
         return result, pack
 
     # Nothing remembered (a first sync, or a pruned cache): ask first rather than send the whole history.
     known = snap.remembered(worker_key)
-    result, pack = send(known if known.haves else worker_history())
+    result, pack = send(known if known.haves else worker_history(), then)
     if result.exit_code == ReceiveExit.MISSING_OBJECTS:
         result, pack = send(worker_history())
         stats.retried = True

@@ -2,6 +2,10 @@
 
 Every remote step of offload goes through `Transport.run`/`stream`: a fixed argv plus bytes on stdin.
 Commands are built as argv lists and joined with `shlex.join`, so data never becomes shell text.
+
+Over SSH a `run` step goes to the step dispatcher (offload/worker/sh/dispatch.sh) that the connection keeps on the
+worker, inside the worker container when there is one: one request and its answer on a channel already open, so a
+step costs one round trip and no `docker exec`. Streams (`logs -f`, results, large inputs) keep a channel each.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import os
 import select
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from offload.errors import RemoteCommandError, WorkerUnreachable, reason
+from offload.worker.scripts import session_script
 
 if TYPE_CHECKING:
     import fabric
@@ -32,6 +38,11 @@ Input = bytes | Iterable[bytes]
 EOF_GRACE = 2.0
 EOF_LIMIT = 30.0
 _CHUNK = 65536
+# A step whose input is larger than this (a big sync's pack) runs on a channel of its own, where its input streams;
+# the dispatcher takes its whole request before the step starts.
+DISPATCH_INPUT_MAX = 1 << 20
+# How long a step waits for the dispatcher to finish another step before it opens a channel of its own.
+DISPATCH_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -183,21 +194,174 @@ class _Progress:
             self.output = self.last
 
 
+def dispatch_enabled() -> bool:
+    """Whether steps go to the worker's dispatcher (`OFFLOAD_DISPATCH=0`: each step on an exec channel of its own,
+    as a baseline to measure against)."""
+    return os.environ.get("OFFLOAD_DISPATCH", "1") != "0"
+
+
+def dispatchable(stdin: object) -> bool:
+    """A step with this input may go to the dispatcher: none, or input of a known size of at most
+    DISPATCH_INPUT_MAX (input that comes as it is made streams on a channel of its own)."""
+    return stdin is None or (hasattr(stdin, "__len__") and len(stdin) <= DISPATCH_INPUT_MAX)  # type: ignore[arg-type]
+
+
+def _bytes(stdin: object) -> bytes | None:
+    """A step's input of a known size as bytes (input in pieces is joined; it is small)."""
+    if stdin is None or isinstance(stdin, bytes):
+        return stdin
+    return b"".join(stdin)  # type: ignore[call-overload]
+
+
+class DispatchUnavailable(Exception):
+    """The dispatcher did not take the step (it could not start, or went away or said something else before the
+    step began): nothing ran, and the step runs on a channel of its own."""
+
+
+class _Dispatcher:
+    """One dispatch.sh on the worker, on one exec channel of the held connection, running one step at a time.
+    Its protocol is described in offload/worker/sh/dispatch.sh."""
+
+    def __init__(self, chan) -> None:
+        self.chan = chan
+        self.lock = threading.Lock()
+        self.refused = False    # it said it cannot work on this worker: steps take the exec path for good
+        self._greeted = False
+        self._buf = bytearray()
+        chan.settimeout(0.5)
+
+    def usable(self) -> bool:
+        c = self.chan
+        return not (self.refused or c.closed or c.eof_received or c.exit_status_ready())
+
+    def close(self) -> None:
+        self.chan.close()
+
+    def _more(self, progress: _Progress, timeout: float | None, alive: Callable[[], bool]) -> bool:
+        """Read what has come into the buffer; False once the channel has ended."""
+        while True:
+            try:
+                data = self.chan.recv(_CHUNK)
+            except socket.timeout:
+                if not alive():
+                    return False
+                if timeout and time.monotonic() - progress.last > timeout:
+                    raise TimeoutError from None
+                continue
+            if not data:
+                return False
+            self._buf += data
+            progress.moved(output=True)
+            return True
+
+    def _line(self, progress: _Progress, timeout: float | None, alive: Callable[[], bool]) -> bytes | None:
+        while True:
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buf[:end])
+                del self._buf[:end + 1]
+                return line
+            if len(self._buf) > 4096 or not self._more(progress, timeout, alive):
+                return None
+
+    def _exact(self, size: int, progress: _Progress, timeout: float | None, alive: Callable[[], bool]) -> bytes | None:
+        while len(self._buf) < size:
+            if not self._more(progress, timeout, alive):
+                return None
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    def _send(self, data: bytes, progress: _Progress, timeout: float | None) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.chan.send(view[:_CHUNK * 4])
+            except socket.timeout:
+                if timeout and time.monotonic() - progress.last > timeout:
+                    raise TimeoutError from None
+                continue
+            if not sent:
+                raise DispatchUnavailable("the dispatcher's channel closed")
+            view = view[sent:]
+            progress.moved()
+
+    def send(self, command: bytes, stdin: bytes, progress: _Progress, timeout: float | None) -> None:
+        """Send one request: COMMAND (shell text) with STDIN. DispatchUnavailable when it could not be sent."""
+        try:
+            self._send(f"{len(command)} {len(stdin)}\n".encode() + command + stdin, progress, timeout)
+        except TimeoutError:
+            raise  # stalled part way: the step may have begun, so it does not go again
+        except (OSError, EOFError) as e:  # paramiko raises socket errors and EOFError on a closing channel
+            raise DispatchUnavailable(str(e)) from None
+
+    def answer(self, progress: _Progress, timeout: float | None, alive: Callable[[], bool],
+               lost: Callable[[], Exception]) -> Result:
+        """The answer to the oldest request not yet answered. DispatchUnavailable when its step did not begin;
+        LOST() (raised) when the dispatcher went away after it began, TimeoutError when it made no progress for
+        TIMEOUT."""
+        if not self._greeted:
+            hello = self._line(progress, timeout, alive)
+            if hello != b"offload-dispatch 1":
+                self.refused = hello == b"offload-dispatch no"
+                raise DispatchUnavailable(f"the dispatcher said {hello!r}")
+            self._greeted = True
+        if self._line(progress, timeout, alive) != b"a":
+            raise DispatchUnavailable("the dispatcher did not take the step")
+        head = (self._line(progress, timeout, alive) or b"").split()
+        if len(head) != 4 or head[0] != b"x" or not all(f.isdigit() for f in head[1:]):
+            raise lost()
+        code, out_len, err_len = (int(f) for f in head[1:])
+        out = self._exact(out_len, progress, timeout, alive)
+        err = self._exact(err_len, progress, timeout, alive)
+        if out is None or err is None:
+            raise lost()
+        return Result(code, out, err)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of several sent together (`run_steps`): ARGV with STDIN."""
+
+    argv: Sequence[str]
+    stdin: Input | None = None
+    timeout: float | None = None
+
+
+def run_steps(transport: Transport, steps: Sequence[Step]) -> list[Result]:
+    """Run STEPS one after the other on the worker. A transport with a dispatcher sends them all before it reads
+    the first answer, so they cost one round trip together; a step that depends on an earlier one must check, on the
+    worker, that the earlier one did its part."""
+    many = getattr(transport, "run_steps", None)
+    if many is not None:
+        return many(steps)
+    return [transport.run(s.argv, stdin=s.stdin, timeout=s.timeout) for s in steps]
+
+
 class SshTransport:
     """One SSH connection (a fabric Connection) shared by every step of a CLI invocation.
 
-    Each step is one exec channel on the already-open transport, so a step costs a round trip,
-    not a handshake.
+    A `run` step is one request to the connection's dispatcher on the worker (one per WITHIN: the host, or the
+    worker container), so a warm step costs one round trip. A stream, a step with a large input, or any step when
+    no dispatcher can run is one exec channel on the already-open transport: a round trip or two, not a
+    handshake. CHANNELS_OPENED counts the channels, for `offload agent status` and tests.
     """
+
+    dispatches = True  # `run` and its exec fallback take WITHIN, the argv prefix that enters a container
 
     def __init__(self, worker: str, connection: "fabric.Connection") -> None:
         self.worker = worker
         self.connection = connection
+        self.channels_opened = 0
+        self.dispatched = 0
+        self._dispatchers: dict[tuple[str, ...], _Dispatcher] = {}
+        self._dispatch_lock = threading.Lock()
 
     def _channel(self, argv: Sequence[str]):
         transport = self.connection.transport
         if transport is None or not transport.is_active():
             raise WorkerUnreachable(self.worker, f"the connection to worker {self.worker} was lost")
+        self.channels_opened += 1
         try:
             chan = transport.open_session(timeout=15)
             chan.exec_command(shlex.join(argv))
@@ -290,7 +454,83 @@ class SshTransport:
                                   hint="`offload status` shows whether the worker answers; then run the command "
                                        "again")
 
-    def run(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None) -> Result:
+    def _dispatcher(self, within: Sequence[str]) -> _Dispatcher | None:
+        """The live dispatcher for WITHIN, held for the caller (release its lock), started when none runs; None
+        when none can run there, or it stays busy with another step for DISPATCH_WAIT seconds. Steps wait for the
+        one dispatcher rather than open channels of their own: sshd allows a connection ten (MaxSessions), and
+        each `logs -f` holds one."""
+        key = tuple(within)
+        deadline = time.monotonic() + DISPATCH_WAIT
+        while True:
+            with self._dispatch_lock:
+                d = self._dispatchers.get(key)
+                if d is not None and d.refused:
+                    return None
+                if d is None or not d.usable():
+                    if d is not None:
+                        d.close()
+                    try:
+                        chan = self._channel([*within, "sh", "-c", session_script("dispatch.sh"), "sh"])
+                    except WorkerUnreachable:
+                        self._dispatchers.pop(key, None)
+                        return None
+                    d = self._dispatchers[key] = _Dispatcher(chan)
+            if not d.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return None
+            if d.usable():
+                return d
+            d.lock.release()
+            if d.refused:
+                return None
+            # It went away while we waited: start another.
+
+    def run(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None,
+            within: Sequence[str] = (), dispatch: bool | None = None) -> Result:
+        """ARGV's result; WITHIN (say `docker exec -i NAME`) runs it inside a container. DISPATCH (default:
+        `dispatch_enabled()`) sends it to the dispatcher when its input is small enough."""
+        return self.run_steps([Step(argv, stdin, timeout)], within=within, dispatch=dispatch)[0]
+
+    def run_steps(self, steps: Sequence[Step], *, within: Sequence[str] = (),
+                  dispatch: bool | None = None) -> list[Result]:
+        """STEPS in order, all sent to the dispatcher before the first answer is read (see `run_steps`); on
+        channels of their own when they cannot go to it."""
+        if len(steps) > 1 and not all(dispatchable(s.stdin) for s in steps):
+            # A large input streams on a channel of its own; the other steps still go to the dispatcher.
+            return [self.run_steps([s], within=within, dispatch=dispatch)[0] for s in steps]
+        results: list[Result] = []
+        if (dispatch_enabled() if dispatch is None else dispatch) and all(dispatchable(s.stdin) for s in steps):
+            d = self._dispatcher(within)
+            if d is not None:
+                try:
+                    self._dispatch(d, steps, results)
+                except DispatchUnavailable:
+                    d.close()  # the steps not answered did not begin: they go on channels of their own
+                except TimeoutError:
+                    d.close()
+                    raise self._stalled(max(s.timeout or 0 for s in steps)) from None
+                except BaseException:
+                    d.close()
+                    raise
+                finally:
+                    d.lock.release()
+        for s in steps[len(results):]:
+            results.append(self._exec(list(within) + list(s.argv), stdin=s.stdin, timeout=s.timeout))
+        return results
+
+    def _dispatch(self, d: _Dispatcher, steps: Sequence[Step], results: list[Result]) -> None:
+        progress = _Progress()
+        timeout = max((s.timeout for s in steps if s.timeout), default=None)
+        for s in steps:
+            d.send(shlex.join(s.argv).encode("utf-8", "surrogateescape"), _bytes(s.stdin) or b"", progress,
+                   timeout)
+        for _ in steps:
+            results.append(d.answer(progress, timeout, self.alive, self._lost))
+            self.dispatched += 1
+
+    def _lost(self) -> WorkerUnreachable:
+        return WorkerUnreachable(self.worker, f"the connection to worker {self.worker} dropped")
+
+    def _exec(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None) -> Result:
         chan = self._channel(argv)
         out: list[bytes] = []
         err: list[bytes] = []
@@ -328,6 +568,9 @@ class SshTransport:
         return transport is not None and transport.is_active()
 
     def close(self) -> None:
+        for d in list(self._dispatchers.values()):
+            d.close()
+        self._dispatchers.clear()
         self.connection.close()
 
 
@@ -353,11 +596,22 @@ class ContainerTransport:
                                           or "is restarting" in err or "is paused" in err)
 
     def run(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None) -> Result:
-        result = self.base.run(self.wrap(argv), stdin=stdin, timeout=timeout)
-        if self._heal and self._container_down(result):
+        return self.run_steps([Step(argv, stdin, timeout)])[0]
+
+    def run_steps(self, steps: Sequence[Step]) -> list[Result]:
+        """STEPS in the container (see `run_steps`); a container found down is healed, and the steps go again
+        (none of them ran: the first did not even start)."""
+        results = self._run_steps(steps)
+        if self._heal and self._container_down(results[0]):
             self._heal()
-            result = self.base.run(self.wrap(argv), stdin=stdin, timeout=timeout)
-        return result
+            results = self._run_steps(steps)
+        return results
+
+    def _run_steps(self, steps: Sequence[Step]) -> list[Result]:
+        if getattr(self.base, "dispatches", False):
+            # The base keeps a dispatcher inside the container: no `docker exec` per step.
+            return self.base.run_steps(steps, within=self.wrap([]))  # type: ignore[attr-defined]
+        return [self.base.run(self.wrap(s.argv), stdin=s.stdin, timeout=s.timeout) for s in steps]
 
     def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
                stderr: Sink | None = None) -> int:

@@ -133,7 +133,8 @@ class HostKeysExit(IntEnum):
 
 
 class LaunchExit(IntEnum):
-    """The launch script (offload/jobs/launch.py), which is built in Python rather than kept in `sh/`."""
+    """The launch script (offload/jobs/launch.py), which is built in Python rather than kept in `sh/`, and launch.sh,
+    which runs one in the worktree the sync leased."""
 
     OK = 0
     FAILED = 1  # anything else; the message is on stderr
@@ -143,8 +144,26 @@ class LaunchExit(IntEnum):
     TMUX_FAILED = 20  # tmux could not start the job's session
 
 
+class LeasedLaunchExit(IntEnum):
+    """launch.sh: it runs a launch script in the worktree the sync leased, and passes on that script's LaunchExit."""
+
+    OK = 0
+    FAILED = 1
+    NO_WORKTREE = 18  # the sync leased the job no worktree (as LaunchExit.NO_WORKTREE): nothing was launched
+
+
+class DispatchExit(IntEnum):
+    """dispatch.sh, the step dispatcher: it ends when its input does (0), or on a request it cannot read."""
+
+    OK = 0
+    FAILED = 1  # its answer could not be written (the connection went away)
+    USAGE = 2  # input that is not a request
+
+
 SCRIPT_EXITS: dict[str, type[IntEnum]] = {
     "receive.sh": ReceiveExit,
+    "launch.sh": LeasedLaunchExit,
+    "dispatch.sh": DispatchExit,
     "log.sh": LogExit,
     "read-logs.sh": ReadLogsExit,
     "result.sh": ResultExit,

@@ -3,7 +3,8 @@
 A job script (`worker_script`) is `sh/lib.sh`, the one definition of the workspace layout, the id rule and task
 liveness, followed by the script's own text. It runs as `sh -c SCRIPT sh ARGS...`, or as a file (graph.sh). The
 boot scripts (`boot_script`) are bash files that cloud-init and the startup script write to a VM; they run as
-root at boot and by timer.
+root at boot and by timer. The session script (`session_script`), dispatch.sh, is the step dispatcher a held
+connection keeps running on the worker (see offload/runtime/transport.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from functools import cache
 from importlib import resources
 
 JOB_SCRIPTS = ("graph.sh", "status.sh", "log.sh", "read-logs.sh", "attach-probe.sh", "clean.sh", "receive.sh",
-               "haves.sh", "tasks-running.sh", "result.sh", "get.sh")
+               "haves.sh", "tasks-running.sh", "result.sh", "get.sh", "launch.sh")
 BOOT_SCRIPTS = ("mount-data.sh", "start-worker.sh", "idle-stop.sh", "watch-image.sh", "host-keys.sh")
+# Scripts that a held connection keeps running on the worker (whole, without the library).
+SESSION_SCRIPTS = ("dispatch.sh",)
 
 
 def _read(name: str) -> str:
@@ -32,6 +35,14 @@ def worker_script(name: str) -> str:
     if name not in JOB_SCRIPTS:
         raise ValueError(f"no worker script {name!r}")
     return f"#!/bin/sh\n{_read('lib.sh')}\n# ---- {name}\n\n{_read(name)}"
+
+
+@cache
+def session_script(name: str) -> str:
+    """The text of session script NAME: the step dispatcher a held connection keeps on the worker."""
+    if name not in SESSION_SCRIPTS:
+        raise ValueError(f"no session script {name!r}")
+    return _read(name)
 
 
 @cache

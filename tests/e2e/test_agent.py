@@ -81,7 +81,8 @@ def test_agent_status_json_without_an_agent_and_with_one(setup: dict[str, Any]) 
     assert set(state) == {"running", "pid", "socket", "connections", "persist_seconds", "warm_server_pid"}
     assert (state["running"], state["persist_seconds"], state["socket"]) == (True, 30, none["socket"])
     (held,) = state["connections"]
-    assert set(held) == {"worker", "host", "port", "user", "proxy", "alive", "idle_seconds", "open_seconds", "steps"}
+    assert set(held) == {"worker", "host", "port", "user", "proxy", "alive", "idle_seconds", "open_seconds", "steps",
+                         "channels", "dispatched"}
     assert (held["worker"], held["port"], held["proxy"], held["alive"]) == (f"ssh-{ssh.port}", ssh.port, False, True)
 
 

@@ -100,8 +100,10 @@ class LocalWorker:
         return JobPaths(self.workspace, job, f"{self.workspace}/plain/{job}")
 
     def launch(self, playbook: Playbook | str, *, job: str | None = None, env: dict[str, str] | None = None,
-               meta: dict[str, str] | None = None, linger: int = 0, worktree: str | None = None) -> JobPaths:
-        """Start the job in WORKTREE (default: a plain directory made for it); OFFLOAD_LINGER_SECONDS is LINGER."""
+               meta: dict[str, str] | None = None, linger: int = 0, worktree: str | None = None,
+               leased: bool = False) -> JobPaths:
+        """Start the job in WORKTREE (default: a plain directory made for it); OFFLOAD_LINGER_SECONDS is LINGER.
+        LEASED: the script is built without the worktree, and runs as `sh -s WORKTREE` (as launch.sh runs it)."""
         if isinstance(playbook, str):
             playbook = Playbook.single(playbook)
         paths = self.paths(job)
@@ -109,9 +111,11 @@ class LocalWorker:
             paths = JobPaths(paths.workspace, paths.job, worktree)
         os.makedirs(paths.worktree, exist_ok=True)
         self.sockets.append(paths.tmux_socket)
-        script = launch_script(paths, playbook, env={"OFFLOAD_LINGER_SECONDS": str(linger), **(env or {})},
-                               meta=meta or {"created": "2024-01-01T00:00:00Z", "worktree": paths.worktree})
-        result = sh(script)
+        script = launch_script(JobPaths(paths.workspace, paths.job) if leased else paths, playbook,
+                               env={"OFFLOAD_LINGER_SECONDS": str(linger), **(env or {})},
+                               meta=meta or {"created": "2024-01-01T00:00:00Z", "worktree": paths.worktree},
+                               leased=leased)
+        result = sh(script, paths.worktree) if leased else sh(script)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith(f"{LAUNCHED} {paths.job} "), result.stdout
         return paths

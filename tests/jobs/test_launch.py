@@ -218,3 +218,35 @@ def test_secrets_stay_out_of_files_and_argv(worker: LocalWorker, tmp_path: Path,
 def _argv_all() -> list[str]:
     from tests.jobs.conftest import all_argv
     return all_argv()
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash --posix", "busybox sh"])
+def test_a_leased_launch_script_parses_and_names_no_worktree(shell: str, tmp_path: Path) -> None:
+    """Built to go with the sync, before the worktree is known: launch.sh gives it as $1."""
+    if not shutil.which(shell.split()[0]):
+        pytest.skip(f"{shell} is not installed")
+    paths = JobPaths(f"{tmp_path}/{HOSTILE_DIR}", "job-1")
+    script = launch_script(paths, Playbook.single("true"), env={"SECRET": "x"}, meta={"repo": "/r", "worktree": ""},
+                           leased=True)
+    assert script.startswith("_offload_tree=${1:?}\n") and 'OFFLOAD_WORKTREE="$_offload_tree"' in script
+    assert "\nworktree=" not in script, "the meta gets the worktree from the worker, not from the client"
+    result = subprocess.run([*shell.split(), "-n"], input=script, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_leased_launch_runs_in_the_worktree_it_is_given(worker: LocalWorker, tmp_path: Path) -> None:
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    env = {name: str(decoy) for name in ("worktree", "job_dir", "SHELL")}
+    paths = worker.launch('printf "%s|%s" "$(pwd)" "$OFFLOAD_WORKTREE"', env=env, leased=True,
+                          meta={"repo": "/r it's", "worktree": ""})
+    assert worker.wait_job(paths) == "success"
+    assert read(f"{paths.task_dir('main')}/log") == f"{paths.worktree}|{paths.worktree}"
+    assert read(f"{paths.job_dir}/meta") == f"repo=/r it's\nworktree={paths.worktree}\n"
+    assert list(decoy.iterdir()) == []
+    # Given no worktree that exists, it refuses before it writes anything.
+    script = launch_script(JobPaths(paths.workspace, "job-2"), Playbook.single("true"), env={}, meta={},
+                           leased=True)
+    missing = sh(script, f"{tmp_path}/nowhere")
+    assert missing.returncode == LaunchExit.NO_WORKTREE and "nowhere does not exist" in missing.stderr
+    assert not Path(JobPaths(paths.workspace, "job-2").job_dir).exists()

@@ -35,10 +35,13 @@ def transport(sshd_worker: SshdWorker, tmp_path: Path) -> Iterator[SshTransport]
 
 def test_output_written_after_the_shell_exits_still_arrives(transport: SshTransport) -> None:
     """The shell exits at once, so sshd sends its exit status first; a process it started writes the last line
-    0.7 s later, and closes the output after it. Both halves of the step must wait for that line."""
+    0.7 s later, and closes the output after it. Both halves of a step on its own channel must wait for that line;
+    the dispatcher answers with what the step wrote by the time its shell exited."""
     late = ["sh", "-c", "(sleep 0.7; echo late) & echo early; exit 3"]
-    r = transport.run(late)
+    r = transport.run(late, dispatch=False)
     assert (r.exit_code, r.stdout) == (3, b"early\nlate\n")
+    r = transport.run(late, dispatch=True)
+    assert (r.exit_code, r.stdout) == (3, b"early\n")
     got: list[bytes] = []
     assert transport.stream(late, got.append) == 3
     assert b"".join(got) == b"early\nlate\n"

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from offload.worker.layout import ID_RULE, JobPaths, WorkerLayout, job_ref, tmux_socket
-from offload.worker.scripts import BOOT_SCRIPTS, JOB_SCRIPTS, boot_script, worker_script
+from offload.worker.scripts import (BOOT_SCRIPTS, JOB_SCRIPTS, SESSION_SCRIPTS, boot_script, session_script,
+                                    worker_script)
 
 REPO = Path(__file__).resolve().parents[2]
 SH_DIR = REPO / "offload" / "worker" / "sh"
@@ -31,7 +32,7 @@ def _shell(name: str) -> list[str]:
 
 def test_every_script_file_is_known() -> None:
     on_disk = {p.name for p in SH_DIR.glob("*.sh")}
-    assert on_disk == {"lib.sh", *JOB_SCRIPTS, *BOOT_SCRIPTS}
+    assert on_disk == {"lib.sh", *JOB_SCRIPTS, *BOOT_SCRIPTS, *SESSION_SCRIPTS}
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
@@ -42,12 +43,21 @@ def test_job_scripts_parse(shell: str, name: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("name", JOB_SCRIPTS + BOOT_SCRIPTS)
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+@pytest.mark.parametrize("name", SESSION_SCRIPTS)
+def test_session_scripts_parse(shell: str, name: str) -> None:
+    result = subprocess.run([*_shell(shell), "-n"], input=session_script(name), capture_output=True, text=True,
+                            timeout=10)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", JOB_SCRIPTS + BOOT_SCRIPTS + SESSION_SCRIPTS)
 def test_scripts_pass_shellcheck(name: str) -> None:
     checker = shutil.which("shellcheck")
     if not checker:
         pytest.skip("shellcheck is not installed")
-    text, dialect = (worker_script(name), "sh") if name in JOB_SCRIPTS else (boot_script(name), "bash")
+    text, dialect = ((worker_script(name), "sh") if name in JOB_SCRIPTS else
+                     (session_script(name), "sh") if name in SESSION_SCRIPTS else (boot_script(name), "bash"))
     result = subprocess.run([checker, "-s", dialect, "-"], input=text, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
 

@@ -20,10 +20,11 @@ from offload.errors import OffloadError
 from offload.frames import peer_uid, recv_frame, send_frame
 from offload.paths import InstallationFiles, agent_dir, code_stamp, persist_seconds, private_dir
 from offload.runtime import user_ssh_config
-from offload.runtime.agent.protocol import CHUNK, DialSpec, error_from
-from offload.runtime.transport import Input, Result, Sink, Transport
+from offload.runtime.agent.protocol import DialSpec, error_from
+from offload.runtime.transport import Input, Result, Sink, Step, Transport, dispatch_enabled, dispatchable
 
 START_TIMEOUT = 10.0            # how long a command waits for an agent it started to answer
+INPUT_CHUNK = 1 << 20           # a step's input goes to the agent in frames this large: fewer to relay
 
 
 def agent_files(directory: Path | None = None) -> InstallationFiles:
@@ -149,8 +150,8 @@ def _send_input(sock: socket.socket, data: Input) -> None:
     try:
         for piece in [data] if isinstance(data, bytes) else data:
             view = memoryview(piece)
-            for i in range(0, len(view), CHUNK):
-                send_frame(sock, b"i", view[i:i + CHUNK])
+            for i in range(0, len(view), INPUT_CHUNK):
+                send_frame(sock, b"i", view[i:i + INPUT_CHUNK])
         send_frame(sock, b"i")
     except OSError:
         pass
@@ -189,6 +190,8 @@ def connect(spec: DialSpec, notice: Callable[[str], None],
 class AgentTransport:
     """A worker's transport held by the agent: each step is one request on the agent's socket. When the agent is
     gone before a step starts, this transport dials its own connection and carries on over it."""
+
+    dispatches = True  # `run` takes WITHIN, as SshTransport's does
 
     def __init__(self, spec: DialSpec, notice: Callable[[str], None], direct: Callable[[], Transport]) -> None:
         self.worker = spec.name
@@ -243,7 +246,14 @@ class AgentTransport:
             elif kind == b"d":
                 raise _declined(payload)
 
-    def run(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None) -> Result:
+    def run(self, argv: Sequence[str], *, stdin: Input | None = None, timeout: float | None = None,
+            within: Sequence[str] = ()) -> Result:
+        """ARGV's result, run by the agent (through the worker's dispatcher when it can); WITHIN enters a
+        container, as `SshTransport.run` does."""
+        if dispatchable(stdin):
+            return self.run_steps([Step(argv, stdin, timeout)], within=within)[0]
+        # A large input streams through the agent to a channel of its own, the agent holding none of it.
+        argv = [*within, *argv]
         if self._own is None:
             out: list[bytes] = []
             err: list[bytes] = []
@@ -253,6 +263,64 @@ class AgentTransport:
             except AgentUnavailable:
                 pass
         return self._own_connection().run(argv, stdin=stdin, timeout=timeout)
+
+    def run_steps(self, steps: Sequence[Step], *, within: Sequence[str] = ()) -> list[Result]:
+        """STEPS sent to the agent in one request, and by it to the worker's dispatcher together (see
+        `offload.runtime.transport.run_steps`)."""
+        if not all(dispatchable(s.stdin) for s in steps):
+            return [self.run(s.argv, stdin=s.stdin, timeout=s.timeout, within=within) for s in steps]
+        if self._own is None:
+            try:
+                return _asking(lambda: self._steps(steps, within))
+            except AgentUnavailable:
+                pass
+        own = self._own_connection()
+        if getattr(own, "dispatches", False):
+            return own.run_steps(steps, within=within)  # type: ignore[attr-defined]
+        return [own.run([*within, *s.argv], stdin=s.stdin, timeout=s.timeout) for s in steps]
+
+    def _steps(self, steps: Sequence[Step], within: Sequence[str]) -> list[Result]:
+        header = {"op": "steps", "spec": self.spec.to_dict(), "within": list(within), "dispatch": dispatch_enabled(),
+                  "steps": [{"argv": list(s.argv), "timeout": s.timeout, "stdin": s.stdin is not None}
+                            for s in steps]}
+        sock = _request(header, start=True)
+        with sock:
+            inputs = [bytes(s.stdin) if isinstance(s.stdin, bytes) else b"".join(s.stdin)  # type: ignore[arg-type]
+                      for s in steps if s.stdin is not None]
+            threading.Thread(target=lambda: [_send_input(sock, data) for data in inputs], daemon=True).start()
+            results: list[Result] = []
+            out: list[bytes] = []
+            err: list[bytes] = []
+            started = False
+            try:
+                while len(results) < len(steps):
+                    frame = recv_frame(sock)
+                    if frame is None:
+                        if not started:
+                            raise AgentUnavailable("the agent went away")
+                        raise errors.AgentGone(self.worker, f"the connection to worker {self.worker} was lost")
+                    kind, payload = frame
+                    if kind == b"o":
+                        out.append(payload)
+                    elif kind == b"e":
+                        err.append(payload)
+                    elif kind == b"s":
+                        started = True
+                    elif kind == b"n":
+                        self._notice(payload.decode("utf-8", "replace"))
+                    elif kind == b"x":
+                        results.append(Result(int(json.loads(payload)["exit"]), b"".join(out), b"".join(err)))
+                        out, err = [], []
+                    elif kind == b"!":
+                        raise error_from(payload)
+                    elif kind == b"d":
+                        raise _declined(payload)
+            finally:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            return results
 
     def stream(self, argv: Sequence[str], sink: Sink, *, stdin: bytes | None = None,
                stderr: Sink | None = None) -> int:

@@ -1,10 +1,12 @@
 """What a command and the connection agent say to each other over the agent's socket.
 
 Protocol: one Unix stream connection per request. The client sends one JSON line, its `op` (`open` a worker's
-transport, run a `step` on it, ask whether it is `alive`, parse `ssh-config` for a host, `status`, `stop`) with what
-it needs and the client's code stamp (see `offload.paths.code_stamp`), then, for a step with input, the input as
-frames while it reads the answer; the agent answers with frames. A frame is a kind byte, a 4-byte big-endian length
-and the payload. Kinds: `i` input (empty: end of input); `n` a notice for the user; `s` the step has started on the
+transport, run a `step` on it (streamed), run `steps` whose client waits for their whole answers (sent to the
+worker's dispatcher together), ask whether it is `alive`, parse `ssh-config` for a host, `status`, `stop`) with
+what it needs and the client's code stamp (see `offload.paths.code_stamp`), then, for a step with input, the input
+as frames while it reads the answer (for `steps`, each input in turn, each ending with its empty frame); the agent
+answers with frames (for `steps`, each step's `o` and `e` frames, then its `x`). A frame is a kind byte, a
+4-byte big-endian length and the payload. Kinds: `i` input (empty: end of input); `n` a notice for the user; `s` the step has started on the
 worker; `o` and `e` its stdout and stderr; `x` its exit (`{"exit": N}`); `r` a reply (JSON); `!` an error (`{"type",
 "worker", "message", "hint"}`); `d` the request was declined before anything ran (`{"reason", "retry"}`).
 

@@ -124,7 +124,7 @@ class Agent:
 
     def _handle(self, client: socket.socket, header: dict[str, Any]) -> None:
         op = header.get("op")
-        if op in ("open", "step", "alive", "ssh-config"):
+        if op in ("open", "step", "steps", "alive", "ssh-config"):
             declined = self._declined(str(header.get("stamp", "")))
             if declined is not None:
                 send_frame(client, b"d", json.dumps(declined).encode())
@@ -142,6 +142,8 @@ class Agent:
             self._open(client, header)
         elif op == "step":
             self._step(client, header)
+        elif op == "steps":
+            self._steps(client, header)
         elif op == "ssh-config":
             self._ssh_config(client, header)
 
@@ -221,6 +223,42 @@ class Agent:
                 held_now.used = time.monotonic()
         send_frame(client, b"x", json.dumps({"exit": code}).encode())
 
+    def _steps(self, client: socket.socket, header: dict[str, Any]) -> None:
+        """Steps whose client waits for their whole answers: their inputs (small) are read first, then they go to the
+        worker's dispatcher together, one round trip for all (see `offload.runtime.transport.run_steps`)."""
+        from offload.runtime.transport import Step
+
+        steps = []
+        for step in header["steps"]:
+            data = None
+            if step.get("stdin"):
+                chunks = []
+                while (frame := recv_frame(client)) is not None and frame[0] == b"i" and frame[1]:
+                    chunks.append(frame[1])
+                if frame is None or frame[0] != b"i":
+                    return  # the client went away
+                data = b"".join(chunks)
+            steps.append(Step([str(a) for a in step["argv"]], data, step.get("timeout")))
+        spec = DialSpec.from_dict(header["spec"])
+        try:
+            held, transport = self._transport(spec, _notices_to(client))
+            send_frame(client, b"s")
+            held.steps += len(steps)
+            results = transport.run_steps(steps, within=[str(a) for a in header.get("within") or ()],
+                                          dispatch=bool(header.get("dispatch", True)))
+        except OffloadError as e:
+            send_frame(client, b"!", error_payload(e))
+            return
+        finally:
+            held_now = self.held.get(spec.key())
+            if held_now is not None:
+                held_now.used = time.monotonic()
+        for result in results:
+            for kind, data in ((b"o", result.stdout), (b"e", result.stderr)):
+                for i in range(0, len(data), CHUNK):
+                    send_frame(client, kind, data[i:i + CHUNK])
+            send_frame(client, b"x", json.dumps({"exit": result.exit_code}).encode())
+
     def _ssh_config(self, client: socket.socket, header: dict[str, Any]) -> None:
         """A command's ~/.ssh/config, parsed for one host (the command loads no SSH library to do it)."""
         from offload.runtime.user_ssh_config import lookup_in
@@ -242,7 +280,8 @@ class Agent:
             connections.append({"worker": s.name, "host": s.host, "port": s.port, "user": s.user,
                                 "proxy": bool(s.proxy_command), "alive": held.transport.alive(),
                                 "idle_seconds": round(now - held.used, 1), "open_seconds": round(now - held.opened, 1),
-                                "steps": held.steps})
+                                "steps": held.steps, "channels": held.transport.channels_opened,
+                                "dispatched": held.transport.dispatched})
         return {"pid": os.getpid(), "persist_seconds": self.persist, "connections": connections}
 
     def _close_all(self) -> None:
