@@ -13,13 +13,16 @@ worker container (the shape of a gce-cos VM), it prints:
   - a 30 MB incompressible untracked file: what the sync of `offload run` takes, with and without the agent, against
     `cat FILE | ssh host 'cat >/dev/null'` through the same link (target >= 50% of its throughput), at 0 ms and
     unlimited bandwidth, and at BENCH_RTT_MS and BENCH_MBIT megabits a second each way. Throughput is the file's
-    size over the time it adds: to a warm run for offload, to `ssh host true` for ssh.
+    size over the time it adds: to a warm run for offload, to `ssh host true` for ssh;
+  - the first sync of a repository whose history is over 20x its tree (benchmarks/bench_first_sync.py), at depth 1
+    and in full, in bytes and in time through the link, against `git archive HEAD | gzip` of that tree sent through
+    the same link with ssh (target: <= 1.2x its bytes).
 
 Run as root on a machine with openssh-server, git, tmux and docker.io (the worker image is built by
 scripts/build-worker-image.sh as the tests build it): `python3 benchmarks/bench_link.py`. BENCH_REPEAT (default 5)
 sets the repetitions of each timing (the least is
 kept: noise on a loaded machine only adds); BENCH_MB the size of the big file (default 30);
-BENCH_PARTS=trips or throughput runs only that half.
+BENCH_PARTS=trips, throughput or first-sync runs only that part.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from tests.workers import (SshDockerWorker, ensure_in_group, make_repo, sshd_rec
 RTT_MS = float(os.environ.get("BENCH_RTT_MS", "100"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 BIG_MB = int(os.environ.get("BENCH_MB", "30"))
-PARTS = os.environ.get("BENCH_PARTS", "all")  # all, trips or throughput
+PARTS = os.environ.get("BENCH_PARTS", "all")  # all, trips, throughput or first-sync
 MBIT = float(os.environ.get("BENCH_MBIT", "200"))
 IMAGE = "offload-worker:test"
 RELAY = Path(__file__).resolve().parent / "link_relay.py"
@@ -139,10 +142,8 @@ def main() -> None:
             report(figures, modes, trips)
         if PARTS in ("all", "throughput"):
             throughput(bench, plain, repo, outputs, ssh, warm_run, job_of, env, no_agent)
-        # ---- BENCH_FIRST_SYNC: the place for the first-sync figure ------------------------------------------------
-        # benchmarks/bench_first_sync.py's `first_sync_figures(bench=bench, worker=plain,
-        # proxy_command=link(RTT_MS, MBIT))` goes here, printed next to the figures above, through the same link.
-        # ------------------------------------------------------------------------------------------------------------
+        if PARTS in ("all", "first-sync"):
+            first_sync(bench, plain, ssh)
     finally:
         for out in base.glob("*.json"):
             subprocess.run([sys.executable, "-m", "offload", "clean", "--all", "--yes", "--outputs", str(out)],
@@ -213,6 +214,35 @@ def throughput(bench: Bench, plain, repo: Path, outputs, ssh, warm_run, job_of, 
         big.unlink(missing_ok=True)
         if rtt:
             stop_agent(env)
+
+
+def first_sync(bench: Bench, plain, ssh) -> None:
+    from bench_first_sync import first_sync_figures, long_history_repo
+
+    proxy = link(RTT_MS, MBIT)
+    repo = long_history_repo()
+    figures = first_sync_figures(repo, bench=bench, worker=plain, proxy_command=proxy)
+
+    def archive_by_ssh() -> float:
+        archive = subprocess.Popen(["git", "archive", "HEAD"], cwd=repo, stdout=subprocess.PIPE)
+        gzip = subprocess.Popen(["gzip", "-c"], stdin=archive.stdout, stdout=subprocess.PIPE)
+        assert archive.stdout is not None
+        archive.stdout.close()
+        seconds = bench.timed(ssh(plain, proxy, "cat >/dev/null"), stdin=gzip.stdout)
+        gzip.wait()
+        archive.wait()
+        return seconds
+
+    by_ssh = least_of(archive_by_ssh, 3)
+    login = least_of(lambda: bench.timed(ssh(plain, proxy, "true")), 3)  # offload's figures are on a held connection
+    print(f"first sync of a repository of {figures.commits} commits and {figures.files} files, {RTT_MS:g} ms and "
+          f"{MBIT:g} Mbit/s each way (target: <= 1.2x the archive's bytes)")
+    print(f"  `git archive HEAD | gzip | ssh host 'cat >/dev/null'`: {figures.archive_bytes / 1e6:7.2f} MB "
+          f"in {by_ssh:5.2f} s, {by_ssh - login:5.2f} s more than `ssh host true`")
+    print(f"  offload, depth 1 (the default):                    {figures.depth1_bytes / 1e6:7.2f} MB "
+          f"in {figures.depth1_seconds:5.2f} s ({figures.depth1_ratio:.2f}x the bytes)")
+    print(f"  offload, --depth full:                             {figures.full_bytes / 1e6:7.2f} MB "
+          f"in {figures.full_seconds:5.2f} s ({figures.full_ratio:.2f}x the bytes)")
 
 
 if __name__ == "__main__":
