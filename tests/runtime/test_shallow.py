@@ -17,7 +17,7 @@ from offload.runtime.snapshot import snapshot_of_ref
 from offload.runtime.sync import SyncStats, push_snapshot, take_snapshot
 from offload.runtime.transport import LocalTransport, Result
 from offload.worker.layout import JobPaths
-from offload.worker.scripts import library
+from offload.worker.scripts import library, worker_script
 from tests.workers import archive_size, git, make_long_history, make_repo
 
 COMMITS = 120
@@ -200,3 +200,33 @@ def test_a_plain_repository_keeps_working(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     stats, tree = sync(LocalTransport(), take_snapshot(repo), tmp_path / "ws", "a")
     assert log_count(tree) == 1 and stats.shallow == []  # its one commit has no parent to lack
+
+
+def test_a_commit_whose_tree_is_missing_is_refused_as_missing_objects(t: LocalTransport, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    sync(t, take_snapshot(repo), ws, "a")
+    # A commit the worker holds whose tree it lacks: the check after the pack must find the hole.
+    body = "tree " + "1" * 40 + "\nauthor a <a@b> 0 +0000\ncommitter a <a@b> 0 +0000\n\nbroken\n"
+    broken = subprocess.run(["git", "-C", str(bare(ws)), "hash-object", "-t", "commit", "-w", "--literally",
+                             "--stdin"], input=body.encode(), capture_output=True, check=True).stdout.decode().strip()
+    argv = ["sh", "-c", worker_script("receive.sh"), "sh", str(ws), bare(ws).name.removesuffix(".git"), "b", broken,
+            "none"]
+    result = t.run(argv, timeout=60)
+    assert result.exit_code == 3 and "lacks objects the snapshot needs" in result.stderr.decode()
+
+
+def test_the_check_for_missing_objects_ignores_worktrees_being_added(t: LocalTransport, tmp_path: Path) -> None:
+    """Receives lease worktrees while others check their packs: a worktree another receive is adding, whose HEAD
+    names no commit yet, is none of the check's business."""
+    repo = make_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    sync(t, take_snapshot(repo), ws, "a")
+    half = bare(ws) / "worktrees" / "half"
+    half.mkdir(parents=True)
+    (half / "HEAD").write_text("0" * 40 + "\n")  # as `git worktree add` writes it before the checkout
+    (half / "commondir").write_text("../..\n")
+    (half / "gitdir").write_text(str(tmp_path / "elsewhere" / ".git") + "\n")
+    (repo / "new.txt").write_text("x\n")
+    stats, tree = sync(t, take_snapshot(repo), ws, "b")
+    assert (tree / "new.txt").read_text() == "x\n"

@@ -47,10 +47,14 @@ update_shallow() { # REPO COMMIT [BOUNDARY...] (holding the repository's lock): 
 	else
 		rm -f "$_us_file" "$_us_tmp"
 	fi
-	# As receive-pack does: whatever is new must be whole, down to the shallow commits.
-	# shellcheck disable=SC2046
-	git -C "$_us_repo" rev-list --objects "$_us_commit" $(cat "$_us_tmp.joined") --not --all > /dev/null 2>&1 ||
-		_us_rc=3
+	# As receive-pack does: whatever is new must be whole, down to the shallow commits. What the refs hold is
+	# whole already; not `--all`, which also reads the HEAD of every worktree, and a worktree another receive is
+	# adding has none yet.
+	{
+		printf '%s\n' "$_us_commit"
+		cat "$_us_tmp.joined"
+		git -C "$_us_repo" for-each-ref --format='^%(objectname)' refs/
+	} | git -C "$_us_repo" rev-list --objects --stdin > /dev/null 2>&1 || _us_rc=3
 	rm -f "$_us_tmp.parents" "$_us_tmp.missing" "$_us_tmp.joined"
 	return "${_us_rc:-0}"
 }
