@@ -98,6 +98,12 @@ class _ShownTransfer:
             self.drawn = now
             self._draw(now)
 
+    def sized(self, total: int) -> None:
+        with self.lock:
+            self.total = total
+            if self.bar is not None:
+                self.bar.update(self.task, total=total)
+
     def _draw(self, now: float) -> None:
         doing = "sending" if self.verb == "sent" else "receiving"
         if self.display.progress.active:

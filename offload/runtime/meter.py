@@ -4,7 +4,7 @@ advanced as the bytes move. Nothing here prints."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from typing import Protocol
 
@@ -21,6 +21,9 @@ class Transfer(Protocol):
 
     def advance(self, n: int) -> None: ...
 
+    def sized(self, total: int) -> None:
+        """The total of a transfer opened without one, once it is known (a pack still being made as it goes)."""
+
     def done(self) -> None: ...
 
 
@@ -29,6 +32,9 @@ Meters = Callable[[Direction, "int | None"], Transfer]
 
 class _Uncounted:
     def advance(self, n: int) -> None:
+        pass
+
+    def sized(self, total: int) -> None:
         pass
 
     def done(self) -> None:
@@ -58,6 +64,24 @@ class MeteredInput:
             piece = view[start:start + self.chunk]
             yield piece  # type: ignore[misc]  (a memoryview: the connection sends it without a copy)
             self.transfer.advance(len(piece))
+
+
+class MeteredStream:
+    """SOURCE's pieces for a step's stdin, as they are made, counted as the connection takes each. No length: a
+    step with it streams on a channel of its own. It can be read again from the start when SOURCE can."""
+
+    def __init__(self, source: Iterable[bytes], transfer: Transfer, chunk: int = CHUNK) -> None:
+        self.source = source
+        self.transfer = transfer
+        self.chunk = chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self.source:
+            view = memoryview(piece)
+            for start in range(0, len(view), self.chunk):
+                part = view[start:start + self.chunk]
+                yield part  # type: ignore[misc]
+                self.transfer.advance(len(part))
 
 
 def metered_sink(sink: Callable[[bytes], object], transfer: Transfer) -> Callable[[bytes], None]:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import re
 import struct
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from offload.errors import JobExists, SyncError
 from offload.outputs import DEFAULT_HISTORY_DEPTH, FULL_HISTORY
-from offload.runtime.localgit import run_git
-from offload.runtime.meter import Direction, MeteredInput, Meters, unmetered
+from offload.runtime.localgit import git_failure, run_git, start_git
+from offload.runtime.meter import Direction, MeteredInput, MeteredStream, Meters, Transfer, unmetered
 from offload.runtime.snapshot import Snapshot, WorkerHistory, take_snapshot
 from offload.runtime.transport import Result, Step, Transport, run_steps
 from offload.worker.exits import ReceiveExit
@@ -27,6 +30,8 @@ __all__ = ["Snapshot", "SyncStats", "WorkerHistory", "build_pack", "plan_pack", 
 # it again; index-pack only reads it through.
 INDEX_FROM_OBJECTS = 100
 INDEX_FROM_BYTES = 1 << 20
+# A pack of that size or more goes to the worker in pieces of this size, as pack-objects makes them.
+STREAM_PIECE = 1 << 20
 
 
 def _local_commits(snap: Snapshot, oids: Sequence[str]) -> set[str]:
@@ -122,11 +127,127 @@ def plan_pack(snap: Snapshot, worker: WorkerHistory, depth: int = DEFAULT_HISTOR
     return PackPlan(revs, boundary, bool(grafts))
 
 
+def _pack_argv(plan: PackPlan) -> list[str]:
+    return ["pack-objects", "--stdout", "--revs", "--thin", "--delta-base-offset", "-q",
+            *(["--shallow"] if plan.shallow else [])]
+
+
 def pack_of(snap: Snapshot, plan: PackPlan) -> bytes:
-    flags = ["--shallow"] if plan.shallow else []
-    p = run_git(["pack-objects", "--stdout", "--revs", "--thin", "--delta-base-offset", "-q", *flags], cwd=snap.root,
-                env=snap.object_env, stdin=plan.revs.encode())
-    return p.stdout
+    return run_git(_pack_argv(plan), cwd=snap.root, env=snap.object_env, stdin=plan.revs.encode()).stdout
+
+
+class PackStream:
+    """A pack as pack-objects makes it. A reader takes it in as fast as it comes, and whoever iterates gets each
+    piece as soon as it is read: a large pack goes to the worker, whose index-pack reads its stdin as it arrives,
+    while it is still being made. Every piece is kept (the whole pack is held, as a built one was), so it can be
+    iterated again from the start; a failure of pack-objects ends the iteration with its SyncError."""
+
+    def __init__(self, snap: Snapshot, plan: PackPlan) -> None:
+        self._errors = tempfile.TemporaryFile()
+        self._proc = start_git(_pack_argv(plan), cwd=snap.root, env=snap.object_env, stderr=self._errors)
+        self._pieces: list[bytes] = []
+        self._ended = False
+        self._sized: list[Callable[[int], None]] = []
+        self.size = 0
+        self.error: SyncError | None = None
+        self._changed = threading.Condition()
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(plan.revs.encode())  # pack-objects reads all of it before it writes a byte
+            self._proc.stdin.close()
+        except OSError:
+            pass  # it exited early: its status says why
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        out = self._proc.stdout
+        assert out is not None
+        try:
+            while piece := out.read(STREAM_PIECE):
+                with self._changed:
+                    self._pieces.append(piece)
+                    self.size += len(piece)
+                    self._changed.notify_all()
+        except (OSError, ValueError):
+            pass  # closed under us (close): the status says the rest
+        code = self._proc.wait()
+        if code != 0:
+            self._errors.seek(0)
+            self.error = git_failure(["pack-objects"], code, self._errors.read())
+        with self._changed:
+            self._ended = True
+            sized, self._sized = self._sized, []
+            self._changed.notify_all()
+        for tell in sized:
+            tell(self.size)
+
+    def head(self, n: int) -> bytes:
+        """The first N bytes (fewer: the pack is shorter), once read."""
+        with self._changed:
+            while self.size < n and not self._ended:
+                self._changed.wait()
+            got = b""
+            for piece in self._pieces:
+                if len(got) >= n:
+                    break
+                got += piece[:n - len(got)]
+            return got
+
+    def complete_within(self, n: int) -> bool:
+        """Whether the whole pack is shorter than N bytes (waits until it is made, or N bytes of it are)."""
+        with self._changed:
+            while self.size < n and not self._ended:
+                self._changed.wait()
+            return self._ended and self.size < n
+
+    def failure(self) -> SyncError | None:
+        """Once pack-objects is done: its failure, if it failed."""
+        with self._changed:
+            while not self._ended:
+                self._changed.wait()
+        return self.error
+
+    def wait(self) -> None:
+        """Wait until pack-objects is done; its SyncError if it failed."""
+        failure = self.failure()
+        if failure is not None:
+            raise failure
+
+    def whole(self) -> bytes:
+        """The whole pack, once it is made."""
+        self.wait()
+        return b"".join(self._pieces)
+
+    def when_sized(self, tell: Callable[[int], None]) -> None:
+        """Call TELL with the pack's size once it is all made (now, if it is)."""
+        with self._changed:
+            if not self._ended:
+                self._sized.append(tell)
+                return
+        tell(self.size)
+
+    def __iter__(self) -> Iterator[bytes]:
+        i = 0
+        while True:
+            with self._changed:
+                while i >= len(self._pieces) and not self._ended:
+                    self._changed.wait()
+                if i < len(self._pieces):
+                    piece = self._pieces[i]
+                elif self.error is not None:
+                    raise self.error
+                else:
+                    return
+            i += 1
+            yield piece
+
+    def close(self) -> None:
+        """Stop pack-objects if it still runs, and wait for the reader."""
+        if self._proc.poll() is None and not self._ended:
+            self._proc.kill()
+        self._reader.join()
+        self._errors.close()
 
 
 def build_pack(snap: Snapshot, haves: Sequence[str], *, shallow: Sequence[str] = (),
@@ -156,16 +277,26 @@ class SyncStats:
     then: Result | None = None  # the answer of the step sent with the sync (push_snapshot's THEN), when it went
 
 
-def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes, boundary: Sequence[str],
-             meters: Meters, then: Step | None = None) -> tuple[Result, Result | None]:
-    """The receive step's answer, and THEN's when it was sent along (it runs after the receive, on the worker)."""
-    count = pack_object_count(pack)
-    mode = "none" if count == 0 else ("unpack" if count < INDEX_FROM_OBJECTS and len(pack) < INDEX_FROM_BYTES
-                                      else "index")
+def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes | PackStream,
+             boundary: Sequence[str], meters: Meters, then: Step | None = None) -> tuple[Result, Result | None]:
+    """The receive step's answer, and THEN's when it was sent along (it runs after the receive, on the worker). A
+    PackStream (a pack of INDEX_FROM_BYTES or more) goes as it is made, to index-pack."""
+    stdin: MeteredInput | MeteredStream | None = None
+    if isinstance(pack, PackStream):
+        count, mode = pack_object_count(pack.head(12)), "index"
+        transfer: Transfer | None = meters(Direction.SENT, None)
+        assert transfer is not None
+        pack.when_sized(transfer.sized)
+        stdin = MeteredStream(pack, transfer)
+    else:
+        count = pack_object_count(pack)
+        mode = "none" if count == 0 else ("unpack" if count < INDEX_FROM_OBJECTS and len(pack) < INDEX_FROM_BYTES
+                                          else "index")
+        transfer = meters(Direction.SENT, len(pack)) if count else None
+        stdin = MeteredInput(pack, transfer) if transfer is not None else None
     argv = ["sh", "-c", worker_script("receive.sh"), "sh", paths.workspace, snap.repo_id, paths.job, snap.commit,
             mode, *boundary]
-    transfer = meters(Direction.SENT, len(pack)) if count else None
-    receive = Step(argv, MeteredInput(pack, transfer) if transfer is not None else None, 600)
+    receive = Step(argv, stdin, 600)
     try:
         if then is None:
             return transport.run(receive.argv, stdin=receive.stdin, timeout=receive.timeout), None
@@ -196,19 +327,32 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
         stats.round_trips += 1
         return WorkerHistory.parse(listed.text()) if listed.ok else WorkerHistory()
 
-    def send(history: WorkerHistory, then: Step | None = None) -> tuple[Result, bytes]:
+    def send(history: WorkerHistory, then: Step | None = None) -> tuple[Result, int]:
         plan = plan_pack(snap, history, depth)
-        pack = pack_of(snap, plan)
-        result, stats.then = _receive(transport, paths, snap, pack, plan.boundary, meters, then)
+        stream = PackStream(snap, plan)
+        try:
+            # A small pack goes whole, with THEN in the same round trip; a large one as it is made.
+            pack: bytes | PackStream = stream.whole() if stream.complete_within(INDEX_FROM_BYTES) else stream
+            try:
+                result, stats.then = _receive(transport, paths, snap, pack, plan.boundary, meters, then)
+            except Exception:
+                failure = stream.failure()
+                if failure is not None:  # the pack was cut short here: that is what went wrong, not the step
+                    raise failure from None
+                raise
+            stream.wait()  # a pack cut short by a local failure: that failure, not the worker's answer to it
+        finally:
+            stream.close()
         stats.round_trips += 1
-        stats.pack_bytes += len(pack) if pack_object_count(pack) else 0
-        return result, pack
+        count = pack_object_count(stream.head(12))
+        stats.pack_bytes += stream.size if count else 0
+        return result, count
 
     # Nothing remembered (a first sync, or a pruned cache): ask first rather than send the whole history.
     known = snap.remembered(worker_key)
-    result, pack = send(known if known.haves else worker_history(), then)
+    result, objects = send(known if known.haves else worker_history(), then)
     if result.exit_code == ReceiveExit.MISSING_OBJECTS:
-        result, pack = send(worker_history())
+        result, objects = send(worker_history())
         stats.retried = True
     if result.exit_code == ReceiveExit.JOB_EXISTS:
         raise JobExists(transport.worker, f"job {paths.job} already exists on worker {transport.worker}",
@@ -216,7 +360,7 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
     if not result.ok:
         raise SyncError(transport.worker, f"cannot place the working tree on worker {transport.worker}: "
                         f"{result.error_line()}")
-    stats.objects = pack_object_count(pack)
+    stats.objects = objects
     lines = result.text().splitlines()
     stats.worktree = next((line.split("\t", 1)[1] for line in lines if line.startswith("tree\t")), "")
     stats.shallow = [line.split("\t", 1)[1] for line in lines if line.startswith("shallow\t")]

@@ -266,3 +266,29 @@ def test_concurrent_leases_of_one_repository_get_different_worktrees(repo: Path,
         trees = list(pool.map(lambda i: push_snapshot(LocalTransport(), snap, JobPaths(ws, f"j{i}"), "w").worktree,
                               range(8)))
     assert len(set(trees)) == 8
+
+
+def test_the_tree_is_written_without_hashing_fresh_files_again(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file written in the same second as the snapshot's index is racily clean there: a git that writes that
+    index would hash it again (write-tree, 85 ms for 30 MB). The index is thrown away, so once every file is added
+    it is dated 0, which has no racily clean entries; the tree is the same."""
+    repo = make_repo(tmp_path / "repo", files=3)
+    (repo / "fresh.bin").write_bytes(os.urandom(5 << 20))
+    real = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True, check=True).stdout.strip()
+    seen = tmp_path / "index-mtimes"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(
+        "#!/bin/sh\n"
+        f'for a; do [ "$a" = write-tree ] && stat -c %Y "$GIT_INDEX_FILE" >> "{seen}"; done\n'
+        f'exec "{real}" "$@"\n')
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    snap = take_snapshot(repo)
+    assert seen.read_text().split() == ["0"], "write-tree reads an index dated 0"
+    monkeypatch.undo()
+    blob = git(repo, "hash-object", "fresh.bin").strip()
+    listed = subprocess.run(["git", "ls-tree", snap.commit, "fresh.bin"], cwd=repo,
+                            env={**os.environ, **snap.object_env}, capture_output=True, text=True, check=True).stdout
+    assert listed.split()[2] == blob

@@ -155,6 +155,13 @@ def _send_input(sock: socket.socket, data: Input) -> None:
         send_frame(sock, b"i")
     except OSError:
         pass
+    except Exception:
+        # The input failed at its source (a pack cut short here): the step must not take part of it for all of
+        # it. The client goes away mid-input, as an interrupted one does, and the agent ends the step.
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _reply(sock: socket.socket, notice: Callable[[str], None] = lambda m: None) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""A large pack goes to the worker as pack-objects makes it (offload/runtime/sync.py, PackStream): it arrives whole
+and exact, its meter learns its size once it is made, and a pack cut short by a local failure is that failure, with
+the worker's repository left as it was. Over a real sshd worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from offload.errors import SyncError
+from offload.outputs import WorkerRecord
+from offload.runtime.connection import ConnectOptions, open_connection
+from offload.runtime.hostkeys import KnownHosts
+from offload.runtime.meter import Direction
+from offload.runtime.sync import INDEX_FROM_BYTES, push_snapshot, take_snapshot
+from offload.runtime.transport import SshTransport
+from offload.worker.layout import JobPaths
+from tests.e2e.helpers import offload
+from tests.workers import SshdWorker, make_repo, sshd_record, write_outputs
+
+
+@pytest.fixture
+def transport(sshd_worker: SshdWorker, tmp_path: Path) -> Iterator[SshTransport]:
+    record = WorkerRecord.from_dict(sshd_record(sshd_worker))
+    options = ConnectOptions(identity=sshd_worker.key_path, known_hosts=KnownHosts(tmp_path / "known_hosts"))
+    t = SshTransport("w", open_connection(record, options))
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+class Recorded:
+    """Meters that keep what they were told."""
+
+    def __init__(self) -> None:
+        self.opened: list[tuple[Direction, int | None]] = []
+        self.totals: list[int] = []
+        self.moved = 0
+        self.finished = 0
+
+    def __call__(self, direction: Direction, total: int | None) -> "Recorded":
+        self.opened.append((direction, total))
+        return self
+
+    def advance(self, n: int) -> None:
+        self.moved += n
+
+    def sized(self, total: int) -> None:
+        self.totals.append(total)
+
+    def done(self) -> None:
+        self.finished += 1
+
+
+
+def _cutting_git(bin_dir: Path) -> str:
+    """A PATH entry whose git is git itself, but whose pack-objects stops after 2 MB and fails."""
+    real = os.popen("command -v git").read().strip()
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = pack-objects ]; then\n'
+        f'  "{real}" "$@" | head -c 2000000\n'
+        '  echo "fatal: cut short" >&2\n'
+        "  exit 1\n"
+        "fi\n"
+        f'exec "{real}" "$@"\n')
+    (bin_dir / "git").chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def _on_worker(t: SshTransport, *argv: str) -> bytes:
+    r = t.run(list(argv), timeout=60)
+    assert r.ok, r.stderr.decode()
+    return r.stdout
+
+
+def _repository_state(t: SshTransport, repo: str) -> tuple[bytes, bytes]:
+    """The repository's refs and its packs (their names: a pack's name is its checksum)."""
+    refs = _on_worker(t, "git", "-C", repo, "for-each-ref")
+    packs = _on_worker(t, "sh", "-c", 'cd "$1/objects/pack" && ls -1 -- *.pack *.idx 2>/dev/null; true', "sh", repo)
+    return refs, packs
+
+
+def test_a_large_pack_streams_whole_and_exact(transport: SshTransport, sshd_worker: SshdWorker,
+                                              tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", files=5)
+    data = os.urandom(3 << 20)  # incompressible: the pack is over INDEX_FROM_BYTES
+    (repo / "big.bin").write_bytes(data)
+    snap = take_snapshot(repo)
+    meters = Recorded()
+    stats = push_snapshot(transport, snap, JobPaths(sshd_worker.workspace, "streamed"), "w", meters=meters)
+    assert stats.pack_bytes >= INDEX_FROM_BYTES
+    assert meters.opened == [(Direction.SENT, None)], "a streamed pack's size is not known when it starts"
+    assert meters.totals == [stats.pack_bytes] and meters.moved == stats.pack_bytes and meters.finished == 1
+    got = _on_worker(transport, "git", "-C", stats.worktree, "cat-file", "blob", f"{snap.commit}:big.bin")
+    assert got == data
+    _on_worker(transport, "git", "-C", stats.worktree, "fsck", "--no-dangling", "--connectivity-only")
+
+
+def test_a_pack_cut_short_leaves_the_worker_repository_as_it_was(transport: SshTransport, sshd_worker: SshdWorker,
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = make_repo(tmp_path / "repo", files=5)
+    first = push_snapshot(transport, take_snapshot(repo), JobPaths(sshd_worker.workspace, "first"), "w")
+    bare = _on_worker(transport, "git", "-C", first.worktree, "rev-parse", "--path-format=absolute",
+                      "--git-common-dir").decode().strip()
+    before = _repository_state(transport, bare)
+    (repo / "big.bin").write_bytes(os.urandom(3 << 20))
+    snap = take_snapshot(repo)
+    monkeypatch.setenv("PATH", _cutting_git(tmp_path / "bin"))
+    meters = Recorded()
+    with pytest.raises(SyncError, match="git pack-objects failed: fatal: cut short"):
+        push_snapshot(transport, snap, JobPaths(sshd_worker.workspace, "cut"), "w", meters=meters)
+    assert meters.moved >= 1 << 20, "part of the pack went before it failed"
+    assert _repository_state(transport, bare) == before
+    missing = transport.run(["git", "-C", bare, "cat-file", "-e", f"{snap.commit}^{{commit}}"], timeout=60)
+    assert missing.exit_code != 0, "the snapshot is not in the worker's repository"
+    assert transport.run(["test", "-e", f"{sshd_worker.workspace}/jobs/cut"], timeout=60).exit_code != 0
+
+
+@pytest.mark.parametrize("persist", ["30", "0"], ids=["agent", "no-agent"])
+def test_a_run_whose_pack_is_cut_short_says_so_and_the_next_one_syncs(sshd_worker: SshdWorker, tmp_path: Path,
+                                                                      persist: str) -> None:
+    """With the connection agent the input goes through it: the step still ends, at once, with the local failure."""
+    repo = make_repo(tmp_path / "repo", files=5)
+    out = write_outputs(tmp_path / "outputs.json", "ssh", [sshd_record(sshd_worker)])
+    env = {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path), "OFFLOAD_PERSIST": persist}
+    assert offload("run", "--outputs", str(out), "--wait", "--", "true", cwd=repo, env=env).returncode == 0
+    data = os.urandom(3 << 20)
+    (repo / "big.bin").write_bytes(data)
+    cut = offload("run", "--outputs", str(out), "--job", "cut", "--", "true", cwd=repo,
+                  env=dict(env, PATH=_cutting_git(tmp_path / "bin")))
+    assert cut.returncode != 0
+    *_, last = cut.stderr.decode().splitlines()  # after the meter's summary line of what went
+    assert last == "offload: git pack-objects failed: fatal: cut short", cut.stderr.decode()
+    again = offload("run", "--outputs", str(out), "--wait", "--", "cat big.bin", cwd=repo, env=env)
+    assert again.returncode == 0, again.stderr.decode()
+    assert again.stdout == data
