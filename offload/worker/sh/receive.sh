@@ -58,6 +58,13 @@ update_shallow() { # REPO COMMIT [BOUNDARY...] (holding the repository's lock): 
 	rm -f "$_us_tmp.parents" "$_us_tmp.missing" "$_us_tmp.joined"
 	return "${_us_rc:-0}"
 }
+init_repo() { # REPO (holding its lock): the bare repository the snapshots go into, unless it is there already
+	[ -f "$1/HEAD" ] && return 0
+	git init -q --bare "$1" 2> /dev/null &&
+		git -C "$1" config gc.auto 0 &&
+		git -C "$1" config core.logAllRefUpdates false
+}
+
 is_id "$job" || { echo "offload: invalid job id $job" >&2; exit 1; }
 repo_path "$workspace" "$repo_id"
 job_paths "$workspace" "$job"
@@ -69,10 +76,9 @@ if [ -e "$job_dir" ] || lease_of "$workspace" "$job" ||
 	exit 4
 fi
 if [ ! -f "$repo/HEAD" ]; then
-	mkdir -p "${repo%/*}" && git init -q --bare "$repo" 2> /dev/null
-	[ -f "$repo/HEAD" ] || { echo "offload: cannot create repository $repo" >&2; exit 1; }
-	git -C "$repo" config gc.auto 0
-	git -C "$repo" config core.logAllRefUpdates false
+	# Under the repository's lock: two first runs at once would each `git init` it, and one would find it half made.
+	mkdir -p "$repo" && locked "$repo" init_repo "$repo"
+	[ -f "$repo/HEAD" ] || { echo "offload: cannot create repository $repo$(space_left "$workspace")" >&2; exit 1; }
 fi
 case $mode in
 unpack) git -C "$repo" unpack-objects -q || exit 3 ;;
