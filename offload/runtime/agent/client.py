@@ -229,8 +229,9 @@ class AgentTransport:
                 except OSError:
                     pass
 
-    def _answer(self, sock: socket.socket, on_out: Sink, on_err: Sink) -> int:
-        started = False
+    def _answer(self, sock: socket.socket, on_out: Sink, on_err: Sink, *, started: bool = False) -> int:
+        """One step's exit code, its output passed on as it comes. STARTED: the agent already said the request
+        began (a later step of `_steps`), so its going away is a lost connection, never a reason to go again."""
         while True:
             frame = recv_frame(sock)
             if frame is None:
@@ -296,32 +297,13 @@ class AgentTransport:
                       for s in steps if s.stdin is not None]
             threading.Thread(target=lambda: [_send_input(sock, data) for data in inputs], daemon=True).start()
             results: list[Result] = []
-            out: list[bytes] = []
-            err: list[bytes] = []
-            started = False
             try:
-                while len(results) < len(steps):
-                    frame = recv_frame(sock)
-                    if frame is None:
-                        if not started:
-                            raise AgentUnavailable("the agent went away")
-                        raise errors.AgentGone(self.worker, f"the connection to worker {self.worker} was lost")
-                    kind, payload = frame
-                    if kind == b"o":
-                        out.append(payload)
-                    elif kind == b"e":
-                        err.append(payload)
-                    elif kind == b"s":
-                        started = True
-                    elif kind == b"n":
-                        self._notice(payload.decode("utf-8", "replace"))
-                    elif kind == b"x":
-                        results.append(Result(int(json.loads(payload)["exit"]), b"".join(out), b"".join(err)))
-                        out, err = [], []
-                    elif kind == b"!":
-                        raise error_from(payload)
-                    elif kind == b"d":
-                        raise _declined(payload)
+                for _ in steps:
+                    out: list[bytes] = []
+                    err: list[bytes] = []
+                    # The agent says once that the request began, before the first step's answer.
+                    code = self._answer(sock, out.append, err.append, started=bool(results))
+                    results.append(Result(code, b"".join(out), b"".join(err)))
             finally:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
