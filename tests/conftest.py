@@ -255,6 +255,16 @@ def sshd_worker(start_sshd: StartSshd) -> SshdWorker:
     return start_sshd()
 
 
+@pytest.fixture
+def transport(sshd_worker: SshdWorker, tmp_path: Path) -> Iterator[Any]:
+    """An SshTransport to `sshd_worker` over a connection of its own, closed after the test."""
+    t = workers.ssh_transport(sshd_worker, tmp_path)
+    try:
+        yield t
+    finally:
+        t.close()
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Docker workers
 

@@ -858,6 +858,19 @@ def git(repo: Path, *args: str, timeout: float = 60) -> str:
     return result.stdout
 
 
+def ssh_transport(worker: "SshdWorker", tmp_path: Path, **overrides: Any) -> Any:
+    """One SshTransport to WORKER over a direct connection of its own (its host key pinned in TMP_PATH); OVERRIDES go
+    to its worker record (`proxy_command`, say). Close it."""
+    from offload.outputs import WorkerRecord
+    from offload.runtime.connection import ConnectOptions, open_connection
+    from offload.runtime.hostkeys import KnownHosts
+    from offload.runtime.transport import SshTransport
+
+    record = WorkerRecord.from_dict(sshd_record(worker, **overrides))
+    options = ConnectOptions(identity=worker.key_path, known_hosts=KnownHosts(tmp_path / "known_hosts"))
+    return SshTransport("w", open_connection(record, options))
+
+
 def make_repo(path: Path, files: int = 3) -> Path:
     """A git repository at `path` (put it on tmpfs) with `files` committed files on branch main.
 

@@ -10,34 +10,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from offload.outputs import WorkerRecord
-from offload.runtime.connection import ConnectOptions, open_connection
-from offload.runtime.hostkeys import KnownHosts
 from offload.runtime.transport import ContainerTransport, SshTransport, Step, run_steps
 from tests.e2e.helpers import all_cmdlines, offload
 from tests.workers import (SshdWorker, SshDockerWorker, children_map, descendants, kill_pids, make_repo,
-                           make_traversable, proc_cmdline, sshd_record, wait_for, write_outputs)
+                           make_traversable, proc_cmdline, ssh_transport, sshd_record, wait_for, write_outputs)
 
 
-def _connect(worker: SshdWorker, tmp_path: Path) -> SshTransport:
-    record = WorkerRecord.from_dict(sshd_record(worker))
-    options = ConnectOptions(identity=worker.key_path, known_hosts=KnownHosts(tmp_path / "known_hosts"))
-    return SshTransport("w", open_connection(record, options))
 
-
-@pytest.fixture
-def transport(sshd_worker: SshdWorker, tmp_path: Path) -> Iterator[SshTransport]:
-    t = _connect(sshd_worker, tmp_path)
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 def _dispatchers(worker: SshdWorker) -> list[int]:
@@ -198,7 +182,7 @@ def test_a_container_worker_runs_warm_steps_without_docker_exec(ssh_docker_worke
 def test_a_removed_container_is_recreated_and_its_dispatcher_with_it(ssh_docker_worker: SshDockerWorker,
                                                                      tmp_path: Path) -> None:
     ssh, name = ssh_docker_worker.ssh, ssh_docker_worker.container.name
-    base = _connect(ssh, tmp_path)
+    base = ssh_transport(ssh, tmp_path)
     healed: list[bool] = []
 
     def heal() -> None:

@@ -5,15 +5,11 @@ the worker's repository left as it was. Over a real sshd worker."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from offload.errors import SyncError
-from offload.outputs import WorkerRecord
-from offload.runtime.connection import ConnectOptions, open_connection
-from offload.runtime.hostkeys import KnownHosts
 from offload.runtime.meter import Direction
 from offload.runtime.sync import INDEX_FROM_BYTES, push_snapshot, take_snapshot
 from offload.runtime.transport import SshTransport
@@ -22,15 +18,6 @@ from tests.e2e.helpers import offload
 from tests.workers import SshdWorker, make_repo, sshd_record, write_outputs
 
 
-@pytest.fixture
-def transport(sshd_worker: SshdWorker, tmp_path: Path) -> Iterator[SshTransport]:
-    record = WorkerRecord.from_dict(sshd_record(sshd_worker))
-    options = ConnectOptions(identity=sshd_worker.key_path, known_hosts=KnownHosts(tmp_path / "known_hosts"))
-    t = SshTransport("w", open_connection(record, options))
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 class Recorded:

@@ -5,32 +5,16 @@ counts from its last progress."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from offload.errors import RemoteCommandError
-from offload.outputs import WorkerRecord
-from offload.runtime.connection import ConnectOptions, open_connection
-from offload.runtime.hostkeys import KnownHosts
 from offload.runtime.transport import SshTransport
-from tests.workers import SshdWorker, proxy_relay, sshd_record
+from tests.workers import SshdWorker, proxy_relay, ssh_transport
 
 
-def _connect(worker: SshdWorker, tmp_path: Path, **overrides: object) -> SshTransport:
-    record = WorkerRecord.from_dict(sshd_record(worker, **overrides))
-    options = ConnectOptions(identity=worker.key_path, known_hosts=KnownHosts(tmp_path / "known_hosts"))
-    return SshTransport("w", open_connection(record, options))
 
-
-@pytest.fixture
-def transport(sshd_worker: SshdWorker, tmp_path: Path) -> Iterator[SshTransport]:
-    t = _connect(sshd_worker, tmp_path)
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 def test_output_written_after_the_shell_exits_still_arrives(transport: SshTransport) -> None:
@@ -67,7 +51,7 @@ def test_a_transfer_that_keeps_moving_outlasts_its_timeout_and_a_stuck_step_does
                                                                                      tmp_path: Path) -> None:
     """3 MB up a 1 MB/s link take 3 s, three times the step's timeout, and arrive; a step that does nothing is
     stopped after its timeout."""
-    slow = _connect(sshd_worker, tmp_path, proxy_command=proxy_relay(tmp_path, upload_rate=1_000_000))
+    slow = ssh_transport(sshd_worker, tmp_path, proxy_command=proxy_relay(tmp_path, upload_rate=1_000_000))
     try:
         r = slow.run(["wc", "-c"], stdin=b"x" * 3_000_000, timeout=1)
         assert (r.exit_code, r.stdout.strip()) == (0, b"3000000")
