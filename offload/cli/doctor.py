@@ -50,14 +50,20 @@ def doctor(stack: StackOpt = None, outputs: OutputsOpt = None, identity: Identit
         print_json({"checks": [c.to_dict() for c in checks]})
     else:
         for c in checks:
-            typer.echo(f"{OK if c.ok else FAILED} {c.name}: {c.detail}")
+            typer.echo(f"{OK if c.ok else FAILED} {_shown(c.name)}: {_shown(c.detail)}")
             if not c.ok and c.fix:
                 for line in c.fix.splitlines():
-                    typer.echo(f"    {line}")
+                    typer.echo(f"    {_shown(line)}")
         failed = sum(not c.ok for c in checks)
         typer.echo("nothing blocks" if not failed else f"{failed} of {len(checks)} checks failed")
     if not passed(checks):
         raise typer.Exit(1)
+
+
+def _shown(text: str) -> str:
+    """TEXT for the terminal: a check's detail can carry what a worker answered (a tool's version), and no control
+    character of it reaches the terminal (an escape sequence could retitle it or set its clipboard)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _checks(stack: str | None, outputs: Path | None, reach: "Reach") -> list["Check"]:

@@ -438,3 +438,17 @@ def test_a_container_worker_shows_docker_and_the_tools_inside_and_a_stopped_cont
     assert failed.endswith(f"; container {container.name} is not running")
     assert lines[lines.index(failed) + 1] == "    `offload run` starts it (or recreates it from the stack's image)"
     assert lines[-1] == "1 of 7 checks failed"  # no git or tmux looked for in a container that is not there
+
+
+def test_what_a_worker_answered_reaches_the_terminal_without_its_control_characters(
+        cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import offload.cli.doctor as doctor_cli
+    from offload.jobs.doctor import Check
+
+    hostile = "git version 2\x1b]52;c;ZWNobyBoaQ==\x07\x1b[2J"  # would set the clipboard and clear the screen
+    monkeypatch.setattr(doctor_cli, "_checks", lambda *a: [Check("box: git", False, hostile, "fix\x1b[1m it")])
+    r = cli("doctor", "--outputs", str(tmp_path / "unused.json"))
+    assert r.exit_code == 1 and "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert _lines(r.stdout)[:2] == ["✗ box: git: git version 2\\x1b]52;c;ZWNobyBoaQ==\\x07\\x1b[2J", "    fix\\x1b[1m it"]
+    assert json.loads(cli("doctor", "--json", "--outputs", str(tmp_path / "unused.json")).stdout)["checks"][0][
+        "detail"] == hostile  # JSON escapes it itself, and keeps what was seen
