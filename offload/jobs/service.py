@@ -12,24 +12,26 @@ import json
 import os
 import secrets
 import shlex
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from offload.errors import (AuthFailed, ConfigError, HostKeyMismatch, JobExists, JobNotFound, OffloadError,
-                            UsageError)
+                            UsageError, reason)
 from offload.jobs.fleet import Fleet, Outcome, Reach, quiet
 from offload.jobs.launch import ENV_NAME, META_COMMAND_BYTES
 from offload.jobs.playbook import Playbook, get_playbook
 from offload.jobs.state import Disk, JobStatus, State, Survivor, job_order
 from offload.jobs.worker import Sink, StartedJob, WorkerJobs
 from offload.outputs import StackOutputs, parse_history_depth
-from offload.providers import (Direction, LocalRepository, WorkerProvider, apply_engine, local_repository,
-                               metered_sink, repo_root, results, snapshot_of_ref, take_snapshot)
+from offload.providers import (Direction, LocalRepository, WorkerProvider, apply_engine, large_changes,
+                               local_repository, metered_sink, repo_root, results, snapshot_of_ref, take_snapshot)
 from offload.worker.layout import MAX_KEEP_JOBS, MAX_WARM_WORKTREES, pulled_ref, validate_id
 
 @dataclass(frozen=True)
@@ -240,15 +242,23 @@ class JobService:
 
         # A workspace on this machine inside the repository must not be snapshotted into itself.
         local = [Path(p.workspace) for p in self.fleet.providers if p.on_this_machine]
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        given_up = threading.Event()
+        with ThreadPoolExecutor(max_workers=2) as pool:
             connecting = pool.submit(ready)
-            if request.ref:
-                progress(f"taking {request.ref}")
-                snapshot = snapshot_of_ref(request.cwd, request.ref)
-            else:
-                progress("snapshotting the working tree")
-                snapshot = take_snapshot(request.cwd, exclude=local)
-            provider = connecting.result()
+            # Large changed files go to the worker while the snapshot hashes them here.
+            ahead = pool.submit(self._send_ahead, request.cwd, connecting, given_up) if not request.ref else None
+            try:
+                if request.ref:
+                    progress(f"taking {request.ref}")
+                    snapshot = snapshot_of_ref(request.cwd, request.ref)
+                else:
+                    progress("snapshotting the working tree")
+                    snapshot = take_snapshot(request.cwd, exclude=local)
+                provider = connecting.result()
+                sent_ahead = ahead.result() if ahead is not None else []
+            except BaseException:
+                given_up.set()  # a file going ahead stops where it is, rather than hold the command up
+                raise
         progress(f"syncing to {provider.name}")
         jobs = WorkerJobs(provider)
         # What this machine will check the job's result against: the snapshot it sends, and a key only the
@@ -261,7 +271,7 @@ class JobService:
                                              result_key=record.key,
                                              before_launch=lambda: results.save_record(snapshot.state_dir, record),
                                              depth=self.depth(request, plan), meters=self.reach.meters,
-                                             with_sync=request.job_id is None)
+                                             with_sync=request.job_id is None, ahead=sent_ahead)
         except JobExists:
             raise
         except BaseException:
@@ -269,6 +279,21 @@ class JobService:
             raise
         self._where[job_id] = jobs
         return Submitted(started.id, started.worker, started.pack_bytes)
+
+    def _send_ahead(self, cwd: Path, connecting: "Future[WorkerProvider]", stop: threading.Event) -> list[str]:
+        """Send the large changed files of the working tree at CWD to the worker CONNECTING picks, while the
+        snapshot is taken (`WorkerProvider.send_ahead`), until STOP: the blobs it stored. Only ever a head start:
+        whatever fails here leaves those files to the sync, which reports the failures that matter."""
+        try:
+            files = large_changes(cwd)
+            if not files:
+                return []
+            provider = connecting.result()
+            return provider.send_ahead(local_repository(cwd), files, self.reach.meters, stop)
+        except Exception as e:  # noqa: BLE001 (the sync sends whatever did not go ahead)
+            if os.environ.get("OFFLOAD_DEBUG") == "1":
+                print(f"offload: sending large files ahead failed: {reason(e)}", file=sys.stderr)
+            return []
 
     @staticmethod
     def depth(request: RunRequest, plan: Playbook) -> int | None:

@@ -53,11 +53,12 @@ class WorkerJobs:
     def start(self, snapshot: Snapshot, playbook: Playbook, *, job_id: str, env: dict[str, str],
               meta: dict[str, str] | None = None, result_key: str | None = None,
               before_launch: Callable[[], None] | None = None, depth: int | None = None,
-              meters: Meters = unmetered, with_sync: bool = False) -> StartedJob:
+              meters: Meters = unmetered, with_sync: bool = False, ahead: Sequence[str] = ()) -> StartedJob:
         """Sync SNAPSHOT (with DEPTH commits of history where the worker lacks them; METERS count the bytes) and
         launch PLAYBOOK as job JOB_ID. BEFORE_LAUNCH runs before the launch is sent. WITH_SYNC sends the launch
         together with the sync (one round trip for both, where the worker has a dispatcher), so BEFORE_LAUNCH runs
-        before the sync: only for an id that no other job can hold (a new one)."""
+        before the sync: only for an id that no other job can hold (a new one). AHEAD: blobs sent to the worker ahead
+        of the sync (`WorkerProvider.send_ahead`), which its pack leaves out."""
         from offload.jobs.launch import META_BRANCH_BYTES, cut_meta, launch_script
 
         validate_id(job_id)
@@ -82,7 +83,7 @@ class WorkerJobs:
                 before_launch()
                 before_launch = None
             then = self.provider.launch_step(leased, job_id)
-        stats = self.provider.sync(snapshot, paths, depth, meters, then)
+        stats = self.provider.sync(snapshot, paths, depth, meters, then, ahead)
         paths = replace(paths, worktree=stats.worktree)
         info["worktree"] = stats.worktree
         try:

@@ -15,7 +15,8 @@ from offload.runtime import apply as apply_engine
 from offload.runtime import results
 from offload.runtime.localgit import repo_root
 from offload.runtime.meter import Direction, Meters, Transfer, metered_sink, unmetered
-from offload.runtime.snapshot import LocalRepository, Snapshot, local_repository, snapshot_of_ref, take_snapshot
+from offload.runtime.snapshot import (LocalRepository, Snapshot, large_changes, local_repository, snapshot_of_ref,
+                                      take_snapshot)
 from offload.runtime.transport import Result, Step, check
 
 
@@ -52,5 +53,5 @@ def preload() -> None:
 
 __all__ = ["Direction", "LocalRepository", "Meters", "ProviderOptions", "Result", "Snapshot", "SshEntry", "Step",
            "Transfer", "WorkerProvider", "WorkerStatus", "apply_engine", "check", "connection_agent",
-           "local_repository", "metered_sink", "preload", "provider_for", "repo_root", "results", "snapshot_of_ref",
-           "take_snapshot", "unmetered"]
+           "large_changes", "local_repository", "metered_sink", "preload", "provider_for", "repo_root", "results",
+           "snapshot_of_ref", "take_snapshot", "unmetered"]

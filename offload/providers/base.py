@@ -16,7 +16,10 @@ from offload.worker.container import WorkerContainer
 from offload.worker.layout import JobPaths, WorkerLayout
 
 if TYPE_CHECKING:
+    import threading
+
     from offload.runtime.meter import Meters
+    from offload.runtime.snapshot import LargeFile, LocalRepository
     from offload.runtime.sync import Snapshot, SyncStats
 
 
@@ -190,10 +193,11 @@ class WorkerProvider(ABC):
         return self.transport.stream(argv, sink, stderr=stderr)
 
     def sync(self, snapshot: "Snapshot", paths: JobPaths, depth: int | None = None,
-             meters: "Meters | None" = None, then: Step | None = None) -> "SyncStats":
+             meters: "Meters | None" = None, then: Step | None = None, ahead: Sequence[str] = ()) -> "SyncStats":
         """Send the snapshot, with DEPTH commits of history where the worker lacks them (None: the worker
         record's `history_depth`, else 1), and lease the job a warm worktree of its repository
-        (`SyncStats.worktree`). METERS count the bytes sent; THEN goes with it (see `push_snapshot`)."""
+        (`SyncStats.worktree`). METERS count the bytes sent; THEN goes with it, and the blobs AHEAD (sent ahead,
+        `send_ahead`) stay out of it (see `push_snapshot`)."""
         from offload.outputs import DEFAULT_HISTORY_DEPTH, parse_history_depth
         from offload.runtime.meter import unmetered
         from offload.runtime.sync import push_snapshot
@@ -202,7 +206,19 @@ class WorkerProvider(ABC):
             configured = self.record.history_depth
             depth = DEFAULT_HISTORY_DEPTH if configured is None else parse_history_depth(
                 configured, f"workers[{self.name!r}].history_depth")
-        return push_snapshot(self.transport, snapshot, paths, self.key, depth, meters or unmetered, then)
+        return push_snapshot(self.transport, snapshot, paths, self.key, depth, meters or unmetered, then, ahead)
+
+    def send_ahead(self, repo: "LocalRepository", files: "Sequence[LargeFile]", meters: "Meters | None" = None,
+                   stop: "threading.Event | None" = None) -> list[str]:
+        """Send FILES, large changed files of REPO's working tree, to this worker while their snapshot is taken
+        (see `send_ahead`; STOP ends it); the blobs it stored. None on this machine, where nothing is faster than the
+        sync."""
+        from offload.runtime.meter import unmetered
+        from offload.runtime.sync import send_ahead
+
+        if self.on_this_machine:
+            return []
+        return send_ahead(self.transport, self.workspace, repo, self.key, files, meters or unmetered, stop)
 
     def launch(self, script: bytes, job: str) -> None:
         """Start a job: SCRIPT runs as `sh -s` in the job environment, so its data (secrets included) never

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ SNAPSHOT_IDENTITY = {
 REMEMBERED_HAVES = 16
 MAX_NESTING = 8  # submodules of submodules ...
 DEFAULT_CACHE_MB = 256
+# A file of this many bytes or more is large: stored whole and undeflated, and a sync may send it ahead.
+LARGE_FILE = 4 << 20
 # Settings of the user's repository that would make `git add` skip or change what is on disk, or write into it.
 # And a large file goes straight into a pack, read through rather than held in memory; pack-objects then sends
 # its compressed data as it is, where a loose object would be inflated and compressed again. That data is stored,
@@ -40,7 +43,9 @@ DEFAULT_CACHE_MB = 256
 # and deflating 30 MB of them cost 2 s here, three times what sending it over ssh costs (benchmarks/bench_link.py).
 _ADD_CONFIG = ("-c", "core.sparseCheckout=false", "-c", "core.splitIndex=false", "-c", "core.fsmonitor=false",
                "-c", "core.untrackedCache=false", "-c", "advice.addEmbeddedRepo=false",
-               "-c", "core.bigFileThreshold=4m", "-c", "pack.compression=0")
+               "-c", f"core.bigFileThreshold={LARGE_FILE}", "-c", "pack.compression=0")
+# Attributes under which git stores a file other than as it is on disk (the filter drivers are turned off).
+_CONVERTING = ("text", "eol", "crlf", "ident", "working-tree-encoding")
 
 
 @dataclass
@@ -60,15 +65,7 @@ class Snapshot:
 
     def remembered(self, worker_key: str) -> "WorkerHistory":
         """What this machine last learnt the worker holds of the repository (empty: nothing known)."""
-        try:
-            data = json.loads((self.state_dir / "workers.json").read_text())
-        except (OSError, ValueError):
-            return WorkerHistory()
-        entry = data.get(worker_key, [])
-        # A list is what an earlier offload kept: haves only, of a worker that was sent whole histories.
-        haves, shallow = (entry, []) if isinstance(entry, list) else (
-            (entry.get("haves", []), entry.get("shallow", [])) if isinstance(entry, dict) else ([], []))
-        return WorkerHistory(_oids(haves), _oids(shallow))
+        return remembered(self.state_dir, worker_key)
 
     def remember(self, worker_key: str, commit: str, shallow: Sequence[str] | None = None) -> None:
         """The worker now holds COMMIT, and its repository's shallow commits are SHALLOW (None: as before)."""
@@ -84,6 +81,20 @@ class Snapshot:
         tmp = path.with_name(f"workers.json.{os.getpid()}")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
+
+
+def remembered(state_dir: Path, worker_key: str) -> "WorkerHistory":
+    """What this machine last learnt the worker WORKER_KEY holds of the repository whose offload state is in
+    STATE_DIR (empty: nothing known)."""
+    try:
+        data = json.loads((state_dir / "workers.json").read_text())
+    except (OSError, ValueError):
+        return WorkerHistory()
+    entry = data.get(worker_key, []) if isinstance(data, dict) else []
+    # A list is what an earlier offload kept: haves only, of a worker that was sent whole histories.
+    haves, shallow = (entry, []) if isinstance(entry, list) else (
+        (entry.get("haves", []), entry.get("shallow", [])) if isinstance(entry, dict) else ([], []))
+    return WorkerHistory(_oids(haves), _oids(shallow))
 
 
 @dataclass(frozen=True)
@@ -360,3 +371,72 @@ def _under_filter(root: Path, env: dict[str, str], paths: list[bytes]) -> list[b
     stdin = b"\0".join(paths) + b"\0"
     attrs = run_git(["check-attr", "-z", "--stdin", "filter"], cwd=root, env=env, stdin=stdin).stdout.split(b"\0")
     return [attrs[i] for i in range(0, len(attrs) - 2, 3) if attrs[i + 2] not in (b"unspecified", b"unset")]
+
+
+@dataclass(frozen=True)
+class LargeFile:
+    """A large file of the working tree that git sees changed or new: what a sync may send ahead."""
+
+    path: Path  # on disk
+    size: int
+
+
+def large_changes(cwd: Path, *, least: int = LARGE_FILE) -> list[LargeFile]:
+    """The regular files of LEAST bytes or more in the working tree at CWD that are untracked (and not ignored) or
+    differ from the repository's index: what the next snapshot has to hash, and a sync may have to send. Only
+    files git stores as they are on disk (no eol, ident or encoding conversion), since their object ids are known
+    without git. Reads only; [] outside a repository."""
+    repo = _locate(cwd)
+    if repo is None:
+        return []
+    root = repo.root
+    config = [*_ADD_CONFIG, *_filters_off(root)]
+    p = run_git([*config, "ls-files", "-z", "-m", "-o", "--exclude-standard"], cwd=root, check=False)
+    if p.returncode != 0:
+        return []
+    found: dict[bytes, LargeFile] = {}
+    for name in p.stdout.split(b"\0"):
+        if not name or name in found:
+            continue
+        path = root / os.fsdecode(name)
+        try:
+            st = path.lstat()
+        except OSError:
+            continue  # deleted
+        if stat.S_ISREG(st.st_mode) and st.st_size >= least:
+            found[name] = LargeFile(path, st.st_size)
+    if not found:
+        return []
+    autocrlf = run_git(["config", "core.autocrlf"], cwd=root, check=False)
+    if autocrlf.returncode == 0 and autocrlf.stdout.strip().lower() in (b"", b"true", b"yes", b"on", b"1", b"input"):
+        return []  # line endings of text files converted
+    attrs = run_git([*config, "check-attr", "-z", "--stdin", *_CONVERTING], cwd=root,
+                    stdin=b"\0".join(found) + b"\0", check=False)
+    if attrs.returncode != 0:
+        return []
+    fields = attrs.stdout.split(b"\0")
+    for i in range(0, len(fields) - 2, 3):
+        if fields[i + 2] not in (b"unspecified", b"unset"):
+            found.pop(fields[i], None)
+    return list(found.values())
+
+
+def blob_id(large: LargeFile, *, sha256: bool = False) -> str | None:
+    """The object id git gives LARGE's content as a blob; None when it is no longer the size it was (it is being
+    written)."""
+    h = hashlib.sha256() if sha256 else hashlib.sha1()
+    h.update(b"blob %d\0" % large.size)
+    left = large.size
+    try:
+        with open(large.path, "rb") as f:
+            while left > 0:
+                piece = f.read(min(left, 1 << 20))
+                if not piece:
+                    return None
+                h.update(piece)
+                left -= len(piece)
+            if f.read(1):
+                return None
+    except OSError:
+        return None
+    return h.hexdigest()

@@ -4,6 +4,7 @@ pack of only the objects the worker lacks, into a bare repository there, and is 
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import tempfile
@@ -17,13 +18,15 @@ from offload.errors import JobExists, SyncError
 from offload.outputs import DEFAULT_HISTORY_DEPTH, FULL_HISTORY
 from offload.runtime.localgit import git_failure, run_git, start_git
 from offload.runtime.meter import Direction, MeteredInput, MeteredStream, Meters, Transfer, unmetered
-from offload.runtime.snapshot import Snapshot, WorkerHistory, take_snapshot
+from offload.runtime.snapshot import (LargeFile, LocalRepository, Snapshot, WorkerHistory, blob_id, remembered,
+                                      take_snapshot)
 from offload.runtime.transport import Result, Step, Transport, run_steps
 from offload.worker.exits import ReceiveExit
 from offload.worker.layout import JobPaths
 from offload.worker.scripts import worker_script
 
-__all__ = ["Snapshot", "SyncStats", "WorkerHistory", "build_pack", "plan_pack", "push_snapshot", "take_snapshot"]
+__all__ = ["Snapshot", "SyncStats", "WorkerHistory", "build_pack", "plan_pack", "push_snapshot", "send_ahead",
+           "take_snapshot"]
 
 # A pack is kept as it comes (index-pack) from this many objects (git's own transfer.unpackLimit) or this many
 # bytes; a smaller one is unpacked into loose objects. unpack-objects holds each object in memory and compresses
@@ -42,6 +45,16 @@ def _local_commits(snap: Snapshot, oids: Sequence[str]) -> set[str]:
     p = run_git(["cat-file", "--batch-check=%(objectname) %(objecttype)"], cwd=snap.root, env=snap.object_env,
                 stdin=query, check=False)
     return {ln.split()[0] for ln in p.stdout.decode().splitlines() if ln.endswith(" commit")}
+
+
+def _present(snap: Snapshot, oids: Sequence[str]) -> list[str]:
+    """Those of OIDS that are objects here (a pack cannot leave out what it does not know)."""
+    if not oids:
+        return []
+    query = "".join(f"{h}\n" for h in oids).encode()
+    p = run_git(["cat-file", "--batch-check=%(objectname)"], cwd=snap.root, env=snap.object_env, stdin=query,
+                check=False)
+    return [ln for ln in p.stdout.decode().splitlines() if ln in oids]  # a missing one is `OID missing`
 
 
 def _parents(snap: Snapshot, commits: Sequence[str]) -> dict[str, list[str]]:
@@ -80,10 +93,12 @@ class PackPlan:
     shallow: bool  # the pack cuts history somewhere (pack-objects is told, so its thin edges stay aggressive)
 
 
-def plan_pack(snap: Snapshot, worker: WorkerHistory, depth: int = DEFAULT_HISTORY_DEPTH) -> PackPlan:
+def plan_pack(snap: Snapshot, worker: WorkerHistory, depth: int = DEFAULT_HISTORY_DEPTH,
+              ahead: Sequence[str] = ()) -> PackPlan:
     """The pack that gives a worker holding WORKER the snapshot with DEPTH commits of history (FULL_HISTORY: all),
     counted from the repository's HEAD (the snapshot commit of a changed working tree comes on top). Only what the
-    worker lacks travels; a worker that holds whole histories (haves and no shallow commits) is kept whole.
+    worker lacks travels; a worker that holds whole histories (haves and no shallow commits) is kept whole. AHEAD
+    are blobs the worker was given already (send_ahead): the pack goes without them.
 
     The worker's shallow commits are grafted here as well, so that a have of the worker's does not stand for
     history it lacks; where the new history reaches one of them within DEPTH, its parents are sent (deepening)."""
@@ -123,7 +138,8 @@ def plan_pack(snap: Snapshot, worker: WorkerHistory, depth: int = DEFAULT_HISTOR
         boundary = boundary + [c for c in local_shallow if c in seen and c not in boundary]
     grafts = list(dict.fromkeys([*worker_shallow, *boundary]))
     revs = ("".join(f"--shallow {c}\n" for c in grafts) + f"{snap.commit}\n"
-            + "".join(f"{c}\n" for c in dict.fromkeys(deepen)) + "".join(f"^{h}\n" for h in haves))
+            + "".join(f"{c}\n" for c in dict.fromkeys(deepen)) + "".join(f"^{h}\n" for h in haves)
+            + "".join(f"^{b}\n" for b in _present(snap, ahead)))
     return PackPlan(revs, boundary, bool(grafts))
 
 
@@ -309,12 +325,13 @@ def _receive(transport: Transport, paths: JobPaths, snap: Snapshot, pack: bytes 
 
 def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_key: str,
                   depth: int = DEFAULT_HISTORY_DEPTH, meters: Meters = unmetered,
-                  then: Step | None = None) -> SyncStats:
+                  then: Step | None = None, ahead: Sequence[str] = ()) -> SyncStats:
     """Put SNAP in the worker's repository under the job's ref, with DEPTH commits of history (FULL_HISTORY: all)
     where the worker lacks them, and lease the job a warm worktree of it (`SyncStats.worktree`); the job's runner
     moves that worktree to the snapshot before the first task. METERS count the pack as it goes. THEN, a step that
     needs the lease (the launch), goes with the first send, in the same round trip; its answer is `SyncStats.then`
-    (it must find out on the worker whether the sync leased the job a worktree).
+    (it must find out on the worker whether the sync leased the job a worktree). AHEAD, blobs that send_ahead put
+    on the worker, are left out of the first pack (not of one sent again: the worker may have lost them).
 
     Optimistic path: one round trip, assuming the worker still has what we sent it before. If it lacks a
     base object, ask it what it has and send again.
@@ -327,8 +344,8 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
         stats.round_trips += 1
         return WorkerHistory.parse(listed.text()) if listed.ok else WorkerHistory()
 
-    def send(history: WorkerHistory, then: Step | None = None) -> tuple[Result, int]:
-        plan = plan_pack(snap, history, depth)
+    def send(history: WorkerHistory, then: Step | None = None, ahead: Sequence[str] = ()) -> tuple[Result, int]:
+        plan = plan_pack(snap, history, depth, ahead)
         stream = PackStream(snap, plan)
         try:
             # A small pack goes whole, with THEN in the same round trip; a large one as it is made.
@@ -350,7 +367,7 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
 
     # Nothing remembered (a first sync, or a pruned cache): ask first rather than send the whole history.
     known = snap.remembered(worker_key)
-    result, objects = send(known if known.haves else worker_history(), then)
+    result, objects = send(known if known.haves else worker_history(), then, ahead)
     if result.exit_code == ReceiveExit.MISSING_OBJECTS:
         result, objects = send(worker_history())
         stats.retried = True
@@ -368,3 +385,67 @@ def push_snapshot(transport: Transport, snap: Snapshot, paths: JobPaths, worker_
         raise SyncError(transport.worker, f"worker {transport.worker} leased no worktree for job {paths.job}")
     snap.remember(worker_key, snap.commit, stats.shallow)
     return stats
+
+
+def _file_pieces(large: LargeFile, stop: threading.Event) -> Iterator[bytes]:
+    """LARGE's SIZE bytes, a piece at a time; fewer when the file gets shorter meanwhile or STOP is set, and the
+    worker then stores nothing of it (put-blob.sh)."""
+    left = large.size
+    with open(large.path, "rb") as f:
+        while left > 0 and not stop.is_set():
+            piece = f.read(min(left, STREAM_PIECE))
+            if not piece:
+                return
+            left -= len(piece)
+            yield piece
+
+
+def send_ahead(transport: Transport, workspace: str, repo: LocalRepository, worker_key: str,
+               files: Sequence[LargeFile], meters: Meters = unmetered,
+               stop: threading.Event | None = None) -> list[str]:
+    """Send FILES (large_changes: large, changed files of the working tree) as blobs to a worker that holds the
+    repository already, while the snapshot that includes them is still being taken: that hashing and this transfer
+    overlap, and the sync's pack then goes without them (push_snapshot's AHEAD). Returns the object ids the worker
+    stored.
+
+    A file of another size than the worker's last snapshot has at its path goes at once; one of the same size is
+    hashed first, and stays here when it is the same (touched, not changed). Only an optimisation: a blob that is
+    not the snapshot's in the end (the file changed meanwhile) is left out of nothing, and the pack carries the
+    file's content, as it always did. STOP, once set (the command is given up), ends what is still going."""
+    stop = stop or threading.Event()
+    history = remembered(repo.state_dir, worker_key)
+    if not history.haves or not files:
+        return []  # a first sync makes the repository; it sends the tree as a pack
+    last = history.haves[0]
+    named = [(f, os.fsencode(f.path.relative_to(repo.root))) for f in files if f.path.is_relative_to(repo.root)]
+    named = [(f, n) for f, n in named if b"\n" not in n]
+    query = b"".join(last.encode() + b":" + n + b"\n" for _, n in named)
+    p = run_git(["cat-file", "--batch-check=%(objectname) %(objectsize)"], cwd=repo.root, env=repo.store_env,
+                stdin=query, check=False)
+    answers = p.stdout.decode("utf-8", "replace").splitlines()
+    if len(answers) != len(named):
+        return []
+    todo = []
+    for (f, _), answer in zip(named, answers):
+        held = answer.split()
+        if len(held) == 2 and held[1] == str(f.size) and blob_id(f, sha256=len(last) == 64) == held[0]:
+            continue  # the worker has it as it is
+        todo.append(f)
+    stored: list[str] = []
+    if not todo:
+        return stored
+    transfer = meters(Direction.SENT, sum(f.size for f in todo))
+    try:
+        for f in todo:
+            if stop.is_set():
+                break
+            argv = ["sh", "-c", worker_script("put-blob.sh"), "sh", workspace, repo.repo_id, str(f.size)]
+            result = transport.run(argv, stdin=MeteredStream(_file_pieces(f, stop), transfer), timeout=600)
+            if result.exit_code == 2:
+                break  # no repository there after all
+            oid = result.text().strip()
+            if result.ok and re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", oid):
+                stored.append(oid)
+    finally:
+        transfer.done()
+    return stored

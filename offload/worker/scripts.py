@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 
 JOB_SCRIPTS = ("graph.sh", "status.sh", "log.sh", "read-logs.sh", "attach-probe.sh", "clean.sh", "receive.sh",
-               "haves.sh", "tasks-running.sh", "result.sh", "get.sh", "launch.sh")
+               "haves.sh", "tasks-running.sh", "result.sh", "get.sh", "launch.sh", "put-blob.sh")
 BOOT_SCRIPTS = ("mount-data.sh", "start-worker.sh", "idle-stop.sh", "watch-image.sh", "host-keys.sh")
 # Scripts that a held connection keeps running on the worker (whole, without the library).
 SESSION_SCRIPTS = ("dispatch.sh",)

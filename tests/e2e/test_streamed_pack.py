@@ -128,3 +128,22 @@ def test_a_run_whose_pack_is_cut_short_says_so_and_the_next_one_syncs(sshd_worke
     again = offload("run", "--outputs", str(out), "--wait", "--", "cat big.bin", cwd=repo, env=env)
     assert again.returncode == 0, again.stderr.decode()
     assert again.stdout == data
+
+
+@pytest.mark.parametrize("persist", ["30", "0"], ids=["agent", "no-agent"])
+def test_a_large_new_file_goes_ahead_of_the_pack(sshd_worker: SshdWorker, tmp_path: Path, persist: str) -> None:
+    """A run sends a large new file to a worker that holds the repository while it snapshots it (send_ahead): the
+    blob is stored as it came, loose, where a pack would have been indexed, and the job reads it whole."""
+    repo = make_repo(tmp_path / "repo", files=5)
+    out = write_outputs(tmp_path / "outputs.json", "ssh", [sshd_record(sshd_worker)])
+    env = {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path), "OFFLOAD_PERSIST": persist}
+    assert offload("run", "--outputs", str(out), "--wait", "--", "true", cwd=repo, env=env).returncode == 0
+    data = os.urandom(5 << 20)
+    (repo / "big.bin").write_bytes(data)
+    blob = os.popen(f"git hash-object '{repo / 'big.bin'}'").read().strip()
+    run = offload("run", "--outputs", str(out), "--wait", "--", "cat big.bin", cwd=repo, env=env)
+    assert run.returncode == 0, run.stderr.decode()
+    assert run.stdout == data
+    loose = list(Path(sshd_worker.workspace).glob(f"repos/*.git/objects/{blob[:2]}/{blob[2:]}"))
+    assert len(loose) == 1, "the file went ahead, as a blob of its own"
+    assert b"offload: sent 5.2 MB" in run.stderr, run.stderr.decode()
