@@ -21,7 +21,7 @@ from offload.runtime.meter import Direction, MeteredInput, MeteredStream, Meters
 from offload.runtime.snapshot import (LargeFile, LocalRepository, Snapshot, WorkerHistory, blob_id, remembered,
                                       take_snapshot)
 from offload.runtime.transport import Result, Step, Transport, run_steps
-from offload.worker.exits import ReceiveExit
+from offload.worker.exits import PutBlobExit, ReceiveExit
 from offload.worker.layout import JobPaths
 from offload.worker.scripts import worker_script
 
@@ -441,8 +441,8 @@ def send_ahead(transport: Transport, workspace: str, repo: LocalRepository, work
                 break
             argv = ["sh", "-c", worker_script("put-blob.sh"), "sh", workspace, repo.repo_id, str(f.size)]
             result = transport.run(argv, stdin=MeteredStream(_file_pieces(f, stop), transfer), timeout=600)
-            if result.exit_code == 2:
-                break  # no repository there after all
+            if result.exit_code == PutBlobExit.NO_REPOSITORY:
+                break  # none there after all
             oid = result.text().strip()
             if result.ok and re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", oid):
                 stored.append(oid)

@@ -21,6 +21,15 @@ class ReceiveExit(IntEnum):
     JOB_EXISTS = 4  # its directory, a lease or its ref; nothing was changed
 
 
+class PutBlobExit(IntEnum):
+    """put-blob.sh: store a large file sent ahead of a sync as a blob of the worker's repository."""
+
+    OK = 0
+    FAILED = 1  # input cut short, or a write that failed: nothing was stored
+    USAGE = 2  # a bad size
+    NO_REPOSITORY = 21  # the worker has no repository of it yet (its first sync makes one)
+
+
 class LogExit(IntEnum):
     """log.sh: a task's log from an offset, or followed to its end."""
 
@@ -162,6 +171,7 @@ class DispatchExit(IntEnum):
 
 SCRIPT_EXITS: dict[str, type[IntEnum]] = {
     "receive.sh": ReceiveExit,
+    "put-blob.sh": PutBlobExit,
     "launch.sh": LeasedLaunchExit,
     "dispatch.sh": DispatchExit,
     "log.sh": LogExit,

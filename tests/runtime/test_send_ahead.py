@@ -13,6 +13,7 @@ from offload.runtime.meter import Direction
 from offload.runtime.snapshot import LARGE_FILE, large_changes, local_repository, take_snapshot
 from offload.runtime.sync import push_snapshot, send_ahead
 from offload.runtime.transport import LocalTransport
+from offload.worker.exits import PutBlobExit
 from offload.worker.layout import JobPaths
 from offload.worker.scripts import library, worker_script
 from tests.workers import git, make_repo
@@ -132,7 +133,7 @@ def test_put_blob_stores_nothing_of_input_cut_short(tmp_path: Path) -> None:
     (tmp_path / "x").write_bytes(b"x" * 100)
     assert whole.ok and whole.text().strip() == _blob(tmp_path / "x")
     none = t.run(["sh", "-c", worker_script("put-blob.sh"), "sh", ws, "no-such-repo", "1"], stdin=b"x")
-    assert none.exit_code == 2
+    assert none.exit_code == PutBlobExit.NO_REPOSITORY
 
 
 def test_a_command_given_up_stops_what_goes_ahead(tmp_path: Path) -> None:
