@@ -21,7 +21,7 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 from offload.errors import SyncError, UsageError
 from offload.paths import cache_dir
@@ -421,14 +421,27 @@ def large_changes(cwd: Path, *, least: int = LARGE_FILE) -> list[LargeFile]:
     return list(found.values())
 
 
+def open_large(large: LargeFile) -> BinaryIO:
+    """LARGE, open for reading: the regular file itself, never what a symlink put in its place meanwhile points
+    to (OSError then)."""
+    fd = os.open(large.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{large.path} is no longer a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def blob_id(large: LargeFile, *, sha256: bool = False) -> str | None:
     """The object id git gives LARGE's content as a blob; None when it is no longer the size it was (it is being
-    written)."""
+    written), or no longer a regular file."""
     h = hashlib.sha256() if sha256 else hashlib.sha1()
     h.update(b"blob %d\0" % large.size)
     left = large.size
     try:
-        with open(large.path, "rb") as f:
+        with open_large(large) as f:
             while left > 0:
                 piece = f.read(min(left, 1 << 20))
                 if not piece:

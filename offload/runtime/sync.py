@@ -18,8 +18,8 @@ from offload.errors import JobExists, SyncError
 from offload.outputs import DEFAULT_HISTORY_DEPTH, FULL_HISTORY
 from offload.runtime.localgit import git_failure, run_git, start_git
 from offload.runtime.meter import Direction, MeteredInput, MeteredStream, Meters, Transfer, unmetered
-from offload.runtime.snapshot import (LargeFile, LocalRepository, Snapshot, WorkerHistory, blob_id, remembered,
-                                      take_snapshot)
+from offload.runtime.snapshot import (LargeFile, LocalRepository, Snapshot, WorkerHistory, blob_id, open_large,
+                                      remembered, take_snapshot)
 from offload.runtime.transport import Result, Step, Transport, run_steps
 from offload.worker.exits import PutBlobExit, ReceiveExit
 from offload.worker.layout import JobPaths
@@ -391,7 +391,11 @@ def _file_pieces(large: LargeFile, stop: threading.Event) -> Iterator[bytes]:
     """LARGE's SIZE bytes, a piece at a time; fewer when the file gets shorter meanwhile or STOP is set, and the
     worker then stores nothing of it (put-blob.sh)."""
     left = large.size
-    with open(large.path, "rb") as f:
+    try:
+        f = open_large(large)
+    except OSError:
+        return  # nothing goes: the worker stores nothing of an empty input for a non-empty file
+    with f:
         while left > 0 and not stop.is_set():
             piece = f.read(min(left, STREAM_PIECE))
             if not piece:

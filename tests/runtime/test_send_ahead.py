@@ -145,3 +145,21 @@ def test_a_command_given_up_stops_what_goes_ahead(tmp_path: Path) -> None:
     given_up.set()
     assert send_ahead(t, ws, local_repository(repo), "w", large_changes(repo), meters, given_up) == []
     assert meters.moved == 0
+
+
+def test_a_file_swapped_for_a_symlink_sends_nothing_of_what_it_points_to(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    t, ws = LocalTransport(), str(tmp_path / "ws")
+    _sync(t, repo, ws, "a")
+    (repo / "data.bin").write_bytes(os.urandom(LARGE_FILE))
+    listed = large_changes(repo)
+    secret = tmp_path / "secret"
+    secret.write_bytes(os.urandom(LARGE_FILE))
+    (repo / "data.bin").unlink()
+    (repo / "data.bin").symlink_to(secret)  # after it was listed, before it goes
+    meters = Recorded()
+    assert send_ahead(t, ws, local_repository(repo), "w", listed, meters) == []
+    assert meters.moved == 0
+    bare = Path(ws) / "repos" / f"{local_repository(repo).repo_id}.git"
+    blob = _blob(secret)
+    assert not (bare / "objects" / blob[:2] / blob[2:]).exists()
