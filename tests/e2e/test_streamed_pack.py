@@ -105,6 +105,9 @@ def test_a_pack_cut_short_leaves_the_worker_repository_as_it_was(transport: SshT
         push_snapshot(transport, snap, JobPaths(sshd_worker.workspace, "cut"), "w", meters=meters)
     assert meters.moved >= 1 << 20, "part of the pack went before it failed"
     assert _repository_state(transport, bare) == before
+    left = _on_worker(transport, "sh", "-c", 'cd "$1/objects" && ls -d -- incoming-* pack/tmp_* 2>/dev/null; true',
+                      "sh", bare)
+    assert left == b"", "nothing half made is left behind"
     missing = transport.run(["git", "-C", bare, "cat-file", "-e", f"{snap.commit}^{{commit}}"], timeout=60)
     assert missing.exit_code != 0, "the snapshot is not in the worker's repository"
     assert transport.run(["test", "-e", f"{sshd_worker.workspace}/jobs/cut"], timeout=60).exit_code != 0

@@ -82,7 +82,23 @@ if [ ! -f "$repo/HEAD" ]; then
 fi
 case $mode in
 unpack) git -C "$repo" unpack-objects -q || exit 3 ;;
-index) git -C "$repo" index-pack --stdin --fix-thin > /dev/null || exit 3 ;;
+index)
+	# Into a directory of its own, as git's receive-pack does, and moved in whole (the index last, which makes a
+	# pack count): a pack cut short leaves nothing in the repository, not even its temporary file.
+	incoming=$(mktemp -d "$repo/objects/incoming-XXXXXX") && mkdir "$incoming/pack" || exit 1
+	trap 'rm -rf "$incoming"' EXIT
+	trap 'exit 1' HUP INT TERM
+	GIT_OBJECT_DIRECTORY=$incoming GIT_ALTERNATE_OBJECT_DIRECTORIES=$repo/objects \
+		git -C "$repo" index-pack --stdin --fix-thin > /dev/null || exit 3
+	for kind in pack rev idx; do
+		for f in "$incoming"/pack/pack-*."$kind"; do
+			[ -f "$f" ] || continue
+			mv -f "$f" "$repo/objects/pack/" && continue
+			echo "offload: cannot keep the pack$(space_left "$workspace")" >&2
+			exit 1
+		done
+	done
+	;;
 esac
 git -C "$repo" cat-file -e "$commit^{commit}" 2> /dev/null || exit 3
 locked "$repo" update_shallow "$repo" "$commit" "$@"
