@@ -263,16 +263,21 @@ class JobService:
         jobs = WorkerJobs(provider)
         # What this machine will check the job's result against: the snapshot it sends, and a key only the
         # job's runner learns (see offload/runtime/results.py). Kept before the launch, so no result goes unproved.
-        # It is written once the sync has claimed the job's id on the worker (an id in use keeps its own record), or,
-        # for a new id that no job holds, before the sync, which the launch then goes with (one round trip).
+        # For a new id, or a chosen one this machine keeps no record of (claimed, never over another), it is written
+        # before the sync, which the launch then goes with (one round trip). For a chosen id this machine has a
+        # record of, once the sync has claimed the id on the worker: an id in use keeps its own record.
         record = results.JobRecord(job_id, provider.name, snapshot.commit, results.new_result_key())
+        chosen = request.job_id is not None
+        claimed = chosen and results.claim_record(snapshot.state_dir, record)
+        save = None if claimed else (lambda: results.save_record(snapshot.state_dir, record))
         try:
             started: StartedJob = jobs.start(snapshot, plan, job_id=job_id, env=env, meta=meta,
-                                             result_key=record.key,
-                                             before_launch=lambda: results.save_record(snapshot.state_dir, record),
+                                             result_key=record.key, before_launch=save,
                                              depth=self.depth(request, plan), meters=self.reach.meters,
-                                             with_sync=request.job_id is None, ahead=sent_ahead)
+                                             with_sync=claimed or not chosen, ahead=sent_ahead)
         except JobExists:
+            if claimed:
+                results.forget_record(snapshot.state_dir, job_id, record.key)
             raise
         except BaseException:
             results.forget_record(snapshot.state_dir, job_id)

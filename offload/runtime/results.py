@@ -92,6 +92,26 @@ def save_record(state_dir: Path, record: JobRecord) -> None:
             pass
 
 
+def claim_record(state_dir: Path, record: JobRecord) -> bool:
+    """Keep RECORD as save_record does, unless this machine keeps a record of its job already: whether it did. A job
+    id the user chose can then have its record kept before the sync claims the id on the worker (and the launch go
+    with the sync): if the worker has a job of that id, forget_record with RECORD's key takes it back."""
+    directory = _records_dir(state_dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"{validate_id(record.job)}.json"
+    tmp = directory / f".{record.job}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(record), f)
+    try:
+        os.link(tmp, path)  # never over a record that is there
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
+
+
 def load_record(state_dir: Path, job: str) -> JobRecord | None:
     try:
         data = json.loads((_records_dir(state_dir) / f"{validate_id(job)}.json").read_text())
@@ -103,7 +123,13 @@ def load_record(state_dir: Path, job: str) -> JobRecord | None:
     return record
 
 
-def forget_record(state_dir: Path, job: str) -> None:
+def forget_record(state_dir: Path, job: str, key: str | None = None) -> None:
+    """Forget JOB's record; with KEY, only a record with that key (one this command claimed, not one another
+    command has kept since)."""
+    if key is not None:
+        kept = load_record(state_dir, job)
+        if kept is None or kept.key != key:
+            return
     try:
         (_records_dir(state_dir) / f"{validate_id(job)}.json").unlink()
     except OSError:

@@ -205,3 +205,30 @@ def test_a_limited_log_read_never_splits_a_character() -> None:
     assert [utf8_prefix(data, n).decode() for n in range(1, 10)] == [
         "a", "a", "aé", "aé", "aé", "aé€", "aé€", "aé€", "aé€"]
     assert utf8_prefix(b"\x80\x80\x80\x80\x80", 2) == b"\x80\x80", "bytes that are no UTF-8 are cut where asked"
+
+
+def test_a_chosen_job_id_new_to_this_machine_launches_with_its_sync(service: JobService, repo: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One round trip for `run --job ID` too, while an id taken on the worker never costs this machine the record
+    it keeps of that id, nor keeps one for another machine's job."""
+    import offload.runtime.sync as sync_module
+    from offload.errors import JobExists
+    from offload.runtime import results
+    from offload.runtime.snapshot import local_repository
+
+    sent: list[int] = []
+    real = sync_module.run_steps
+    monkeypatch.setattr(sync_module, "run_steps", lambda t, steps: sent.append(len(steps)) or real(t, steps))
+    service.submit(RunRequest(cwd=repo, command=["true"], job_id="named"))
+    assert sent == [2], "the receive and the launch went together"
+    state = local_repository(repo).state_dir
+    kept = results.load_record(state, "named")
+    assert kept is not None
+    sent.clear()
+    with pytest.raises(JobExists):
+        service.submit(RunRequest(cwd=repo, command=["true"], job_id="named"))
+    assert sent == [] and results.load_record(state, "named") == kept, "a known id: the launch waits for the sync"
+    results.forget_record(state, "named")  # as on a machine that did not start it
+    with pytest.raises(JobExists):
+        service.submit(RunRequest(cwd=repo, command=["true"], job_id="named"))
+    assert sent == [2] and results.load_record(state, "named") is None
