@@ -977,3 +977,27 @@ def path_without(tool: str, scratch: Path) -> str:
                 (copy / item.name).symlink_to(item)
         out.append(str(copy))
     return os.pathsep.join(out)
+
+
+class RecordedMeters:
+    """Meters (offload/runtime/meter.py) that keep what they were told: the transfers opened, with their direction
+    and total, the totals learnt later, the bytes moved and the transfers done."""
+
+    def __init__(self) -> None:
+        self.opened: list[tuple[Any, int | None]] = []
+        self.totals: list[int] = []
+        self.moved = 0
+        self.finished = 0
+
+    def __call__(self, direction: Any, total: int | None) -> "RecordedMeters":
+        self.opened.append((direction, total))
+        return self
+
+    def advance(self, n: int) -> None:
+        self.moved += n
+
+    def sized(self, total: int) -> None:
+        self.totals.append(total)
+
+    def done(self) -> None:
+        self.finished += 1

@@ -72,19 +72,25 @@ def _records_dir(state_dir: Path) -> Path:
     return state_dir / "jobs"
 
 
-def save_record(state_dir: Path, record: JobRecord) -> None:
-    """Keep RECORD (mode 0600: it holds the key) in the repository's state directory on this machine; forget
-    records older than RECORD_DAYS on the way."""
+def _written(state_dir: Path, record: JobRecord) -> tuple[Path, Path]:
+    """RECORD written (mode 0600: it holds the key) to a temporary file beside its place: (its place, that file)."""
     directory = _records_dir(state_dir)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / f"{validate_id(record.job)}.json"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = directory / f".{record.job}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(asdict(record), f)
+    return path, tmp
+
+
+def save_record(state_dir: Path, record: JobRecord) -> None:
+    """Keep RECORD (mode 0600: it holds the key) in the repository's state directory on this machine; forget
+    records older than RECORD_DAYS on the way."""
+    path, tmp = _written(state_dir, record)
     os.replace(tmp, path)
     cutoff = time.time() - RECORD_DAYS * 86400
-    for old in directory.glob("*.json"):
+    for old in path.parent.glob("*.json"):
         try:
             if old.stat().st_mtime < cutoff:
                 old.unlink()
@@ -96,13 +102,7 @@ def claim_record(state_dir: Path, record: JobRecord) -> bool:
     """Keep RECORD as save_record does, unless this machine keeps a record of its job already: whether it did. A job
     id the user chose can then have its record kept before the sync claims the id on the worker (and the launch go
     with the sync): if the worker has a job of that id, forget_record with RECORD's key takes it back."""
-    directory = _records_dir(state_dir)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / f"{validate_id(record.job)}.json"
-    tmp = directory / f".{record.job}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(record), f)
+    path, tmp = _written(state_dir, record)
     try:
         os.link(tmp, path)  # never over a record that is there
     except FileExistsError:

@@ -15,33 +15,7 @@ from offload.runtime.sync import INDEX_FROM_BYTES, push_snapshot, take_snapshot
 from offload.runtime.transport import SshTransport
 from offload.worker.layout import JobPaths
 from tests.e2e.helpers import offload
-from tests.workers import SshdWorker, make_repo, sshd_record, write_outputs
-
-
-
-
-class Recorded:
-    """Meters that keep what they were told."""
-
-    def __init__(self) -> None:
-        self.opened: list[tuple[Direction, int | None]] = []
-        self.totals: list[int] = []
-        self.moved = 0
-        self.finished = 0
-
-    def __call__(self, direction: Direction, total: int | None) -> "Recorded":
-        self.opened.append((direction, total))
-        return self
-
-    def advance(self, n: int) -> None:
-        self.moved += n
-
-    def sized(self, total: int) -> None:
-        self.totals.append(total)
-
-    def done(self) -> None:
-        self.finished += 1
-
+from tests.workers import RecordedMeters, SshdWorker, make_repo, sshd_record, write_outputs
 
 
 def _cutting_git(bin_dir: Path) -> str:
@@ -79,7 +53,7 @@ def test_a_large_pack_streams_whole_and_exact(transport: SshTransport, sshd_work
     data = os.urandom(3 << 20)  # incompressible: the pack is over INDEX_FROM_BYTES
     (repo / "big.bin").write_bytes(data)
     snap = take_snapshot(repo)
-    meters = Recorded()
+    meters = RecordedMeters()
     stats = push_snapshot(transport, snap, JobPaths(sshd_worker.workspace, "streamed"), "w", meters=meters)
     assert stats.pack_bytes >= INDEX_FROM_BYTES
     assert meters.opened == [(Direction.SENT, None)], "a streamed pack's size is not known when it starts"
@@ -100,7 +74,7 @@ def test_a_pack_cut_short_leaves_the_worker_repository_as_it_was(transport: SshT
     (repo / "big.bin").write_bytes(os.urandom(3 << 20))
     snap = take_snapshot(repo)
     monkeypatch.setenv("PATH", _cutting_git(tmp_path / "bin"))
-    meters = Recorded()
+    meters = RecordedMeters()
     with pytest.raises(SyncError, match="git pack-objects failed: fatal: cut short"):
         push_snapshot(transport, snap, JobPaths(sshd_worker.workspace, "cut"), "w", meters=meters)
     assert meters.moved >= 1 << 20, "part of the pack went before it failed"

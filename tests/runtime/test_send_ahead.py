@@ -16,28 +16,7 @@ from offload.runtime.transport import LocalTransport
 from offload.worker.exits import PutBlobExit
 from offload.worker.layout import JobPaths
 from offload.worker.scripts import library, worker_script
-from tests.workers import git, make_repo
-
-
-class Recorded:
-    """Meters that keep what they were told."""
-
-    def __init__(self) -> None:
-        self.opened: list[tuple[Direction, int | None]] = []
-        self.moved = 0
-
-    def __call__(self, direction: Direction, total: int | None) -> "Recorded":
-        self.opened.append((direction, total))
-        return self
-
-    def advance(self, n: int) -> None:
-        self.moved += n
-
-    def sized(self, total: int) -> None:
-        pass
-
-    def done(self) -> None:
-        pass
+from tests.workers import RecordedMeters, git, make_repo
 
 
 def _sync(t: LocalTransport, repo: Path, ws: str, job: str, ahead: list[str] | None = None):  # noqa: ANN202
@@ -81,7 +60,7 @@ def test_a_file_sent_ahead_is_left_out_of_the_pack_and_still_arrives(tmp_path: P
     _sync(t, repo, ws, "a")
     data = os.urandom(LARGE_FILE + 12345)
     (repo / "data.bin").write_bytes(data)
-    meters = Recorded()
+    meters = RecordedMeters()
     stored = send_ahead(t, ws, local_repository(repo), "w", large_changes(repo), meters)
     assert stored == [_blob(repo / "data.bin")]
     assert meters.opened == [(Direction.SENT, len(data))] and meters.moved == len(data)
@@ -98,7 +77,7 @@ def test_a_file_the_worker_holds_as_it_is_stays_here(tmp_path: Path) -> None:
         "a worker new to the repository gets it in its first pack"
     _sync(t, repo, ws, "a")
     os.utime(repo / "data.bin", (1, 1))  # touched, not changed: git lists it all the same
-    meters = Recorded()
+    meters = RecordedMeters()
     assert large_changes(repo) and send_ahead(t, ws, local_repository(repo), "w", large_changes(repo), meters) == []
     assert meters.moved == 0
     (repo / "data.bin").write_bytes(os.urandom(LARGE_FILE))  # the same size, other bytes
@@ -141,7 +120,7 @@ def test_a_command_given_up_stops_what_goes_ahead(tmp_path: Path) -> None:
     t, ws = LocalTransport(), str(tmp_path / "ws")
     _sync(t, repo, ws, "a")
     (repo / "data.bin").write_bytes(os.urandom(LARGE_FILE))
-    given_up, meters = threading.Event(), Recorded()
+    given_up, meters = threading.Event(), RecordedMeters()
     given_up.set()
     assert send_ahead(t, ws, local_repository(repo), "w", large_changes(repo), meters, given_up) == []
     assert meters.moved == 0
@@ -157,7 +136,7 @@ def test_a_file_swapped_for_a_symlink_sends_nothing_of_what_it_points_to(tmp_pat
     secret.write_bytes(os.urandom(LARGE_FILE))
     (repo / "data.bin").unlink()
     (repo / "data.bin").symlink_to(secret)  # after it was listed, before it goes
-    meters = Recorded()
+    meters = RecordedMeters()
     assert send_ahead(t, ws, local_repository(repo), "w", listed, meters) == []
     assert meters.moved == 0
     bare = Path(ws) / "repos" / f"{local_repository(repo).repo_id}.git"
