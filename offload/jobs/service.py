@@ -245,8 +245,10 @@ class JobService:
         given_up = threading.Event()
         with ThreadPoolExecutor(max_workers=2) as pool:
             connecting = pool.submit(ready)
-            # Large changed files go to the worker while the snapshot hashes them here.
-            ahead = pool.submit(self._send_ahead, request.cwd, connecting, given_up) if not request.ref else None
+            # Large changed files go to a remote worker while the snapshot hashes them here.
+            remote = any(not p.on_this_machine for p in self.fleet.providers)
+            ahead = (pool.submit(self._send_ahead, request.cwd, connecting, given_up)
+                     if remote and not request.ref else None)
             try:
                 if request.ref:
                     progress(f"taking {request.ref}")

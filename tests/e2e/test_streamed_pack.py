@@ -5,6 +5,7 @@ the worker's repository left as it was. Over a real sshd worker."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from offload.runtime.sync import INDEX_FROM_BYTES, push_snapshot, take_snapshot
 from offload.runtime.transport import SshTransport
 from offload.worker.layout import JobPaths
 from tests.e2e.helpers import offload
-from tests.workers import RecordedMeters, SshdWorker, make_repo, sshd_record, write_outputs
+from tests.workers import RecordedMeters, SshDockerWorker, SshdWorker, make_repo, sshd_record, write_outputs
 
 
 def _cutting_git(bin_dir: Path) -> str:
@@ -87,14 +88,21 @@ def test_a_pack_cut_short_leaves_the_worker_repository_as_it_was(transport: SshT
     assert transport.run(["test", "-e", f"{sshd_worker.workspace}/jobs/cut"], timeout=60).exit_code != 0
 
 
+def _warm(tmp_path: Path, record: dict, key: Path, persist: str) -> tuple[Path, Path, dict[str, str]]:
+    """A repository that a first run (waited for) has put on the worker of RECORD: the repository, the outputs
+    file and the environment of the runs."""
+    repo = make_repo(tmp_path / "repo", files=5)
+    out = write_outputs(tmp_path / "outputs.json", "ssh", [record])
+    env = {"OFFLOAD_SSH_KEY": str(key), "OFFLOAD_PERSIST": persist}
+    assert offload("run", "--outputs", str(out), "--wait", "--", "true", cwd=repo, env=env).returncode == 0
+    return repo, out, env
+
+
 @pytest.mark.parametrize("persist", ["30", "0"], ids=["agent", "no-agent"])
 def test_a_run_whose_pack_is_cut_short_says_so_and_the_next_one_syncs(sshd_worker: SshdWorker, tmp_path: Path,
                                                                       persist: str) -> None:
     """With the connection agent the input goes through it: the step still ends, at once, with the local failure."""
-    repo = make_repo(tmp_path / "repo", files=5)
-    out = write_outputs(tmp_path / "outputs.json", "ssh", [sshd_record(sshd_worker)])
-    env = {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path), "OFFLOAD_PERSIST": persist}
-    assert offload("run", "--outputs", str(out), "--wait", "--", "true", cwd=repo, env=env).returncode == 0
+    repo, out, env = _warm(tmp_path, sshd_record(sshd_worker), sshd_worker.key_path, persist)
     data = os.urandom(3 << 20)
     (repo / "big.bin").write_bytes(data)
     cut = offload("run", "--outputs", str(out), "--job", "cut", "--", "true", cwd=repo,
@@ -107,20 +115,30 @@ def test_a_run_whose_pack_is_cut_short_says_so_and_the_next_one_syncs(sshd_worke
     assert again.stdout == data
 
 
-@pytest.mark.parametrize("persist", ["30", "0"], ids=["agent", "no-agent"])
-def test_a_large_new_file_goes_ahead_of_the_pack(sshd_worker: SshdWorker, tmp_path: Path, persist: str) -> None:
-    """A run sends a large new file to a worker that holds the repository while it snapshots it (send_ahead): the
-    blob is stored as it came, loose, where a pack would have been indexed, and the job reads it whole."""
-    repo = make_repo(tmp_path / "repo", files=5)
-    out = write_outputs(tmp_path / "outputs.json", "ssh", [sshd_record(sshd_worker)])
-    env = {"OFFLOAD_SSH_KEY": str(sshd_worker.key_path), "OFFLOAD_PERSIST": persist}
-    assert offload("run", "--outputs", str(out), "--wait", "--", "true", cwd=repo, env=env).returncode == 0
+def _goes_ahead(repo: Path, out: Path, env: dict[str, str], workspace: str) -> None:
+    """A run with a large new file: the blob is stored as it came, loose, where a pack would have been indexed,
+    and the job reads it whole."""
     data = os.urandom(5 << 20)
     (repo / "big.bin").write_bytes(data)
-    blob = os.popen(f"git hash-object '{repo / 'big.bin'}'").read().strip()
+    blob = subprocess.run(["git", "hash-object", "big.bin"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip()
     run = offload("run", "--outputs", str(out), "--wait", "--", "cat big.bin", cwd=repo, env=env)
     assert run.returncode == 0, run.stderr.decode()
     assert run.stdout == data
-    loose = list(Path(sshd_worker.workspace).glob(f"repos/*.git/objects/{blob[:2]}/{blob[2:]}"))
+    loose = list(Path(workspace).glob(f"repos/*.git/objects/{blob[:2]}/{blob[2:]}"))
     assert len(loose) == 1, "the file went ahead, as a blob of its own"
     assert b"offload: sent 5.2 MB" in run.stderr, run.stderr.decode()
+
+
+@pytest.mark.parametrize("persist", ["30", "0"], ids=["agent", "no-agent"])
+def test_a_large_new_file_goes_ahead_of_the_pack(sshd_worker: SshdWorker, tmp_path: Path, persist: str) -> None:
+    """A run sends a large new file to a worker that holds the repository while it snapshots it (send_ahead)."""
+    repo, out, env = _warm(tmp_path, sshd_record(sshd_worker), sshd_worker.key_path, persist)
+    _goes_ahead(repo, out, env, sshd_worker.workspace)
+
+
+def test_a_large_new_file_goes_ahead_into_a_worker_container(ssh_docker_worker: SshDockerWorker,
+                                                              tmp_path: Path) -> None:
+    record = sshd_record(ssh_docker_worker, image=ssh_docker_worker.container.image)
+    repo, out, env = _warm(tmp_path, record, ssh_docker_worker.ssh.key_path, "30")
+    _goes_ahead(repo, out, env, ssh_docker_worker.workspace)

@@ -36,18 +36,10 @@ def test_every_script_file_is_known() -> None:
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
-@pytest.mark.parametrize("name", JOB_SCRIPTS)
-def test_job_scripts_parse(shell: str, name: str) -> None:
-    result = subprocess.run([*_shell(shell), "-n"], input=worker_script(name), capture_output=True, text=True,
-                            timeout=10)
-    assert result.returncode == 0, result.stderr
-
-
-@pytest.mark.parametrize("shell", sorted(SHELLS))
-@pytest.mark.parametrize("name", SESSION_SCRIPTS)
-def test_session_scripts_parse(shell: str, name: str) -> None:
-    result = subprocess.run([*_shell(shell), "-n"], input=session_script(name), capture_output=True, text=True,
-                            timeout=10)
+@pytest.mark.parametrize("name", JOB_SCRIPTS + SESSION_SCRIPTS)
+def test_job_and_session_scripts_parse(shell: str, name: str) -> None:
+    text = worker_script(name) if name in JOB_SCRIPTS else session_script(name)
+    result = subprocess.run([*_shell(shell), "-n"], input=text, capture_output=True, text=True, timeout=10)
     assert result.returncode == 0, result.stderr
 
 
