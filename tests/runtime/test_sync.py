@@ -292,3 +292,19 @@ def test_the_tree_is_written_without_hashing_fresh_files_again(tmp_path: Path,
     listed = subprocess.run(["git", "ls-tree", snap.commit, "fresh.bin"], cwd=repo,
                             env={**os.environ, **snap.object_env}, capture_output=True, text=True, check=True).stdout
     assert listed.split()[2] == blob
+
+
+def test_a_large_thin_pack_arrives_in_a_workspace_whose_path_has_a_colon(tmp_path: Path) -> None:
+    """A pack of INDEX_FROM_BYTES or more is indexed apart and reads its bases through the repository: a colon in
+    the path must not split it."""
+    repo = make_repo(tmp_path / "repo", files=50)
+    t = LocalTransport()
+    ws = str(tmp_path / "a:b" / "ws")
+    sync(t, take_snapshot(repo), JobPaths(ws, "a"))
+    (repo / "file7.txt").write_text("content 7, edited\n")  # the new tree is a delta against the worker's
+    data = os.urandom(2 << 20)
+    (repo / "big.bin").write_bytes(data)
+    stats, b = sync(t, take_snapshot(repo), JobPaths(ws, "b"))
+    assert stats.pack_bytes >= 2 << 20 and not stats.retried, stats
+    assert (Path(b.worktree) / "big.bin").read_bytes() == data
+    assert (Path(b.worktree) / "file7.txt").read_text() == "content 7, edited\n"

@@ -84,12 +84,14 @@ case $mode in
 unpack) git -C "$repo" unpack-objects -q || exit 3 ;;
 index)
 	# Into a directory of its own, as git's receive-pack does, and moved in whole (the index last, which makes a
-	# pack count): a pack cut short leaves nothing in the repository, not even its temporary file.
-	incoming=$(mktemp -d "$repo/objects/incoming-XXXXXX") && mkdir "$incoming/pack" || exit 1
+	# pack count): a pack cut short leaves nothing in the repository, not even its temporary file. The bases of
+	# the thin pack are read through the repository's own objects, named in the directory's alternates file (a
+	# line, where the environment's list would split a path at a colon).
+	incoming=$(mktemp -d "$repo/objects/incoming-XXXXXX") || exit 1
 	trap 'rm -rf "$incoming"' EXIT
 	trap 'exit 1' HUP INT TERM
-	GIT_OBJECT_DIRECTORY=$incoming GIT_ALTERNATE_OBJECT_DIRECTORIES=$repo/objects \
-		git -C "$repo" index-pack --stdin --fix-thin > /dev/null || exit 3
+	mkdir "$incoming/pack" "$incoming/info" && printf '%s\n' "$repo/objects" > "$incoming/info/alternates" || exit 1
+	GIT_OBJECT_DIRECTORY=$incoming git -C "$repo" index-pack --stdin --fix-thin > /dev/null || exit 3
 	for kind in pack rev idx; do
 		for f in "$incoming"/pack/pack-*."$kind"; do
 			[ -f "$f" ] || continue
